@@ -1,0 +1,291 @@
+//! Node configuration with documented defaults.
+//!
+//! Every bound the core enforces is a field here. [`Config::default`] gives the documented
+//! defaults; [`Config::validate`] rejects nonsense before a node starts.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+
+use crate::time::Duration;
+
+/// A realm: a tenant of the mesh, named in reverse-DNS form (`io.example.prod`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Realm {
+    name: String,
+}
+
+/// The longest realm name accepted (a DNS name's limit).
+pub const MAX_REALM_LEN: usize = 253;
+
+impl Realm {
+    /// A realm named `name`.
+    ///
+    /// # Errors
+    /// [`ConfigError::BadRealm`] unless `name` is 1–253 characters of dot-separated labels made
+    /// of ASCII letters, digits, `-` and `_`, no label empty.
+    pub fn new(name: &str) -> Result<Self, ConfigError> {
+        if is_valid_realm(name) {
+            Ok(Realm { name: name.into() })
+        } else {
+            Err(ConfigError::BadRealm)
+        }
+    }
+
+    /// The realm's name.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Whether `name` is a well-formed realm name (see [`Realm::new`]).
+pub fn is_valid_realm(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_REALM_LEN
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+impl fmt::Debug for Realm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Realm({})", self.name)
+    }
+}
+
+impl fmt::Display for Realm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// A realm's shared API key. It proves membership and never crosses the wire.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(Vec<u8>);
+
+impl ApiKey {
+    /// A key made of `bytes` (at least 16 bytes: shorter keys are guessable).
+    ///
+    /// # Errors
+    /// [`ConfigError::WeakApiKey`] if `bytes` is shorter than 16 bytes.
+    pub fn new(bytes: &[u8]) -> Result<Self, ConfigError> {
+        if bytes.len() < 16 {
+            return Err(ConfigError::WeakApiKey);
+        }
+        Ok(ApiKey(bytes.into()))
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Roles a node offers to others, advertised in the handshake.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct Roles(pub u8);
+
+impl Roles {
+    /// A well-known seed that others join through.
+    pub const BOOTSTRAP: Roles = Roles(1);
+    /// Accepts relay circuits for nodes that can't reach each other.
+    pub const GATEWAY: Roles = Roles(2);
+
+    /// Whether every role in `other` is in `self`.
+    pub fn contains(self, other: Roles) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl core::ops::BitOr for Roles {
+    type Output = Roles;
+    fn bitor(self, other: Roles) -> Roles {
+        Roles(self.0 | other.0)
+    }
+}
+
+/// Configuration of a [`Node`](crate::Node).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// The realm this node belongs to; peers of other realms are refused.
+    pub realm: Realm,
+    /// The realm's API key. `None` makes the realm open (development); with a key, every peer must
+    /// prove it knows the key. Default: `None`.
+    pub api_key: Option<ApiKey>,
+    /// Addresses this node tells peers it listens on. Adapters fill in the bound address.
+    /// At most [`MAX_LISTEN_ADDRS`] are sent.
+    pub listen_addrs: Vec<SocketAddr>,
+    /// Roles advertised to peers. Default: none.
+    pub roles: Roles,
+    /// Most peers with a completed handshake; more are refused with reason `capacity`.
+    /// Default: 128.
+    pub max_peers: usize,
+    /// Most links whose handshake is still under way (both directions); further inbound links are
+    /// refused at once. Default: 64.
+    pub max_pending_handshakes: usize,
+    /// How long a handshake may take before the link is closed. Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// Interval between keep-alive pings to each peer. Default: 5 s.
+    pub keepalive_interval: Duration,
+    /// A peer heard nothing from for this long is dropped. Default: 30 s.
+    pub idle_timeout: Duration,
+    /// How long an application ping waits for its pong. Default: 10 s.
+    pub ping_timeout: Duration,
+    /// Most pings (keep-alive and application) awaiting a pong per peer. Default: 32.
+    pub max_pings_in_flight: usize,
+    /// Largest frame accepted or sent, in bytes; a larger length prefix closes the link.
+    /// Default: 1 MiB.
+    pub max_frame_size: u32,
+    /// Most bytes queued for one link that the transport has not taken yet; a link over it is
+    /// closed (the peer is not reading). Default: 4 MiB.
+    pub max_link_send_buffer: usize,
+    /// Most events queued for the application; the oldest are dropped (and counted) beyond it.
+    /// Default: 4096.
+    pub max_queued_events: usize,
+}
+
+/// Most listen addresses a node advertises or accepts in a handshake.
+pub const MAX_LISTEN_ADDRS: usize = 16;
+
+impl Config {
+    /// Defaults for a node of `realm`.
+    pub fn new(realm: Realm) -> Self {
+        Config {
+            realm,
+            api_key: None,
+            listen_addrs: Vec::new(),
+            roles: Roles::default(),
+            max_peers: 128,
+            max_pending_handshakes: 64,
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(10),
+            max_pings_in_flight: 32,
+            max_frame_size: 1 << 20,
+            max_link_send_buffer: 4 << 20,
+            max_queued_events: 4096,
+        }
+    }
+
+    /// Checks the configuration for values that can't work.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first field that is out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_peers == 0 {
+            return Err(ConfigError::Zero("max_peers"));
+        }
+        if self.max_pending_handshakes == 0 {
+            return Err(ConfigError::Zero("max_pending_handshakes"));
+        }
+        if self.max_pings_in_flight == 0 {
+            return Err(ConfigError::Zero("max_pings_in_flight"));
+        }
+        if self.max_queued_events == 0 {
+            return Err(ConfigError::Zero("max_queued_events"));
+        }
+        if self.max_frame_size < 1024 {
+            return Err(ConfigError::FrameSizeTooSmall);
+        }
+        if self.keepalive_interval == Duration::ZERO || self.keepalive_interval >= self.idle_timeout
+        {
+            return Err(ConfigError::KeepaliveNotBelowIdle);
+        }
+        if self.listen_addrs.len() > MAX_LISTEN_ADDRS {
+            return Err(ConfigError::TooManyListenAddrs);
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new(Realm {
+            name: "dev.macula.local".into(),
+        })
+    }
+}
+
+/// A configuration value that can't work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The realm name is not dot-separated labels of letters, digits, `-`, `_` (max 253 chars).
+    BadRealm,
+    /// The API key is shorter than 16 bytes.
+    WeakApiKey,
+    /// The named bound is zero.
+    Zero(&'static str),
+    /// `max_frame_size` is below 1024 bytes.
+    FrameSizeTooSmall,
+    /// `keepalive_interval` must be non-zero and shorter than `idle_timeout`.
+    KeepaliveNotBelowIdle,
+    /// More than [`MAX_LISTEN_ADDRS`] listen addresses.
+    TooManyListenAddrs,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::BadRealm => f.write_str(
+                "a realm name is dot-separated labels of ASCII letters, digits, '-' and '_', \
+                 at most 253 characters (for example io.example.prod)",
+            ),
+            ConfigError::WeakApiKey => f.write_str("an API key must be at least 16 bytes long"),
+            ConfigError::Zero(field) => write!(f, "config field `{field}` must be at least 1"),
+            ConfigError::FrameSizeTooSmall => {
+                f.write_str("max_frame_size must be at least 1024 bytes")
+            }
+            ConfigError::KeepaliveNotBelowIdle => f.write_str(
+                "keepalive_interval must be non-zero and shorter than idle_timeout, \
+                 or peers would time out between pings",
+            ),
+            ConfigError::TooManyListenAddrs => {
+                write!(f, "at most {MAX_LISTEN_ADDRS} listen addresses can be advertised")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realm_names_are_checked() {
+        assert!(Realm::new("io.example.prod").is_ok());
+        assert!(Realm::new("a").is_ok());
+        for bad in ["", ".", "a..b", "a.", "sp ace", "ü.x"] {
+            assert_eq!(Realm::new(bad), Err(ConfigError::BadRealm), "{bad:?}");
+        }
+        let long = "a".repeat(254);
+        assert!(Realm::new(&long).is_err());
+    }
+
+    #[test]
+    fn defaults_validate_and_bad_values_are_named() {
+        let mut c = Config::default();
+        assert_eq!(c.validate(), Ok(()));
+        c.max_peers = 0;
+        assert_eq!(c.validate(), Err(ConfigError::Zero("max_peers")));
+        let mut c = Config::default();
+        c.keepalive_interval = c.idle_timeout;
+        assert_eq!(c.validate(), Err(ConfigError::KeepaliveNotBelowIdle));
+        assert_eq!(ApiKey::new(b"short"), Err(ConfigError::WeakApiKey));
+        assert_eq!(
+            alloc::format!("{:?}", ApiKey::new(b"0123456789abcdef").unwrap()),
+            "ApiKey(<redacted>)"
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! The sans-IO protocol core of Macula, a peer-to-peer mesh.
+//!
+//! This crate makes every protocol decision and performs no IO: no sockets, threads, clocks,
+//! `async` or OS randomness. A driver (the tokio or smol adapter, the simulator, a test) feeds it
+//! inputs with the time they happened and carries out the outputs it asks for. See [`Node`] for
+//! the method kinds and the drain contract.
+//!
+//! Everything but the [`quic`] module is `no_std` + `alloc`:
+//! `cargo build -p macula-proto --no-default-features` builds it alone.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod auth;
+pub mod config;
+mod id;
+pub mod node;
+mod rng;
+pub mod time;
+pub mod wire;
+
+#[cfg(feature = "quic")]
+pub mod quic;
+
+pub use config::{ApiKey, Config, ConfigError, Realm, Roles};
+pub use id::{Distance, Fingerprint, Identity, NodeId, ParseIdError, ShortId};
+pub use node::{
+    Direction, Event, LinkError, LinkId, LinkInfo, Node, PeerInfo, PingError, PingId, Stats,
+    Transmit,
+};
+pub use rng::Rng;
+pub use time::{Duration, Instant};

@@ -1,0 +1,1145 @@
+//! The composition root of the core: links, the CONNECT handshake, the peer table, keep-alive.
+//!
+//! A [`Node`] talks to other nodes over *links*: reliable, ordered byte pipes that a transport
+//! opens (a QUIC connection's control stream in [`quic`](crate::quic), a modelled pipe in the
+//! simulator). By the time a link is handed to the node the transport has proven the remote's
+//! [`NodeId`] (TLS) and exported a per-connection secret ([`LinkInfo::exporter`]); the node then
+//! runs the realm handshake over the link and keeps the peer alive. It never touches a socket.
+//!
+//! # Method kinds
+//!
+//! - **(A) getters** on `&self`: [`Node::node_id`], [`Node::peers`], [`Node::stats`], ...
+//! - **(B) inputs** from the transport and the clock: [`Node::handle_link_up`],
+//!   [`Node::handle_inbound`], [`Node::handle_link_data`], [`Node::handle_link_down`],
+//!   [`Node::handle_timeout`].
+//! - **(C) commands** from the application: [`Node::connect`], [`Node::ping`],
+//!   [`Node::disconnect`], [`Node::close`], returning typed ids whose results arrive as events.
+//! - **(D) outputs**: [`Node::poll_transmit`], [`Node::poll_event`], [`Node::poll_timeout`].
+//!
+//! # The drain contract
+//!
+//! After any (B) or (C) call, call `poll_transmit` until it returns `None` and carry out each
+//! [`Transmit`]; then `poll_event` until `None`; then read `poll_timeout` and call
+//! `handle_timeout(now)` once the clock reaches it. While output is queued, `poll_timeout` returns
+//! the `now` of the last call, so a driver never sleeps on pending work. Every mutating call takes
+//! `now`; time must not go backwards (an earlier `now` is treated as the latest one seen).
+//!
+//! Same seed, same identity, same config and the same inputs give the same outputs, bit for bit.
+
+mod link;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+
+use crate::auth::{realm_proof, verify_realm_proof};
+use crate::config::{Config, ConfigError, Roles, MAX_LISTEN_ADDRS};
+use crate::id::{Identity, NodeId};
+use crate::rng::Rng;
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    encode_into, CloseCode, Connect, ConnectAck, ConnectError, DecodeError, Frame, Ping,
+    RefuseReason, WireAddr, PROTOCOL_VERSION,
+};
+
+use link::{Link, LinkState, PendingPing};
+pub use stats::{RefusalCounts, Stats};
+
+/// Identifies one link (one transport connection) for the node's whole life; never reused.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct LinkId(pub u64);
+
+/// Identifies one application ping.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct PingId(pub u64);
+
+/// Who opened a link.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Direction {
+    /// This node dialed.
+    Outbound,
+    /// The remote dialed this node.
+    Inbound,
+}
+
+/// What the transport proved about a link before handing it to the node.
+#[derive(Clone, Debug)]
+pub struct LinkInfo {
+    /// The remote's node id, proven by the transport (the TLS certificate's key).
+    pub remote_id: NodeId,
+    /// The remote's address as the transport sees it.
+    pub remote_addr: SocketAddr,
+    /// 32 bytes both ends derive from the connection's TLS session (an exporter value); the realm
+    /// proof is bound to it. Both ends of a link must see the same value.
+    pub exporter: [u8; 32],
+}
+
+/// Work for the transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Transmit {
+    /// Open a link to `addr`; report the outcome with [`Node::handle_link_up`] or
+    /// [`Node::handle_link_down`].
+    Open {
+        /// The id the node gave the link.
+        link: LinkId,
+        /// Where to dial.
+        addr: SocketAddr,
+        /// The node expected there, if the application named one.
+        expected: Option<NodeId>,
+    },
+    /// Write `bytes` to the link's stream, after everything written before.
+    Send {
+        /// The link.
+        link: LinkId,
+        /// Encoded frames, in order.
+        bytes: Vec<u8>,
+    },
+    /// Close the link with `code`, after delivering every earlier `Send`. The node has forgotten
+    /// the link: a later report about it is ignored.
+    Close {
+        /// The link.
+        link: LinkId,
+        /// Why; the transport passes it to the remote (the QUIC application error code).
+        code: CloseCode,
+    },
+}
+
+/// How a link failed, as reported by the transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The transport could not establish the link (unreachable, TLS failure, bad certificate).
+    DialFailed,
+    /// The remote closed the link with this code.
+    ClosedByPeer(CloseCode),
+    /// The transport timed the link out.
+    TimedOut,
+    /// Any other transport failure (reset, protocol error below the node).
+    Reset,
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkError::DialFailed => f.write_str("could not establish a connection"),
+            LinkError::ClosedByPeer(code) => write!(f, "closed by peer ({code})"),
+            LinkError::TimedOut => f.write_str("transport timed out"),
+            LinkError::Reset => f.write_str("transport failure"),
+        }
+    }
+}
+
+/// Why an outbound connection attempt failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// The remote refused the handshake.
+    Refused {
+        /// The reason it gave.
+        reason: RefuseReason,
+        /// Its explanation (empty if only the close code arrived).
+        message: String,
+    },
+    /// Another node than the expected one answered at the address.
+    UnexpectedPeer {
+        /// The node the application asked for.
+        expected: NodeId,
+        /// The node that answered.
+        found: NodeId,
+    },
+    /// The address belongs to this node itself.
+    SelfDial,
+    /// The transport failed.
+    Link(LinkError),
+    /// This node gave up (handshake timeout, a malformed or unexpected answer).
+    Aborted(CloseCode),
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectFailure::Refused { reason, message } if message.is_empty() => {
+                write!(f, "refused by peer: {reason}")
+            }
+            ConnectFailure::Refused { reason, message } => {
+                write!(f, "refused by peer: {reason} ({message})")
+            }
+            ConnectFailure::UnexpectedPeer { expected, found } => write!(
+                f,
+                "expected node {} but {} answered",
+                expected.short(),
+                found.short()
+            ),
+            ConnectFailure::SelfDial => f.write_str("the address is this node's own"),
+            ConnectFailure::Link(err) => write!(f, "{err}"),
+            ConnectFailure::Aborted(code) => write!(f, "gave up: {code}"),
+        }
+    }
+}
+
+/// Why a peer went away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DownReason {
+    /// This node closed the link with this code.
+    Local(CloseCode),
+    /// The transport reported the link lost (a peer's clean close is `ClosedByPeer(Goodbye)`).
+    Link(LinkError),
+}
+
+impl fmt::Display for DownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DownReason::Local(code) => write!(f, "closed here: {code}"),
+            DownReason::Link(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+/// Why a ping failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PingError {
+    /// There is no established peer with that id.
+    NotConnected,
+    /// Too many pings to that peer await their pong ([`Config::max_pings_in_flight`]).
+    TooManyInFlight,
+    /// No pong arrived within [`Config::ping_timeout`].
+    Timeout,
+    /// The peer went away before answering.
+    PeerGone,
+}
+
+impl fmt::Display for PingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PingError::NotConnected => "not connected to that peer",
+            PingError::TooManyInFlight => "too many pings to that peer are awaiting answers",
+            PingError::Timeout => "no answer within the ping timeout",
+            PingError::PeerGone => "the peer disconnected before answering",
+        })
+    }
+}
+
+/// Something the application may want to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A handshake completed: `peer` is now a member of the peer table.
+    PeerUp {
+        /// The peer's id.
+        peer: NodeId,
+        /// The link it is reached over.
+        link: LinkId,
+        /// Its address as the transport sees it.
+        addr: SocketAddr,
+        /// Who dialed.
+        direction: Direction,
+    },
+    /// A peer left the peer table.
+    PeerDown {
+        /// The peer's id.
+        peer: NodeId,
+        /// The link that carried it.
+        link: LinkId,
+        /// Why.
+        reason: DownReason,
+    },
+    /// An outbound [`Node::connect`] failed.
+    ConnectFailed {
+        /// The link the attempt used.
+        link: LinkId,
+        /// The address dialed.
+        addr: SocketAddr,
+        /// Why.
+        failure: ConnectFailure,
+    },
+    /// This node refused an inbound handshake.
+    InboundRefused {
+        /// The refused link.
+        link: LinkId,
+        /// The remote's address.
+        addr: SocketAddr,
+        /// The remote's (TLS-proven) id.
+        peer: NodeId,
+        /// Why.
+        reason: RefuseReason,
+    },
+    /// An application ping got its answer, or failed.
+    PingResult {
+        /// The id [`Node::ping`] returned.
+        id: PingId,
+        /// The pinged peer.
+        peer: NodeId,
+        /// The round-trip time, or why there is none.
+        result: Result<Duration, PingError>,
+    },
+}
+
+/// A peer in the peer table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's id.
+    pub id: NodeId,
+    /// The link it is reached over.
+    pub link: LinkId,
+    /// Its address as the transport sees it.
+    pub addr: SocketAddr,
+    /// Who dialed.
+    pub direction: Direction,
+    /// The addresses it says it listens on.
+    pub listen_addrs: Vec<SocketAddr>,
+    /// Its advertised roles.
+    pub roles: Roles,
+    /// The latest measured round-trip time, once a ping came back.
+    pub rtt: Option<Duration>,
+    /// When the handshake completed.
+    pub since: Instant,
+}
+
+/// A Macula node's protocol state. See the [module documentation](self) for the contract.
+pub struct Node {
+    config: Config,
+    identity: Identity,
+    rng: Rng,
+    now: Instant,
+    links: BTreeMap<LinkId, Link>,
+    /// Established peers and the link each is on.
+    peers: BTreeMap<NodeId, LinkId>,
+    next_link: u64,
+    next_ping: u64,
+    transmits: VecDeque<Transmit>,
+    /// Links with frames queued in their `out` buffer, in the order they got them.
+    dirty: VecDeque<LinkId>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    closed: bool,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.identity.node_id())
+            .field("links", &self.links.len())
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node with `identity`, all its randomness derived from `seed`, started at `now`.
+    ///
+    /// # Errors
+    /// The [`ConfigError`] of [`Config::validate`].
+    pub fn new(config: Config, identity: Identity, seed: u64, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut rng = Rng::from_seed(seed);
+        // Correlation ids start at a random point so two runs with different seeds differ on the
+        // wire from the first ping; they are not secret (pongs come over authenticated links).
+        let next_ping = rng.next_u64() >> 16;
+        Ok(Node {
+            config,
+            identity,
+            rng,
+            now,
+            links: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            next_link: 1,
+            next_ping,
+            transmits: VecDeque::new(),
+            dirty: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            closed: false,
+        })
+    }
+
+    // ---------------------------------------------------------------- (A) getters
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Established peers, ordered by id.
+    pub fn peers(&self) -> impl Iterator<Item = PeerInfo> + '_ {
+        self.peers.keys().filter_map(|id| self.peer(id))
+    }
+
+    /// One established peer.
+    pub fn peer(&self, id: &NodeId) -> Option<PeerInfo> {
+        let link_id = self.peers.get(id)?;
+        let link = self.links.get(link_id)?;
+        let LinkState::Established(est) = &link.state else {
+            return None;
+        };
+        Some(PeerInfo {
+            id: *id,
+            link: *link_id,
+            addr: link.addr,
+            direction: link.direction,
+            listen_addrs: est.listen_addrs.clone(),
+            roles: est.roles,
+            rtt: est.rtt,
+            since: est.since,
+        })
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats.clone();
+        stats.peers = self.peers.len();
+        stats.pending_handshakes = self.pending_handshakes();
+        stats
+    }
+
+    /// Whether [`Node::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The derived seed for a child component (the QUIC layer uses one); each call gives another.
+    pub fn child_seed(&mut self) -> u64 {
+        self.rng.child_seed()
+    }
+
+    fn pending_handshakes(&self) -> usize {
+        self.links.len() - self.peers.len()
+    }
+
+    // ---------------------------------------------------------------- (C) commands
+
+    /// Dials `addr`; `expected` names the node that must answer there. The outcome arrives as
+    /// [`Event::PeerUp`] or [`Event::ConnectFailed`] for the returned link.
+    pub fn connect(&mut self, addr: SocketAddr, expected: Option<NodeId>, now: Instant) -> LinkId {
+        self.advance(now);
+        let link = self.new_link_id();
+        if self.closed {
+            self.push_event(Event::ConnectFailed {
+                link,
+                addr,
+                failure: ConnectFailure::Aborted(CloseCode::Goodbye),
+            });
+            return link;
+        }
+        let deadline = self.now + self.config.handshake_timeout;
+        self.links.insert(
+            link,
+            Link::new(
+                Direction::Outbound,
+                addr,
+                LinkState::Dialing { expected },
+                deadline,
+                self.config.max_frame_size,
+            ),
+        );
+        self.transmits.push_back(Transmit::Open { link, addr, expected });
+        link
+    }
+
+    /// Pings an established peer; the round trip arrives as [`Event::PingResult`].
+    ///
+    /// # Errors
+    /// [`PingError::NotConnected`] or [`PingError::TooManyInFlight`], at once.
+    pub fn ping(&mut self, peer: &NodeId, now: Instant) -> Result<PingId, PingError> {
+        self.advance(now);
+        let link_id = *self.peers.get(peer).ok_or(PingError::NotConnected)?;
+        let id = self.send_ping(link_id, true)?;
+        Ok(PingId(id))
+    }
+
+    /// Drops a peer with a clean goodbye. Returns whether it was connected.
+    pub fn disconnect(&mut self, peer: &NodeId, now: Instant) -> bool {
+        self.advance(now);
+        match self.peers.get(peer) {
+            Some(&link) => {
+                self.close_link(link, CloseCode::Goodbye, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes one link with `code` (transports use this when they must give up on a link, for
+    /// example when its send buffer overflows). Unknown links are ignored.
+    pub fn close_link(&mut self, link: LinkId, code: CloseCode, now: Instant) {
+        self.advance(now);
+        self.abort_link(link, code);
+    }
+
+    /// Leaves the mesh: every link is closed with a clean goodbye, and new links are refused.
+    pub fn close(&mut self, now: Instant) {
+        self.advance(now);
+        self.closed = true;
+        let links: Vec<LinkId> = self.links.keys().copied().collect();
+        for link in links {
+            self.abort_link(link, CloseCode::Goodbye);
+        }
+    }
+
+    // ---------------------------------------------------------------- (B) inputs
+
+    /// The transport established an outbound link asked for by [`Transmit::Open`].
+    pub fn handle_link_up(&mut self, link_id: LinkId, info: LinkInfo, now: Instant) {
+        self.advance(now);
+        let own = self.node_id();
+        let Some(link) = self.links.get_mut(&link_id) else {
+            // Closed by us meanwhile; the transport has (or will get) the Close.
+            return;
+        };
+        let LinkState::Dialing { expected } = link.state else {
+            return;
+        };
+        link.remote = Some(info.remote_id);
+        link.addr = info.remote_addr;
+        link.exporter = info.exporter;
+        link.last_heard = self.now;
+        if info.remote_id == own {
+            self.fail_outbound(link_id, ConnectFailure::SelfDial, CloseCode::UnexpectedPeer);
+            return;
+        }
+        if let Some(expected) = expected.filter(|e| *e != info.remote_id) {
+            let failure = ConnectFailure::UnexpectedPeer {
+                expected,
+                found: info.remote_id,
+            };
+            self.fail_outbound(link_id, failure, CloseCode::UnexpectedPeer);
+            return;
+        }
+        let auth = self
+            .config
+            .api_key
+            .as_ref()
+            .map(|key| realm_proof(key, self.config.realm.as_str(), &own, &info.exporter));
+        let connect = Frame::Connect(Connect {
+            version: PROTOCOL_VERSION,
+            node_id: own,
+            realm: self.config.realm.as_str().into(),
+            auth,
+            listen_addrs: self.wire_listen_addrs(),
+            roles: self.config.roles.0,
+        });
+        if let Some(link) = self.links.get_mut(&link_id) {
+            link.state = LinkState::AwaitingAck;
+        }
+        self.send_frame(link_id, &connect);
+    }
+
+    /// The transport accepted an inbound link. Returns the id the node gives it, or the code to
+    /// close it with when the node has no room for another handshake (or is closed).
+    ///
+    /// # Errors
+    /// The [`CloseCode`] to close the link with; the node has not kept it.
+    pub fn handle_inbound(&mut self, info: LinkInfo, now: Instant) -> Result<LinkId, CloseCode> {
+        self.advance(now);
+        if self.closed {
+            return Err(CloseCode::Goodbye);
+        }
+        if self.pending_handshakes() >= self.config.max_pending_handshakes {
+            self.stats.handshake_slots_full += 1;
+            return Err(CloseCode::Refused(RefuseReason::Capacity));
+        }
+        let link_id = self.new_link_id();
+        let deadline = self.now + self.config.handshake_timeout;
+        let mut link = Link::new(
+            Direction::Inbound,
+            info.remote_addr,
+            LinkState::AwaitingConnect,
+            deadline,
+            self.config.max_frame_size,
+        );
+        link.remote = Some(info.remote_id);
+        link.exporter = info.exporter;
+        link.last_heard = self.now;
+        self.links.insert(link_id, link);
+        Ok(link_id)
+    }
+
+    /// Bytes arrived on a link's stream (any chunking).
+    pub fn handle_link_data(&mut self, link_id: LinkId, bytes: &[u8], now: Instant) {
+        self.advance(now);
+        let Some(link) = self.links.get_mut(&link_id) else {
+            return;
+        };
+        if matches!(link.state, LinkState::Dialing { .. }) {
+            // Data before the transport said the link is up: a transport bug, not the peer's.
+            return;
+        }
+        link.last_heard = self.now;
+        link.decoder.push(bytes);
+        self.stats.bytes_received += bytes.len() as u64;
+        loop {
+            let Some(link) = self.links.get_mut(&link_id) else {
+                return;
+            };
+            match link.decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    self.stats.frames_received += 1;
+                    self.handle_frame(link_id, frame);
+                }
+                Ok(None) => return,
+                Err(err) => {
+                    let code = match err {
+                        DecodeError::FrameTooLarge { .. } => {
+                            self.stats.oversized_frames += 1;
+                            CloseCode::FrameTooLarge
+                        }
+                        _ => {
+                            self.stats.malformed_frames += 1;
+                            CloseCode::MalformedFrame
+                        }
+                    };
+                    self.abort_link(link_id, code);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The transport lost a link (or could not open it).
+    pub fn handle_link_down(&mut self, link_id: LinkId, error: LinkError, now: Instant) {
+        self.advance(now);
+        let Some(link) = self.links.get(&link_id) else {
+            return;
+        };
+        match link.state {
+            LinkState::Dialing { .. } | LinkState::AwaitingAck => {
+                let failure = match error {
+                    LinkError::ClosedByPeer(CloseCode::Refused(reason)) => {
+                        self.stats.refused_by_peer.bump(reason);
+                        ConnectFailure::Refused {
+                            reason,
+                            message: String::new(),
+                        }
+                    }
+                    other => ConnectFailure::Link(other),
+                };
+                self.forget_outbound(link_id, failure);
+            }
+            LinkState::AwaitingConnect => {
+                self.links.remove(&link_id);
+                self.stats.handshakes_abandoned += 1;
+            }
+            LinkState::Established(_) => self.forget_peer(link_id, DownReason::Link(error)),
+        }
+    }
+
+    /// Time passed: runs keep-alives, timeouts and expiries due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        let now = self.now;
+        let due: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, link)| link.next_deadline(&self.config) <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for link_id in due {
+            self.link_timers(link_id);
+        }
+    }
+
+    // ---------------------------------------------------------------- (D) outputs
+
+    /// The next piece of work for the transport.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(t) = self.transmits.pop_front() {
+            return Some(t);
+        }
+        while let Some(link_id) = self.dirty.pop_front() {
+            if let Some(link) = self.links.get_mut(&link_id) {
+                link.dirty = false;
+                if !link.out.is_empty() {
+                    return Some(Transmit::Send {
+                        link: link_id,
+                        bytes: core::mem::take(&mut link.out),
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must next be called; `None` if nothing is scheduled.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.transmits.is_empty() || !self.dirty.is_empty() || !self.events.is_empty() {
+            return Some(self.now);
+        }
+        self.links
+            .values()
+            .map(|link| link.next_deadline(&self.config))
+            .min()
+            .filter(|t| *t != Instant::NEVER)
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    fn advance(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    fn new_link_id(&mut self) -> LinkId {
+        let id = LinkId(self.next_link);
+        self.next_link += 1;
+        id
+    }
+
+    fn wire_listen_addrs(&self) -> Vec<WireAddr> {
+        self.config
+            .listen_addrs
+            .iter()
+            .take(MAX_LISTEN_ADDRS)
+            .map(|a| WireAddr::from(*a))
+            .collect()
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if self.events.len() >= self.config.max_queued_events {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    fn send_frame(&mut self, link_id: LinkId, frame: &Frame) {
+        let Some(link) = self.links.get_mut(&link_id) else {
+            return;
+        };
+        let before = link.out.len();
+        encode_into(frame, &mut link.out);
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += (link.out.len() - before) as u64;
+        if !link.dirty {
+            link.dirty = true;
+            self.dirty.push_back(link_id);
+        }
+    }
+
+    /// Queues a ping on an established link. Returns its correlation id.
+    fn send_ping(&mut self, link_id: LinkId, from_app: bool) -> Result<u64, PingError> {
+        let now = self.now;
+        let max = self.config.max_pings_in_flight;
+        let deadline = now + self.config.ping_timeout;
+        let link = self.links.get_mut(&link_id).ok_or(PingError::NotConnected)?;
+        let LinkState::Established(est) = &mut link.state else {
+            return Err(PingError::NotConnected);
+        };
+        if est.pings.len() >= max {
+            return Err(PingError::TooManyInFlight);
+        }
+        let id = self.next_ping;
+        self.next_ping = self.next_ping.wrapping_add(1);
+        est.pings.insert(
+            id,
+            PendingPing {
+                sent: now,
+                deadline,
+                from_app,
+            },
+        );
+        self.stats.pings_sent += 1;
+        self.send_frame(link_id, &Frame::Ping(Ping { id }));
+        Ok(id)
+    }
+
+    fn handle_frame(&mut self, link_id: LinkId, frame: Frame) {
+        let Some(link) = self.links.get(&link_id) else {
+            return;
+        };
+        match (&link.state, frame) {
+            (LinkState::AwaitingConnect, Frame::Connect(connect)) => {
+                self.answer_connect(link_id, connect);
+            }
+            (LinkState::AwaitingAck, Frame::ConnectAck(ack)) => self.complete_outbound(link_id, ack),
+            (LinkState::AwaitingAck, Frame::ConnectError(err)) => {
+                self.stats.refused_by_peer.bump(err.reason);
+                let message = truncate(err.message, 256);
+                let failure = ConnectFailure::Refused {
+                    reason: err.reason,
+                    message,
+                };
+                self.fail_outbound(link_id, failure, CloseCode::Goodbye);
+            }
+            (LinkState::Established(_), Frame::Ping(ping)) => {
+                self.send_frame(link_id, &Frame::Pong(ping));
+            }
+            (LinkState::Established(_), Frame::Pong(pong)) => self.handle_pong(link_id, pong.id),
+            _ => {
+                self.stats.protocol_violations += 1;
+                self.abort_link(link_id, CloseCode::ProtocolViolation);
+            }
+        }
+    }
+
+    fn answer_connect(&mut self, link_id: LinkId, connect: Connect) {
+        let Some(link) = self.links.get(&link_id) else {
+            return;
+        };
+        let remote = link.remote.expect("inbound links get their remote id on creation");
+        let addr = link.addr;
+        let exporter = link.exporter;
+        let refusal = if connect.version != PROTOCOL_VERSION {
+            Some((
+                RefuseReason::Version,
+                alloc::format!(
+                    "this node speaks protocol version {PROTOCOL_VERSION}, not {}",
+                    connect.version
+                ),
+            ))
+        } else if connect.node_id != remote {
+            Some((
+                RefuseReason::IdentityMismatch,
+                "the node id in Connect is not the one your certificate proves".into(),
+            ))
+        } else if connect.realm != self.config.realm.as_str() {
+            Some((
+                RefuseReason::WrongRealm,
+                alloc::format!("this node serves another realm than '{}'", truncate(connect.realm, 64)),
+            ))
+        } else if !self.credentials_ok(&connect, &exporter) {
+            Some((
+                RefuseReason::BadCredentials,
+                "the realm's API key proof is missing or wrong".into(),
+            ))
+        } else if connect.listen_addrs.len() > MAX_LISTEN_ADDRS {
+            self.stats.protocol_violations += 1;
+            self.abort_link(link_id, CloseCode::ProtocolViolation);
+            return;
+        } else if !self.peers.contains_key(&remote) && self.peers.len() >= self.config.max_peers {
+            Some((
+                RefuseReason::Capacity,
+                alloc::format!("this node is at its limit of {} peers", self.config.max_peers),
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, message)) = refusal {
+            self.stats.refused_by_us.bump(reason);
+            self.send_frame(link_id, &Frame::ConnectError(ConnectError { reason, message }));
+            self.flush_and_close(link_id, CloseCode::Refused(reason));
+            self.push_event(Event::InboundRefused {
+                link: link_id,
+                addr,
+                peer: remote,
+                reason,
+            });
+            return;
+        }
+        if !self.resolve_duplicate(link_id, remote) {
+            return;
+        }
+        let ack = Frame::ConnectAck(ConnectAck {
+            version: PROTOCOL_VERSION,
+            node_id: self.node_id(),
+            listen_addrs: self.wire_listen_addrs(),
+            roles: self.config.roles.0,
+        });
+        self.send_frame(link_id, &ack);
+        self.establish(link_id, remote, connect.listen_addrs, Roles(connect.roles));
+    }
+
+    fn credentials_ok(&self, connect: &Connect, exporter: &[u8; 32]) -> bool {
+        match (&self.config.api_key, &connect.auth) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(key), Some(proof)) => verify_realm_proof(
+                key,
+                self.config.realm.as_str(),
+                &connect.node_id,
+                exporter,
+                proof,
+            ),
+        }
+    }
+
+    fn complete_outbound(&mut self, link_id: LinkId, ack: ConnectAck) {
+        let Some(link) = self.links.get(&link_id) else {
+            return;
+        };
+        let remote = link.remote.expect("links awaiting an ack learned their remote at link-up");
+        if ack.node_id != remote || ack.version != PROTOCOL_VERSION || ack.listen_addrs.len() > MAX_LISTEN_ADDRS {
+            self.stats.protocol_violations += 1;
+            self.fail_outbound(
+                link_id,
+                ConnectFailure::Aborted(CloseCode::ProtocolViolation),
+                CloseCode::ProtocolViolation,
+            );
+            return;
+        }
+        if !self.resolve_duplicate(link_id, remote) {
+            return;
+        }
+        self.establish(link_id, remote, ack.listen_addrs, Roles(ack.roles));
+    }
+
+    /// When `remote` already has an established link, keeps one of the two so both ends agree:
+    /// of two links in the same direction the newer wins (the peer reconnected); of two crossing
+    /// links, the one dialed by the smaller node id wins. Returns whether `link_id` survives.
+    fn resolve_duplicate(&mut self, link_id: LinkId, remote: NodeId) -> bool {
+        let Some(&old) = self.peers.get(&remote) else {
+            return true;
+        };
+        let new_dir = self.links[&link_id].direction;
+        let old_dir = self.links.get(&old).map(|l| l.direction);
+        let keep_new = match old_dir {
+            None => true,
+            Some(d) if d == new_dir => true,
+            Some(_) => {
+                let dialer_of_new = if new_dir == Direction::Outbound {
+                    self.node_id()
+                } else {
+                    remote
+                };
+                let dialer_of_old = if new_dir == Direction::Outbound {
+                    remote
+                } else {
+                    self.node_id()
+                };
+                dialer_of_new < dialer_of_old
+            }
+        };
+        self.stats.duplicate_links += 1;
+        if keep_new {
+            self.abort_link(old, CloseCode::Duplicate);
+            true
+        } else {
+            self.flush_and_close(link_id, CloseCode::Duplicate);
+            false
+        }
+    }
+
+    fn establish(&mut self, link_id: LinkId, remote: NodeId, addrs: Vec<WireAddr>, roles: Roles) {
+        let now = self.now;
+        let next_keepalive = now + self.config.keepalive_interval;
+        let Some(link) = self.links.get_mut(&link_id) else {
+            return;
+        };
+        link.state = LinkState::Established(link::Established {
+            since: now,
+            listen_addrs: addrs.into_iter().map(SocketAddr::from).collect(),
+            roles,
+            rtt: None,
+            next_keepalive,
+            pings: BTreeMap::new(),
+        });
+        let addr = link.addr;
+        let direction = link.direction;
+        self.peers.insert(remote, link_id);
+        self.stats.handshakes_completed += 1;
+        self.push_event(Event::PeerUp {
+            peer: remote,
+            link: link_id,
+            addr,
+            direction,
+        });
+    }
+
+    fn handle_pong(&mut self, link_id: LinkId, id: u64) {
+        let now = self.now;
+        let Some(link) = self.links.get_mut(&link_id) else {
+            return;
+        };
+        let remote = link.remote;
+        let LinkState::Established(est) = &mut link.state else {
+            return;
+        };
+        let Some(ping) = est.pings.remove(&id) else {
+            self.stats.unmatched_pongs += 1;
+            return;
+        };
+        let rtt = now - ping.sent;
+        est.rtt = Some(rtt);
+        self.stats.pongs_received += 1;
+        if ping.from_app {
+            let peer = remote.expect("established links know their remote");
+            self.push_event(Event::PingResult {
+                id: PingId(id),
+                peer,
+                result: Ok(rtt),
+            });
+        }
+    }
+
+    fn link_timers(&mut self, link_id: LinkId) {
+        let now = self.now;
+        let Some(link) = self.links.get_mut(&link_id) else {
+            return;
+        };
+        match &mut link.state {
+            LinkState::Established(est) => {
+                if now >= link.last_heard + self.config.idle_timeout {
+                    self.stats.idle_timeouts += 1;
+                    self.abort_link(link_id, CloseCode::IdleTimeout);
+                    return;
+                }
+                let peer = link.remote.expect("established links know their remote");
+                let expired: Vec<(u64, bool)> = est
+                    .pings
+                    .iter()
+                    .filter(|(_, p)| p.deadline <= now)
+                    .map(|(id, p)| (*id, p.from_app))
+                    .collect();
+                for (id, from_app) in expired {
+                    est.pings.remove(&id);
+                    if from_app {
+                        self.events.push_back(Event::PingResult {
+                            id: PingId(id),
+                            peer,
+                            result: Err(PingError::Timeout),
+                        });
+                    }
+                }
+                if now >= est.next_keepalive {
+                    est.next_keepalive = now + self.config.keepalive_interval;
+                    // A full ping window already proves we are asking; skip this keep-alive.
+                    let _ = self.send_ping(link_id, false);
+                }
+                self.trim_events();
+            }
+            LinkState::Dialing { .. } | LinkState::AwaitingAck => {
+                if now >= link.deadline {
+                    self.stats.handshake_timeouts += 1;
+                    self.fail_outbound(
+                        link_id,
+                        ConnectFailure::Aborted(CloseCode::HandshakeTimeout),
+                        CloseCode::HandshakeTimeout,
+                    );
+                }
+            }
+            LinkState::AwaitingConnect => {
+                if now >= link.deadline {
+                    self.stats.handshake_timeouts += 1;
+                    self.abort_link(link_id, CloseCode::HandshakeTimeout);
+                }
+            }
+        }
+    }
+
+    fn trim_events(&mut self) {
+        while self.events.len() > self.config.max_queued_events {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+    }
+
+    /// Ends an outbound attempt that has not completed: reports `failure` and closes with `code`.
+    fn fail_outbound(&mut self, link_id: LinkId, failure: ConnectFailure, code: CloseCode) {
+        self.forget_outbound(link_id, failure);
+        self.flush_and_close(link_id, code);
+    }
+
+    fn forget_outbound(&mut self, link_id: LinkId, failure: ConnectFailure) {
+        if let Some(link) = self.links.remove(&link_id) {
+            self.stats.connect_failures += 1;
+            self.push_event(Event::ConnectFailed {
+                link: link_id,
+                addr: link.addr,
+                failure,
+            });
+        }
+    }
+
+    /// Closes a link in whatever state it is, reporting what the application needs to know.
+    fn abort_link(&mut self, link_id: LinkId, code: CloseCode) {
+        let Some(link) = self.links.get(&link_id) else {
+            return;
+        };
+        match link.state {
+            LinkState::Established(_) => {
+                self.forget_peer(link_id, DownReason::Local(code));
+            }
+            LinkState::Dialing { .. } | LinkState::AwaitingAck => {
+                self.forget_outbound(link_id, ConnectFailure::Aborted(code));
+            }
+            LinkState::AwaitingConnect => {
+                self.links.remove(&link_id);
+                self.stats.handshakes_abandoned += 1;
+            }
+        }
+        self.flush_and_close(link_id, code);
+    }
+
+    /// Removes an established link and its peer, failing its pings.
+    fn forget_peer(&mut self, link_id: LinkId, reason: DownReason) {
+        let Some(link) = self.links.remove(&link_id) else {
+            return;
+        };
+        let peer = link.remote.expect("established links know their remote");
+        if self.peers.get(&peer) == Some(&link_id) {
+            self.peers.remove(&peer);
+        }
+        if let LinkState::Established(est) = link.state {
+            for (id, ping) in est.pings {
+                if ping.from_app {
+                    self.push_event(Event::PingResult {
+                        id: PingId(id),
+                        peer,
+                        result: Err(PingError::PeerGone),
+                    });
+                }
+            }
+        }
+        self.push_event(Event::PeerDown {
+            peer,
+            link: link_id,
+            reason,
+        });
+        // Keep the link's queued bytes: `flush_and_close` may still deliver them.
+        if !link.out.is_empty() {
+            self.transmits.push_back(Transmit::Send {
+                link: link_id,
+                bytes: link.out,
+            });
+        }
+    }
+
+    /// Queues a link's pending bytes (if it is still known) and then its close.
+    fn flush_and_close(&mut self, link_id: LinkId, code: CloseCode) {
+        if let Some(link) = self.links.remove(&link_id) {
+            if !link.out.is_empty() {
+                self.transmits.push_back(Transmit::Send {
+                    link: link_id,
+                    bytes: link.out,
+                });
+            }
+        }
+        self.transmits.push_back(Transmit::Close { link: link_id, code });
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}

@@ -1,0 +1,97 @@
+//! The node's counters.
+
+use crate::wire::RefuseReason;
+
+/// Handshake refusals by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefusalCounts {
+    /// The realms differed.
+    pub wrong_realm: u64,
+    /// The API-key proof was missing or wrong.
+    pub bad_credentials: u64,
+    /// The protocol versions were incompatible.
+    pub version: u64,
+    /// The listener was at `max_peers`.
+    pub capacity: u64,
+    /// The id in `Connect` was not the TLS-proven one.
+    pub identity_mismatch: u64,
+}
+
+impl RefusalCounts {
+    /// The count for one reason.
+    pub fn get(&self, reason: RefuseReason) -> u64 {
+        match reason {
+            RefuseReason::WrongRealm => self.wrong_realm,
+            RefuseReason::BadCredentials => self.bad_credentials,
+            RefuseReason::Version => self.version,
+            RefuseReason::Capacity => self.capacity,
+            RefuseReason::IdentityMismatch => self.identity_mismatch,
+        }
+    }
+
+    /// The sum over all reasons.
+    pub fn total(&self) -> u64 {
+        RefuseReason::ALL.iter().map(|r| self.get(*r)).sum()
+    }
+
+    pub(crate) fn bump(&mut self, reason: RefuseReason) {
+        let slot = match reason {
+            RefuseReason::WrongRealm => &mut self.wrong_realm,
+            RefuseReason::BadCredentials => &mut self.bad_credentials,
+            RefuseReason::Version => &mut self.version,
+            RefuseReason::Capacity => &mut self.capacity,
+            RefuseReason::IdentityMismatch => &mut self.identity_mismatch,
+        };
+        *slot += 1;
+    }
+}
+
+/// Counters and gauges of a [`Node`](crate::Node). Counters only grow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Gauge: established peers.
+    pub peers: usize,
+    /// Gauge: links whose handshake is under way.
+    pub pending_handshakes: usize,
+    /// Handshakes completed, both directions.
+    pub handshakes_completed: u64,
+    /// Inbound handshakes this node refused, by reason.
+    pub refused_by_us: RefusalCounts,
+    /// Outbound handshakes the remote refused, by reason.
+    pub refused_by_peer: RefusalCounts,
+    /// Outbound connection attempts that failed for any reason.
+    pub connect_failures: u64,
+    /// Inbound links turned away because `max_pending_handshakes` were under way.
+    pub handshake_slots_full: u64,
+    /// Inbound links that went away before completing the handshake.
+    pub handshakes_abandoned: u64,
+    /// Handshakes that did not complete within `handshake_timeout`.
+    pub handshake_timeouts: u64,
+    /// Peers dropped after `idle_timeout` of silence.
+    pub idle_timeouts: u64,
+    /// Second links to an already-connected peer (one of the two was closed).
+    pub duplicate_links: u64,
+    /// Frames encoded for sending.
+    pub frames_sent: u64,
+    /// Frames decoded.
+    pub frames_received: u64,
+    /// Bytes of frames encoded for sending.
+    pub bytes_sent: u64,
+    /// Bytes received on links.
+    pub bytes_received: u64,
+    /// Links closed because their bytes were not valid frames.
+    pub malformed_frames: u64,
+    /// Links closed because a length prefix exceeded `max_frame_size`.
+    pub oversized_frames: u64,
+    /// Links closed because a frame was not allowed in their state.
+    pub protocol_violations: u64,
+    /// Pings sent (keep-alive and application).
+    pub pings_sent: u64,
+    /// Pongs that matched a ping.
+    pub pongs_received: u64,
+    /// Pongs that matched no ping (late or forged); ignored.
+    pub unmatched_pongs: u64,
+    /// Events dropped because the application did not drain `max_queued_events`.
+    pub events_dropped: u64,
+}

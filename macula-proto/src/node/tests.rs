@@ -1,0 +1,460 @@
+//! Drives nodes through the handshake over in-memory links, jumping time to the next deadline.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::{Ipv4Addr, SocketAddr};
+
+use super::*;
+use crate::config::{ApiKey, Realm};
+use crate::wire::encode;
+
+const LATENCY: Duration = Duration::from_millis(10);
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 10_000 + i as u16)
+}
+
+enum Delivery {
+    Data(LinkId, Vec<u8>),
+    Down(LinkId, LinkError),
+    Up(LinkId, LinkInfo),
+}
+
+/// A handful of nodes joined by perfect pipes with fixed latency.
+struct Net {
+    now: Instant,
+    nodes: Vec<Node>,
+    /// (node, link) -> (node, link) for both directions.
+    wires: BTreeMap<(usize, LinkId), (usize, LinkId)>,
+    /// Deliveries by time, FIFO within one instant.
+    queue: VecDeque<(Instant, usize, Delivery)>,
+    events: Vec<Vec<Event>>,
+    /// Every transmit, in order, for determinism checks.
+    log: Vec<(usize, Transmit)>,
+    exporter_counter: u8,
+}
+
+impl Net {
+    fn new(configs: Vec<Config>) -> Self {
+        let nodes = configs
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Node::new(c, Identity::from_seed(i as u64), 100 + i as u64, Instant::ZERO).unwrap()
+            })
+            .collect::<Vec<_>>();
+        let n = nodes.len();
+        Net {
+            now: Instant::ZERO,
+            nodes,
+            wires: BTreeMap::new(),
+            queue: VecDeque::new(),
+            events: vec![Vec::new(); n],
+            log: Vec::new(),
+            exporter_counter: 0,
+        }
+    }
+
+    fn id(&self, i: usize) -> NodeId {
+        self.nodes[i].node_id()
+    }
+
+    fn deliver_at(&mut self, at: Instant, to: usize, d: Delivery) {
+        let pos = self.queue.iter().position(|(t, _, _)| *t > at).unwrap_or(self.queue.len());
+        self.queue.insert(pos, (at, to, d));
+    }
+
+    /// Carries out everything node `i` wants done.
+    fn drain(&mut self, i: usize) {
+        while let Some(t) = self.nodes[i].poll_transmit() {
+            self.log.push((i, t.clone()));
+            match t {
+                Transmit::Open { link, addr: a, .. } => {
+                    let target = (0..self.nodes.len()).find(|j| addr(*j) == a);
+                    let Some(j) = target else {
+                        self.deliver_at(self.now + LATENCY, i, Delivery::Down(link, LinkError::DialFailed));
+                        continue;
+                    };
+                    self.exporter_counter += 1;
+                    let exporter = [self.exporter_counter; 32];
+                    let info_at_j = LinkInfo { remote_id: self.id(i), remote_addr: addr(i), exporter };
+                    match self.nodes[j].handle_inbound(info_at_j, self.now) {
+                        Ok(remote_link) => {
+                            self.wires.insert((i, link), (j, remote_link));
+                            self.wires.insert((j, remote_link), (i, link));
+                            let info = LinkInfo { remote_id: self.id(j), remote_addr: a, exporter };
+                            self.deliver_at(self.now + LATENCY, i, Delivery::Up(link, info));
+                        }
+                        Err(code) => self.deliver_at(
+                            self.now + LATENCY,
+                            i,
+                            Delivery::Down(link, LinkError::ClosedByPeer(code)),
+                        ),
+                    }
+                    self.drain(j);
+                }
+                Transmit::Send { link, bytes } => {
+                    if let Some(&(j, remote)) = self.wires.get(&(i, link)) {
+                        self.deliver_at(self.now + LATENCY, j, Delivery::Data(remote, bytes));
+                    }
+                }
+                Transmit::Close { link, code } => {
+                    if let Some((j, remote)) = self.wires.remove(&(i, link)) {
+                        self.wires.remove(&(j, remote));
+                        self.deliver_at(
+                            self.now + LATENCY,
+                            j,
+                            Delivery::Down(remote, LinkError::ClosedByPeer(code)),
+                        );
+                    }
+                }
+            }
+        }
+        while let Some(e) = self.nodes[i].poll_event() {
+            self.events[i].push(e);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let timers = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
+        let queued = self.queue.front().map(|(t, _, _)| *t);
+        match (timers, queued) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs until `until`, jumping from deadline to deadline.
+    fn run_until(&mut self, until: Instant) {
+        while let Some(t) = self.next_deadline().filter(|t| *t <= until) {
+            self.now = self.now.max(t);
+            while self.queue.front().is_some_and(|(at, _, _)| *at <= self.now) {
+                let (_, to, d) = self.queue.pop_front().unwrap();
+                let now = self.now;
+                match d {
+                    Delivery::Data(link, bytes) => self.nodes[to].handle_link_data(link, &bytes, now),
+                    Delivery::Down(link, err) => {
+                        self.wires.remove(&(to, link));
+                        self.nodes[to].handle_link_down(link, err, now)
+                    }
+                    Delivery::Up(link, info) => self.nodes[to].handle_link_up(link, info, now),
+                }
+                self.drain(to);
+            }
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
+                    self.nodes[i].handle_timeout(self.now);
+                }
+                self.drain(i);
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn connect(&mut self, from: usize, to: usize) -> LinkId {
+        let link = self.nodes[from].connect(addr(to), None, self.now);
+        self.drain(from);
+        link
+    }
+}
+
+fn config(realm: &str) -> Config {
+    Config::new(Realm::new(realm).unwrap())
+}
+
+fn keyed(realm: &str, key: &[u8]) -> Config {
+    let mut c = config(realm);
+    c.api_key = Some(ApiKey::new(key).unwrap());
+    c
+}
+
+#[test]
+fn two_nodes_handshake_and_measure_rtt() {
+    let mut net = Net::new(vec![config("a.b"), config("a.b")]);
+    net.connect(0, 1);
+    net.run_for(Duration::from_millis(100));
+    let (id0, id1) = (net.id(0), net.id(1));
+    assert!(matches!(net.events[0][0], Event::PeerUp { peer, direction: Direction::Outbound, .. } if peer == id1));
+    assert!(matches!(net.events[1][0], Event::PeerUp { peer, direction: Direction::Inbound, .. } if peer == id0));
+    let ping = net.nodes[0].ping(&id1, net.now).unwrap();
+    net.drain(0);
+    net.run_for(Duration::from_millis(100));
+    let rtt = net.events[0].iter().find_map(|e| match e {
+        Event::PingResult { id, result, .. } if *id == ping => Some(*result),
+        _ => None,
+    });
+    assert_eq!(rtt, Some(Ok(LATENCY.saturating_mul(2))));
+    assert_eq!(net.nodes[0].peer(&id1).unwrap().rtt, Some(LATENCY.saturating_mul(2)));
+    assert_eq!(net.nodes[1].stats().peers, 1);
+    assert_eq!(net.nodes[1].stats().handshakes_completed, 1);
+}
+
+#[test]
+fn keepalive_keeps_quiet_peers_up_for_minutes() {
+    let mut net = Net::new(vec![config("a.b"), config("a.b")]);
+    net.connect(0, 1);
+    net.run_for(Duration::from_secs(600));
+    assert_eq!(net.nodes[0].stats().peers, 1);
+    assert_eq!(net.nodes[1].stats().peers, 1);
+    // One keep-alive per 5 s per side, and every one answered.
+    let s = net.nodes[0].stats();
+    assert!(s.pings_sent >= 119, "{s:?}");
+    assert!(s.pongs_received + 1 >= s.pings_sent);
+    assert!(net.nodes[0].peer(&net.id(1)).unwrap().rtt.is_some());
+}
+
+#[test]
+fn a_silent_peer_is_dropped_after_the_idle_timeout() {
+    let mut net = Net::new(vec![config("a.b"), config("a.b")]);
+    net.connect(0, 1);
+    net.run_for(Duration::from_secs(1));
+    // Cut the wire one way: node 1 stops hearing node 0 but no one says so.
+    net.wires.remove(&(0, LinkId(1)));
+    net.run_for(Duration::from_secs(40));
+    assert_eq!(net.nodes[1].stats().idle_timeouts, 1);
+    assert!(net.events[1].iter().any(|e| matches!(e,
+        Event::PeerDown { reason: DownReason::Local(CloseCode::IdleTimeout), .. })));
+}
+
+#[test]
+fn wrong_realm_is_refused_and_both_sides_know_why() {
+    let mut net = Net::new(vec![config("a.b"), config("c.d")]);
+    let link = net.connect(0, 1);
+    net.run_for(Duration::from_secs(1));
+    assert!(net.events[0].iter().any(|e| matches!(e,
+        Event::ConnectFailed { link: l, failure: ConnectFailure::Refused { reason: RefuseReason::WrongRealm, message }, .. }
+            if *l == link && message.contains("another realm"))));
+    assert!(net.events[1].iter().any(|e| matches!(e,
+        Event::InboundRefused { reason: RefuseReason::WrongRealm, .. })));
+    assert_eq!(net.nodes[0].stats().refused_by_peer.wrong_realm, 1);
+    assert_eq!(net.nodes[1].stats().refused_by_us.wrong_realm, 1);
+    assert_eq!(net.nodes[0].stats().refused_by_peer.total(), 1, "counted once, not per signal");
+    assert_eq!((net.nodes[0].stats().peers, net.nodes[1].stats().peers), (0, 0));
+}
+
+#[test]
+fn api_keys_must_match_and_open_realms_need_none() {
+    let key = b"0123456789abcdef";
+    let wrong = b"0123456789abcdeX";
+    // Right key.
+    let mut net = Net::new(vec![keyed("a.b", key), keyed("a.b", key)]);
+    net.connect(0, 1);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.nodes[1].stats().peers, 1);
+    // Wrong key, and no key at all.
+    for dialer in [keyed("a.b", wrong), config("a.b")] {
+        let mut net = Net::new(vec![dialer, keyed("a.b", key)]);
+        net.connect(0, 1);
+        net.run_for(Duration::from_secs(1));
+        assert_eq!(net.nodes[0].stats().refused_by_peer.bad_credentials, 1);
+        assert_eq!(net.nodes[1].stats().refused_by_us.bad_credentials, 1);
+        assert_eq!(net.nodes[1].stats().peers, 0);
+    }
+    // A keyed dialer may join an open realm.
+    let mut net = Net::new(vec![keyed("a.b", key), config("a.b")]);
+    net.connect(0, 1);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.nodes[1].stats().peers, 1);
+}
+
+#[test]
+fn a_proof_replayed_on_another_link_is_refused() {
+    let key = b"0123456789abcdef";
+    let mut net = Net::new(vec![keyed("a.b", key), keyed("a.b", key)]);
+    net.connect(0, 1);
+    net.run_for(Duration::from_secs(1));
+    let connect_bytes = net.log.iter().find_map(|(i, t)| match t {
+        Transmit::Send { bytes, .. } if *i == 0 => Some(bytes.clone()),
+        _ => None,
+    }).unwrap();
+    // An attacker with another TLS session (another exporter value) replays the captured Connect.
+    let info = LinkInfo { remote_id: net.id(0), remote_addr: addr(7), exporter: [0xee; 32] };
+    let link = net.nodes[1].handle_inbound(info, net.now).unwrap();
+    net.nodes[1].handle_link_data(link, &connect_bytes, net.now);
+    net.drain(1);
+    assert_eq!(net.nodes[1].stats().refused_by_us.bad_credentials, 1);
+}
+
+#[test]
+fn capacity_refuses_exactly_the_excess() {
+    let mut listener = config("a.b");
+    listener.max_peers = 3;
+    let mut configs = vec![listener];
+    configs.extend((0..5).map(|_| config("a.b")));
+    let mut net = Net::new(configs);
+    for i in 1..6 {
+        net.connect(i, 0);
+    }
+    net.run_for(Duration::from_secs(1));
+    let s = net.nodes[0].stats();
+    assert_eq!(s.peers, 3);
+    assert_eq!(s.refused_by_us.capacity, 2);
+    let refused = (1..6).filter(|i| net.nodes[*i].stats().refused_by_peer.capacity == 1).count();
+    assert_eq!(refused, 2);
+}
+
+#[test]
+fn pending_handshakes_are_bounded_and_time_out() {
+    let mut c = config("a.b");
+    c.max_pending_handshakes = 2;
+    let mut node = Node::new(c, Identity::from_seed(9), 1, Instant::ZERO).unwrap();
+    let info = |n: u64| LinkInfo { remote_id: Identity::from_seed(n).node_id(), remote_addr: addr(n as usize), exporter: [0; 32] };
+    assert!(node.handle_inbound(info(1), Instant::ZERO).is_ok());
+    assert!(node.handle_inbound(info(2), Instant::ZERO).is_ok());
+    assert_eq!(node.handle_inbound(info(3), Instant::ZERO), Err(CloseCode::Refused(RefuseReason::Capacity)));
+    assert_eq!(node.stats().handshake_slots_full, 1);
+    let deadline = node.poll_timeout().unwrap();
+    assert_eq!(deadline, Instant::ZERO + Duration::from_secs(10));
+    node.handle_timeout(deadline);
+    let closes: Vec<_> = core::iter::from_fn(|| node.poll_transmit()).collect();
+    assert_eq!(closes.len(), 2);
+    assert!(closes.iter().all(|t| matches!(t, Transmit::Close { code: CloseCode::HandshakeTimeout, .. })));
+    assert_eq!(node.stats().pending_handshakes, 0);
+    assert!(node.handle_inbound(info(3), deadline).is_ok());
+}
+
+#[test]
+fn nothing_but_the_handshake_is_accepted_before_it_completes() {
+    let mut node = Node::new(config("a.b"), Identity::from_seed(9), 1, Instant::ZERO).unwrap();
+    let info = LinkInfo { remote_id: NodeId([5; 32]), remote_addr: addr(5), exporter: [0; 32] };
+    let link = node.handle_inbound(info, Instant::ZERO).unwrap();
+    node.handle_link_data(link, &encode(&Frame::Ping(Ping { id: 1 })), Instant::ZERO);
+    assert_eq!(node.poll_transmit(), Some(Transmit::Close { link, code: CloseCode::ProtocolViolation }));
+    assert_eq!(node.stats().protocol_violations, 1);
+}
+
+#[test]
+fn garbage_and_huge_prefixes_close_only_that_link() {
+    let mut net = Net::new(vec![config("a.b"), config("a.b"), config("a.b")]);
+    net.connect(1, 0);
+    net.connect(2, 0);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.nodes[0].stats().peers, 2);
+    let link_of_1 = net.nodes[0].peer(&net.id(1)).unwrap().link;
+    let link_of_2 = net.nodes[0].peer(&net.id(2)).unwrap().link;
+    let now = net.now;
+    net.nodes[0].handle_link_data(link_of_1, &[0xff, 0xff, 0xff, 0xff, 0x0f], now);
+    net.drain(0);
+    net.nodes[0].handle_link_data(link_of_2, b"\x05garbage-bytes", now);
+    net.drain(0);
+    let s = net.nodes[0].stats();
+    assert_eq!((s.oversized_frames, s.malformed_frames, s.peers), (1, 1, 0));
+    // Node 3 can still join.
+    let mut net2 = Net::new(vec![config("a.b"), config("a.b")]);
+    net2.nodes[0] = core::mem::replace(&mut net.nodes[0], Node::new(config("a.b"), Identity::from_seed(50), 0, now).unwrap());
+    net2.now = now;
+    net2.connect(1, 0);
+    net2.run_for(Duration::from_secs(1));
+    assert_eq!(net2.nodes[0].stats().peers, 1);
+}
+
+#[test]
+fn a_dial_that_expected_another_node_fails() {
+    let mut net = Net::new(vec![config("a.b"), config("a.b")]);
+    let wrong = NodeId([9; 32]);
+    let link = net.nodes[0].connect(addr(1), Some(wrong), net.now);
+    net.drain(0);
+    net.run_for(Duration::from_secs(1));
+    let found = net.id(1);
+    assert!(net.events[0].iter().any(|e| matches!(e,
+        Event::ConnectFailed { link: l, failure: ConnectFailure::UnexpectedPeer { expected, found: f }, .. }
+            if *l == link && *expected == wrong && *f == found)));
+    assert_eq!(net.nodes[1].stats().peers, 0);
+}
+
+#[test]
+fn crossing_dials_leave_exactly_one_link() {
+    let mut net = Net::new(vec![config("a.b"), config("a.b")]);
+    net.connect(0, 1);
+    net.connect(1, 0);
+    net.run_for(Duration::from_secs(2));
+    let (p0, p1) = (net.nodes[0].peer(&net.id(1)).unwrap(), net.nodes[1].peer(&net.id(0)).unwrap());
+    assert_eq!(net.wires.get(&(0, p0.link)), Some(&(1, p1.link)), "both ends kept the same link");
+    assert_eq!(net.wires.len(), 2);
+    net.run_for(Duration::from_secs(60));
+    assert_eq!((net.nodes[0].stats().peers, net.nodes[1].stats().peers), (1, 1));
+}
+
+#[test]
+fn close_says_goodbye_to_every_peer() {
+    let mut net = Net::new(vec![config("a.b"), config("a.b"), config("a.b")]);
+    net.connect(1, 0);
+    net.connect(2, 0);
+    net.run_for(Duration::from_secs(1));
+    net.nodes[0].close(net.now);
+    net.drain(0);
+    net.run_for(Duration::from_secs(1));
+    for i in [1, 2] {
+        assert!(net.events[i].iter().any(|e| matches!(e,
+            Event::PeerDown { reason: DownReason::Link(LinkError::ClosedByPeer(CloseCode::Goodbye)), .. })));
+        assert_eq!(net.nodes[i].stats().peers, 0);
+    }
+    assert_eq!(net.nodes[0].poll_timeout(), None, "a closed node schedules nothing");
+}
+
+#[test]
+fn pings_are_bounded_per_peer_and_fail_when_the_peer_goes() {
+    let mut c = config("a.b");
+    c.max_pings_in_flight = 4;
+    let mut net = Net::new(vec![c, config("a.b")]);
+    net.connect(0, 1);
+    net.run_for(Duration::from_secs(1));
+    let id1 = net.id(1);
+    let now = net.now;
+    let ids: Vec<_> = (0..4).map(|_| net.nodes[0].ping(&id1, now).unwrap()).collect();
+    assert_eq!(net.nodes[0].ping(&id1, now), Err(PingError::TooManyInFlight));
+    assert_eq!(net.nodes[0].ping(&NodeId([1; 32]), now), Err(PingError::NotConnected));
+    net.nodes[0].disconnect(&id1, now);
+    net.drain(0);
+    let gone = net.events[0].iter().filter(|e| matches!(e,
+        Event::PingResult { id, result: Err(PingError::PeerGone), .. } if ids.contains(id))).count();
+    assert_eq!(gone, 4);
+}
+
+#[test]
+fn the_event_queue_is_bounded() {
+    let mut c = config("a.b");
+    c.max_queued_events = 3;
+    let mut node = Node::new(c, Identity::from_seed(1), 1, Instant::ZERO).unwrap();
+    for i in 0..10 {
+        let link = node.connect(addr(i), None, Instant::ZERO);
+        node.handle_link_down(link, LinkError::DialFailed, Instant::ZERO);
+    }
+    assert_eq!(node.stats().events_dropped, 7);
+    assert_eq!(core::iter::from_fn(|| node.poll_event()).count(), 3);
+}
+
+#[test]
+fn same_seeds_and_inputs_give_identical_outputs() {
+    let run = |seed_offset: u64| {
+        let mut configs = vec![config("a.b"); 4];
+        configs[0].max_peers = 2;
+        let mut net = Net::new(configs);
+        for (i, n) in net.nodes.iter_mut().enumerate() {
+            *n = Node::new(n.config().clone(), Identity::from_seed(i as u64), seed_offset + i as u64, Instant::ZERO).unwrap();
+        }
+        for i in 1..4 {
+            net.connect(i, 0);
+        }
+        net.connect(1, 2);
+        net.run_for(Duration::from_secs(30));
+        let id2 = net.id(2);
+        net.nodes[1].ping(&id2, net.now).unwrap();
+        net.drain(1);
+        net.run_for(Duration::from_secs(1));
+        (net.log, net.events)
+    };
+    let (log_a, events_a) = run(0);
+    let (log_b, events_b) = run(0);
+    assert!(log_a.len() > 20);
+    assert_eq!(log_a, log_b);
+    assert_eq!(events_a, events_b);
+    let (log_c, _) = run(1000);
+    assert_ne!(log_a, log_c, "another seed draws other correlation ids");
+}

@@ -1,0 +1,16 @@
+//! The wire format: [`Frame`]s encoded with postcard behind a varint length prefix.
+//!
+//! This module owns the byte layout and nothing else: it never decides what a frame means.
+//! A frame on a stream is `len` (unsigned LEB128, at most 5 bytes, canonical) followed by `len`
+//! bytes of postcard-encoded [`Frame`]. The [`Decoder`] checks `len` against the configured
+//! maximum *before* buffering anything of the body, so a hostile prefix cannot make it allocate.
+//! `docs/wire.md` documents every field; `tests/golden.rs`-style vectors in this module pin it.
+
+mod codec;
+mod frame;
+
+pub use codec::{encode, encode_into, DecodeError, Decoder, MAX_PREFIX_LEN};
+pub use frame::{
+    CloseCode, Connect, ConnectAck, ConnectError, Frame, Ping, RefuseReason, WireAddr,
+    PROTOCOL_VERSION,
+};
