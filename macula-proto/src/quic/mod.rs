@@ -1,0 +1,728 @@
+//! `quic::Endpoint`: a [`Node`] carried over QUIC (quinn-proto + rustls), still sans-IO.
+//!
+//! Inputs are UDP datagrams and time; outputs are UDP datagrams, node [`Event`]s and a deadline.
+//! Each link of the node is one QUIC connection; its frames travel on the connection's first
+//! bidirectional stream (the *control stream*, opened by the dialer). The endpoint dials when the
+//! node asks, derives the peer's [`NodeId`] from its TLS certificate, exports the keying material
+//! the realm proof is bound to, and turns connection loss into link loss. It writes each link's
+//! queued frames with one stream write, so many small frames cost one QUIC send.
+//!
+//! The same drain contract as [`Node`] applies: after any `handle_*` or command, drain
+//! [`Endpoint::poll_transmit`], then [`Endpoint::poll_event`], then read
+//! [`Endpoint::poll_timeout`].
+//!
+//! quinn-proto counts time in `std::time::Instant`s; the endpoint maps the core's
+//! [`Instant`] onto them from an `epoch` the driver supplies, so the core itself reads no clock.
+
+pub mod tls;
+#[cfg(test)]
+mod tests;
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+use std::time::Instant as StdInstant;
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::{
+    ClientConfig, ConnectionError, ConnectionHandle, DatagramEvent, Dir, EcnCodepoint,
+    ServerConfig, StreamEvent, StreamId, TransportConfig, VarInt,
+};
+
+use crate::node::{Event, LinkError, LinkId, LinkInfo, Node, Transmit};
+use crate::time::{Duration, Instant};
+use crate::wire::CloseCode;
+use crate::{Config, ConfigError, Identity, NodeId};
+
+/// One UDP datagram to send (or, with `segment_size`, several of that size back to back, for
+/// GSO-capable drivers; this endpoint currently emits one datagram per transmit).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The ECN codepoint to mark it with (`0b10` ECT(0), `0b01` ECT(1), `0b11` CE).
+    pub ecn: Option<u8>,
+    /// The payload.
+    pub contents: Vec<u8>,
+}
+
+impl fmt::Debug for Datagram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Datagram")
+            .field("destination", &self.destination)
+            .field("len", &self.contents.len())
+            .finish()
+    }
+}
+
+/// Counters of the QUIC layer (the node's own are in [`Node::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// Datagrams handed to [`Endpoint::handle_datagram`].
+    pub datagrams_received: u64,
+    /// Received datagrams quinn-proto discarded (garbage, unknown connection, bad version).
+    pub datagrams_dropped: u64,
+    /// Datagrams emitted by [`Endpoint::poll_transmit`].
+    pub datagrams_sent: u64,
+    /// Inbound QUIC connections refused because `max_peers + max_pending_handshakes` were open.
+    pub connections_refused: u64,
+    /// Connections whose TLS handshake failed (bad certificate, wrong ALPN, ...).
+    pub tls_failures: u64,
+    /// Extra streams a peer opened that Macula does not use yet; each was stopped.
+    pub streams_rejected: u64,
+    /// Gauge: QUIC connections open (including ones draining after close).
+    pub connections: usize,
+}
+
+/// Parameters of an [`Endpoint`].
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// The node's configuration.
+    pub node: Config,
+    /// The node's identity; its key signs the TLS certificate.
+    pub identity: Identity,
+    /// Seed of all the node's randomness.
+    pub seed: u64,
+    /// The `std::time::Instant` that the core's [`Instant::ZERO`] stands for.
+    pub epoch: StdInstant,
+}
+
+/// Why an endpoint could not be made.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The node configuration is invalid.
+    Config(ConfigError),
+    /// TLS could not be set up.
+    Tls(rustls::Error),
+}
+
+impl fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointError::Config(e) => write!(f, "invalid configuration: {e}"),
+            EndpointError::Tls(e) => write!(f, "TLS setup failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for EndpointError {}
+
+impl From<ConfigError> for EndpointError {
+    fn from(e: ConfigError) -> Self {
+        EndpointError::Config(e)
+    }
+}
+
+impl From<rustls::Error> for EndpointError {
+    fn from(e: rustls::Error) -> Self {
+        EndpointError::Tls(e)
+    }
+}
+
+/// A QUIC connection and what the endpoint knows of it.
+struct Conn {
+    conn: quinn_proto::Connection,
+    /// The node's id for this connection, once the node knows it.
+    link: Option<LinkId>,
+    /// For outbound connections, the link the node asked to open.
+    outbound: bool,
+    control: Option<StreamId>,
+    /// Bytes the control stream did not take yet.
+    pending: Vec<u8>,
+    /// The connection's next timer, in core time.
+    timeout: Option<Instant>,
+    /// TLS completed.
+    connected: bool,
+}
+
+/// A [`Node`] over QUIC. See the [module documentation](self).
+pub struct Endpoint {
+    node: Node,
+    quic: quinn_proto::Endpoint,
+    client_config: ClientConfig,
+    epoch: StdInstant,
+    now: Instant,
+    conns: BTreeMap<ConnectionHandle, Conn>,
+    links: BTreeMap<LinkId, ConnectionHandle>,
+    datagrams: VecDeque<Datagram>,
+    events: VecDeque<Event>,
+    stats: EndpointStats,
+    buf: Vec<u8>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("node", &self.node)
+            .field("connections", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Control-stream reads are done in chunks of at most this size.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Endpoint {
+    /// An endpoint for a node, started at `now`.
+    ///
+    /// # Errors
+    /// [`EndpointError`] if the configuration is invalid or TLS can't be set up.
+    pub fn new(config: EndpointConfig, now: Instant) -> Result<Self, EndpointError> {
+        let mut node = Node::new(config.node, config.identity, config.seed, now)?;
+        let provider = tls::provider();
+        let (cert, key) = tls::self_signed(node.identity())?;
+        let verifier = Arc::new(tls::PeerVerifier::new(provider.clone()));
+
+        let transport = Arc::new(transport_config(node.config()));
+
+        let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier.clone())
+            .with_single_cert(vec![cert.clone()], key.clone_key())?;
+        server_tls.alpn_protocols = vec![tls::ALPN.to_vec()];
+        let server_crypto = QuicServerConfig::try_from(server_tls)
+            .map_err(|e| rustls::Error::General(alloc::format!("{e}")))?;
+        let mut server_config = ServerConfig::with_crypto(Arc::new(server_crypto));
+        server_config.transport_config(transport.clone());
+        server_config.migration(false);
+
+        let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(vec![cert], key)?;
+        client_tls.alpn_protocols = vec![tls::ALPN.to_vec()];
+        let client_crypto = QuicClientConfig::try_from(client_tls)
+            .map_err(|e| rustls::Error::General(alloc::format!("{e}")))?;
+        let mut client_config = ClientConfig::new(Arc::new(client_crypto));
+        client_config.transport_config(transport);
+
+        let mut seed = [0u8; 32];
+        crate::Rng::from_seed(node.child_seed()).fill(&mut seed);
+        let mut endpoint_config = quinn_proto::EndpointConfig::new(Arc::new(
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seed),
+        ));
+        endpoint_config.rng_seed(Some(seed));
+        let quic = quinn_proto::Endpoint::new(
+            Arc::new(endpoint_config),
+            Some(Arc::new(server_config)),
+            false,
+            None,
+        );
+        Ok(Endpoint {
+            node,
+            quic,
+            client_config,
+            epoch: config.epoch,
+            now,
+            conns: BTreeMap::new(),
+            links: BTreeMap::new(),
+            datagrams: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: EndpointStats::default(),
+            buf: Vec::new(),
+        })
+    }
+
+    // ---------------------------------------------------------------- getters
+
+    /// The node this endpoint carries.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node.node_id()
+    }
+
+    /// QUIC-layer counters.
+    pub fn stats(&self) -> EndpointStats {
+        EndpointStats {
+            connections: self.conns.len(),
+            ..self.stats
+        }
+    }
+
+    /// The QUIC path RTT of the connection carrying `link`, if it is open.
+    pub fn path_rtt(&self, link: LinkId) -> Option<Duration> {
+        let handle = self.links.get(&link)?;
+        Some(self.conns.get(handle)?.conn.rtt().into())
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    /// Dials `addr`, optionally insisting that `expected` answers. See [`Node::connect`].
+    pub fn connect(&mut self, addr: SocketAddr, expected: Option<NodeId>, now: Instant) -> LinkId {
+        let link = self.node.connect(addr, expected, now);
+        self.pump(now);
+        link
+    }
+
+    /// Pings a peer. See [`Node::ping`].
+    ///
+    /// # Errors
+    /// As [`Node::ping`].
+    pub fn ping(&mut self, peer: &NodeId, now: Instant) -> Result<crate::PingId, crate::PingError> {
+        let r = self.node.ping(peer, now);
+        self.pump(now);
+        r
+    }
+
+    /// Drops a peer cleanly. See [`Node::disconnect`].
+    pub fn disconnect(&mut self, peer: &NodeId, now: Instant) -> bool {
+        let r = self.node.disconnect(peer, now);
+        self.pump(now);
+        r
+    }
+
+    /// Leaves the mesh: every connection is closed with a goodbye. Keep driving the endpoint
+    /// until [`Endpoint::is_idle`] so the closes reach the peers.
+    pub fn close(&mut self, now: Instant) {
+        self.node.close(now);
+        self.pump(now);
+    }
+
+    /// Whether no connection remains (all closed and drained).
+    pub fn is_idle(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// A UDP datagram arrived from `remote`.
+    pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, ecn: Option<u8>, data: &[u8]) {
+        self.advance(now);
+        self.stats.datagrams_received += 1;
+        let ecn = ecn.and_then(EcnCodepoint::from_bits);
+        let std_now = self.std_instant(now);
+        self.buf.clear();
+        let event = self.quic.handle(std_now, remote, None, ecn, BytesMut::from(data), &mut self.buf);
+        match event {
+            Some(DatagramEvent::ConnectionEvent(handle, event)) => {
+                if let Some(c) = self.conns.get_mut(&handle) {
+                    c.conn.handle_event(event);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                let limit = self.node.config().max_peers + self.node.config().max_pending_handshakes;
+                self.buf.clear();
+                if self.conns.len() >= limit || self.node.is_closed() {
+                    self.stats.connections_refused += 1;
+                    let t = self.quic.refuse(incoming, &mut self.buf);
+                    self.push_quinn_transmit(&t);
+                } else {
+                    match self.quic.accept(incoming, std_now, &mut self.buf, None) {
+                        Ok((handle, conn)) => {
+                            self.conns.insert(handle, Conn::new(conn, None, false));
+                        }
+                        Err(err) => {
+                            if let Some(t) = err.response {
+                                self.push_quinn_transmit(&t);
+                            }
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::Response(t)) => self.push_quinn_transmit(&t),
+            None => self.stats.datagrams_dropped += 1,
+        }
+        self.pump(now);
+    }
+
+    /// Time passed; runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        let std_now = self.std_instant(now);
+        for c in self.conns.values_mut() {
+            if c.timeout.is_some_and(|t| t <= now) {
+                c.conn.handle_timeout(std_now);
+            }
+        }
+        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            self.node.handle_timeout(now);
+        }
+        self.pump(now);
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next datagram to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Datagram> {
+        let d = self.datagrams.pop_front();
+        if d.is_some() {
+            self.stats.datagrams_sent += 1;
+        }
+        d
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.datagrams.is_empty() || !self.events.is_empty() {
+            return Some(self.now);
+        }
+        let conns = self.conns.values().filter_map(|c| c.timeout).min();
+        match (conns, self.node.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn std_instant(&self, t: Instant) -> StdInstant {
+        self.epoch + core::time::Duration::from_micros(t.as_micros())
+    }
+
+    fn push_quinn_transmit(&mut self, t: &quinn_proto::Transmit) {
+        let ecn = t.ecn.map(|e| e as u8);
+        let data = &self.buf[..t.size];
+        match t.segment_size {
+            Some(seg) if seg < t.size => {
+                for chunk in data.chunks(seg) {
+                    self.datagrams.push_back(Datagram {
+                        destination: t.destination,
+                        ecn,
+                        contents: chunk.to_vec(),
+                    });
+                }
+            }
+            _ => self.datagrams.push_back(Datagram {
+                destination: t.destination,
+                ecn,
+                contents: data.to_vec(),
+            }),
+        }
+    }
+
+    /// Moves work between the node, the connections and the output queues until nothing moves.
+    fn pump(&mut self, now: Instant) {
+        self.advance(now);
+        let now = self.now;
+        let std_now = self.std_instant(now);
+        loop {
+            let mut progress = false;
+            while let Some(t) = self.node.poll_transmit() {
+                progress = true;
+                self.carry_out(t, now, std_now);
+            }
+            let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+            for handle in handles {
+                progress |= self.drive_connection(handle, now, std_now);
+            }
+            if !progress {
+                break;
+            }
+        }
+        while let Some(e) = self.node.poll_event() {
+            self.events.push_back(e);
+        }
+        let max_events = self.node.config().max_queued_events;
+        while self.events.len() > max_events {
+            self.events.pop_front();
+        }
+    }
+
+    /// Handles one connection's events, transmits and endpoint events. Returns whether anything
+    /// happened that the node or another round may need to see.
+    fn drive_connection(&mut self, handle: ConnectionHandle, now: Instant, std_now: StdInstant) -> bool {
+        let mut progress = false;
+        loop {
+            let Some(c) = self.conns.get_mut(&handle) else {
+                return progress;
+            };
+            let Some(ev) = c.conn.poll() else {
+                break;
+            };
+            progress = true;
+            self.connection_event(handle, ev, now);
+        }
+        let Some(c) = self.conns.get_mut(&handle) else {
+            return progress;
+        };
+        loop {
+            self.buf.clear();
+            let Some(t) = c.conn.poll_transmit(std_now, 1, &mut self.buf) else {
+                break;
+            };
+            self.datagrams.push_back(Datagram {
+                destination: t.destination,
+                ecn: t.ecn.map(|e| e as u8),
+                contents: self.buf[..t.size].to_vec(),
+            });
+        }
+        // Endpoint events (new connection ids, drained) come last: transmits can cause them.
+        while let Some(ev) = c.conn.poll_endpoint_events() {
+            progress = true;
+            let drained = ev.is_drained();
+            if let Some(reply) = self.quic.handle_event(handle, ev) {
+                c.conn.handle_event(reply);
+            }
+            if drained {
+                if let Some(link) = c.link {
+                    self.links.remove(&link);
+                }
+                self.conns.remove(&handle);
+                return true;
+            }
+        }
+        let epoch = self.epoch;
+        c.timeout = c.conn.poll_timeout().map(|t| core_instant(epoch, t));
+        progress
+    }
+
+    fn connection_event(&mut self, handle: ConnectionHandle, ev: quinn_proto::Event, now: Instant) {
+        match ev {
+            quinn_proto::Event::Connected => self.on_connected(handle, now),
+            quinn_proto::Event::ConnectionLost { reason } => self.on_lost(handle, reason, now),
+            quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+                self.accept_streams(handle, now);
+            }
+            quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => {
+                let Some(c) = self.conns.get_mut(&handle) else { return };
+                while let Some(id) = c.conn.streams().accept(Dir::Uni) {
+                    let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(0));
+                    self.stats.streams_rejected += 1;
+                }
+            }
+            quinn_proto::Event::Stream(StreamEvent::Readable { id }) => self.read_control(handle, id, now),
+            quinn_proto::Event::Stream(StreamEvent::Writable { .. }) => self.flush_pending(handle, now),
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, handle: ConnectionHandle, now: Instant) {
+        let std_now = self.std_instant(now);
+        let Some(c) = self.conns.get_mut(&handle) else { return };
+        c.connected = true;
+        let identity = c
+            .conn
+            .crypto_session()
+            .peer_identity()
+            .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok());
+        let remote_id = identity.and_then(|certs| certs.first().and_then(|c| tls::node_id_from_cert(c)));
+        let mut exporter = [0u8; 32];
+        let exported = c
+            .conn
+            .crypto_session()
+            .export_keying_material(&mut exporter, crate::auth::EXPORTER_LABEL, b"")
+            .is_ok();
+        let (Some(remote_id), true) = (remote_id, exported) else {
+            // The verifiers only accept certificates with an id; this is defensive.
+            self.stats.tls_failures += 1;
+            let code = VarInt::from_u32(CloseCode::ProtocolViolation.to_u32());
+            c.conn.close(std_now, code, Bytes::new());
+            return;
+        };
+        let info = LinkInfo {
+            remote_id,
+            remote_addr: c.conn.remote_address(),
+            exporter,
+        };
+        if c.outbound {
+            c.control = c.conn.streams().open(Dir::Bi);
+            let link = c.link.expect("outbound connections are made for a link");
+            self.node.handle_link_up(link, info, now);
+        } else {
+            match self.node.handle_inbound(info, now) {
+                Ok(link) => {
+                    c.link = Some(link);
+                    self.links.insert(link, handle);
+                    // The control stream may have opened before the node knew the link.
+                    self.accept_streams(handle, now);
+                }
+                Err(code) => {
+                    c.conn.close(std_now, VarInt::from_u32(code.to_u32()), Bytes::new());
+                }
+            }
+        }
+    }
+
+    fn on_lost(&mut self, handle: ConnectionHandle, reason: ConnectionError, now: Instant) {
+        let Some(c) = self.conns.get_mut(&handle) else { return };
+        let error = match reason {
+            ConnectionError::LocallyClosed => return,
+            ConnectionError::ApplicationClosed(close) => {
+                let code = u32::try_from(close.error_code.into_inner()).unwrap_or(u32::MAX);
+                LinkError::ClosedByPeer(CloseCode::from_u32(code))
+            }
+            ConnectionError::TimedOut if c.connected => LinkError::TimedOut,
+            ConnectionError::ConnectionClosed(_) | ConnectionError::TransportError(_)
+                if !c.connected =>
+            {
+                self.stats.tls_failures += 1;
+                LinkError::DialFailed
+            }
+            _ if !c.connected => LinkError::DialFailed,
+            _ => LinkError::Reset,
+        };
+        if let Some(link) = c.link.take() {
+            self.links.remove(&link);
+            self.node.handle_link_down(link, error, now);
+        }
+    }
+
+    fn accept_streams(&mut self, handle: ConnectionHandle, now: Instant) {
+        let Some(c) = self.conns.get_mut(&handle) else { return };
+        if c.link.is_none() {
+            return;
+        }
+        while let Some(id) = c.conn.streams().accept(Dir::Bi) {
+            if c.control.is_none() && !c.outbound {
+                c.control = Some(id);
+            } else {
+                let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(0));
+                self.stats.streams_rejected += 1;
+            }
+        }
+        if let Some(id) = c.control {
+            self.read_control(handle, id, now);
+        }
+    }
+
+    fn read_control(&mut self, handle: ConnectionHandle, id: StreamId, now: Instant) {
+        let Some(c) = self.conns.get_mut(&handle) else { return };
+        let (Some(link), Some(control)) = (c.link, c.control) else {
+            return;
+        };
+        if id != control {
+            return;
+        }
+        let mut received: Vec<Bytes> = Vec::new();
+        let mut finished = false;
+        let mut stream = c.conn.recv_stream(id);
+        if let Ok(mut chunks) = stream.read(true) {
+            loop {
+                match chunks.next(READ_CHUNK) {
+                    Ok(Some(chunk)) => received.push(chunk.bytes),
+                    Ok(None) => {
+                        finished = true;
+                        break;
+                    }
+                    Err(quinn_proto::ReadError::Blocked) => break,
+                    Err(quinn_proto::ReadError::Reset(_)) => {
+                        finished = true;
+                        break;
+                    }
+                }
+            }
+            let _ = chunks.finalize();
+        }
+        for bytes in received {
+            self.node.handle_link_data(link, &bytes, now);
+        }
+        if finished {
+            // A peer that ends its control stream ends the link.
+            self.node.close_link(link, CloseCode::ProtocolViolation, now);
+        }
+    }
+
+    /// Writes what the control stream will take of the link's pending bytes.
+    fn flush_pending(&mut self, handle: ConnectionHandle, now: Instant) {
+        let max = self.node.config().max_link_send_buffer;
+        let Some(c) = self.conns.get_mut(&handle) else { return };
+        let Some(control) = c.control else { return };
+        if !c.pending.is_empty() {
+            match c.conn.send_stream(control).write(&c.pending) {
+                Ok(n) => {
+                    c.pending.drain(..n);
+                }
+                Err(quinn_proto::WriteError::Blocked) => {}
+                Err(_) => c.pending.clear(),
+            }
+        }
+        if c.pending.len() > max {
+            if let Some(link) = c.link {
+                c.pending.clear();
+                self.node.close_link(link, CloseCode::SendBufferFull, now);
+            }
+        }
+    }
+
+    fn carry_out(&mut self, t: Transmit, now: Instant, std_now: StdInstant) {
+        match t {
+            Transmit::Open { link, addr, .. } => {
+                match self.quic.connect(std_now, self.client_config.clone(), addr, "macula") {
+                    Ok((handle, conn)) => {
+                        self.conns.insert(handle, Conn::new(conn, Some(link), true));
+                        self.links.insert(link, handle);
+                    }
+                    Err(_) => self.node.handle_link_down(link, LinkError::DialFailed, now),
+                }
+            }
+            Transmit::Send { link, bytes } => {
+                let Some(&handle) = self.links.get(&link) else { return };
+                let Some(c) = self.conns.get_mut(&handle) else { return };
+                c.pending.extend_from_slice(&bytes);
+                self.flush_pending(handle, now);
+            }
+            Transmit::Close { link, code } => {
+                let Some(handle) = self.links.remove(&link) else { return };
+                self.flush_pending(handle, now);
+                let Some(c) = self.conns.get_mut(&handle) else { return };
+                c.link = None;
+                // Send what the stream holds before the close: quinn drops unsent stream data
+                // once closed, and a refusal's ConnectError should reach the dialer.
+                loop {
+                    self.buf.clear();
+                    let Some(t) = c.conn.poll_transmit(std_now, 1, &mut self.buf) else {
+                        break;
+                    };
+                    self.datagrams.push_back(Datagram {
+                        destination: t.destination,
+                        ecn: t.ecn.map(|e| e as u8),
+                        contents: self.buf[..t.size].to_vec(),
+                    });
+                }
+                c.conn.close(std_now, VarInt::from_u32(code.to_u32()), Bytes::new());
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn new(conn: quinn_proto::Connection, link: Option<LinkId>, outbound: bool) -> Self {
+        Conn {
+            conn,
+            link,
+            outbound,
+            control: None,
+            pending: Vec::new(),
+            timeout: None,
+            connected: false,
+        }
+    }
+}
+
+/// The core instant for a quinn-proto instant.
+fn core_instant(epoch: StdInstant, t: StdInstant) -> Instant {
+    Instant::ZERO + Duration::from(t.saturating_duration_since(epoch))
+}
+
+fn transport_config(config: &Config) -> TransportConfig {
+    let mut t = TransportConfig::default();
+    // The node runs its own keep-alive and idle timeout; QUIC's idle timeout is a backstop.
+    let idle = config.idle_timeout + Duration::from_secs(5);
+    let idle = VarInt::from_u64(idle.as_millis()).unwrap_or(VarInt::MAX);
+    t.max_idle_timeout(Some(idle.into()));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(4));
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    t
+}

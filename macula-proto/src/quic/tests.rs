@@ -1,0 +1,172 @@
+//! Endpoints exchanging datagrams in memory, with time jumped to the next deadline.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant as StdInstant;
+
+use super::*;
+use crate::config::{ApiKey, Realm};
+use crate::node::{ConnectFailure, DownReason};
+use crate::wire::RefuseReason;
+
+const ONE_WAY: Duration = Duration::from_micros(500);
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 20_000 + i as u16)
+}
+
+struct Mesh {
+    now: Instant,
+    eps: Vec<Endpoint>,
+    in_flight: Vec<(Instant, usize, usize, Datagram)>,
+    events: Vec<Vec<Event>>,
+}
+
+impl Mesh {
+    fn new(configs: Vec<Config>) -> Self {
+        let epoch = StdInstant::now();
+        let eps: Vec<Endpoint> = configs
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut node)| {
+                node.listen_addrs = vec![addr(i)];
+                let cfg = EndpointConfig { node, identity: Identity::from_seed(i as u64), seed: i as u64, epoch };
+                Endpoint::new(cfg, Instant::ZERO).unwrap()
+            })
+            .collect();
+        let n = eps.len();
+        Mesh { now: Instant::ZERO, eps, in_flight: Vec::new(), events: vec![Vec::new(); n] }
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some(d) = self.eps[i].poll_transmit() {
+            if let Some(j) = (0..self.eps.len()).find(|j| addr(*j) == d.destination) {
+                self.in_flight.push((self.now + ONE_WAY, i, j, d));
+            }
+        }
+        while let Some(e) = self.eps[i].poll_event() {
+            self.events[i].push(e);
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        loop {
+            let next_dgram = self.in_flight.iter().map(|x| x.0).min();
+            let next_timer = self.eps.iter().filter_map(|e| e.poll_timeout()).min();
+            let Some(next) = [next_dgram, next_timer].into_iter().flatten().min() else { break };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            let (due, rest): (Vec<_>, Vec<_>) = core::mem::take(&mut self.in_flight).into_iter().partition(|x| x.0 <= now);
+            self.in_flight = rest;
+            for (_, from, to, d) in due {
+                self.eps[to].handle_datagram(now, addr(from), d.ecn, &d.contents);
+                self.drain(to);
+            }
+            for i in 0..self.eps.len() {
+                if self.eps[i].poll_timeout().is_some_and(|t| t <= now) {
+                    self.eps[i].handle_timeout(now);
+                }
+                self.drain(i);
+            }
+        }
+        self.now = until;
+    }
+}
+
+fn config(realm: &str) -> Config {
+    Config::new(Realm::new(realm).unwrap())
+}
+
+#[test]
+fn two_endpoints_handshake_over_quic_and_ping() {
+    let mut m = Mesh::new(vec![config("q.x"), config("q.x")]);
+    let id1 = m.eps[1].node_id();
+    m.eps[0].connect(addr(1), Some(id1), m.now);
+    m.drain(0);
+    m.run_for(Duration::from_millis(50));
+    assert_eq!(m.eps[0].node().stats().peers, 1, "{:?}", m.events[0]);
+    assert_eq!(m.eps[1].node().stats().peers, 1);
+    let peer = m.eps[1].node().peer(&m.eps[0].node_id()).unwrap();
+    assert_eq!(peer.listen_addrs, vec![addr(0)]);
+    let ping = m.eps[0].ping(&id1, m.now).unwrap();
+    m.drain(0);
+    m.run_for(Duration::from_millis(50));
+    let rtt = m.events[0].iter().find_map(|e| match e {
+        Event::PingResult { id, result: Ok(rtt), .. } if *id == ping => Some(*rtt),
+        _ => None,
+    });
+    assert_eq!(rtt, Some(ONE_WAY.saturating_mul(2)));
+    // Keep-alives carry the peers through a quiet minute.
+    m.run_for(Duration::from_secs(60));
+    assert_eq!(m.eps[0].node().stats().peers, 1);
+}
+
+#[test]
+fn refusals_reach_the_dialer_with_their_reason() {
+    let mut keyed = config("q.x");
+    keyed.api_key = Some(ApiKey::new(b"a-very-secret-key").unwrap());
+    let mut m = Mesh::new(vec![config("q.y"), keyed, config("q.x")]);
+    m.eps[0].connect(addr(2), None, m.now); // wrong realm
+    m.drain(0);
+    m.eps[2].connect(addr(1), None, m.now); // no key
+    m.drain(2);
+    m.run_for(Duration::from_millis(100));
+    let failure = |ev: &Vec<Event>| ev.iter().find_map(|e| match e {
+        Event::ConnectFailed { failure: ConnectFailure::Refused { reason, .. }, .. } => Some(*reason),
+        _ => None,
+    });
+    assert_eq!(failure(&m.events[0]), Some(RefuseReason::WrongRealm));
+    assert_eq!(failure(&m.events[2]), Some(RefuseReason::BadCredentials));
+    assert_eq!(m.eps[2].node().stats().refused_by_us.wrong_realm, 1);
+    assert_eq!(m.eps[1].node().stats().refused_by_us.bad_credentials, 1);
+    assert_eq!(m.eps[0].node().stats().refused_by_peer.wrong_realm, 1);
+    m.run_for(Duration::from_secs(5));
+    assert!(m.eps.iter().all(|e| e.is_idle()), "refused connections are closed and drained");
+}
+
+#[test]
+fn an_unexpected_node_at_the_address_fails_the_dial() {
+    let mut m = Mesh::new(vec![config("q.x"), config("q.x")]);
+    m.eps[0].connect(addr(1), Some(NodeId([3; 32])), m.now);
+    m.drain(0);
+    m.run_for(Duration::from_millis(100));
+    assert!(m.events[0].iter().any(|e| matches!(e, Event::ConnectFailed { failure: ConnectFailure::UnexpectedPeer { .. }, .. })));
+    assert_eq!(m.eps[1].node().stats().peers, 0);
+}
+
+#[test]
+fn garbage_datagrams_are_counted_and_harmless() {
+    let mut m = Mesh::new(vec![config("q.x"), config("q.x"), config("q.x")]);
+    m.eps[0].connect(addr(1), None, m.now);
+    m.drain(0);
+    m.run_for(Duration::from_millis(50));
+    for n in 0..200usize {
+        let junk: Vec<u8> = (0..(n % 1300)).map(|k| (k * 31 + n) as u8).collect();
+        m.eps[1].handle_datagram(m.now, addr(2), None, &junk);
+        m.drain(1);
+    }
+    assert!(m.eps[1].stats().datagrams_dropped >= 190, "{:?}", m.eps[1].stats());
+    m.eps[2].connect(addr(1), None, m.now);
+    m.drain(2);
+    m.run_for(Duration::from_millis(50));
+    assert_eq!(m.eps[1].node().stats().peers, 2);
+}
+
+#[test]
+fn close_is_seen_as_a_goodbye_and_drains() {
+    let mut m = Mesh::new(vec![config("q.x"), config("q.x")]);
+    m.eps[0].connect(addr(1), None, m.now);
+    m.drain(0);
+    m.run_for(Duration::from_millis(50));
+    m.eps[0].close(m.now);
+    m.drain(0);
+    m.run_for(Duration::from_secs(5));
+    assert!(m.events[1].iter().any(|e| matches!(e,
+        Event::PeerDown { reason: DownReason::Link(LinkError::ClosedByPeer(CloseCode::Goodbye)), .. })));
+    assert!(m.eps[0].is_idle() && m.eps[1].is_idle());
+}
