@@ -28,7 +28,8 @@ pub mod quic;
 pub use config::{ApiKey, Config, ConfigError, Realm, Roles};
 pub use id::{Distance, Fingerprint, Identity, NodeId, ParseIdError, ShortId};
 pub use node::{
-    Direction, Event, LinkError, LinkId, LinkInfo, Node, PeerInfo, PingError, PingId, Stats,
+    ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, Node, PeerInfo,
+    PingError, PingId, RefusalCounts, Stats,
     Transmit,
 };
 pub use rng::Rng;

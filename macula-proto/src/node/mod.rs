@@ -155,6 +155,9 @@ pub enum ConnectFailure {
     },
     /// The address belongs to this node itself.
     SelfDial,
+    /// The node answered, but it was already a peer over another link (two nodes dialed each
+    /// other at once); that link was kept. Not an error for most callers.
+    AlreadyConnected(NodeId),
     /// The transport failed.
     Link(LinkError),
     /// This node gave up (handshake timeout, a malformed or unexpected answer).
@@ -177,6 +180,9 @@ impl fmt::Display for ConnectFailure {
                 found.short()
             ),
             ConnectFailure::SelfDial => f.write_str("the address is this node's own"),
+            ConnectFailure::AlreadyConnected(peer) => {
+                write!(f, "already connected to {} over another link", peer.short())
+            }
             ConnectFailure::Link(err) => write!(f, "{err}"),
             ConnectFailure::Aborted(code) => write!(f, "gave up: {code}"),
         }
@@ -621,6 +627,11 @@ impl Node {
         match link.state {
             LinkState::Dialing { .. } | LinkState::AwaitingAck => {
                 let failure = match error {
+                    LinkError::ClosedByPeer(CloseCode::Duplicate)
+                        if link.remote.is_some_and(|r| self.peers.contains_key(&r)) =>
+                    {
+                        ConnectFailure::AlreadyConnected(link.remote.expect("checked above"))
+                    }
                     LinkError::ClosedByPeer(CloseCode::Refused(reason)) => {
                         self.stats.refused_by_peer.bump(reason);
                         ConnectFailure::Refused {
@@ -929,6 +940,9 @@ impl Node {
             self.abort_link(old, CloseCode::Duplicate);
             true
         } else {
+            if new_dir == Direction::Outbound {
+                self.forget_outbound(link_id, ConnectFailure::AlreadyConnected(remote));
+            }
             self.flush_and_close(link_id, CloseCode::Duplicate);
             false
         }

@@ -288,6 +288,16 @@ impl Endpoint {
         self.pump(now);
     }
 
+    /// Writes `bytes` on a link's control stream exactly as given, bypassing the node's encoder.
+    /// For hostile-peer tests and fuzzing: a well-behaved application never needs it.
+    #[doc(hidden)]
+    pub fn send_raw(&mut self, link: LinkId, bytes: &[u8], now: Instant) {
+        self.advance(now);
+        let std_now = self.std_instant(self.now);
+        self.carry_out(Transmit::Send { link, bytes: bytes.to_vec() }, now, std_now);
+        self.pump(now);
+    }
+
     /// Whether no connection remains (all closed and drained).
     pub fn is_idle(&self) -> bool {
         self.conns.is_empty()

@@ -1,0 +1,254 @@
+//! The async handle to a running node.
+
+use std::net::SocketAddr;
+
+use macula_proto::quic::{EndpointError, EndpointStats};
+use macula_proto::{
+    Config, ConnectFailure, Duration, Event, Identity, NodeId, PeerInfo, PingError, Stats,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::driver::{self, Command};
+
+/// How to start a [`Mesh`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct MeshConfig {
+    /// The node's configuration. The bound address is added to its `listen_addrs`.
+    pub node: Config,
+    /// The UDP address to bind (`127.0.0.1:0` for any free loopback port).
+    pub listen: SocketAddr,
+    /// The node's identity; `None` makes a new one from operating-system randomness.
+    pub identity: Option<Identity>,
+    /// The seed of the core's randomness; `None` draws one from the operating system.
+    pub seed: Option<u64>,
+    /// Capacity of the event channel of each [`Events`] subscriber; a subscriber that falls
+    /// further behind loses the oldest events (and is told how many). Default: 1024.
+    pub event_capacity: usize,
+}
+
+impl MeshConfig {
+    /// A new identity, bound at `listen`, with default settings.
+    pub fn new(node: Config, listen: SocketAddr) -> Self {
+        MeshConfig {
+            node,
+            listen,
+            identity: None,
+            seed: None,
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeshError {
+    /// The UDP socket could not be bound.
+    #[error("could not bind UDP socket on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The operating system gave no randomness for a new identity.
+    #[error("no randomness from the operating system: {0}")]
+    Random(String),
+    /// The endpoint could not be made (bad configuration or TLS setup).
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// A connection attempt failed.
+    #[error("connecting to {addr} failed: {failure}")]
+    Connect {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// Why.
+        failure: ConnectFailure,
+    },
+    /// A ping failed.
+    #[error("ping failed: {0}")]
+    Ping(PingError),
+    /// The mesh was closed (or its task ended).
+    #[error("the mesh is closed")]
+    Closed,
+}
+
+/// Counters of the node and of its QUIC layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshStats {
+    /// The core node's counters.
+    pub node: Stats,
+    /// The QUIC layer's counters.
+    pub quic: EndpointStats,
+}
+
+/// A running Macula node on tokio. Cheap to clone; every clone drives the same node.
+///
+/// Dropping every clone stops the node abruptly (peers see it time out); call [`Mesh::close`]
+/// for a clean goodbye.
+#[derive(Clone, Debug)]
+pub struct Mesh {
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+    node_id: NodeId,
+    local_addr: SocketAddr,
+}
+
+impl Mesh {
+    /// Binds the UDP socket and starts the node's task.
+    ///
+    /// # Errors
+    /// [`MeshError::Bind`] if the address can't be bound; [`MeshError::Endpoint`] for an invalid
+    /// configuration; [`MeshError::Random`] if no identity could be made.
+    pub async fn bind(config: MeshConfig) -> Result<Mesh, MeshError> {
+        let socket = UdpSocket::bind(config.listen)
+            .await
+            .map_err(|source| MeshError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = socket.local_addr().map_err(|source| MeshError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let identity = match config.identity {
+            Some(identity) => identity,
+            None => Identity::from_secret(random_bytes()?),
+        };
+        let seed = match config.seed {
+            Some(seed) => seed,
+            None => u64::from_le_bytes(random_bytes::<8>()?),
+        };
+        let mut node = config.node;
+        if !node.listen_addrs.contains(&local_addr) {
+            node.listen_addrs.insert(0, local_addr);
+            node.listen_addrs.truncate(macula_proto::config::MAX_LISTEN_ADDRS);
+        }
+        let node_id = identity.node_id();
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let commands = driver::spawn(socket, node, identity, seed, events.clone())?;
+        Ok(Mesh {
+            commands,
+            events,
+            node_id,
+            local_addr,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Connects to the node at `addr` and completes the realm handshake. Returns its id.
+    ///
+    /// # Errors
+    /// [`MeshError::Connect`] with the reason: refused by the peer (wrong realm, bad
+    /// credentials, capacity, version), unreachable, timed out.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<NodeId, MeshError> {
+        self.connect_to(addr, None).await
+    }
+
+    /// Connects to `addr`, insisting that the node `expected` answers there.
+    ///
+    /// # Errors
+    /// As [`Mesh::connect`]; [`ConnectFailure::UnexpectedPeer`] if another node answers.
+    pub async fn connect_to(
+        &self,
+        addr: SocketAddr,
+        expected: Option<NodeId>,
+    ) -> Result<NodeId, MeshError> {
+        self.request(|reply| Command::Connect {
+            addr,
+            expected,
+            reply,
+        })
+        .await?
+    }
+
+    /// Measures a round trip to a connected peer.
+    ///
+    /// # Errors
+    /// [`MeshError::Ping`] if the peer is not connected, does not answer in time or leaves.
+    pub async fn ping(&self, peer: NodeId) -> Result<Duration, MeshError> {
+        self.request(|reply| Command::Ping { peer, reply }).await?
+    }
+
+    /// Drops a peer with a clean goodbye; returns whether it was connected.
+    ///
+    /// # Errors
+    /// [`MeshError::Closed`] if the mesh is closed.
+    pub async fn disconnect(&self, peer: NodeId) -> Result<bool, MeshError> {
+        self.request(|reply| Command::Disconnect { peer, reply }).await
+    }
+
+    /// The established peers.
+    ///
+    /// # Errors
+    /// [`MeshError::Closed`] if the mesh is closed.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, MeshError> {
+        self.request(|reply| Command::Peers { reply }).await
+    }
+
+    /// The node's and the QUIC layer's counters.
+    ///
+    /// # Errors
+    /// [`MeshError::Closed`] if the mesh is closed.
+    pub async fn stats(&self) -> Result<MeshStats, MeshError> {
+        self.request(|reply| Command::Stats { reply }).await
+    }
+
+    /// A subscription to the node's events from now on.
+    pub fn events(&self) -> Events {
+        Events(self.events.subscribe())
+    }
+
+    /// Leaves the mesh gracefully: every peer sees a clean goodbye. Waits (at most about two
+    /// seconds) until the closes are sent and the connections drained, then stops the task.
+    pub async fn close(&self) {
+        let _ = self.request(|reply| Command::Close { reply }).await;
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, MeshError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| MeshError::Closed)?;
+        rx.await.map_err(|_| MeshError::Closed)
+    }
+}
+
+/// A stream of a node's [`Event`]s.
+#[derive(Debug)]
+pub struct Events(broadcast::Receiver<Event>);
+
+impl Events {
+    /// The next event; `None` once the node has stopped. Events this subscriber was too slow
+    /// for are skipped.
+    pub async fn recv(&mut self) -> Option<Event> {
+        loop {
+            match self.0.recv().await {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], MeshError> {
+    let mut out = [0u8; N];
+    getrandom::getrandom(&mut out).map_err(|e| MeshError::Random(e.to_string()))?;
+    Ok(out)
+}
