@@ -33,4 +33,5 @@ pub use node::{
     Transmit,
 };
 pub use rng::Rng;
+pub use wire::{CloseCode, RefuseReason};
 pub use time::{Duration, Instant};

@@ -1,0 +1,52 @@
+//! Two tokio nodes on loopback complete the handshake, exchange pings and report RTTs.
+
+use macula_proto::{Direction, Event};
+use macula_tests::{config, node};
+
+#[tokio::test]
+async fn two_nodes_handshake_and_measure_round_trips() -> anyhow::Result<()> {
+    let a = node(config("io.test", None)).await?;
+    let b = node(config("io.test", None)).await?;
+    let mut b_events = b.events();
+    let peer = a.connect(b.local_addr()).await?;
+    assert_eq!(peer, b.node_id());
+    match b_events.recv().await {
+        Some(Event::PeerUp { peer, direction, .. }) => {
+            assert_eq!(peer, a.node_id());
+            assert_eq!(direction, Direction::Inbound);
+        }
+        other => panic!("expected PeerUp at b, got {other:?}"),
+    }
+    for _ in 0..20 {
+        let rtt = a.ping(b.node_id()).await?;
+        assert!(rtt.as_micros() > 0, "a real round trip takes time");
+    }
+    let rtt_b = b.ping(a.node_id()).await?;
+    assert!(rtt_b.as_micros() > 0);
+
+    let peers = a.peers().await?;
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].id, b.node_id());
+    assert!(peers[0].rtt.is_some());
+    assert_eq!(peers[0].listen_addrs.first(), Some(&b.local_addr()));
+    let stats = a.stats().await?;
+    assert_eq!(stats.node.handshakes_completed, 1);
+    assert!(stats.node.pongs_received >= 20);
+    a.close().await;
+    b.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dial_expecting_another_node_is_refused_locally() -> anyhow::Result<()> {
+    let a = node(config("io.test", None)).await?;
+    let b = node(config("io.test", None)).await?;
+    let c = node(config("io.test", None)).await?;
+    let err = a
+        .connect_to(b.local_addr(), Some(c.node_id()))
+        .await
+        .expect_err("b is not c");
+    assert!(err.to_string().contains("expected node"), "{err}");
+    assert!(a.peers().await?.is_empty());
+    Ok(())
+}
