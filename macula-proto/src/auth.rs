@@ -28,8 +28,16 @@ fn proof_mac(key: &ApiKey, realm: &str, dialer: &NodeId, exporter: &[u8; 32]) ->
 }
 
 /// The proof a dialer with `key` sends; the listener computes the same and compares.
-pub(crate) fn realm_proof(key: &ApiKey, realm: &str, dialer: &NodeId, exporter: &[u8; 32]) -> [u8; 32] {
-    proof_mac(key, realm, dialer, exporter).finalize().into_bytes().into()
+pub(crate) fn realm_proof(
+    key: &ApiKey,
+    realm: &str,
+    dialer: &NodeId,
+    exporter: &[u8; 32],
+) -> [u8; 32] {
+    proof_mac(key, realm, dialer, exporter)
+        .finalize()
+        .into_bytes()
+        .into()
 }
 
 /// Whether `proof` is right, compared in constant time.
@@ -40,7 +48,9 @@ pub(crate) fn verify_realm_proof(
     exporter: &[u8; 32],
     proof: &[u8; 32],
 ) -> bool {
-    proof_mac(key, realm, dialer, exporter).verify_slice(proof).is_ok()
+    proof_mac(key, realm, dialer, exporter)
+        .verify_slice(proof)
+        .is_ok()
 }
 
 #[cfg(test)]

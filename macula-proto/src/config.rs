@@ -252,7 +252,10 @@ impl fmt::Display for ConfigError {
                  or peers would time out between pings",
             ),
             ConfigError::TooManyListenAddrs => {
-                write!(f, "at most {MAX_LISTEN_ADDRS} listen addresses can be advertised")
+                write!(
+                    f,
+                    "at most {MAX_LISTEN_ADDRS} listen addresses can be advertised"
+                )
             }
         }
     }

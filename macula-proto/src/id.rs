@@ -174,7 +174,9 @@ impl Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -202,7 +204,10 @@ mod tests {
         assert_eq!(hex.len(), 64);
         assert_eq!(NodeId::from_hex(&hex), Ok(who.node_id()));
         assert_eq!(NodeId::from_hex("xyz"), Err(ParseIdError));
-        assert_eq!(NodeId::from_hex(&hex.replace('0', "g")).is_err(), hex.contains('0'));
+        assert_eq!(
+            NodeId::from_hex(&hex.replace('0', "g")).is_err(),
+            hex.contains('0')
+        );
         assert_ne!(Identity::from_seed(2).node_id(), who.node_id());
         assert_eq!(Identity::from_seed(1).node_id(), who.node_id());
     }

@@ -14,8 +14,10 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-mod auth;
+pub mod auth;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 pub mod node;
 mod rng;
@@ -29,9 +31,8 @@ pub use config::{ApiKey, Config, ConfigError, Realm, Roles};
 pub use id::{Distance, Fingerprint, Identity, NodeId, ParseIdError, ShortId};
 pub use node::{
     ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, Node, PeerInfo,
-    PingError, PingId, RefusalCounts, Stats,
-    Transmit,
+    PingError, PingId, RefusalCounts, Stats, Transmit,
 };
 pub use rng::Rng;
-pub use wire::{CloseCode, RefuseReason};
 pub use time::{Duration, Instant};
+pub use wire::{CloseCode, RefuseReason};

@@ -91,7 +91,9 @@ struct Driver {
 
 impl Driver {
     fn now(&self) -> Instant {
-        let micros = TokioInstant::now().saturating_duration_since(self.epoch).as_micros();
+        let micros = TokioInstant::now()
+            .saturating_duration_since(self.epoch)
+            .as_micros();
         Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
     }
 
@@ -168,7 +170,11 @@ impl Driver {
                     let _ = reply.send(Ok(*peer));
                 }
             }
-            Event::ConnectFailed { link, addr, failure } => {
+            Event::ConnectFailed {
+                link,
+                addr,
+                failure,
+            } => {
                 if let Some((_, reply)) = self.connects.remove(link) {
                     let result = match failure {
                         ConnectFailure::AlreadyConnected(peer) => Ok(*peer),

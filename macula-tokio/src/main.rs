@@ -10,7 +10,11 @@ use macula_proto::{ApiKey, Config, Realm};
 use macula_tokio::{Mesh, MeshConfig};
 
 #[derive(Parser)]
-#[command(name = "macula", version, about = "Macula peer-to-peer mesh node and tools")]
+#[command(
+    name = "macula",
+    version,
+    about = "Macula peer-to-peer mesh node and tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,7 +88,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: could not start the async runtime: {err}");
@@ -157,7 +164,11 @@ async fn demo() -> Result<()> {
     }
     println!("Three Macula nodes on loopback, realm {realm}:");
     for (i, n) in nodes.iter().enumerate() {
-        println!("  node {i}: id {} at {}", n.node_id().short(), n.local_addr());
+        println!(
+            "  node {i}: id {} at {}",
+            n.node_id().short(),
+            n.local_addr()
+        );
     }
     for i in 0..nodes.len() {
         for j in i + 1..nodes.len() {
@@ -189,7 +200,11 @@ async fn demo() -> Result<()> {
     for (i, n) in nodes.iter().enumerate() {
         let stats = n.stats().await?;
         if stats.node.peers != nodes.len() - 1 {
-            bail!("node {i} has {} peers, expected {}", stats.node.peers, nodes.len() - 1);
+            bail!(
+                "node {i} has {} peers, expected {}",
+                stats.node.peers,
+                nodes.len() - 1
+            );
         }
     }
     println!("\nEvery node sees {} peers. Closing.", nodes.len() - 1);

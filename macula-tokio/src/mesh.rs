@@ -124,7 +124,8 @@ impl Mesh {
         let mut node = config.node;
         if !node.listen_addrs.contains(&local_addr) {
             node.listen_addrs.insert(0, local_addr);
-            node.listen_addrs.truncate(macula_proto::config::MAX_LISTEN_ADDRS);
+            node.listen_addrs
+                .truncate(macula_proto::config::MAX_LISTEN_ADDRS);
         }
         let node_id = identity.node_id();
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
@@ -186,7 +187,8 @@ impl Mesh {
     /// # Errors
     /// [`MeshError::Closed`] if the mesh is closed.
     pub async fn disconnect(&self, peer: NodeId) -> Result<bool, MeshError> {
-        self.request(|reply| Command::Disconnect { peer, reply }).await
+        self.request(|reply| Command::Disconnect { peer, reply })
+            .await
     }
 
     /// The established peers.

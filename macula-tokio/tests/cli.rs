@@ -22,17 +22,31 @@ impl NodeProcess {
             .expect("the macula binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("the node prints a line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the node prints a line");
         let mut fields = line.split_whitespace();
-        let id = fields.next().and_then(|f| f.strip_prefix("node_id=")).expect("node_id= first");
+        let id = fields
+            .next()
+            .and_then(|f| f.strip_prefix("node_id="))
+            .expect("node_id= first");
         assert_eq!(id.len(), 64, "{line}");
-        let addr = fields.next().and_then(|f| f.strip_prefix("listen=")).expect("listen= second");
-        NodeProcess { child, addr: addr.to_string() }
+        let addr = fields
+            .next()
+            .and_then(|f| f.strip_prefix("listen="))
+            .expect("listen= second");
+        NodeProcess {
+            child,
+            addr: addr.to_string(),
+        }
     }
 
     fn interrupt(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-INT", &pid]).status().expect("kill runs");
+        let sent = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs");
         assert!(sent.success());
         self.child.wait().expect("the node exits")
     }
@@ -46,7 +60,11 @@ impl Drop for NodeProcess {
 }
 
 fn ping(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).arg("ping").args(args).output().expect("the macula binary runs")
+    Command::new(BIN)
+        .arg("ping")
+        .args(args)
+        .output()
+        .expect("the macula binary runs")
 }
 
 #[test]
@@ -54,10 +72,20 @@ fn ping_reports_one_rtt_per_round_trip() {
     let node = NodeProcess::start(&["--realm", "io.cli"]);
     let out = ping(&[&node.addr, "--realm", "io.cli", "--count", "3"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rtts: Vec<u64> = stdout
         .lines()
-        .map(|l| l.rsplit_once("rtt_us=").expect("each line has rtt_us=").1.parse().unwrap())
+        .map(|l| {
+            l.rsplit_once("rtt_us=")
+                .expect("each line has rtt_us=")
+                .1
+                .parse()
+                .unwrap()
+        })
         .collect();
     assert_eq!(rtts.len(), 3, "{stdout}");
     assert!(node.interrupt().success(), "Ctrl-C closes the node cleanly");
@@ -78,13 +106,31 @@ fn ping_names_a_wrong_realm_and_a_wrong_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("wrong_realm"), "{err}");
 
-    let out = ping(&[&node.addr, "--realm", "io.cli", "--api-key-file", wrong.to_str().unwrap()]);
+    let out = ping(&[
+        &node.addr,
+        "--realm",
+        "io.cli",
+        "--api-key-file",
+        wrong.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad_credentials"), "{err}");
 
-    let out = ping(&[&node.addr, "--realm", "io.cli", "--api-key-file", key.to_str().unwrap(), "--count", "1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ping(&[
+        &node.addr,
+        "--realm",
+        "io.cli",
+        "--api-key-file",
+        key.to_str().unwrap(),
+        "--count",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = ping(&[&node.addr, "--realm", "bad realm!"]);
     assert!(!out.status.success());
@@ -94,9 +140,22 @@ fn ping_names_a_wrong_realm_and_a_wrong_key() {
 
 #[test]
 fn demo_connects_three_nodes_and_prints_a_table() {
-    let out = Command::new(BIN).arg("demo").output().expect("the macula binary runs");
+    let out = Command::new(BIN)
+        .arg("demo")
+        .output()
+        .expect("the macula binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("Every node sees 2 peers"), "{stdout}");
-    assert_eq!(stdout.lines().filter(|l| l.trim_start().starts_with("node ") && l.contains('-')).count(), 3);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.trim_start().starts_with("node ") && l.contains('-'))
+            .count(),
+        3
+    );
 }

@@ -58,7 +58,9 @@ impl RawPeer {
 
     /// The socket's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.socket.local_addr().expect("a bound socket has an address")
+        self.socket
+            .local_addr()
+            .expect("a bound socket has an address")
     }
 
     /// The current core time.

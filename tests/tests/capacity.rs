@@ -23,12 +23,28 @@ async fn sixty_dialers_fifty_slots() -> anyhow::Result<()> {
     let capacity = results
         .iter()
         .filter(|r| {
-            matches!(r, Err(MeshError::Connect {
-                failure: ConnectFailure::Refused { reason: RefuseReason::Capacity, .. }, ..
-            }))
+            matches!(
+                r,
+                Err(MeshError::Connect {
+                    failure: ConnectFailure::Refused {
+                        reason: RefuseReason::Capacity,
+                        ..
+                    },
+                    ..
+                })
+            )
         })
         .count();
-    assert_eq!((accepted, capacity), (50, 10), "{:?}", results.iter().filter_map(|r| r.as_ref().err()).map(ToString::to_string).collect::<Vec<_>>());
+    assert_eq!(
+        (accepted, capacity),
+        (50, 10),
+        "{:?}",
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
     let stats = listener.stats().await?;
     assert_eq!(stats.node.peers, 50);
     assert_eq!(stats.node.refused_by_us.capacity, 10);

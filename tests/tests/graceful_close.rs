@@ -17,13 +17,20 @@ async fn peers_see_a_clean_goodbye() -> anyhow::Result<()> {
     for events in [&mut a_events, &mut c_events] {
         let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv()).await?;
         assert!(
-            matches!(event, Some(Event::PeerDown {
-                reason: DownReason::Link(LinkError::ClosedByPeer(CloseCode::Goodbye)), ..
-            })),
+            matches!(
+                event,
+                Some(Event::PeerDown {
+                    reason: DownReason::Link(LinkError::ClosedByPeer(CloseCode::Goodbye)),
+                    ..
+                })
+            ),
             "{event:?}"
         );
     }
     assert!(a.peers().await?.is_empty());
-    assert!(b.peers().await.is_err(), "a closed mesh answers no more requests");
+    assert!(
+        b.peers().await.is_err(),
+        "a closed mesh answers no more requests"
+    );
     Ok(())
 }

@@ -11,7 +11,9 @@ async fn two_nodes_handshake_and_measure_round_trips() -> anyhow::Result<()> {
     let peer = a.connect(b.local_addr()).await?;
     assert_eq!(peer, b.node_id());
     match b_events.recv().await {
-        Some(Event::PeerUp { peer, direction, .. }) => {
+        Some(Event::PeerUp {
+            peer, direction, ..
+        }) => {
             assert_eq!(peer, a.node_id());
             assert_eq!(direction, Direction::Inbound);
         }

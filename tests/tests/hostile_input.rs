@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use macula_proto::{DownReason, Event, LinkError};
 use macula_proto::wire::CloseCode;
+use macula_proto::{DownReason, Event, LinkError};
 use macula_tests::{config, node, RawPeer};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -18,8 +18,10 @@ fn peer_up(events: &[Event]) -> Option<macula_proto::LinkId> {
 }
 
 fn closed_with(events: &[Event], code: CloseCode) -> bool {
-    events.iter().any(|e| matches!(e,
-        Event::PeerDown { reason: DownReason::Link(LinkError::ClosedByPeer(c)), .. } if *c == code))
+    events.iter().any(|e| {
+        matches!(e,
+        Event::PeerDown { reason: DownReason::Link(LinkError::ClosedByPeer(c)), .. } if *c == code)
+    })
 }
 
 #[tokio::test]
@@ -28,7 +30,9 @@ async fn garbage_datagrams_are_dropped_and_counted() -> anyhow::Result<()> {
     let raw = RawPeer::bind(config("io.h", None), 1).await?;
     for i in 0..500u32 {
         let len = (i as usize * 37) % 1400 + 1;
-        let junk: Vec<u8> = (0..len).map(|k| (k as u32 ^ i.wrapping_mul(2654435761)) as u8).collect();
+        let junk: Vec<u8> = (0..len)
+            .map(|k| (k as u32 ^ i.wrapping_mul(2654435761)) as u8)
+            .collect();
         raw.send_datagram(target.local_addr(), &junk).await?;
         if i % 25 == 0 {
             // Let the target read: a full socket buffer would drop datagrams before it sees them.
@@ -46,11 +50,17 @@ async fn garbage_datagrams_are_dropped_and_counted() -> anyhow::Result<()> {
         seen = now;
     }
     let q = seen.quic;
-    assert!(q.datagrams_received >= 100, "most garbage reaches the node: {q:?}");
+    assert!(
+        q.datagrams_received >= 100,
+        "most garbage reaches the node: {q:?}"
+    );
     // Garbage never becomes a connection; quinn discards it (a few long-header datagrams may get
     // a version-negotiation answer instead, which is not a drop).
     assert_eq!(q.connections, 0, "{q:?}");
-    assert!(q.datagrams_dropped * 10 >= q.datagrams_received * 9, "{q:?}");
+    assert!(
+        q.datagrams_dropped * 10 >= q.datagrams_received * 9,
+        "{q:?}"
+    );
     assert_eq!(seen.node.pending_handshakes, 0);
     // A real peer still gets in.
     let friend = node(config("io.h", None)).await?;
@@ -67,7 +77,11 @@ async fn hostile_bytes_close_only_that_link(bytes: &[u8], code: CloseCode) -> an
     let mut raw = RawPeer::bind(config("io.h", None), 2).await?;
     let now = raw.now();
     raw.endpoint.connect(target.local_addr(), None, now);
-    assert!(raw.drive_until(LIMIT, |e| peer_up(e).is_some()).await?, "{:?}", raw.events);
+    assert!(
+        raw.drive_until(LIMIT, |e| peer_up(e).is_some()).await?,
+        "{:?}",
+        raw.events
+    );
     let link = peer_up(&raw.events).expect("checked above");
     let now = raw.now();
     raw.endpoint.send_raw(link, bytes, now);
@@ -84,11 +98,13 @@ async fn hostile_bytes_close_only_that_link(bytes: &[u8], code: CloseCode) -> an
 
 #[tokio::test]
 async fn garbage_on_the_control_stream_closes_that_link_only() -> anyhow::Result<()> {
-    hostile_bytes_close_only_that_link(b"\x10this is not a macula frame", CloseCode::MalformedFrame).await
+    hostile_bytes_close_only_that_link(b"\x10this is not a macula frame", CloseCode::MalformedFrame)
+        .await
 }
 
 #[tokio::test]
 async fn a_four_gib_length_prefix_is_refused_before_buffering() -> anyhow::Result<()> {
     // 0xffffffff as LEB128: the frame would be 4 GiB - 1; nothing of it follows.
-    hostile_bytes_close_only_that_link(&[0xff, 0xff, 0xff, 0xff, 0x0f], CloseCode::FrameTooLarge).await
+    hostile_bytes_close_only_that_link(&[0xff, 0xff, 0xff, 0xff, 0x0f], CloseCode::FrameTooLarge)
+        .await
 }

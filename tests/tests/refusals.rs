@@ -16,7 +16,10 @@ async fn refused(
     let a = node(dialer).await?;
     let b = node(listener).await?;
     let mut b_events = b.events();
-    let err = a.connect(b.local_addr()).await.expect_err("the handshake must be refused");
+    let err = a
+        .connect(b.local_addr())
+        .await
+        .expect_err("the handshake must be refused");
     match &err {
         MeshError::Connect {
             failure: ConnectFailure::Refused { reason: r, .. },
@@ -24,9 +27,14 @@ async fn refused(
         } => assert_eq!(*r, reason, "{err}"),
         other => panic!("expected a refusal for {reason}, got {other}"),
     }
-    assert!(err.to_string().contains(reason.as_str()), "the message names the cause: {err}");
+    assert!(
+        err.to_string().contains(reason.as_str()),
+        "the message names the cause: {err}"
+    );
     match b_events.recv().await {
-        Some(Event::InboundRefused { reason: r, peer, .. }) => {
+        Some(Event::InboundRefused {
+            reason: r, peer, ..
+        }) => {
             assert_eq!(r, reason);
             assert_eq!(peer, a.node_id());
         }
@@ -40,18 +48,32 @@ async fn refused(
 
 #[tokio::test]
 async fn wrong_realm_is_refused() -> anyhow::Result<()> {
-    refused(config("io.one", None), config("io.two", None), RefuseReason::WrongRealm).await
+    refused(
+        config("io.one", None),
+        config("io.two", None),
+        RefuseReason::WrongRealm,
+    )
+    .await
 }
 
 #[tokio::test]
 async fn wrong_api_key_is_refused() -> anyhow::Result<()> {
-    refused(config("io.k", Some(WRONG_KEY)), config("io.k", Some(KEY)), RefuseReason::BadCredentials)
-        .await
+    refused(
+        config("io.k", Some(WRONG_KEY)),
+        config("io.k", Some(KEY)),
+        RefuseReason::BadCredentials,
+    )
+    .await
 }
 
 #[tokio::test]
 async fn missing_api_key_is_refused() -> anyhow::Result<()> {
-    refused(config("io.k", None), config("io.k", Some(KEY)), RefuseReason::BadCredentials).await
+    refused(
+        config("io.k", None),
+        config("io.k", Some(KEY)),
+        RefuseReason::BadCredentials,
+    )
+    .await
 }
 
 #[tokio::test]

@@ -30,7 +30,9 @@ pub(super) struct Link {
 
 pub(super) enum LinkState {
     /// Outbound, waiting for the transport.
-    Dialing { expected: Option<NodeId> },
+    Dialing {
+        expected: Option<NodeId>,
+    },
     /// Outbound, `Connect` sent.
     AwaitingAck,
     /// Inbound, waiting for `Connect`.

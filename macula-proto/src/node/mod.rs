@@ -343,7 +343,12 @@ impl Node {
     ///
     /// # Errors
     /// The [`ConfigError`] of [`Config::validate`].
-    pub fn new(config: Config, identity: Identity, seed: u64, now: Instant) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: Config,
+        identity: Identity,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut rng = Rng::from_seed(seed);
         // Correlation ids start at a random point so two runs with different seeds differ on the
@@ -455,7 +460,11 @@ impl Node {
                 self.config.max_frame_size,
             ),
         );
-        self.transmits.push_back(Transmit::Open { link, addr, expected });
+        self.transmits.push_back(Transmit::Open {
+            link,
+            addr,
+            expected,
+        });
         link
     }
 
@@ -757,7 +766,10 @@ impl Node {
         let now = self.now;
         let max = self.config.max_pings_in_flight;
         let deadline = now + self.config.ping_timeout;
-        let link = self.links.get_mut(&link_id).ok_or(PingError::NotConnected)?;
+        let link = self
+            .links
+            .get_mut(&link_id)
+            .ok_or(PingError::NotConnected)?;
         let LinkState::Established(est) = &mut link.state else {
             return Err(PingError::NotConnected);
         };
@@ -787,7 +799,9 @@ impl Node {
             (LinkState::AwaitingConnect, Frame::Connect(connect)) => {
                 self.answer_connect(link_id, connect);
             }
-            (LinkState::AwaitingAck, Frame::ConnectAck(ack)) => self.complete_outbound(link_id, ack),
+            (LinkState::AwaitingAck, Frame::ConnectAck(ack)) => {
+                self.complete_outbound(link_id, ack)
+            }
             (LinkState::AwaitingAck, Frame::ConnectError(err)) => {
                 self.stats.refused_by_peer.bump(err.reason);
                 let message = truncate(err.message, 256);
@@ -812,7 +826,9 @@ impl Node {
         let Some(link) = self.links.get(&link_id) else {
             return;
         };
-        let remote = link.remote.expect("inbound links get their remote id on creation");
+        let remote = link
+            .remote
+            .expect("inbound links get their remote id on creation");
         let addr = link.addr;
         let exporter = link.exporter;
         let refusal = if connect.version != PROTOCOL_VERSION {
@@ -831,7 +847,10 @@ impl Node {
         } else if connect.realm != self.config.realm.as_str() {
             Some((
                 RefuseReason::WrongRealm,
-                alloc::format!("this node serves another realm than '{}'", truncate(connect.realm, 64)),
+                alloc::format!(
+                    "this node serves another realm than '{}'",
+                    truncate(connect.realm, 64)
+                ),
             ))
         } else if !self.credentials_ok(&connect, &exporter) {
             Some((
@@ -845,14 +864,20 @@ impl Node {
         } else if !self.peers.contains_key(&remote) && self.peers.len() >= self.config.max_peers {
             Some((
                 RefuseReason::Capacity,
-                alloc::format!("this node is at its limit of {} peers", self.config.max_peers),
+                alloc::format!(
+                    "this node is at its limit of {} peers",
+                    self.config.max_peers
+                ),
             ))
         } else {
             None
         };
         if let Some((reason, message)) = refusal {
             self.stats.refused_by_us.bump(reason);
-            self.send_frame(link_id, &Frame::ConnectError(ConnectError { reason, message }));
+            self.send_frame(
+                link_id,
+                &Frame::ConnectError(ConnectError { reason, message }),
+            );
             self.flush_and_close(link_id, CloseCode::Refused(reason));
             self.push_event(Event::InboundRefused {
                 link: link_id,
@@ -893,8 +918,13 @@ impl Node {
         let Some(link) = self.links.get(&link_id) else {
             return;
         };
-        let remote = link.remote.expect("links awaiting an ack learned their remote at link-up");
-        if ack.node_id != remote || ack.version != PROTOCOL_VERSION || ack.listen_addrs.len() > MAX_LISTEN_ADDRS {
+        let remote = link
+            .remote
+            .expect("links awaiting an ack learned their remote at link-up");
+        if ack.node_id != remote
+            || ack.version != PROTOCOL_VERSION
+            || ack.listen_addrs.len() > MAX_LISTEN_ADDRS
+        {
             self.stats.protocol_violations += 1;
             self.fail_outbound(
                 link_id,
@@ -1143,7 +1173,10 @@ impl Node {
                 });
             }
         }
-        self.transmits.push_back(Transmit::Close { link: link_id, code });
+        self.transmits.push_back(Transmit::Close {
+            link: link_id,
+            code,
+        });
     }
 }
 

@@ -41,7 +41,13 @@ impl Net {
             .into_iter()
             .enumerate()
             .map(|(i, c)| {
-                Node::new(c, Identity::from_seed(i as u64), 100 + i as u64, Instant::ZERO).unwrap()
+                Node::new(
+                    c,
+                    Identity::from_seed(i as u64),
+                    100 + i as u64,
+                    Instant::ZERO,
+                )
+                .unwrap()
             })
             .collect::<Vec<_>>();
         let n = nodes.len();
@@ -61,7 +67,11 @@ impl Net {
     }
 
     fn deliver_at(&mut self, at: Instant, to: usize, d: Delivery) {
-        let pos = self.queue.iter().position(|(t, _, _)| *t > at).unwrap_or(self.queue.len());
+        let pos = self
+            .queue
+            .iter()
+            .position(|(t, _, _)| *t > at)
+            .unwrap_or(self.queue.len());
         self.queue.insert(pos, (at, to, d));
     }
 
@@ -73,17 +83,29 @@ impl Net {
                 Transmit::Open { link, addr: a, .. } => {
                     let target = (0..self.nodes.len()).find(|j| addr(*j) == a);
                     let Some(j) = target else {
-                        self.deliver_at(self.now + LATENCY, i, Delivery::Down(link, LinkError::DialFailed));
+                        self.deliver_at(
+                            self.now + LATENCY,
+                            i,
+                            Delivery::Down(link, LinkError::DialFailed),
+                        );
                         continue;
                     };
                     self.exporter_counter += 1;
                     let exporter = [self.exporter_counter; 32];
-                    let info_at_j = LinkInfo { remote_id: self.id(i), remote_addr: addr(i), exporter };
+                    let info_at_j = LinkInfo {
+                        remote_id: self.id(i),
+                        remote_addr: addr(i),
+                        exporter,
+                    };
                     match self.nodes[j].handle_inbound(info_at_j, self.now) {
                         Ok(remote_link) => {
                             self.wires.insert((i, link), (j, remote_link));
                             self.wires.insert((j, remote_link), (i, link));
-                            let info = LinkInfo { remote_id: self.id(j), remote_addr: a, exporter };
+                            let info = LinkInfo {
+                                remote_id: self.id(j),
+                                remote_addr: a,
+                                exporter,
+                            };
                             self.deliver_at(self.now + LATENCY, i, Delivery::Up(link, info));
                         }
                         Err(code) => self.deliver_at(
@@ -133,7 +155,9 @@ impl Net {
                 let (_, to, d) = self.queue.pop_front().unwrap();
                 let now = self.now;
                 match d {
-                    Delivery::Data(link, bytes) => self.nodes[to].handle_link_data(link, &bytes, now),
+                    Delivery::Data(link, bytes) => {
+                        self.nodes[to].handle_link_data(link, &bytes, now)
+                    }
                     Delivery::Down(link, err) => {
                         self.wires.remove(&(to, link));
                         self.nodes[to].handle_link_down(link, err, now)
@@ -180,8 +204,12 @@ fn two_nodes_handshake_and_measure_rtt() {
     net.connect(0, 1);
     net.run_for(Duration::from_millis(100));
     let (id0, id1) = (net.id(0), net.id(1));
-    assert!(matches!(net.events[0][0], Event::PeerUp { peer, direction: Direction::Outbound, .. } if peer == id1));
-    assert!(matches!(net.events[1][0], Event::PeerUp { peer, direction: Direction::Inbound, .. } if peer == id0));
+    assert!(
+        matches!(net.events[0][0], Event::PeerUp { peer, direction: Direction::Outbound, .. } if peer == id1)
+    );
+    assert!(
+        matches!(net.events[1][0], Event::PeerUp { peer, direction: Direction::Inbound, .. } if peer == id0)
+    );
     let ping = net.nodes[0].ping(&id1, net.now).unwrap();
     net.drain(0);
     net.run_for(Duration::from_millis(100));
@@ -190,7 +218,10 @@ fn two_nodes_handshake_and_measure_rtt() {
         _ => None,
     });
     assert_eq!(rtt, Some(Ok(LATENCY.saturating_mul(2))));
-    assert_eq!(net.nodes[0].peer(&id1).unwrap().rtt, Some(LATENCY.saturating_mul(2)));
+    assert_eq!(
+        net.nodes[0].peer(&id1).unwrap().rtt,
+        Some(LATENCY.saturating_mul(2))
+    );
     assert_eq!(net.nodes[1].stats().peers, 1);
     assert_eq!(net.nodes[1].stats().handshakes_completed, 1);
 }
@@ -218,8 +249,13 @@ fn a_silent_peer_is_dropped_after_the_idle_timeout() {
     net.wires.remove(&(0, LinkId(1)));
     net.run_for(Duration::from_secs(40));
     assert_eq!(net.nodes[1].stats().idle_timeouts, 1);
-    assert!(net.events[1].iter().any(|e| matches!(e,
-        Event::PeerDown { reason: DownReason::Local(CloseCode::IdleTimeout), .. })));
+    assert!(net.events[1].iter().any(|e| matches!(
+        e,
+        Event::PeerDown {
+            reason: DownReason::Local(CloseCode::IdleTimeout),
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -230,12 +266,24 @@ fn wrong_realm_is_refused_and_both_sides_know_why() {
     assert!(net.events[0].iter().any(|e| matches!(e,
         Event::ConnectFailed { link: l, failure: ConnectFailure::Refused { reason: RefuseReason::WrongRealm, message }, .. }
             if *l == link && message.contains("another realm"))));
-    assert!(net.events[1].iter().any(|e| matches!(e,
-        Event::InboundRefused { reason: RefuseReason::WrongRealm, .. })));
+    assert!(net.events[1].iter().any(|e| matches!(
+        e,
+        Event::InboundRefused {
+            reason: RefuseReason::WrongRealm,
+            ..
+        }
+    )));
     assert_eq!(net.nodes[0].stats().refused_by_peer.wrong_realm, 1);
     assert_eq!(net.nodes[1].stats().refused_by_us.wrong_realm, 1);
-    assert_eq!(net.nodes[0].stats().refused_by_peer.total(), 1, "counted once, not per signal");
-    assert_eq!((net.nodes[0].stats().peers, net.nodes[1].stats().peers), (0, 0));
+    assert_eq!(
+        net.nodes[0].stats().refused_by_peer.total(),
+        1,
+        "counted once, not per signal"
+    );
+    assert_eq!(
+        (net.nodes[0].stats().peers, net.nodes[1].stats().peers),
+        (0, 0)
+    );
 }
 
 #[test]
@@ -269,12 +317,20 @@ fn a_proof_replayed_on_another_link_is_refused() {
     let mut net = Net::new(vec![keyed("a.b", key), keyed("a.b", key)]);
     net.connect(0, 1);
     net.run_for(Duration::from_secs(1));
-    let connect_bytes = net.log.iter().find_map(|(i, t)| match t {
-        Transmit::Send { bytes, .. } if *i == 0 => Some(bytes.clone()),
-        _ => None,
-    }).unwrap();
+    let connect_bytes = net
+        .log
+        .iter()
+        .find_map(|(i, t)| match t {
+            Transmit::Send { bytes, .. } if *i == 0 => Some(bytes.clone()),
+            _ => None,
+        })
+        .unwrap();
     // An attacker with another TLS session (another exporter value) replays the captured Connect.
-    let info = LinkInfo { remote_id: net.id(0), remote_addr: addr(7), exporter: [0xee; 32] };
+    let info = LinkInfo {
+        remote_id: net.id(0),
+        remote_addr: addr(7),
+        exporter: [0xee; 32],
+    };
     let link = net.nodes[1].handle_inbound(info, net.now).unwrap();
     net.nodes[1].handle_link_data(link, &connect_bytes, net.now);
     net.drain(1);
@@ -295,7 +351,9 @@ fn capacity_refuses_exactly_the_excess() {
     let s = net.nodes[0].stats();
     assert_eq!(s.peers, 3);
     assert_eq!(s.refused_by_us.capacity, 2);
-    let refused = (1..6).filter(|i| net.nodes[*i].stats().refused_by_peer.capacity == 1).count();
+    let refused = (1..6)
+        .filter(|i| net.nodes[*i].stats().refused_by_peer.capacity == 1)
+        .count();
     assert_eq!(refused, 2);
 }
 
@@ -304,17 +362,30 @@ fn pending_handshakes_are_bounded_and_time_out() {
     let mut c = config("a.b");
     c.max_pending_handshakes = 2;
     let mut node = Node::new(c, Identity::from_seed(9), 1, Instant::ZERO).unwrap();
-    let info = |n: u64| LinkInfo { remote_id: Identity::from_seed(n).node_id(), remote_addr: addr(n as usize), exporter: [0; 32] };
+    let info = |n: u64| LinkInfo {
+        remote_id: Identity::from_seed(n).node_id(),
+        remote_addr: addr(n as usize),
+        exporter: [0; 32],
+    };
     assert!(node.handle_inbound(info(1), Instant::ZERO).is_ok());
     assert!(node.handle_inbound(info(2), Instant::ZERO).is_ok());
-    assert_eq!(node.handle_inbound(info(3), Instant::ZERO), Err(CloseCode::Refused(RefuseReason::Capacity)));
+    assert_eq!(
+        node.handle_inbound(info(3), Instant::ZERO),
+        Err(CloseCode::Refused(RefuseReason::Capacity))
+    );
     assert_eq!(node.stats().handshake_slots_full, 1);
     let deadline = node.poll_timeout().unwrap();
     assert_eq!(deadline, Instant::ZERO + Duration::from_secs(10));
     node.handle_timeout(deadline);
     let closes: Vec<_> = core::iter::from_fn(|| node.poll_transmit()).collect();
     assert_eq!(closes.len(), 2);
-    assert!(closes.iter().all(|t| matches!(t, Transmit::Close { code: CloseCode::HandshakeTimeout, .. })));
+    assert!(closes.iter().all(|t| matches!(
+        t,
+        Transmit::Close {
+            code: CloseCode::HandshakeTimeout,
+            ..
+        }
+    )));
     assert_eq!(node.stats().pending_handshakes, 0);
     assert!(node.handle_inbound(info(3), deadline).is_ok());
 }
@@ -322,10 +393,20 @@ fn pending_handshakes_are_bounded_and_time_out() {
 #[test]
 fn nothing_but_the_handshake_is_accepted_before_it_completes() {
     let mut node = Node::new(config("a.b"), Identity::from_seed(9), 1, Instant::ZERO).unwrap();
-    let info = LinkInfo { remote_id: NodeId([5; 32]), remote_addr: addr(5), exporter: [0; 32] };
+    let info = LinkInfo {
+        remote_id: NodeId([5; 32]),
+        remote_addr: addr(5),
+        exporter: [0; 32],
+    };
     let link = node.handle_inbound(info, Instant::ZERO).unwrap();
     node.handle_link_data(link, &encode(&Frame::Ping(Ping { id: 1 })), Instant::ZERO);
-    assert_eq!(node.poll_transmit(), Some(Transmit::Close { link, code: CloseCode::ProtocolViolation }));
+    assert_eq!(
+        node.poll_transmit(),
+        Some(Transmit::Close {
+            link,
+            code: CloseCode::ProtocolViolation
+        })
+    );
     assert_eq!(node.stats().protocol_violations, 1);
 }
 
@@ -347,7 +428,10 @@ fn garbage_and_huge_prefixes_close_only_that_link() {
     assert_eq!((s.oversized_frames, s.malformed_frames, s.peers), (1, 1, 0));
     // Node 3 can still join.
     let mut net2 = Net::new(vec![config("a.b"), config("a.b")]);
-    net2.nodes[0] = core::mem::replace(&mut net.nodes[0], Node::new(config("a.b"), Identity::from_seed(50), 0, now).unwrap());
+    net2.nodes[0] = core::mem::replace(
+        &mut net.nodes[0],
+        Node::new(config("a.b"), Identity::from_seed(50), 0, now).unwrap(),
+    );
     net2.now = now;
     net2.connect(1, 0);
     net2.run_for(Duration::from_secs(1));
@@ -374,18 +458,53 @@ fn crossing_dials_leave_exactly_one_link() {
     net.connect(0, 1);
     net.connect(1, 0);
     net.run_for(Duration::from_secs(2));
-    let (p0, p1) = (net.nodes[0].peer(&net.id(1)).unwrap(), net.nodes[1].peer(&net.id(0)).unwrap());
-    assert_eq!(net.wires.get(&(0, p0.link)), Some(&(1, p1.link)), "both ends kept the same link");
+    let (p0, p1) = (
+        net.nodes[0].peer(&net.id(1)).unwrap(),
+        net.nodes[1].peer(&net.id(0)).unwrap(),
+    );
+    assert_eq!(
+        net.wires.get(&(0, p0.link)),
+        Some(&(1, p1.link)),
+        "both ends kept the same link"
+    );
     assert_eq!(net.wires.len(), 2);
     // Whichever dial lost reports the peer as already connected, so no caller waits forever.
-    let settled = |i: usize| net.events[i].iter().filter(|e| matches!(e,
-        Event::PeerUp { .. } | Event::ConnectFailed { failure: ConnectFailure::AlreadyConnected(_), .. })).count();
+    let settled = |i: usize| {
+        net.events[i]
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::PeerUp { .. }
+                        | Event::ConnectFailed {
+                            failure: ConnectFailure::AlreadyConnected(_),
+                            ..
+                        }
+                )
+            })
+            .count()
+    };
     assert!(settled(0) >= 1 && settled(1) >= 1);
-    let answered = net.events.iter().flatten().filter(|e| matches!(e,
-        Event::ConnectFailed { failure: ConnectFailure::AlreadyConnected(_), .. })).count();
+    let answered = net
+        .events
+        .iter()
+        .flatten()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::ConnectFailed {
+                    failure: ConnectFailure::AlreadyConnected(_),
+                    ..
+                }
+            )
+        })
+        .count();
     assert_eq!(answered, 1, "{:?}", net.events);
     net.run_for(Duration::from_secs(60));
-    assert_eq!((net.nodes[0].stats().peers, net.nodes[1].stats().peers), (1, 1));
+    assert_eq!(
+        (net.nodes[0].stats().peers, net.nodes[1].stats().peers),
+        (1, 1)
+    );
 }
 
 #[test]
@@ -398,11 +517,20 @@ fn close_says_goodbye_to_every_peer() {
     net.drain(0);
     net.run_for(Duration::from_secs(1));
     for i in [1, 2] {
-        assert!(net.events[i].iter().any(|e| matches!(e,
-            Event::PeerDown { reason: DownReason::Link(LinkError::ClosedByPeer(CloseCode::Goodbye)), .. })));
+        assert!(net.events[i].iter().any(|e| matches!(
+            e,
+            Event::PeerDown {
+                reason: DownReason::Link(LinkError::ClosedByPeer(CloseCode::Goodbye)),
+                ..
+            }
+        )));
         assert_eq!(net.nodes[i].stats().peers, 0);
     }
-    assert_eq!(net.nodes[0].poll_timeout(), None, "a closed node schedules nothing");
+    assert_eq!(
+        net.nodes[0].poll_timeout(),
+        None,
+        "a closed node schedules nothing"
+    );
 }
 
 #[test]
@@ -414,13 +542,26 @@ fn pings_are_bounded_per_peer_and_fail_when_the_peer_goes() {
     net.run_for(Duration::from_secs(1));
     let id1 = net.id(1);
     let now = net.now;
-    let ids: Vec<_> = (0..4).map(|_| net.nodes[0].ping(&id1, now).unwrap()).collect();
-    assert_eq!(net.nodes[0].ping(&id1, now), Err(PingError::TooManyInFlight));
-    assert_eq!(net.nodes[0].ping(&NodeId([1; 32]), now), Err(PingError::NotConnected));
+    let ids: Vec<_> = (0..4)
+        .map(|_| net.nodes[0].ping(&id1, now).unwrap())
+        .collect();
+    assert_eq!(
+        net.nodes[0].ping(&id1, now),
+        Err(PingError::TooManyInFlight)
+    );
+    assert_eq!(
+        net.nodes[0].ping(&NodeId([1; 32]), now),
+        Err(PingError::NotConnected)
+    );
     net.nodes[0].disconnect(&id1, now);
     net.drain(0);
-    let gone = net.events[0].iter().filter(|e| matches!(e,
-        Event::PingResult { id, result: Err(PingError::PeerGone), .. } if ids.contains(id))).count();
+    let gone = net.events[0]
+        .iter()
+        .filter(|e| {
+            matches!(e,
+        Event::PingResult { id, result: Err(PingError::PeerGone), .. } if ids.contains(id))
+        })
+        .count();
     assert_eq!(gone, 4);
 }
 
@@ -444,7 +585,13 @@ fn same_seeds_and_inputs_give_identical_outputs() {
         configs[0].max_peers = 2;
         let mut net = Net::new(configs);
         for (i, n) in net.nodes.iter_mut().enumerate() {
-            *n = Node::new(n.config().clone(), Identity::from_seed(i as u64), seed_offset + i as u64, Instant::ZERO).unwrap();
+            *n = Node::new(
+                n.config().clone(),
+                Identity::from_seed(i as u64),
+                seed_offset + i as u64,
+                Instant::ZERO,
+            )
+            .unwrap();
         }
         for i in 1..4 {
             net.connect(i, 0);

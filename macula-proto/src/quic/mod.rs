@@ -14,9 +14,9 @@
 //! quinn-proto counts time in `std::time::Instant`s; the endpoint maps the core's
 //! [`Instant`] onto them from an `epoch` the driver supplies, so the core itself reads no clock.
 
-pub mod tls;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
@@ -204,9 +204,10 @@ impl Endpoint {
 
         let mut seed = [0u8; 32];
         crate::Rng::from_seed(node.child_seed()).fill(&mut seed);
-        let mut endpoint_config = quinn_proto::EndpointConfig::new(Arc::new(
-            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seed),
-        ));
+        let mut endpoint_config = quinn_proto::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &seed,
+        )));
         endpoint_config.rng_seed(Some(seed));
         let quic = quinn_proto::Endpoint::new(
             Arc::new(endpoint_config),
@@ -294,7 +295,14 @@ impl Endpoint {
     pub fn send_raw(&mut self, link: LinkId, bytes: &[u8], now: Instant) {
         self.advance(now);
         let std_now = self.std_instant(self.now);
-        self.carry_out(Transmit::Send { link, bytes: bytes.to_vec() }, now, std_now);
+        self.carry_out(
+            Transmit::Send {
+                link,
+                bytes: bytes.to_vec(),
+            },
+            now,
+            std_now,
+        );
         self.pump(now);
     }
 
@@ -306,13 +314,26 @@ impl Endpoint {
     // ---------------------------------------------------------------- inputs
 
     /// A UDP datagram arrived from `remote`.
-    pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, ecn: Option<u8>, data: &[u8]) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ecn: Option<u8>,
+        data: &[u8],
+    ) {
         self.advance(now);
         self.stats.datagrams_received += 1;
         let ecn = ecn.and_then(EcnCodepoint::from_bits);
         let std_now = self.std_instant(now);
         self.buf.clear();
-        let event = self.quic.handle(std_now, remote, None, ecn, BytesMut::from(data), &mut self.buf);
+        let event = self.quic.handle(
+            std_now,
+            remote,
+            None,
+            ecn,
+            BytesMut::from(data),
+            &mut self.buf,
+        );
         match event {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 if let Some(c) = self.conns.get_mut(&handle) {
@@ -320,7 +341,8 @@ impl Endpoint {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                let limit = self.node.config().max_peers + self.node.config().max_pending_handshakes;
+                let limit =
+                    self.node.config().max_peers + self.node.config().max_pending_handshakes;
                 self.buf.clear();
                 if self.conns.len() >= limit || self.node.is_closed() {
                     self.stats.connections_refused += 1;
@@ -452,7 +474,12 @@ impl Endpoint {
 
     /// Handles one connection's events, transmits and endpoint events. Returns whether anything
     /// happened that the node or another round may need to see.
-    fn drive_connection(&mut self, handle: ConnectionHandle, now: Instant, std_now: StdInstant) -> bool {
+    fn drive_connection(
+        &mut self,
+        handle: ConnectionHandle,
+        now: Instant,
+        std_now: StdInstant,
+    ) -> bool {
         let mut progress = false;
         loop {
             let Some(c) = self.conns.get_mut(&handle) else {
@@ -506,28 +533,36 @@ impl Endpoint {
                 self.accept_streams(handle, now);
             }
             quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => {
-                let Some(c) = self.conns.get_mut(&handle) else { return };
+                let Some(c) = self.conns.get_mut(&handle) else {
+                    return;
+                };
                 while let Some(id) = c.conn.streams().accept(Dir::Uni) {
                     let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(0));
                     self.stats.streams_rejected += 1;
                 }
             }
-            quinn_proto::Event::Stream(StreamEvent::Readable { id }) => self.read_control(handle, id, now),
-            quinn_proto::Event::Stream(StreamEvent::Writable { .. }) => self.flush_pending(handle, now),
+            quinn_proto::Event::Stream(StreamEvent::Readable { id }) => {
+                self.read_control(handle, id, now)
+            }
+            quinn_proto::Event::Stream(StreamEvent::Writable { .. }) => {
+                self.flush_pending(handle, now)
+            }
             _ => {}
         }
     }
 
     fn on_connected(&mut self, handle: ConnectionHandle, now: Instant) {
         let std_now = self.std_instant(now);
-        let Some(c) = self.conns.get_mut(&handle) else { return };
+        let Some(c) = self.conns.get_mut(&handle) else {
+            return;
+        };
         c.connected = true;
-        let identity = c
-            .conn
-            .crypto_session()
-            .peer_identity()
-            .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok());
-        let remote_id = identity.and_then(|certs| certs.first().and_then(|c| tls::node_id_from_cert(c)));
+        let identity = c.conn.crypto_session().peer_identity().and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        });
+        let remote_id =
+            identity.and_then(|certs| certs.first().and_then(|c| tls::node_id_from_cert(c)));
         let mut exporter = [0u8; 32];
         let exported = c
             .conn
@@ -559,14 +594,17 @@ impl Endpoint {
                     self.accept_streams(handle, now);
                 }
                 Err(code) => {
-                    c.conn.close(std_now, VarInt::from_u32(code.to_u32()), Bytes::new());
+                    c.conn
+                        .close(std_now, VarInt::from_u32(code.to_u32()), Bytes::new());
                 }
             }
         }
     }
 
     fn on_lost(&mut self, handle: ConnectionHandle, reason: ConnectionError, now: Instant) {
-        let Some(c) = self.conns.get_mut(&handle) else { return };
+        let Some(c) = self.conns.get_mut(&handle) else {
+            return;
+        };
         let error = match reason {
             ConnectionError::LocallyClosed => return,
             ConnectionError::ApplicationClosed(close) => {
@@ -590,7 +628,9 @@ impl Endpoint {
     }
 
     fn accept_streams(&mut self, handle: ConnectionHandle, now: Instant) {
-        let Some(c) = self.conns.get_mut(&handle) else { return };
+        let Some(c) = self.conns.get_mut(&handle) else {
+            return;
+        };
         if c.link.is_none() {
             return;
         }
@@ -608,7 +648,9 @@ impl Endpoint {
     }
 
     fn read_control(&mut self, handle: ConnectionHandle, id: StreamId, now: Instant) {
-        let Some(c) = self.conns.get_mut(&handle) else { return };
+        let Some(c) = self.conns.get_mut(&handle) else {
+            return;
+        };
         let (Some(link), Some(control)) = (c.link, c.control) else {
             return;
         };
@@ -640,14 +682,17 @@ impl Endpoint {
         }
         if finished {
             // A peer that ends its control stream ends the link.
-            self.node.close_link(link, CloseCode::ProtocolViolation, now);
+            self.node
+                .close_link(link, CloseCode::ProtocolViolation, now);
         }
     }
 
     /// Writes what the control stream will take of the link's pending bytes.
     fn flush_pending(&mut self, handle: ConnectionHandle, now: Instant) {
         let max = self.node.config().max_link_send_buffer;
-        let Some(c) = self.conns.get_mut(&handle) else { return };
+        let Some(c) = self.conns.get_mut(&handle) else {
+            return;
+        };
         let Some(control) = c.control else { return };
         if !c.pending.is_empty() {
             match c.conn.send_stream(control).write(&c.pending) {
@@ -669,7 +714,10 @@ impl Endpoint {
     fn carry_out(&mut self, t: Transmit, now: Instant, std_now: StdInstant) {
         match t {
             Transmit::Open { link, addr, .. } => {
-                match self.quic.connect(std_now, self.client_config.clone(), addr, "macula") {
+                match self
+                    .quic
+                    .connect(std_now, self.client_config.clone(), addr, "macula")
+                {
                     Ok((handle, conn)) => {
                         self.conns.insert(handle, Conn::new(conn, Some(link), true));
                         self.links.insert(link, handle);
@@ -678,15 +726,23 @@ impl Endpoint {
                 }
             }
             Transmit::Send { link, bytes } => {
-                let Some(&handle) = self.links.get(&link) else { return };
-                let Some(c) = self.conns.get_mut(&handle) else { return };
+                let Some(&handle) = self.links.get(&link) else {
+                    return;
+                };
+                let Some(c) = self.conns.get_mut(&handle) else {
+                    return;
+                };
                 c.pending.extend_from_slice(&bytes);
                 self.flush_pending(handle, now);
             }
             Transmit::Close { link, code } => {
-                let Some(handle) = self.links.remove(&link) else { return };
+                let Some(handle) = self.links.remove(&link) else {
+                    return;
+                };
                 self.flush_pending(handle, now);
-                let Some(c) = self.conns.get_mut(&handle) else { return };
+                let Some(c) = self.conns.get_mut(&handle) else {
+                    return;
+                };
                 c.link = None;
                 // Send what the stream holds before the close: quinn drops unsent stream data
                 // once closed, and a refusal's ConnectError should reach the dialer.
@@ -701,7 +757,8 @@ impl Endpoint {
                         contents: self.buf[..t.size].to_vec(),
                     });
                 }
-                c.conn.close(std_now, VarInt::from_u32(code.to_u32()), Bytes::new());
+                c.conn
+                    .close(std_now, VarInt::from_u32(code.to_u32()), Bytes::new());
             }
         }
     }

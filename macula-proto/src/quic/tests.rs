@@ -31,12 +31,22 @@ impl Mesh {
             .enumerate()
             .map(|(i, mut node)| {
                 node.listen_addrs = vec![addr(i)];
-                let cfg = EndpointConfig { node, identity: Identity::from_seed(i as u64), seed: i as u64, epoch };
+                let cfg = EndpointConfig {
+                    node,
+                    identity: Identity::from_seed(i as u64),
+                    seed: i as u64,
+                    epoch,
+                };
                 Endpoint::new(cfg, Instant::ZERO).unwrap()
             })
             .collect();
         let n = eps.len();
-        Mesh { now: Instant::ZERO, eps, in_flight: Vec::new(), events: vec![Vec::new(); n] }
+        Mesh {
+            now: Instant::ZERO,
+            eps,
+            in_flight: Vec::new(),
+            events: vec![Vec::new(); n],
+        }
     }
 
     fn drain(&mut self, i: usize) {
@@ -55,13 +65,17 @@ impl Mesh {
         loop {
             let next_dgram = self.in_flight.iter().map(|x| x.0).min();
             let next_timer = self.eps.iter().filter_map(|e| e.poll_timeout()).min();
-            let Some(next) = [next_dgram, next_timer].into_iter().flatten().min() else { break };
+            let Some(next) = [next_dgram, next_timer].into_iter().flatten().min() else {
+                break;
+            };
             if next > until {
                 break;
             }
             self.now = self.now.max(next);
             let now = self.now;
-            let (due, rest): (Vec<_>, Vec<_>) = core::mem::take(&mut self.in_flight).into_iter().partition(|x| x.0 <= now);
+            let (due, rest): (Vec<_>, Vec<_>) = core::mem::take(&mut self.in_flight)
+                .into_iter()
+                .partition(|x| x.0 <= now);
             self.in_flight = rest;
             for (_, from, to, d) in due {
                 self.eps[to].handle_datagram(now, addr(from), d.ecn, &d.contents);
@@ -97,7 +111,11 @@ fn two_endpoints_handshake_over_quic_and_ping() {
     m.drain(0);
     m.run_for(Duration::from_millis(50));
     let rtt = m.events[0].iter().find_map(|e| match e {
-        Event::PingResult { id, result: Ok(rtt), .. } if *id == ping => Some(*rtt),
+        Event::PingResult {
+            id,
+            result: Ok(rtt),
+            ..
+        } if *id == ping => Some(*rtt),
         _ => None,
     });
     assert_eq!(rtt, Some(ONE_WAY.saturating_mul(2)));
@@ -116,17 +134,25 @@ fn refusals_reach_the_dialer_with_their_reason() {
     m.eps[2].connect(addr(1), None, m.now); // no key
     m.drain(2);
     m.run_for(Duration::from_millis(100));
-    let failure = |ev: &Vec<Event>| ev.iter().find_map(|e| match e {
-        Event::ConnectFailed { failure: ConnectFailure::Refused { reason, .. }, .. } => Some(*reason),
-        _ => None,
-    });
+    let failure = |ev: &Vec<Event>| {
+        ev.iter().find_map(|e| match e {
+            Event::ConnectFailed {
+                failure: ConnectFailure::Refused { reason, .. },
+                ..
+            } => Some(*reason),
+            _ => None,
+        })
+    };
     assert_eq!(failure(&m.events[0]), Some(RefuseReason::WrongRealm));
     assert_eq!(failure(&m.events[2]), Some(RefuseReason::BadCredentials));
     assert_eq!(m.eps[2].node().stats().refused_by_us.wrong_realm, 1);
     assert_eq!(m.eps[1].node().stats().refused_by_us.bad_credentials, 1);
     assert_eq!(m.eps[0].node().stats().refused_by_peer.wrong_realm, 1);
     m.run_for(Duration::from_secs(5));
-    assert!(m.eps.iter().all(|e| e.is_idle()), "refused connections are closed and drained");
+    assert!(
+        m.eps.iter().all(|e| e.is_idle()),
+        "refused connections are closed and drained"
+    );
 }
 
 #[test]
@@ -135,7 +161,13 @@ fn an_unexpected_node_at_the_address_fails_the_dial() {
     m.eps[0].connect(addr(1), Some(NodeId([3; 32])), m.now);
     m.drain(0);
     m.run_for(Duration::from_millis(100));
-    assert!(m.events[0].iter().any(|e| matches!(e, Event::ConnectFailed { failure: ConnectFailure::UnexpectedPeer { .. }, .. })));
+    assert!(m.events[0].iter().any(|e| matches!(
+        e,
+        Event::ConnectFailed {
+            failure: ConnectFailure::UnexpectedPeer { .. },
+            ..
+        }
+    )));
     assert_eq!(m.eps[1].node().stats().peers, 0);
 }
 
@@ -150,7 +182,11 @@ fn garbage_datagrams_are_counted_and_harmless() {
         m.eps[1].handle_datagram(m.now, addr(2), None, &junk);
         m.drain(1);
     }
-    assert!(m.eps[1].stats().datagrams_dropped >= 190, "{:?}", m.eps[1].stats());
+    assert!(
+        m.eps[1].stats().datagrams_dropped >= 190,
+        "{:?}",
+        m.eps[1].stats()
+    );
     m.eps[2].connect(addr(1), None, m.now);
     m.drain(2);
     m.run_for(Duration::from_millis(50));
@@ -166,7 +202,12 @@ fn close_is_seen_as_a_goodbye_and_drains() {
     m.eps[0].close(m.now);
     m.drain(0);
     m.run_for(Duration::from_secs(5));
-    assert!(m.events[1].iter().any(|e| matches!(e,
-        Event::PeerDown { reason: DownReason::Link(LinkError::ClosedByPeer(CloseCode::Goodbye)), .. })));
+    assert!(m.events[1].iter().any(|e| matches!(
+        e,
+        Event::PeerDown {
+            reason: DownReason::Link(LinkError::ClosedByPeer(CloseCode::Goodbye)),
+            ..
+        }
+    )));
     assert!(m.eps[0].is_idle() && m.eps[1].is_idle());
 }

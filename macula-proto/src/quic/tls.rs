@@ -56,9 +56,10 @@ pub fn self_signed(
     let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key_der, &rcgen::PKCS_ED25519)
         .map_err(general)?;
     let mut params = rcgen::CertificateParams::new(vec!["macula".into()]).map_err(general)?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, alloc::format!("{}", identity.node_id()));
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        alloc::format!("{}", identity.node_id()),
+    );
     let cert = params.self_signed(&key_pair).map_err(general)?;
     Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(key_der)))
 }
@@ -113,7 +114,8 @@ impl ServerCertVerifier for PeerVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity).map(|()| ServerCertVerified::assertion())
+        self.check(end_entity)
+            .map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -152,7 +154,8 @@ impl ClientCertVerifier for PeerVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity).map(|()| ClientCertVerified::assertion())
+        self.check(end_entity)
+            .map(|()| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

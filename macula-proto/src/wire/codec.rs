@@ -206,10 +206,7 @@ mod tests {
                 node_id: NodeId([0xab; 32]),
                 realm: "io.example".into(),
                 auth: Some([0x11; 32]),
-                listen_addrs: vec![
-                    WireAddr::V4([127, 0, 0, 1], 4433),
-                    WireAddr::V6([0; 16], 1),
-                ],
+                listen_addrs: vec![WireAddr::V4([127, 0, 0, 1], 4433), WireAddr::V6([0; 16], 1)],
                 roles: 1,
             }),
             Frame::ConnectAck(ConnectAck {
@@ -299,7 +296,11 @@ mod tests {
 
     #[test]
     fn malformed_prefixes_and_bodies_are_errors() {
-        for bad in [&[0x80, 0x00][..], &[0xff, 0xff, 0xff, 0xff, 0x7f], &[0x80; 6]] {
+        for bad in [
+            &[0x80, 0x00][..],
+            &[0xff, 0xff, 0xff, 0xff, 0x7f],
+            &[0x80; 6],
+        ] {
             let mut d = Decoder::new(u32::MAX);
             d.push(bad);
             assert_eq!(d.next_frame(), Err(DecodeError::BadPrefix), "{bad:?}");
@@ -316,16 +317,20 @@ mod tests {
         prop_oneof![
             any::<u64>().prop_map(|id| Frame::Ping(Ping { id })),
             any::<u64>().prop_map(|id| Frame::Pong(Ping { id })),
-            (any::<[u8; 32]>(), "[a-z.]{0,40}", any::<Option<[u8; 32]>>(), any::<u8>()).prop_map(
-                |(id, realm, auth, roles)| Frame::Connect(Connect {
+            (
+                any::<[u8; 32]>(),
+                "[a-z.]{0,40}",
+                any::<Option<[u8; 32]>>(),
+                any::<u8>()
+            )
+                .prop_map(|(id, realm, auth, roles)| Frame::Connect(Connect {
                     version: 1,
                     node_id: NodeId(id),
                     realm,
                     auth,
                     listen_addrs: vec![WireAddr::V4([10, 0, 0, 1], 9)],
                     roles,
-                })
-            ),
+                })),
             (0usize..5, ".{0,300}").prop_map(|(r, message)| Frame::ConnectError(ConnectError {
                 reason: RefuseReason::ALL[r],
                 message,
@@ -364,12 +369,7 @@ mod tests {
             let mut d = Decoder::new(1024);
             for chunk in bytes.chunks(7) {
                 d.push(chunk);
-                loop {
-                    match d.next_frame() {
-                        Ok(Some(_)) => continue,
-                        Ok(None) | Err(_) => break,
-                    }
-                }
+                while let Ok(Some(_)) = d.next_frame() {}
                 prop_assert!(d.buffered() <= 1024 + MAX_PREFIX_LEN + 7);
             }
         }
