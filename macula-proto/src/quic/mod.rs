@@ -16,6 +16,8 @@
 
 #[cfg(test)]
 mod tests;
+#[doc(hidden)]
+pub mod testing;
 pub mod tls;
 
 use alloc::collections::{BTreeMap, VecDeque};

@@ -2,95 +2,12 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::{Ipv4Addr, SocketAddr};
-use std::time::Instant as StdInstant;
 
+use super::testing::{addr, MemoryNet as Mesh, ONE_WAY};
 use super::*;
 use crate::config::{ApiKey, Realm};
 use crate::node::{ConnectFailure, DownReason};
 use crate::wire::RefuseReason;
-
-const ONE_WAY: Duration = Duration::from_micros(500);
-
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 20_000 + i as u16)
-}
-
-struct Mesh {
-    now: Instant,
-    eps: Vec<Endpoint>,
-    in_flight: Vec<(Instant, usize, usize, Datagram)>,
-    events: Vec<Vec<Event>>,
-}
-
-impl Mesh {
-    fn new(configs: Vec<Config>) -> Self {
-        let epoch = StdInstant::now();
-        let eps: Vec<Endpoint> = configs
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut node)| {
-                node.listen_addrs = vec![addr(i)];
-                let cfg = EndpointConfig {
-                    node,
-                    identity: Identity::from_seed(i as u64),
-                    seed: i as u64,
-                    epoch,
-                };
-                Endpoint::new(cfg, Instant::ZERO).unwrap()
-            })
-            .collect();
-        let n = eps.len();
-        Mesh {
-            now: Instant::ZERO,
-            eps,
-            in_flight: Vec::new(),
-            events: vec![Vec::new(); n],
-        }
-    }
-
-    fn drain(&mut self, i: usize) {
-        while let Some(d) = self.eps[i].poll_transmit() {
-            if let Some(j) = (0..self.eps.len()).find(|j| addr(*j) == d.destination) {
-                self.in_flight.push((self.now + ONE_WAY, i, j, d));
-            }
-        }
-        while let Some(e) = self.eps[i].poll_event() {
-            self.events[i].push(e);
-        }
-    }
-
-    fn run_for(&mut self, d: Duration) {
-        let until = self.now + d;
-        loop {
-            let next_dgram = self.in_flight.iter().map(|x| x.0).min();
-            let next_timer = self.eps.iter().filter_map(|e| e.poll_timeout()).min();
-            let Some(next) = [next_dgram, next_timer].into_iter().flatten().min() else {
-                break;
-            };
-            if next > until {
-                break;
-            }
-            self.now = self.now.max(next);
-            let now = self.now;
-            let (due, rest): (Vec<_>, Vec<_>) = core::mem::take(&mut self.in_flight)
-                .into_iter()
-                .partition(|x| x.0 <= now);
-            self.in_flight = rest;
-            for (_, from, to, d) in due {
-                self.eps[to].handle_datagram(now, addr(from), d.ecn, &d.contents);
-                self.drain(to);
-            }
-            for i in 0..self.eps.len() {
-                if self.eps[i].poll_timeout().is_some_and(|t| t <= now) {
-                    self.eps[i].handle_timeout(now);
-                }
-                self.drain(i);
-            }
-        }
-        self.now = until;
-    }
-}
 
 fn config(realm: &str) -> Config {
     Config::new(Realm::new(realm).unwrap())

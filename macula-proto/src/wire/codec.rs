@@ -40,9 +40,20 @@ impl fmt::Display for DecodeError {
 
 /// Appends `frame`, length prefix first, to `out`.
 pub fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
+    // Small frames (pings, acks, most control traffic) are serialized on the stack, so the
+    // prefix can be written first without a second pass or a move.
+    let mut small = [0u8; 256];
+    if let Ok(body) = postcard::to_slice(frame, &mut small) {
+        let mut prefix = [0u8; MAX_PREFIX_LEN];
+        let prefix_len = write_prefix(body.len() as u32, &mut prefix);
+        out.reserve(prefix_len + body.len());
+        out.extend_from_slice(&prefix[..prefix_len]);
+        out.extend_from_slice(body);
+        return;
+    }
     let start = out.len();
-    // Reserve the longest prefix, write the body after it, then move the body back to sit right
-    // after the real prefix. Frames are small; the move is cheaper than encoding twice.
+    // Larger frames: reserve the longest prefix, write the body after it, then move the body
+    // back to sit right after the real prefix.
     out.extend_from_slice(&[0; MAX_PREFIX_LEN]);
     let body_start = out.len();
     let written = postcard::to_extend(frame, core::mem::take(out))
