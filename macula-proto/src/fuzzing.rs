@@ -40,7 +40,11 @@ pub fn frame_decode(data: &[u8]) {
         encode_into(&frame, &mut bytes);
         let mut again = Decoder::new(u32::MAX);
         again.push(&bytes);
-        assert_eq!(again.next_frame(), Ok(Some(frame)), "re-encoding round-trips");
+        assert_eq!(
+            again.next_frame(),
+            Ok(Some(frame)),
+            "re-encoding round-trips"
+        );
     }
 }
 

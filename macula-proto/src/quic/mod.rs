@@ -14,10 +14,10 @@
 //! quinn-proto counts time in `std::time::Instant`s; the endpoint maps the core's
 //! [`Instant`] onto them from an `epoch` the driver supplies, so the core itself reads no clock.
 
-#[cfg(test)]
-mod tests;
 #[doc(hidden)]
 pub mod testing;
+#[cfg(test)]
+mod tests;
 pub mod tls;
 
 use alloc::collections::{BTreeMap, VecDeque};
@@ -76,6 +76,8 @@ pub struct EndpointStats {
     pub tls_failures: u64,
     /// Extra streams a peer opened that Macula does not use yet; each was stopped.
     pub streams_rejected: u64,
+    /// Events dropped because the application did not drain `max_queued_events` of them.
+    pub events_dropped: u64,
     /// Gauge: QUIC connections open (including ones draining after close).
     pub connections: usize,
 }
@@ -471,6 +473,7 @@ impl Endpoint {
         let max_events = self.node.config().max_queued_events;
         while self.events.len() > max_events {
             self.events.pop_front();
+            self.stats.events_dropped += 1;
         }
     }
 
