@@ -52,9 +52,11 @@ pub fn frame_decode(data: &[u8]) {
 /// a valid handshake, with the clock moving. The node must not panic, must keep its peer table
 /// and queues within their bounds, and must close a link it rejects.
 pub fn node_link_data(data: &[u8]) {
-    let mut config = Config::default();
-    config.max_frame_size = MAX_FRAME;
-    config.max_queued_events = 16;
+    let config = Config {
+        max_frame_size: MAX_FRAME,
+        max_queued_events: 16,
+        ..Config::default()
+    };
     let mut node = Node::new(config.clone(), Identity::from_seed(1), 1, Instant::ZERO)
         .expect("the default config is valid");
     let remote = Identity::from_seed(2).node_id();
