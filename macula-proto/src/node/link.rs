@@ -26,6 +26,8 @@ pub(super) struct Link {
     pub last_heard: Instant,
     /// The handshake deadline (unused once established).
     pub deadline: Instant,
+    /// The deadline this link is filed under in the node's timer index (`NEVER`: not filed).
+    pub scheduled: Instant,
 }
 
 pub(super) enum LinkState {
@@ -75,6 +77,7 @@ impl Link {
             dirty: false,
             last_heard: Instant::ZERO,
             deadline,
+            scheduled: Instant::NEVER,
         }
     }
 

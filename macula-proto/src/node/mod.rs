@@ -31,7 +31,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -316,6 +316,9 @@ pub struct Node {
     rng: Rng,
     now: Instant,
     links: BTreeMap<LinkId, Link>,
+    /// When each link next needs `handle_timeout`. An entry may be early (a deadline that moved
+    /// later, such as the idle timeout after data arrived, is not re-filed) but never late.
+    timers: BTreeSet<(Instant, LinkId)>,
     /// Established peers and the link each is on.
     peers: BTreeMap<NodeId, LinkId>,
     next_link: u64,
@@ -360,6 +363,7 @@ impl Node {
             rng,
             now,
             links: BTreeMap::new(),
+            timers: BTreeSet::new(),
             peers: BTreeMap::new(),
             next_link: 1,
             next_ping,
@@ -460,6 +464,7 @@ impl Node {
                 self.config.max_frame_size,
             ),
         );
+        self.schedule(link);
         self.transmits.push_back(Transmit::Open {
             link,
             addr,
@@ -583,6 +588,7 @@ impl Node {
         link.exporter = info.exporter;
         link.last_heard = self.now;
         self.links.insert(link_id, link);
+        self.schedule(link_id);
         Ok(link_id)
     }
 
@@ -653,7 +659,7 @@ impl Node {
                 self.forget_outbound(link_id, failure);
             }
             LinkState::AwaitingConnect => {
-                self.links.remove(&link_id);
+                self.take_link(link_id);
                 self.stats.handshakes_abandoned += 1;
             }
             LinkState::Established(_) => self.forget_peer(link_id, DownReason::Link(error)),
@@ -663,15 +669,20 @@ impl Node {
     /// Time passed: runs keep-alives, timeouts and expiries due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
-        let now = self.now;
-        let due: Vec<LinkId> = self
-            .links
-            .iter()
-            .filter(|(_, link)| link.next_deadline(&self.config) <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut due = Vec::new();
+        while let Some(&(at, link)) = self.timers.first() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop_first();
+            due.push(link);
+        }
         for link_id in due {
+            if let Some(link) = self.links.get_mut(&link_id) {
+                link.scheduled = Instant::NEVER;
+            }
             self.link_timers(link_id);
+            self.schedule(link_id);
         }
     }
 
@@ -709,11 +720,7 @@ impl Node {
         if !self.transmits.is_empty() || !self.dirty.is_empty() || !self.events.is_empty() {
             return Some(self.now);
         }
-        self.links
-            .values()
-            .map(|link| link.next_deadline(&self.config))
-            .min()
-            .filter(|t| *t != Instant::NEVER)
+        self.timers.first().map(|(at, _)| *at)
     }
 
     // ---------------------------------------------------------------- internals
@@ -722,6 +729,30 @@ impl Node {
         if now > self.now {
             self.now = now;
         }
+    }
+
+    /// Files the link's next deadline if it is earlier than the one on file.
+    fn schedule(&mut self, link_id: LinkId) {
+        let Some(link) = self.links.get_mut(&link_id) else {
+            return;
+        };
+        let due = link.next_deadline(&self.config);
+        if due < link.scheduled {
+            if link.scheduled != Instant::NEVER {
+                self.timers.remove(&(link.scheduled, link_id));
+            }
+            link.scheduled = due;
+            self.timers.insert((due, link_id));
+        }
+    }
+
+    /// Removes a link and its timer.
+    fn take_link(&mut self, link_id: LinkId) -> Option<Link> {
+        let link = self.links.remove(&link_id)?;
+        if link.scheduled != Instant::NEVER {
+            self.timers.remove(&(link.scheduled, link_id));
+        }
+        Some(link)
     }
 
     fn new_link_id(&mut self) -> LinkId {
@@ -788,6 +819,7 @@ impl Node {
         );
         self.stats.pings_sent += 1;
         self.send_frame(link_id, &Frame::Ping(Ping { id }));
+        self.schedule(link_id);
         Ok(id)
     }
 
@@ -995,6 +1027,7 @@ impl Node {
         let addr = link.addr;
         let direction = link.direction;
         self.peers.insert(remote, link_id);
+        self.schedule(link_id);
         self.stats.handshakes_completed += 1;
         self.push_event(Event::PeerUp {
             peer: remote,
@@ -1099,7 +1132,7 @@ impl Node {
     }
 
     fn forget_outbound(&mut self, link_id: LinkId, failure: ConnectFailure) {
-        if let Some(link) = self.links.remove(&link_id) {
+        if let Some(link) = self.take_link(link_id) {
             self.stats.connect_failures += 1;
             self.push_event(Event::ConnectFailed {
                 link: link_id,
@@ -1122,7 +1155,7 @@ impl Node {
                 self.forget_outbound(link_id, ConnectFailure::Aborted(code));
             }
             LinkState::AwaitingConnect => {
-                self.links.remove(&link_id);
+                self.take_link(link_id);
                 self.stats.handshakes_abandoned += 1;
             }
         }
@@ -1131,7 +1164,7 @@ impl Node {
 
     /// Removes an established link and its peer, failing its pings.
     fn forget_peer(&mut self, link_id: LinkId, reason: DownReason) {
-        let Some(link) = self.links.remove(&link_id) else {
+        let Some(link) = self.take_link(link_id) else {
             return;
         };
         let peer = link.remote.expect("established links know their remote");
@@ -1165,7 +1198,7 @@ impl Node {
 
     /// Queues a link's pending bytes (if it is still known) and then its close.
     fn flush_and_close(&mut self, link_id: LinkId, code: CloseCode) {
-        if let Some(link) = self.links.remove(&link_id) {
+        if let Some(link) = self.take_link(link_id) {
             if !link.out.is_empty() {
                 self.transmits.push_back(Transmit::Send {
                     link: link_id,

@@ -136,6 +136,7 @@ impl Net {
         while let Some(e) = self.nodes[i].poll_event() {
             self.events[i].push(e);
         }
+        assert_timers_never_late(&self.nodes[i]);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -186,6 +187,27 @@ impl Net {
         self.drain(from);
         link
     }
+}
+
+/// The timer index may fire early but never late: `poll_timeout` is at or before every link's
+/// real deadline.
+fn assert_timers_never_late(node: &Node) {
+    let truth = node
+        .links
+        .values()
+        .map(|l| l.next_deadline(&node.config))
+        .min();
+    if let Some(truth) = truth {
+        let filed = node
+            .poll_timeout()
+            .expect("a node with links has a deadline");
+        assert!(filed <= truth, "timer filed at {filed:?}, due at {truth:?}");
+    }
+    assert_eq!(
+        node.timers.len(),
+        node.links.len(),
+        "one timer entry per link"
+    );
 }
 
 fn config(realm: &str) -> Config {
