@@ -55,12 +55,7 @@ pub(crate) fn spawn(
     events: broadcast::Sender<Event>,
 ) -> Result<mpsc::Sender<Command>, MeshError> {
     let epoch = TokioInstant::now();
-    let config = EndpointConfig {
-        node,
-        identity,
-        seed,
-        epoch: epoch.into_std(),
-    };
+    let config = EndpointConfig::new(node, identity, seed, epoch.into_std());
     let endpoint = Endpoint::new(config, Instant::ZERO)?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let driver = Driver {

@@ -40,12 +40,7 @@ impl RawPeer {
         let socket = UdpSocket::bind("127.0.0.1:0").await?;
         let epoch = TokioInstant::now();
         let endpoint = Endpoint::new(
-            EndpointConfig {
-                node: config,
-                identity: Identity::from_seed(seed),
-                seed,
-                epoch: epoch.into_std(),
-            },
+            EndpointConfig::new(config, Identity::from_seed(seed), seed, epoch.into_std()),
             Instant::ZERO,
         )?;
         Ok(RawPeer {

@@ -14,6 +14,7 @@
 //! quinn-proto counts time in `std::time::Instant`s; the endpoint maps the core's
 //! [`Instant`] onto them from an `epoch` the driver supplies, so the core itself reads no clock.
 
+mod seeded;
 #[doc(hidden)]
 pub mod testing;
 #[cfg(test)]
@@ -93,6 +94,23 @@ pub struct EndpointConfig {
     pub seed: u64,
     /// The `std::time::Instant` that the core's [`Instant::ZERO`] stands for.
     pub epoch: StdInstant,
+    /// **Insecure; simulation only.** Draw all QUIC and TLS randomness (connection ids, TLS
+    /// randoms, ephemeral keys) from `seed`, so a run replays bit for bit. Anyone who knows the
+    /// seed can decrypt the sessions. Default: `false` (operating-system randomness).
+    pub seeded_crypto: bool,
+}
+
+impl EndpointConfig {
+    /// A configuration with operating-system randomness for QUIC and TLS.
+    pub fn new(node: Config, identity: Identity, seed: u64, epoch: StdInstant) -> Self {
+        EndpointConfig {
+            node,
+            identity,
+            seed,
+            epoch,
+            seeded_crypto: false,
+        }
+    }
 }
 
 /// Why an endpoint could not be made.
@@ -178,7 +196,12 @@ impl Endpoint {
     /// [`EndpointError`] if the configuration is invalid or TLS can't be set up.
     pub fn new(config: EndpointConfig, now: Instant) -> Result<Self, EndpointError> {
         let mut node = Node::new(config.node, config.identity, config.seed, now)?;
-        let provider = tls::provider();
+        let crypto_seed = node.child_seed();
+        let provider = if config.seeded_crypto {
+            seeded::provider(crypto_seed)
+        } else {
+            tls::provider()
+        };
         let (cert, key) = tls::self_signed(node.identity())?;
         let verifier = Arc::new(tls::PeerVerifier::new(provider.clone()));
 
@@ -191,7 +214,14 @@ impl Endpoint {
         server_tls.alpn_protocols = vec![tls::ALPN.to_vec()];
         let server_crypto = QuicServerConfig::try_from(server_tls)
             .map_err(|e| rustls::Error::General(alloc::format!("{e}")))?;
-        let mut server_config = ServerConfig::with_crypto(Arc::new(server_crypto));
+        let mut quic_seed = [0u8; 32];
+        crate::Rng::from_seed(node.child_seed()).fill(&mut quic_seed);
+        let mut server_config = if config.seeded_crypto {
+            let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&quic_seed);
+            ServerConfig::new(Arc::new(server_crypto), Arc::new(token_key))
+        } else {
+            ServerConfig::with_crypto(Arc::new(server_crypto))
+        };
         server_config.transport_config(transport.clone());
         server_config.migration(false);
 
@@ -206,13 +236,15 @@ impl Endpoint {
         let mut client_config = ClientConfig::new(Arc::new(client_crypto));
         client_config.transport_config(transport);
 
-        let mut seed = [0u8; 32];
-        crate::Rng::from_seed(node.child_seed()).fill(&mut seed);
         let mut endpoint_config = quinn_proto::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
             ring::hmac::HMAC_SHA256,
-            &seed,
+            &quic_seed,
         )));
-        endpoint_config.rng_seed(Some(seed));
+        endpoint_config.rng_seed(Some(quic_seed));
+        if config.seeded_crypto {
+            endpoint_config.cid_generator(seeded::cid_factory(node.child_seed()));
+            client_config.initial_dst_cid_provider(seeded::initial_cids(node.child_seed()));
+        }
         let quic = quinn_proto::Endpoint::new(
             Arc::new(endpoint_config),
             Some(Arc::new(server_config)),
