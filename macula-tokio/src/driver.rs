@@ -72,14 +72,31 @@ pub(crate) fn spawn(
     Ok(tx)
 }
 
+/// A `connect` awaiting its outcome. The core always answers within its handshake timeout; the
+/// deadline is a backstop in case the answering event was dropped from a full queue.
+struct PendingConnect {
+    addr: SocketAddr,
+    deadline: TokioInstant,
+    reply: oneshot::Sender<Result<NodeId, MeshError>>,
+}
+
+/// A `ping` awaiting its pong, with the same kind of backstop.
+struct PendingPing {
+    deadline: TokioInstant,
+    reply: oneshot::Sender<Result<Duration, MeshError>>,
+}
+
+/// Slack past the core's own timeouts before a request is failed by the driver.
+const REQUEST_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct Driver {
     socket: UdpSocket,
     endpoint: Endpoint,
     epoch: TokioInstant,
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<Event>,
-    connects: BTreeMap<LinkId, (SocketAddr, oneshot::Sender<Result<NodeId, MeshError>>)>,
-    pings: BTreeMap<PingId, oneshot::Sender<Result<Duration, MeshError>>>,
+    connects: BTreeMap<LinkId, PendingConnect>,
+    pings: BTreeMap<PingId, PendingPing>,
     /// Set once closing: when to give up waiting, and who to tell.
     closing: Option<(TokioInstant, Vec<oneshot::Sender<()>>)>,
 }
@@ -98,10 +115,13 @@ impl Driver {
             .poll_timeout()
             .map(|t| self.epoch + std::time::Duration::from_micros(t.as_micros()));
         let linger = self.closing.as_ref().map(|(t, _)| *t);
-        match (core, linger) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let requests = self
+            .connects
+            .values()
+            .map(|c| c.deadline)
+            .chain(self.pings.values().map(|p| p.deadline))
+            .min();
+        [core, linger, requests].into_iter().flatten().min()
     }
 
     async fn run(mut self) {
@@ -129,6 +149,7 @@ impl Driver {
                 () = sleep_until(deadline) => {
                     let now = self.now();
                     self.endpoint.handle_timeout(now);
+                    self.expire_requests();
                 }
                 command = self.commands.recv(), if self.closing.is_none() => match command {
                     Some(command) => self.command(command),
@@ -158,11 +179,41 @@ impl Driver {
         }
     }
 
+    /// Fails requests whose answer never came (see [`PendingConnect`]).
+    fn expire_requests(&mut self) {
+        let now = TokioInstant::now();
+        let late: Vec<LinkId> = self
+            .connects
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(link, _)| *link)
+            .collect();
+        for link in late {
+            if let Some(c) = self.connects.remove(&link) {
+                let _ = c.reply.send(Err(MeshError::Connect {
+                    addr: c.addr,
+                    failure: ConnectFailure::Aborted(macula_proto::CloseCode::HandshakeTimeout),
+                }));
+            }
+        }
+        let late: Vec<PingId> = self
+            .pings
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(p) = self.pings.remove(&id) {
+                let _ = p.reply.send(Err(MeshError::Ping(PingError::Timeout)));
+            }
+        }
+    }
+
     fn dispatch(&mut self, event: &Event) {
         match event {
             Event::PeerUp { peer, link, .. } => {
-                if let Some((_, reply)) = self.connects.remove(link) {
-                    let _ = reply.send(Ok(*peer));
+                if let Some(c) = self.connects.remove(link) {
+                    let _ = c.reply.send(Ok(*peer));
                 }
             }
             Event::ConnectFailed {
@@ -170,7 +221,7 @@ impl Driver {
                 addr,
                 failure,
             } => {
-                if let Some((_, reply)) = self.connects.remove(link) {
+                if let Some(PendingConnect { reply, .. }) = self.connects.remove(link) {
                     let result = match failure {
                         ConnectFailure::AlreadyConnected(peer) => Ok(*peer),
                         other => Err(MeshError::Connect {
@@ -182,8 +233,8 @@ impl Driver {
                 }
             }
             Event::PingResult { id, result, .. } => {
-                if let Some(reply) = self.pings.remove(id) {
-                    let _ = reply.send(result.map_err(MeshError::Ping));
+                if let Some(p) = self.pings.remove(id) {
+                    let _ = p.reply.send(result.map_err(MeshError::Ping));
                 }
             }
             Event::PeerDown { peer, reason, .. } => {
@@ -205,13 +256,25 @@ impl Driver {
                 reply,
             } => {
                 let link = self.endpoint.connect(addr, expected, now);
-                self.connects.insert(link, (addr, reply));
+                let config = self.endpoint.node().config();
+                let deadline =
+                    TokioInstant::now() + config.handshake_timeout.into() + REQUEST_SLACK;
+                self.connects.insert(
+                    link,
+                    PendingConnect {
+                        addr,
+                        deadline,
+                        reply,
+                    },
+                );
                 // A dial that failed synchronously already queued its event; dispatch happens in
                 // the next flush, after the reply slot exists.
             }
             Command::Ping { peer, reply } => match self.endpoint.ping(&peer, now) {
                 Ok(id) => {
-                    self.pings.insert(id, reply);
+                    let timeout = self.endpoint.node().config().ping_timeout;
+                    let deadline = TokioInstant::now() + timeout.into() + REQUEST_SLACK;
+                    self.pings.insert(id, PendingPing { deadline, reply });
                 }
                 Err(err) => {
                     let _ = reply.send(Err(MeshError::Ping(err)));
@@ -231,14 +294,14 @@ impl Driver {
             }
             Command::Close { reply } => {
                 self.endpoint.close(now);
-                for (_, (addr, waiter)) in std::mem::take(&mut self.connects) {
-                    let _ = waiter.send(Err(MeshError::Connect {
-                        addr,
+                for (_, c) in std::mem::take(&mut self.connects) {
+                    let _ = c.reply.send(Err(MeshError::Connect {
+                        addr: c.addr,
                         failure: ConnectFailure::Aborted(macula_proto::wire::CloseCode::Goodbye),
                     }));
                 }
-                for (_, waiter) in std::mem::take(&mut self.pings) {
-                    let _ = waiter.send(Err(MeshError::Ping(PingError::PeerGone)));
+                for (_, p) in std::mem::take(&mut self.pings) {
+                    let _ = p.reply.send(Err(MeshError::Ping(PingError::PeerGone)));
                 }
                 self.closing = Some((TokioInstant::now() + CLOSE_LINGER, vec![reply]));
             }

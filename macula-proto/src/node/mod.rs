@@ -424,6 +424,21 @@ impl Node {
         stats
     }
 
+    /// Gauge: established peers (cheaper than [`Node::stats`]).
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Gauge: links whose handshake is under way.
+    pub fn pending_count(&self) -> usize {
+        self.pending_handshakes()
+    }
+
+    /// Gauge: events queued for the application.
+    pub fn queued_events(&self) -> usize {
+        self.events.len()
+    }
+
     /// Whether [`Node::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed
@@ -972,17 +987,25 @@ impl Node {
     }
 
     /// When `remote` already has an established link, keeps one of the two so both ends agree:
-    /// of two links in the same direction the newer wins (the peer reconnected); of two crossing
-    /// links, the one dialed by the smaller node id wins. Returns whether `link_id` survives.
+    /// of two links in the same direction the newer wins (the peer reconnected). Two crossing
+    /// links are a simultaneous dial only while the older one is young (established less than
+    /// `handshake_timeout` ago): then the one dialed by the smaller node id wins. An older link
+    /// always yields to the new one, since the peer that dialed again most likely restarted and
+    /// the old link is dead. Returns whether `link_id` survives.
     fn resolve_duplicate(&mut self, link_id: LinkId, remote: NodeId) -> bool {
         let Some(&old) = self.peers.get(&remote) else {
             return true;
         };
         let new_dir = self.links[&link_id].direction;
         let old_dir = self.links.get(&old).map(|l| l.direction);
+        let old_is_young = self.links.get(&old).is_some_and(|l| match &l.state {
+            LinkState::Established(est) => self.now - est.since < self.config.handshake_timeout,
+            _ => false,
+        });
         let keep_new = match old_dir {
             None => true,
             Some(d) if d == new_dir => true,
+            Some(_) if !old_is_young => true,
             Some(_) => {
                 let dialer_of_new = if new_dir == Direction::Outbound {
                     self.node_id()

@@ -634,3 +634,30 @@ fn same_seeds_and_inputs_give_identical_outputs() {
     let (log_c, _) = run(1000);
     assert_ne!(log_a, log_c, "another seed draws other correlation ids");
 }
+
+#[test]
+fn a_restarted_peer_reconnects_at_once_over_a_stale_crossing_link() {
+    let mut net = Net::new(vec![config("a.b"), config("a.b")]);
+    // Make node 1 the one whose dial would lose a simultaneous-dial tie-break.
+    let (lo, hi) = if net.id(0) < net.id(1) {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    net.connect(lo, hi);
+    net.run_for(Duration::from_secs(20));
+    // `hi` restarts (same identity, new state) and dials `lo`; the old link at `lo` is dead.
+    let identity = net.nodes[hi].identity().clone();
+    net.nodes[hi] = Node::new(config("a.b"), identity, 77, net.now).unwrap();
+    // Its old link is gone: what `lo` sends on it is lost, as to a crashed process.
+    net.wires.retain(|(n, _), (m, _)| *n != hi && *m != hi);
+    net.events[hi].clear();
+    net.connect(hi, lo);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.nodes[hi].stats().peers, 1, "{:?}", net.events[hi]);
+    assert_eq!(net.nodes[lo].stats().peers, 1);
+    assert_eq!(
+        net.nodes[lo].peer(&net.id(hi)).unwrap().direction,
+        Direction::Inbound
+    );
+}

@@ -73,8 +73,11 @@ pub struct EndpointStats {
     pub datagrams_sent: u64,
     /// Inbound QUIC connections refused because `max_peers + max_pending_handshakes` were open.
     pub connections_refused: u64,
-    /// Connections whose TLS handshake failed (bad certificate, wrong ALPN, ...).
+    /// Connections whose TLS handshake failed (bad certificate, wrong ALPN, ...), or that did not
+    /// finish it within `handshake_timeout`.
     pub tls_failures: u64,
+    /// Inbound connections asked to prove their address with a QUIC Retry.
+    pub retries: u64,
     /// Extra streams a peer opened that Macula does not use yet; each was stopped.
     pub streams_rejected: u64,
     /// Events dropped because the application did not drain `max_queued_events` of them.
@@ -160,6 +163,8 @@ struct Conn {
     timeout: Option<Instant>,
     /// TLS completed.
     connected: bool,
+    /// For inbound connections: when an unfinished TLS handshake is given up.
+    tls_deadline: Instant,
 }
 
 /// A [`Node`] over QUIC. See the [module documentation](self).
@@ -321,7 +326,14 @@ impl Endpoint {
     /// Leaves the mesh: every connection is closed with a goodbye. Keep driving the endpoint
     /// until [`Endpoint::is_idle`] so the closes reach the peers.
     pub fn close(&mut self, now: Instant) {
-        self.node.close(now);
+        self.advance(now);
+        self.node.close(self.now);
+        // Connections still in TLS have no link yet, so the node could not close them.
+        let std_now = self.std_instant(self.now);
+        let code = VarInt::from_u32(CloseCode::Goodbye.to_u32());
+        for c in self.conns.values_mut().filter(|c| c.link.is_none()) {
+            c.conn.close(std_now, code, Bytes::new());
+        }
         self.pump(now);
     }
 
@@ -358,6 +370,7 @@ impl Endpoint {
         data: &[u8],
     ) {
         self.advance(now);
+        let now = self.now;
         self.stats.datagrams_received += 1;
         let ecn = ecn.and_then(EcnCodepoint::from_bits);
         let std_now = self.std_instant(now);
@@ -377,17 +390,36 @@ impl Endpoint {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                let limit =
-                    self.node.config().max_peers + self.node.config().max_pending_handshakes;
+                let config = self.node.config();
+                let limit = config.max_peers + config.max_pending_handshakes;
+                let half_open_limit = config.max_pending_handshakes;
+                let half_open = self
+                    .conns
+                    .values()
+                    .filter(|c| !c.connected && !c.outbound)
+                    .count();
                 self.buf.clear();
-                if self.conns.len() >= limit || self.node.is_closed() {
+                if self.conns.len() >= limit
+                    || half_open >= half_open_limit
+                    || self.node.is_closed()
+                {
                     self.stats.connections_refused += 1;
                     let t = self.quic.refuse(incoming, &mut self.buf);
                     self.push_quinn_transmit(&t);
+                } else if half_open * 2 >= half_open_limit && !incoming.remote_address_validated() {
+                    // Under a burst of new connections, make senders prove their address
+                    // first (a Retry round trip), so spoofed Initials can't fill the slots.
+                    self.stats.retries += 1;
+                    match self.quic.retry(incoming, &mut self.buf) {
+                        Ok(t) => self.push_quinn_transmit(&t),
+                        Err(err) => self.quic.ignore(err.into_incoming()),
+                    }
                 } else {
                     match self.quic.accept(incoming, std_now, &mut self.buf, None) {
                         Ok((handle, conn)) => {
-                            self.conns.insert(handle, Conn::new(conn, None, false));
+                            let mut c = Conn::new(conn, None, false);
+                            c.tls_deadline = now + self.node.config().handshake_timeout;
+                            self.conns.insert(handle, c);
                         }
                         Err(err) => {
                             if let Some(t) = err.response {
@@ -406,10 +438,17 @@ impl Endpoint {
     /// Time passed; runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
+        let now = self.now;
         let std_now = self.std_instant(now);
         for c in self.conns.values_mut() {
             if c.timeout.is_some_and(|t| t <= now) {
                 c.conn.handle_timeout(std_now);
+            }
+            if !c.connected && c.tls_deadline <= now && !c.conn.is_closed() {
+                // An inbound connection that never finished TLS: free its slot.
+                self.stats.tls_failures += 1;
+                let code = VarInt::from_u32(CloseCode::HandshakeTimeout.to_u32());
+                c.conn.close(std_now, code, Bytes::new());
             }
         }
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
@@ -551,14 +590,26 @@ impl Endpoint {
             }
             if drained {
                 if let Some(link) = c.link {
+                    // Closed without a ConnectionLost event (a local close below the node).
                     self.links.remove(&link);
+                    let error = if c.connected {
+                        LinkError::Reset
+                    } else {
+                        LinkError::DialFailed
+                    };
+                    self.node.handle_link_down(link, error, now);
                 }
                 self.conns.remove(&handle);
                 return true;
             }
         }
         let epoch = self.epoch;
-        c.timeout = c.conn.poll_timeout().map(|t| core_instant(epoch, t));
+        let quinn = c.conn.poll_timeout().map(|t| core_instant(epoch, t));
+        let tls = (!c.connected && !c.conn.is_closed()).then_some(c.tls_deadline);
+        c.timeout = match (quinn, tls) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b).filter(|t| *t != Instant::NEVER),
+        };
         progress
     }
 
@@ -580,6 +631,18 @@ impl Endpoint {
             }
             quinn_proto::Event::Stream(StreamEvent::Readable { id }) => {
                 self.read_control(handle, id, now)
+            }
+            quinn_proto::Event::Stream(StreamEvent::Stopped { id, .. }) => {
+                // The peer refuses our control stream: the link can't carry frames any more.
+                let Some(c) = self.conns.get(&handle) else {
+                    return;
+                };
+                if let (Some(link), Some(control)) = (c.link, c.control) {
+                    if control == id {
+                        self.node
+                            .close_link(link, CloseCode::ProtocolViolation, now);
+                    }
+                }
             }
             quinn_proto::Event::Stream(StreamEvent::Writable { .. }) => {
                 self.flush_pending(handle, now)
@@ -611,6 +674,10 @@ impl Endpoint {
             self.stats.tls_failures += 1;
             let code = VarInt::from_u32(CloseCode::ProtocolViolation.to_u32());
             c.conn.close(std_now, code, Bytes::new());
+            if let Some(link) = c.link.take() {
+                self.links.remove(&link);
+                self.node.handle_link_down(link, LinkError::DialFailed, now);
+            }
             return;
         };
         let info = LinkInfo {
@@ -621,7 +688,13 @@ impl Endpoint {
         if c.outbound {
             c.control = c.conn.streams().open(Dir::Bi);
             let link = c.link.expect("outbound connections are made for a link");
+            let opened = c.control.is_some();
             self.node.handle_link_up(link, info, now);
+            if !opened {
+                // The peer allows no bidirectional stream: it can't speak Macula.
+                self.node
+                    .close_link(link, CloseCode::ProtocolViolation, now);
+            }
         } else {
             match self.node.handle_inbound(info, now) {
                 Ok(link) => {
@@ -731,14 +804,29 @@ impl Endpoint {
             return;
         };
         let Some(control) = c.control else { return };
-        if !c.pending.is_empty() {
+        // Write until the stream takes everything or says it is blocked: only a `Blocked`
+        // answer registers the stream for a `Writable` event, so a short write must be retried.
+        let mut failed = false;
+        while !c.pending.is_empty() {
             match c.conn.send_stream(control).write(&c.pending) {
+                Ok(0) | Err(quinn_proto::WriteError::Blocked) => break,
                 Ok(n) => {
                     c.pending.drain(..n);
                 }
-                Err(quinn_proto::WriteError::Blocked) => {}
-                Err(_) => c.pending.clear(),
+                Err(_) => {
+                    // Stopped or closed: the link can't carry frames any more.
+                    c.pending.clear();
+                    failed = true;
+                    break;
+                }
             }
+        }
+        if failed {
+            if let Some(link) = c.link {
+                self.node
+                    .close_link(link, CloseCode::ProtocolViolation, now);
+            }
+            return;
         }
         if c.pending.len() > max {
             if let Some(link) = c.link {
@@ -811,13 +899,19 @@ impl Conn {
             pending: Vec::new(),
             timeout: None,
             connected: false,
+            tls_deadline: Instant::NEVER,
         }
     }
 }
 
 /// The core instant for a quinn-proto instant.
+///
+/// Rounds *up* to the next microsecond: a quinn timer between two microseconds must not look due
+/// a moment before it is, or a driver would wake, find nothing due, and spin.
 fn core_instant(epoch: StdInstant, t: StdInstant) -> Instant {
-    Instant::ZERO + Duration::from(t.saturating_duration_since(epoch))
+    let since = t.saturating_duration_since(epoch);
+    let round_up = u64::from(since.subsec_nanos() % 1_000 != 0);
+    Instant::ZERO + Duration::from(since) + Duration::from_micros(round_up)
 }
 
 fn transport_config(config: &Config) -> TransportConfig {

@@ -8,6 +8,7 @@ use super::*;
 use crate::config::{ApiKey, Realm};
 use crate::node::{ConnectFailure, DownReason};
 use crate::wire::RefuseReason;
+use core::net::SocketAddr;
 use std::time::Instant as StdInstantForTests;
 
 fn config(realm: &str) -> Config {
@@ -160,4 +161,55 @@ fn seeded_crypto_makes_quic_runs_byte_identical() {
     assert_eq!(ev_a, ev_b);
     let (c, _) = run(99);
     assert_ne!(a, c, "another seed, other bytes");
+}
+
+#[test]
+fn quinn_timers_round_up_so_they_are_due_when_reported() {
+    let epoch = StdInstantForTests::now();
+    let t = epoch + core::time::Duration::from_nanos(1_000_400);
+    assert_eq!(core_instant(epoch, t), Instant::from_micros(1_001));
+    let exact = epoch + core::time::Duration::from_micros(7);
+    assert_eq!(core_instant(epoch, exact), Instant::from_micros(7));
+}
+
+#[test]
+fn spoofed_initials_cannot_fill_the_listener() {
+    let mut listener = config("q.x");
+    listener.max_pending_handshakes = 8;
+    let mut m = Mesh::new(vec![config("q.x"), listener, config("q.x")]);
+    // Capture real Initials from endpoint 0 (each dial has its own connection id), then replay
+    // them at endpoint 1 from spoofed source addresses that will never answer.
+    let capture = EndpointConfig::new(
+        config("q.x"),
+        Identity::from_seed(9),
+        9,
+        StdInstantForTests::now(),
+    );
+    let mut spoofer = Endpoint::new(capture, Instant::ZERO).unwrap();
+    for _ in 0..60 {
+        spoofer.connect(addr(1), None, m.now);
+    }
+    let initials: Vec<Datagram> = core::iter::from_fn(|| spoofer.poll_transmit()).collect();
+    assert_eq!(initials.len(), 60);
+    for (i, initial) in initials.iter().enumerate() {
+        let spoofed = SocketAddr::new(core::net::Ipv4Addr::new(198, 51, 100, i as u8).into(), 1000);
+        m.eps[1].handle_datagram(m.now, spoofed, None, &initial.contents);
+        let _ = core::iter::from_fn(|| m.eps[1].poll_transmit()).count();
+    }
+    let s = m.eps[1].stats();
+    assert!(
+        s.connections <= 8,
+        "half-open connections are capped: {s:?}"
+    );
+    assert!(
+        s.retries >= 50,
+        "senders past half the slots must prove their address: {s:?}"
+    );
+    // After the handshake timeout the half-open slots are free again.
+    m.run_for(Duration::from_secs(15));
+    assert_eq!(m.eps[1].stats().connections, 0, "{:?}", m.eps[1].stats());
+    m.eps[2].connect(addr(1), None, m.now);
+    m.drain(2);
+    m.run_for(Duration::from_millis(100));
+    assert_eq!(m.eps[1].node().stats().peers, 1);
 }
