@@ -180,6 +180,8 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     stats: EndpointStats,
     buf: Vec<u8>,
+    /// With seeded crypto: the wall clock quinn's tokens see, driven by `now`.
+    clock: Option<Arc<seeded::VirtualClock>>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -217,13 +219,22 @@ impl Endpoint {
             .with_client_cert_verifier(verifier.clone())
             .with_single_cert(vec![cert.clone()], key.clone_key())?;
         server_tls.alpn_protocols = vec![tls::ALPN.to_vec()];
+        // No session resumption: every node presents the same server name, so a ticket from one
+        // node would be offered to another, and ticket ages come from the host's wall clock.
+        server_tls.send_tls13_tickets = 0;
+        server_tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         let server_crypto = QuicServerConfig::try_from(server_tls)
             .map_err(|e| rustls::Error::General(alloc::format!("{e}")))?;
         let mut quic_seed = [0u8; 32];
         crate::Rng::from_seed(node.child_seed()).fill(&mut quic_seed);
-        let mut server_config = if config.seeded_crypto {
+        let clock = config
+            .seeded_crypto
+            .then(|| Arc::new(seeded::VirtualClock::default()));
+        let mut server_config = if let Some(clock) = &clock {
             let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&quic_seed);
-            ServerConfig::new(Arc::new(server_crypto), Arc::new(token_key))
+            let mut server = ServerConfig::new(Arc::new(server_crypto), Arc::new(token_key));
+            server.time_source(clock.clone());
+            server
         } else {
             ServerConfig::with_crypto(Arc::new(server_crypto))
         };
@@ -236,6 +247,7 @@ impl Endpoint {
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(vec![cert], key)?;
         client_tls.alpn_protocols = vec![tls::ALPN.to_vec()];
+        client_tls.resumption = rustls::client::Resumption::disabled();
         let client_crypto = QuicClientConfig::try_from(client_tls)
             .map_err(|e| rustls::Error::General(alloc::format!("{e}")))?;
         let mut client_config = ClientConfig::new(Arc::new(client_crypto));
@@ -268,6 +280,7 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: EndpointStats::default(),
             buf: Vec::new(),
+            clock,
         })
     }
 
@@ -492,6 +505,9 @@ impl Endpoint {
 
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
+        if let Some(clock) = &self.clock {
+            clock.set(self.now.as_micros());
+        }
     }
 
     fn std_instant(&self, t: Instant) -> StdInstant {

@@ -1,0 +1,62 @@
+//! What runs on a simulated node: a bare [`Node`] (frames mode) or a full QUIC [`Endpoint`].
+
+use std::net::SocketAddr;
+
+use macula_proto::quic::Endpoint;
+use macula_proto::{Event, Instant, LinkId, Node, NodeId, PingError, PingId};
+
+pub(crate) enum Host {
+    Frames(Box<Node>),
+    Quic(Box<Endpoint>),
+}
+
+impl Host {
+    pub fn node(&self) -> &Node {
+        match self {
+            Host::Frames(n) => n,
+            Host::Quic(e) => e.node(),
+        }
+    }
+
+    pub fn connect(&mut self, addr: SocketAddr, expected: Option<NodeId>, now: Instant) -> LinkId {
+        match self {
+            Host::Frames(n) => n.connect(addr, expected, now),
+            Host::Quic(e) => e.connect(addr, expected, now),
+        }
+    }
+
+    pub fn ping(&mut self, peer: &NodeId, now: Instant) -> Result<PingId, PingError> {
+        match self {
+            Host::Frames(n) => n.ping(peer, now),
+            Host::Quic(e) => e.ping(peer, now),
+        }
+    }
+
+    pub fn disconnect(&mut self, peer: &NodeId, now: Instant) -> bool {
+        match self {
+            Host::Frames(n) => n.disconnect(peer, now),
+            Host::Quic(e) => e.disconnect(peer, now),
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Host::Frames(n) => n.poll_timeout(),
+            Host::Quic(e) => e.poll_timeout(),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Host::Frames(n) => n.handle_timeout(now),
+            Host::Quic(e) => e.handle_timeout(now),
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        match self {
+            Host::Frames(n) => n.poll_event(),
+            Host::Quic(e) => e.poll_event(),
+        }
+    }
+}

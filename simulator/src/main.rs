@@ -1,0 +1,151 @@
+//! `macula-sim`: run a named scenario on a simulated mesh and report.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use macula_proto::Duration;
+use macula_sim::scenario::{self, Params, SCENARIOS};
+use macula_sim::Mode;
+
+#[derive(Parser)]
+#[command(
+    name = "macula-sim",
+    version,
+    about = "Deterministic simulator for Macula meshes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario; exits 1 if an invariant fails.
+    Run {
+        /// The scenario (see `macula-sim list`).
+        #[arg(long)]
+        scenario: String,
+        /// How many nodes.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// The master seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Virtual seconds to run.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Drive full QUIC endpoints (real quinn-proto + rustls) instead of frames.
+        #[arg(long)]
+        quic: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Loss probability on every path (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Fraction of nodes that crash and restart during the run (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        churn: f64,
+        /// Split the mesh in two for 45 s, starting at 30% of the run.
+        #[arg(long)]
+        partition: bool,
+    },
+    /// List the scenarios.
+    List,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::List => {
+            for (name, about) in SCENARIOS {
+                println!("{name:<10} {about}");
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run {
+            scenario: name,
+            nodes,
+            seed,
+            duration,
+            quic,
+            json,
+            loss,
+            churn,
+            partition,
+        } => {
+            if !(0.0..=1.0).contains(&loss) || !(0.0..=1.0).contains(&churn) {
+                eprintln!("error: --loss and --churn are probabilities between 0 and 1");
+                return ExitCode::from(2);
+            }
+            if nodes == 0 || nodes > 1 << 17 {
+                eprintln!("error: --nodes must be between 1 and 131072");
+                return ExitCode::from(2);
+            }
+            let params = Params {
+                nodes,
+                seed,
+                duration: Duration::from_secs(duration),
+                mode: if quic { Mode::Quic } else { Mode::Frames },
+                loss,
+                churn,
+                partition,
+            };
+            let report = match scenario::run(&name, &params) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if json {
+                println!("{}", report.json);
+            } else {
+                print_text(&report.json);
+            }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                let mut replay = format!(
+                    "macula-sim run --scenario {name} --nodes {nodes} --seed {seed} --duration {duration}"
+                );
+                if quic {
+                    replay.push_str(" --quic");
+                }
+                if loss > 0.0 {
+                    replay.push_str(&format!(" --loss {loss}"));
+                }
+                if churn > 0.0 {
+                    replay.push_str(&format!(" --churn {churn}"));
+                }
+                if partition {
+                    replay.push_str(" --partition");
+                }
+                eprintln!("invariant failed (seed {seed}); replay with:\n  {replay}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn print_text(json: &serde_json::Value) {
+    let Some(fields) = json.as_object() else {
+        return;
+    };
+    for (key, value) in fields {
+        match (key.as_str(), value) {
+            ("invariants", serde_json::Value::Array(items)) => {
+                println!("invariants:");
+                for item in items {
+                    let ok = item["ok"].as_bool().unwrap_or(false);
+                    println!(
+                        "  [{}] {}: {}",
+                        if ok { "ok" } else { "FAIL" },
+                        item["name"].as_str().unwrap_or("?"),
+                        item["detail"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            (key, value) => println!("{key}: {value}"),
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! `connect`: nodes join through bootstrap nodes, dial a few random peers and ping them, with
+//! loss, churn and a partition on request.
+//!
+//! Node `i < bootstraps` is a bootstrap node (started without seeds, sized for its share of the
+//! mesh). Every other node joins through bootstrap `i % bootstraps` at a random moment in the
+//! first ten seconds, then every five seconds runs a maintenance tick: rejoin if it has no peer,
+//! dial a random non-bootstrap node while it has fewer than three peers, ping a random peer.
+//! Churn crashes a fraction of the nodes at random moments and restarts them 5–15 s later;
+//! they must rejoin. A partition splits the non-bootstrap nodes in two for 45 s, longer than the
+//! idle timeout, so links across it break and must be rebuilt after it heals.
+
+use std::collections::BTreeMap;
+
+use macula_proto::{Duration, Event, Instant, Rng};
+use serde_json::{json, Map, Value};
+
+use super::{Params, Scenario};
+use crate::check::Verdict;
+use crate::net::NodeIdx;
+use crate::sim::{Sim, SimBuilder};
+
+const JOIN: u64 = 1;
+const TICK: u64 = 2;
+const CRASH: u64 = 3;
+const RESTART: u64 = 4;
+const PARTITION: u64 = 5;
+const HEAL: u64 = 6;
+
+const TICK_EVERY: Duration = Duration::from_secs(5);
+const TARGET_PEERS: usize = 3;
+const JOIN_WINDOW: Duration = Duration::from_secs(10);
+const PARTITION_FOR: Duration = Duration::from_secs(45);
+
+fn tag(kind: u64, node: NodeIdx) -> u64 {
+    kind << 32 | u64::from(node)
+}
+
+/// The `connect` scenario's state and figures.
+#[derive(Debug, Default)]
+pub struct Connect {
+    rng: Option<Rng>,
+    nodes: u32,
+    bootstraps: u32,
+    duration: Duration,
+    churn: f64,
+    partition: bool,
+    joined: Vec<bool>,
+    /// Nodes restarted, and when; cleared for a node once it has a peer again.
+    awaiting_rejoin: BTreeMap<NodeIdx, Instant>,
+    restarted: u64,
+    rejoined: u64,
+    dials: u64,
+    peer_ups: u64,
+    connect_failures: u64,
+    pings_sent: u64,
+    pings_ok: u64,
+    pings_failed: u64,
+    rtts_micros: Vec<u32>,
+}
+
+/// Most RTT samples kept for percentiles.
+const MAX_RTT_SAMPLES: usize = 1 << 20;
+
+impl Connect {
+    fn rng(&mut self) -> &mut Rng {
+        self.rng.as_mut().expect("start() seeds the scenario")
+    }
+
+    fn is_bootstrap(&self, n: NodeIdx) -> bool {
+        n < self.bootstraps
+    }
+
+    fn bootstrap_of(&self, n: NodeIdx) -> NodeIdx {
+        n % self.bootstraps
+    }
+
+    fn random_member(&mut self) -> Option<NodeIdx> {
+        let members = self.nodes - self.bootstraps;
+        if members == 0 {
+            return None;
+        }
+        Some(self.bootstraps + self.rng().below(u64::from(members)) as NodeIdx)
+    }
+
+    fn dial(&mut self, sim: &mut Sim, from: NodeIdx, to: NodeIdx) {
+        if from != to && sim.connect(from, to).is_some() {
+            self.dials += 1;
+        }
+    }
+
+    fn tick(&mut self, sim: &mut Sim, n: NodeIdx) {
+        let Some(node) = sim.node(n) else {
+            return; // crashed: the restart schedules the next tick
+        };
+        let peers = node.peer_count();
+        let pick = if peers > 0 {
+            Some(self.rng().below(peers as u64) as usize)
+        } else {
+            None
+        };
+        let target = pick.and_then(|k| {
+            sim.node(n)
+                .and_then(|node| node.peers().nth(k))
+                .map(|p| p.id)
+        });
+        if peers == 0 {
+            let b = self.bootstrap_of(n);
+            self.dial(sim, n, b);
+        } else if peers < TARGET_PEERS && sim.now() >= Instant::ZERO + JOIN_WINDOW {
+            if let Some(to) = self.random_member() {
+                self.dial(sim, n, to);
+            }
+        }
+        if let Some(peer) = target {
+            if let Some(Ok(_)) = sim.ping(n, peer) {
+                self.pings_sent += 1;
+            }
+        }
+        let next = sim.now() + TICK_EVERY;
+        sim.schedule(next, tag(TICK, n));
+    }
+}
+
+impl Scenario for Connect {
+    fn configure(&mut self, builder: &mut SimBuilder, params: &Params) {
+        self.nodes = params.nodes as u32;
+        self.bootstraps = (params.nodes as u32)
+            .div_ceil(1000)
+            .max(1)
+            .min(self.nodes.max(1));
+        self.duration = params.duration;
+        self.churn = params.churn;
+        self.partition = params.partition;
+        let bootstraps = self.bootstraps;
+        let share = (params.nodes as u32 / bootstraps) as usize;
+        builder.configure(move |n, config| {
+            if n < bootstraps {
+                config.roles = macula_proto::Roles::BOOTSTRAP;
+                config.max_peers = 2 * share + 64;
+                config.max_pending_handshakes = 512;
+                config.max_queued_events = 16_384;
+            }
+        });
+    }
+
+    fn start(&mut self, sim: &mut Sim) {
+        self.rng = Some(Rng::from_seed(sim.derive_seed()));
+        self.joined = vec![false; self.nodes as usize];
+        for n in self.bootstraps..self.nodes {
+            let at =
+                Instant::ZERO + Duration::from_micros(self.rng().below(JOIN_WINDOW.as_micros()));
+            sim.schedule(at, tag(JOIN, n));
+        }
+        let mut members: Vec<NodeIdx> = (self.bootstraps..self.nodes).collect();
+        let crashes = (members.len() as f64 * self.churn).round() as usize;
+        let window_start = JOIN_WINDOW.as_micros();
+        let window_end = (self.duration.as_micros() * 6 / 10).max(window_start + 1);
+        for k in 0..crashes {
+            // Distinct nodes: a partial Fisher-Yates shuffle.
+            let pick = k + self.rng().below((members.len() - k) as u64) as usize;
+            members.swap(k, pick);
+            let node = members[k];
+            let at = window_start + self.rng().below(window_end - window_start);
+            sim.schedule(Instant::from_micros(at), tag(CRASH, node));
+        }
+        if self.partition && self.nodes > self.bootstraps + 1 {
+            let at = Instant::ZERO + Duration::from_micros(self.duration.as_micros() * 3 / 10);
+            sim.schedule(at, tag(PARTITION, 0));
+            sim.schedule(at + PARTITION_FOR, tag(HEAL, 0));
+        }
+    }
+
+    fn on_action(&mut self, sim: &mut Sim, action: u64) {
+        let n = (action & 0xffff_ffff) as NodeIdx;
+        match action >> 32 {
+            JOIN => {
+                let b = self.bootstrap_of(n);
+                self.dial(sim, n, b);
+                let next = sim.now() + TICK_EVERY;
+                sim.schedule(next, tag(TICK, n));
+            }
+            TICK => self.tick(sim, n),
+            CRASH if sim.is_up(n) => {
+                sim.crash(n);
+                let down =
+                    Duration::from_secs(5) + Duration::from_micros(self.rng().below(10_000_000));
+                let at = sim.now() + down;
+                sim.schedule(at, tag(RESTART, n));
+            }
+            RESTART => {
+                sim.restart(n);
+                self.restarted += 1;
+                self.awaiting_rejoin.insert(n, sim.now());
+                let b = self.bootstrap_of(n);
+                self.dial(sim, n, b);
+                let next = sim.now() + TICK_EVERY;
+                sim.schedule(next, tag(TICK, n));
+            }
+            PARTITION => {
+                let half = self.bootstraps + (self.nodes - self.bootstraps) / 2;
+                let a: Vec<NodeIdx> = (0..half).collect();
+                let b: Vec<NodeIdx> = (half..self.nodes).collect();
+                sim.partition(&a, &b, false);
+            }
+            HEAL => sim.heal(),
+            _ => {}
+        }
+    }
+
+    fn on_event(&mut self, _sim: &mut Sim, node: NodeIdx, event: &Event) {
+        match event {
+            Event::PeerUp { .. } => {
+                self.peer_ups += 1;
+                if !self.is_bootstrap(node) {
+                    self.joined[node as usize] = true;
+                }
+                if self.awaiting_rejoin.remove(&node).is_some() {
+                    self.rejoined += 1;
+                }
+            }
+            Event::ConnectFailed { .. } => self.connect_failures += 1,
+            Event::PingResult {
+                result: Ok(rtt), ..
+            } => {
+                self.pings_ok += 1;
+                if self.rtts_micros.len() < MAX_RTT_SAMPLES {
+                    self.rtts_micros
+                        .push(u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX));
+                }
+            }
+            Event::PingResult { result: Err(_), .. } => self.pings_failed += 1,
+            _ => {}
+        }
+    }
+
+    fn figures(&self, sim: &Sim) -> Map<String, Value> {
+        let members = (self.bootstraps..self.nodes).filter(|n| sim.is_up(*n));
+        let (mut up, mut connected, mut peers_total) = (0u64, 0u64, 0u64);
+        for n in members {
+            up += 1;
+            let peers = sim.node(n).map_or(0, |node| node.peer_count()) as u64;
+            peers_total += peers;
+            connected += u64::from(peers > 0);
+        }
+        let member_count = u64::from(self.nodes - self.bootstraps);
+        let joined = self.joined.iter().filter(|j| **j).count() as u64;
+        let mut rtts = self.rtts_micros.clone();
+        rtts.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if rtts.is_empty() {
+                return 0.0;
+            }
+            let i = ((rtts.len() - 1) as f64 * p).round() as usize;
+            f64::from(rtts[i]) / 1000.0
+        };
+        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+        let mut m = Map::new();
+        m.insert("bootstrap_nodes".into(), json!(self.bootstraps));
+        m.insert("joined_ratio".into(), json!(ratio(joined, member_count)));
+        m.insert("connected_ratio_end".into(), json!(ratio(connected, up)));
+        m.insert("mean_peers".into(), json!(ratio(peers_total, up)));
+        m.insert("dials".into(), json!(self.dials));
+        m.insert("peer_ups".into(), json!(self.peer_ups));
+        m.insert("connect_failures".into(), json!(self.connect_failures));
+        m.insert("pings_sent".into(), json!(self.pings_sent));
+        m.insert(
+            "ping_success_ratio".into(),
+            json!(ratio(self.pings_ok, self.pings_ok + self.pings_failed)),
+        );
+        m.insert("rtt_p50_ms".into(), json!(pct(0.5)));
+        m.insert("rtt_p99_ms".into(), json!(pct(0.99)));
+        m.insert("restarted".into(), json!(self.restarted));
+        m.insert("rejoined".into(), json!(self.rejoined));
+        m
+    }
+
+    fn verdicts(&self, sim: &Sim) -> Vec<Verdict> {
+        // A restarted node has 20 s to find a peer again (its first dial needs well under one).
+        let grace = Duration::from_secs(20);
+        let late: Vec<_> = self
+            .awaiting_rejoin
+            .iter()
+            .filter(|(_, at)| **at + grace <= sim.now())
+            .collect();
+        let mut out = vec![Verdict {
+            name: "restarted_nodes_rejoin",
+            ok: late.is_empty(),
+            detail: match late.first() {
+                Some((n, at)) => format!(
+                    "node {n} restarted at {:.1} s and had no peer {:.0} s later ({} such nodes)",
+                    at.as_micros() as f64 / 1e6,
+                    grace.as_secs_f64(),
+                    late.len()
+                ),
+                None => format!("{} restarts, {} rejoined", self.restarted, self.rejoined),
+            },
+        }];
+        // Without faults, every member must have joined.
+        let joined = self.joined.iter().filter(|j| **j).count() as u32;
+        let members = self.nodes - self.bootstraps;
+        if self.churn == 0.0 && !self.partition && sim.now() >= Instant::ZERO + JOIN_WINDOW + grace
+        {
+            out.push(Verdict {
+                name: "every_node_joined",
+                ok: joined == members,
+                detail: format!("{joined} of {members} nodes joined"),
+            });
+        }
+        out
+    }
+}

@@ -1,0 +1,155 @@
+//! Named scenarios and the runner that turns one into a [`Report`].
+
+mod connect;
+
+use std::time::Instant as WallInstant;
+
+use macula_proto::{Duration, Event, Instant};
+use serde_json::{json, Map, Value};
+
+use crate::check::Verdict;
+use crate::net::{LinkModel, NodeIdx};
+use crate::sim::{Mode, Sim, SimBuilder, Step};
+
+pub use connect::Connect;
+
+/// What a scenario run is asked to do (the CLI's options).
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// How many nodes.
+    pub nodes: usize,
+    /// The master seed.
+    pub seed: u64,
+    /// Virtual time to run for.
+    pub duration: Duration,
+    /// Frames or QUIC fidelity.
+    pub mode: Mode,
+    /// Loss probability on every path.
+    pub loss: f64,
+    /// Fraction of nodes that crash and restart during the run.
+    pub churn: f64,
+    /// Whether to split the mesh in two for a while.
+    pub partition: bool,
+}
+
+/// A scenario: sets a simulation up, reacts to its events and actions, and reports figures.
+pub trait Scenario {
+    /// Adjusts the builder (node configuration, link model) before the run.
+    fn configure(&mut self, builder: &mut SimBuilder, params: &Params);
+    /// Schedules the first actions.
+    fn start(&mut self, sim: &mut Sim);
+    /// An action scheduled with [`Sim::schedule`] fell due.
+    fn on_action(&mut self, sim: &mut Sim, tag: u64);
+    /// A node emitted an event.
+    fn on_event(&mut self, sim: &mut Sim, node: NodeIdx, event: &Event);
+    /// The scenario's own figures.
+    fn figures(&self, sim: &Sim) -> Map<String, Value>;
+    /// The scenario's own invariants.
+    fn verdicts(&self, sim: &Sim) -> Vec<Verdict>;
+}
+
+/// The scenarios `macula-sim` knows, with a line about each.
+pub const SCENARIOS: &[(&str, &str)] = &[(
+    "connect",
+    "nodes join through bootstrap nodes, dial random peers, ping them; --loss, --churn, --partition",
+)];
+
+/// The scenario called `name`.
+pub fn by_name(name: &str) -> Option<Box<dyn Scenario>> {
+    match name {
+        "connect" => Some(Box::new(Connect::default())),
+        _ => None,
+    }
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Everything as one JSON object (the fields `macula-sim run --json` prints).
+    pub json: Value,
+    /// Whether every invariant held.
+    pub ok: bool,
+    /// The invariants' verdicts.
+    pub verdicts: Vec<Verdict>,
+}
+
+/// Runs scenario `name` with `params`.
+///
+/// # Errors
+/// If no scenario has that name.
+pub fn run(name: &str, params: &Params) -> Result<Report, String> {
+    let mut scenario = by_name(name)
+        .ok_or_else(|| format!("no scenario named '{name}' (try `macula-sim list`)"))?;
+    let mut builder = SimBuilder::new();
+    let link = LinkModel {
+        loss: params.loss,
+        ..LinkModel::default()
+    };
+    builder
+        .seed(params.seed)
+        .nodes(params.nodes)
+        .mode(params.mode)
+        .link_model(link);
+    scenario.configure(&mut builder, params);
+    let wall = WallInstant::now();
+    let mut sim = builder.build();
+    scenario.start(&mut sim);
+    let setup_secs = wall.elapsed().as_secs_f64();
+    let end = Instant::ZERO + params.duration;
+    while let Some(step) = sim.step(end) {
+        match step {
+            Step::Action(tag) => scenario.on_action(&mut sim, tag),
+            Step::Events(events) => {
+                for (node, event) in &events {
+                    scenario.on_event(&mut sim, *node, event);
+                }
+            }
+        }
+    }
+    let wall_secs = wall.elapsed().as_secs_f64();
+    let run_secs = wall_secs - setup_secs;
+    let mut verdicts = sim.verdicts();
+    verdicts.extend(scenario.verdicts(&sim));
+    let ok = verdicts.iter().all(|v| v.ok);
+    let events = sim.events_processed();
+    let mut json = json!({
+        "scenario": name,
+        "seed": params.seed,
+        "nodes": params.nodes,
+        "mode": params.mode.as_str(),
+        "virtual_secs": params.duration.as_secs_f64(),
+        "events": events,
+        "wall_secs": wall_secs,
+        "setup_secs": setup_secs,
+        "events_per_sec": if run_secs > 0.0 { (events as f64 / run_secs).round() } else { 0.0 },
+        "peak_rss_bytes": peak_rss_bytes(),
+        "trace_digest": sim.trace_digest(),
+        "invariants": verdicts.iter().map(|v| json!({"name": v.name, "ok": v.ok, "detail": v.detail})).collect::<Vec<_>>(),
+        "faults": {"loss": params.loss, "churn": params.churn, "partition": params.partition},
+    });
+    let net = sim.stats();
+    let figures = json.as_object_mut().expect("built as an object");
+    figures.insert(
+        "network".into(),
+        json!({
+            "delivered": net.delivered, "lost": net.lost, "retransmitted": net.retransmitted,
+            "partitioned": net.partitioned, "duplicated": net.duplicated,
+            "crashes": net.crashes, "restarts": net.restarts, "panics": net.panics,
+            "timers_due": net.timers_due, "timers_idle": net.timers_idle,
+        }),
+    );
+    figures.extend(scenario.figures(&sim));
+    Ok(Report { json, ok, verdicts })
+}
+
+/// The process's peak resident set (Linux `VmHWM`), 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}

@@ -1,0 +1,1035 @@
+//! The engine: one virtual clock, one event queue, every node.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+
+use macula_proto::quic::{Endpoint, EndpointConfig};
+use macula_proto::{
+    Config, Duration, Event, Identity, Instant, LinkError, LinkId, LinkInfo, Node, NodeId,
+    PingError, PingId, Rng, Transmit,
+};
+
+use crate::check::{self, Checker, Observation, Verdict};
+use crate::host::Host;
+use crate::net::{addr_of, chance, node_at, LinkModel, NodeIdx, Partition, PathProps};
+use crate::queue::Queue;
+use crate::trace::Digest;
+
+/// Adjusts a node's configuration before it starts.
+type ConfigureFn = Rc<dyn Fn(NodeIdx, &mut Config)>;
+
+/// How faithfully nodes talk to each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// [`Node`]s joined by modelled reliable, ordered pipes: fast, for up to 100,000 nodes.
+    Frames,
+    /// Full [`Endpoint`]s (real quinn-proto and rustls) over simulated UDP.
+    Quic,
+}
+
+impl Mode {
+    /// The name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Frames => "frames",
+            Mode::Quic => "quic",
+        }
+    }
+}
+
+/// Builds a [`Sim`]: `SimBuilder::new().seed(7).nodes(100).build()`.
+#[derive(Clone)]
+pub struct SimBuilder {
+    seed: u64,
+    nodes: usize,
+    mode: Mode,
+    link: LinkModel,
+    configure: ConfigureFn,
+}
+
+impl std::fmt::Debug for SimBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimBuilder")
+            .field("seed", &self.seed)
+            .field("nodes", &self.nodes)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SimBuilder {
+    fn default() -> Self {
+        SimBuilder::new()
+    }
+}
+
+impl SimBuilder {
+    /// Seed 0, 2 nodes, frames mode, the default link model, default node configuration.
+    pub fn new() -> Self {
+        SimBuilder {
+            seed: 0,
+            nodes: 2,
+            mode: Mode::Frames,
+            link: LinkModel::default(),
+            configure: Rc::new(|_, _| {}),
+        }
+    }
+
+    /// The master seed: every node's seed and every draw of the network derive from it.
+    pub fn seed(&mut self, seed: u64) -> &mut Self {
+        self.seed = seed;
+        self
+    }
+
+    /// How many nodes.
+    pub fn nodes(&mut self, nodes: usize) -> &mut Self {
+        self.nodes = nodes;
+        self
+    }
+
+    /// Frames or QUIC fidelity.
+    pub fn mode(&mut self, mode: Mode) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The link model.
+    pub fn link_model(&mut self, link: LinkModel) -> &mut Self {
+        self.link = link;
+        self
+    }
+
+    /// Adjusts each node's configuration (called at every start and restart).
+    pub fn configure(&mut self, f: impl Fn(NodeIdx, &mut Config) + 'static) -> &mut Self {
+        self.configure = Rc::new(f);
+        self
+    }
+
+    /// The simulation, every node started at time zero.
+    ///
+    /// # Panics
+    /// If a configuration from [`SimBuilder::configure`] is invalid, or more nodes are asked for
+    /// than the address range holds (131,072).
+    pub fn build(&self) -> Sim {
+        assert!(
+            self.nodes <= 1 << 17,
+            "the simulated address range holds 131,072 nodes"
+        );
+        let mut master = Rng::from_seed(self.seed);
+        let net_rng = master.child();
+        let epoch = std::time::Instant::now();
+        let mut sim = Sim {
+            mode: self.mode,
+            seed: self.seed,
+            now: Instant::ZERO,
+            rng: net_rng,
+            master,
+            queue: Queue::new(),
+            nodes: Vec::with_capacity(self.nodes),
+            link: self.link.clone(),
+            partition: None,
+            wires: FastMap::default(),
+            next_wire: 1,
+            held: BTreeSet::new(),
+            digest: Digest::default(),
+            processed: 0,
+            checkers: Vec::new(),
+            configure: self.configure.clone(),
+            epoch,
+            stats: SimStats::default(),
+            events_out: Vec::new(),
+        };
+        for i in 0..self.nodes {
+            let identity = Identity::from_seed(sim.master.child_seed());
+            sim.nodes.push(SimNode {
+                identity,
+                host: None,
+                incarnation: 0,
+                timer: Instant::NEVER,
+                links: FastMap::default(),
+                uplink_free: Instant::ZERO,
+                handshake_timeout: Duration::from_secs(10),
+            });
+            sim.start_host(i as NodeIdx);
+        }
+        let timeout = sim
+            .nodes
+            .first()
+            .map_or(Duration::from_secs(10), |n| n.handshake_timeout);
+        sim.checkers = check::standard(timeout);
+        sim
+    }
+}
+
+/// Counters of the network itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SimStats {
+    /// Messages (frames mode) or datagrams (QUIC mode) delivered.
+    pub delivered: u64,
+    /// Datagrams dropped by modelled loss (QUIC mode).
+    pub lost: u64,
+    /// Transmissions delayed by modelled loss (frames mode retransmissions).
+    pub retransmitted: u64,
+    /// Datagrams dropped by a partition (QUIC mode) or messages held by one (frames mode).
+    pub partitioned: u64,
+    /// Datagrams duplicated.
+    pub duplicated: u64,
+    /// Node crashes (asked for or by panic).
+    pub crashes: u64,
+    /// Node restarts.
+    pub restarts: u64,
+    /// Panics caught.
+    pub panics: u64,
+    /// Timer events that found their node due.
+    pub timers_due: u64,
+    /// Timer events that were superseded or early (no work).
+    pub timers_idle: u64,
+}
+
+struct SimNode {
+    identity: Identity,
+    /// `None` while crashed.
+    host: Option<Host>,
+    /// Bumped at every crash: messages for an earlier incarnation find no one.
+    incarnation: u32,
+    /// The time of the earliest timer event queued for this node.
+    timer: Instant,
+    /// Frames mode: the node's links and the wires that carry them.
+    links: FastMap<LinkId, (u64, u8)>,
+    /// When the node's uplink is free again (bandwidth model).
+    uplink_free: Instant,
+    handshake_timeout: Duration,
+}
+
+/// One side of a wire: which node, which of its links, which incarnation.
+#[derive(Clone, Copy, Debug)]
+struct End {
+    node: NodeIdx,
+    link: LinkId,
+    incarnation: u32,
+}
+
+/// A modelled QUIC connection in frames mode: a reliable, ordered pipe each way.
+struct Wire {
+    dialer: End,
+    listener_node: NodeIdx,
+    listener: Option<End>,
+    exporter: [u8; 32],
+    /// Latest arrival scheduled per direction (0: dialer to listener), for FIFO delivery.
+    last: [Instant; 2],
+    /// Messages held by a partition, per direction, in order.
+    held: [Vec<Msg>; 2],
+    /// Whether each side is finished with the wire (closed, told it is down, or crashed).
+    done: [bool; 2],
+}
+
+enum Msg {
+    Data(Vec<u8>),
+    Down(LinkError),
+}
+
+enum Ev {
+    Timer(NodeIdx),
+    /// Frames mode: the listener side of a wire appears (its TLS completed).
+    Inbound(u64),
+    /// Frames mode: the dialer's link is up.
+    LinkUp(u64),
+    /// Frames mode: a message on a wire, direction 0 (to the listener) or 1 (to the dialer).
+    Wire {
+        wire: u64,
+        dir: u8,
+        msg: Msg,
+    },
+    /// QUIC mode.
+    Datagram {
+        to: NodeIdx,
+        from: SocketAddr,
+        ecn: Option<u8>,
+        bytes: Vec<u8>,
+    },
+    /// A scenario's timer.
+    Action(u64),
+}
+
+/// A simulated mesh. See the [crate documentation](crate).
+pub struct Sim {
+    mode: Mode,
+    seed: u64,
+    now: Instant,
+    /// The network's own randomness (loss, jitter, ...).
+    rng: Rng,
+    /// Seeds for nodes (identities, incarnations) and scenarios.
+    master: Rng,
+    queue: Queue<Ev>,
+    nodes: Vec<SimNode>,
+    link: LinkModel,
+    partition: Option<Partition>,
+    wires: FastMap<u64, Wire>,
+    next_wire: u64,
+    /// Wires with messages held by the partition.
+    held: BTreeSet<u64>,
+    digest: Digest,
+    processed: u64,
+    checkers: Vec<Box<dyn Checker>>,
+    configure: ConfigureFn,
+    epoch: std::time::Instant,
+    stats: SimStats,
+    /// Node events of the last step, for [`Sim::step`]'s caller.
+    events_out: Vec<(NodeIdx, Event)>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("mode", &self.mode)
+            .field("seed", &self.seed)
+            .field("now", &self.now)
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A node event, as returned by [`Sim::step`].
+pub type NodeEvent = (NodeIdx, Event);
+
+impl Sim {
+    // ------------------------------------------------------------------ getters
+
+    /// The current virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The master seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The fidelity.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// How many nodes there are (up or crashed).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// A node's core state, `None` while it is crashed.
+    pub fn node(&self, n: NodeIdx) -> Option<&Node> {
+        self.nodes.get(n as usize)?.host.as_ref().map(Host::node)
+    }
+
+    /// A node's id (kept across restarts).
+    pub fn node_id(&self, n: NodeIdx) -> NodeId {
+        self.nodes[n as usize].identity.node_id()
+    }
+
+    /// A node's address.
+    pub fn addr(&self, n: NodeIdx) -> SocketAddr {
+        addr_of(n)
+    }
+
+    /// Events processed so far.
+    pub fn events_processed(&self) -> u64 {
+        self.processed
+    }
+
+    /// The trace digest so far (32 hex digits).
+    pub fn trace_digest(&self) -> String {
+        self.digest.hex()
+    }
+
+    /// Network counters.
+    pub fn stats(&self) -> SimStats {
+        self.stats
+    }
+
+    /// A seed for a scenario's own randomness, derived from the master seed.
+    pub fn derive_seed(&mut self) -> u64 {
+        self.master.child_seed()
+    }
+
+    // ------------------------------------------------------------------ control
+
+    /// Adds a checker (the standard ones are always there).
+    pub fn add_checker(&mut self, checker: Box<dyn Checker>) {
+        self.checkers.push(checker);
+    }
+
+    /// Schedules a scenario action; [`Sim::step`] returns it as `Step::Action(tag)` at `at`.
+    pub fn schedule(&mut self, at: Instant, tag: u64) {
+        self.queue.push(at.max(self.now), Ev::Action(tag));
+    }
+
+    /// Node `from` dials node `to`. Returns the link id, or `None` if `from` is down.
+    pub fn connect(&mut self, from: NodeIdx, to: NodeIdx) -> Option<LinkId> {
+        let now = self.now;
+        let expected = Some(self.node_id(to));
+        let addr = addr_of(to);
+        let link = self.with_host(from, |h| h.connect(addr, expected, now))?;
+        self.observe(&Observation::Dial {
+            node: from,
+            link,
+            at: now,
+        });
+        self.drain(from);
+        Some(link)
+    }
+
+    /// Node `from` pings its peer `peer`.
+    pub fn ping(&mut self, from: NodeIdx, peer: NodeId) -> Option<Result<PingId, PingError>> {
+        let now = self.now;
+        let result = self.with_host(from, |h| h.ping(&peer, now))?;
+        self.drain(from);
+        Some(result)
+    }
+
+    /// Node `from` drops its peer `peer` cleanly.
+    pub fn disconnect(&mut self, from: NodeIdx, peer: NodeId) -> bool {
+        let now = self.now;
+        let result = self
+            .with_host(from, |h| h.disconnect(&peer, now))
+            .unwrap_or(false);
+        self.drain(from);
+        result
+    }
+
+    /// Crashes a node: its state is gone, nothing is said to its peers.
+    pub fn crash(&mut self, n: NodeIdx) {
+        let node = &mut self.nodes[n as usize];
+        if node.host.take().is_none() {
+            return;
+        }
+        node.incarnation += 1;
+        node.timer = Instant::NEVER;
+        let links: Vec<u64> = node.links.drain().map(|(_, (w, _))| w).collect();
+        for wire in links {
+            self.side_done(wire, n);
+        }
+        self.stats.crashes += 1;
+        self.digest.record(self.now.as_micros(), n, 0xc0);
+        self.observe(&Observation::Crash {
+            node: n,
+            at: self.now,
+        });
+    }
+
+    /// Restarts a crashed node with its identity and a fresh state.
+    pub fn restart(&mut self, n: NodeIdx) {
+        if self.nodes[n as usize].host.is_some() {
+            return;
+        }
+        self.stats.restarts += 1;
+        self.digest.record(self.now.as_micros(), n, 0xc1);
+        self.start_host(n);
+    }
+
+    /// Whether a node is up.
+    pub fn is_up(&self, n: NodeIdx) -> bool {
+        self.nodes[n as usize].host.is_some()
+    }
+
+    /// Cuts `a` from `b` (both ways, or only from `a` to `b`). Replaces any earlier partition.
+    pub fn partition(&mut self, a: &[NodeIdx], b: &[NodeIdx], one_way: bool) {
+        self.partition = Some(Partition::new(self.nodes.len(), a, b, one_way));
+        self.digest.record(self.now.as_micros(), 0, 0xd0);
+    }
+
+    /// Ends the partition; messages it held are delivered (frames mode).
+    pub fn heal(&mut self) {
+        self.partition = None;
+        self.digest.record(self.now.as_micros(), 0, 0xd1);
+        for wire in std::mem::take(&mut self.held) {
+            let Some(w) = self.wires.get_mut(&wire) else {
+                continue;
+            };
+            let held = [
+                std::mem::take(&mut w.held[0]),
+                std::mem::take(&mut w.held[1]),
+            ];
+            for (dir, msgs) in held.into_iter().enumerate() {
+                for msg in msgs {
+                    self.send_on_wire(wire, dir as u8, msg);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ running
+
+    /// Processes the next event due at or before `until`. Returns `None` when none is due (the
+    /// clock then stands at `until`), else what happened.
+    pub fn step(&mut self, until: Instant) -> Option<Step> {
+        let Some((at, ev)) = self.queue.pop_due(until) else {
+            self.now = self.now.max(until);
+            return None;
+        };
+        self.now = self.now.max(at);
+        self.processed += 1;
+        self.events_out.clear();
+        match ev {
+            Ev::Action(tag) => return Some(Step::Action(tag)),
+            Ev::Timer(n) => self.fire_timer(n, at),
+            Ev::Inbound(wire) => self.deliver_inbound(wire),
+            Ev::LinkUp(wire) => self.deliver_link_up(wire),
+            Ev::Wire { wire, dir, msg } => self.deliver_on_wire(wire, dir, msg),
+            Ev::Datagram {
+                to,
+                from,
+                ecn,
+                bytes,
+            } => self.deliver_datagram(to, from, ecn, bytes),
+        }
+        Some(Step::Events(std::mem::take(&mut self.events_out)))
+    }
+
+    /// Runs until `deadline` or until `done` holds (checked after every step). Returns whether
+    /// `done` held. Scenario actions are ignored; use [`Sim::step`] to handle them.
+    pub fn run_until(&mut self, deadline: Instant, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.step(deadline).is_none() {
+                return done(self);
+            }
+        }
+    }
+
+    /// The checkers' verdicts for a run ending now.
+    pub fn verdicts(&mut self) -> Vec<Verdict> {
+        // Final gauges for every live node, so a bound broken at the end is seen.
+        for n in 0..self.nodes.len() as NodeIdx {
+            self.observe_gauges(n);
+        }
+        let end = self.now;
+        self.checkers.iter_mut().map(|c| c.finish(end)).collect()
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    fn start_host(&mut self, n: NodeIdx) {
+        let seed = self.master.child_seed();
+        let mut config = Config::default();
+        config.listen_addrs = vec![addr_of(n)];
+        (self.configure)(n, &mut config);
+        let identity = self.nodes[n as usize].identity.clone();
+        let now = self.now;
+        let host = match self.mode {
+            Mode::Frames => Host::Frames(Box::new(
+                Node::new(config.clone(), identity, seed, now)
+                    .expect("simulated configurations are valid"),
+            )),
+            Mode::Quic => {
+                let mut ec = EndpointConfig::new(config.clone(), identity, seed, self.epoch);
+                ec.seeded_crypto = true;
+                Host::Quic(Box::new(
+                    Endpoint::new(ec, now).expect("simulated configurations are valid"),
+                ))
+            }
+        };
+        let node = &mut self.nodes[n as usize];
+        node.handshake_timeout = config.handshake_timeout;
+        node.host = Some(host);
+        node.timer = Instant::NEVER;
+        self.drain(n);
+    }
+
+    /// Runs `f` on a live host, catching a panic (which crashes the node and is reported).
+    fn with_host<R>(&mut self, n: NodeIdx, f: impl FnOnce(&mut Host) -> R) -> Option<R> {
+        let host = self.nodes[n as usize].host.as_mut()?;
+        match catch_unwind(AssertUnwindSafe(|| f(host))) {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic".into());
+                self.stats.panics += 1;
+                self.observe(&Observation::Panic {
+                    node: n,
+                    at: self.now,
+                    message: &message,
+                });
+                self.crash(n);
+                None
+            }
+        }
+    }
+
+    fn observe(&mut self, o: &Observation<'_>) {
+        for c in &mut self.checkers {
+            c.observe(o);
+        }
+    }
+
+    fn observe_gauges(&mut self, n: NodeIdx) {
+        let Some(node) = self.node(n) else {
+            return;
+        };
+        let c = node.config();
+        let o = Observation::Gauges {
+            node: n,
+            at: self.now,
+            peers: (node.peer_count(), c.max_peers),
+            pending: (node.pending_count(), c.max_pending_handshakes),
+            events: (node.queued_events(), c.max_queued_events),
+        };
+        self.observe(&o);
+    }
+
+    /// Carries out everything node `n` asks for, records its events, re-arms its timer.
+    fn drain(&mut self, n: NodeIdx) {
+        loop {
+            let out = self.with_host(n, |h| match h {
+                Host::Frames(node) => node.poll_transmit().map(Out::Transmit),
+                Host::Quic(ep) => ep
+                    .poll_transmit()
+                    .map(|d| Out::Datagram(d.destination, d.ecn, d.contents)),
+            });
+            match out.flatten() {
+                Some(Out::Transmit(t)) => self.frames_transmit(n, t),
+                Some(Out::Datagram(to, ecn, bytes)) => self.send_datagram(n, to, ecn, bytes),
+                None => break,
+            }
+        }
+        while let Some(event) = self.with_host(n, Host::poll_event).flatten() {
+            self.digest.record(self.now.as_micros(), n, 0xe0);
+            hash_event(&mut self.digest, &event);
+            self.observe(&Observation::Event {
+                node: n,
+                at: self.now,
+                event: &event,
+            });
+            self.events_out.push((n, event));
+        }
+        self.observe_gauges(n);
+        let now = self.now;
+        let node = &mut self.nodes[n as usize];
+        let Some(host) = node.host.as_ref() else {
+            return;
+        };
+        if let Some(t) = host.poll_timeout() {
+            let t = t.max(now);
+            if t < node.timer {
+                node.timer = t;
+                self.queue.push(t, Ev::Timer(n));
+            }
+        }
+    }
+
+    fn fire_timer(&mut self, n: NodeIdx, at: Instant) {
+        let now = self.now;
+        let node = &mut self.nodes[n as usize];
+        if node.timer != at || node.host.is_none() {
+            self.stats.timers_idle += 1;
+            return; // superseded by an earlier timer, or the node crashed
+        }
+        node.timer = Instant::NEVER;
+        let due = node
+            .host
+            .as_ref()
+            .and_then(Host::poll_timeout)
+            .is_some_and(|t| t <= now);
+        if !due {
+            self.stats.timers_idle += 1;
+        }
+        if due {
+            self.stats.timers_due += 1;
+            self.digest.record(now.as_micros(), n, 0x71);
+            self.with_host(n, |h| h.handle_timeout(now));
+        }
+        self.drain(n);
+    }
+
+    // ---------------------------------------------------------------- frames mode
+
+    fn path(&self, from: NodeIdx, to: NodeIdx) -> PathProps {
+        self.link.path(from, to)
+    }
+
+    fn blocked(&self, from: NodeIdx, to: NodeIdx) -> bool {
+        self.partition.as_ref().is_some_and(|p| p.blocks(from, to))
+    }
+
+    /// One-way delay for `bytes` from `from` to `to`, with jitter, bandwidth and (frames mode)
+    /// retransmission delays for modelled loss.
+    fn delay(&mut self, from: NodeIdx, to: NodeIdx, bytes: usize, retransmit: bool) -> Duration {
+        let p = self.path(from, to);
+        let jitter = Duration::from_micros(self.rng.below(p.jitter.as_micros() + 1));
+        let mut delay = p.latency + jitter;
+        if let Some(bw) = self.link.bandwidth.filter(|bw| *bw > 0) {
+            let node = &mut self.nodes[from as usize];
+            let start = node.uplink_free.max(self.now);
+            let done = start + Duration::from_micros(bytes as u64 * 1_000_000 / bw);
+            node.uplink_free = done;
+            delay = delay + (done - self.now);
+        }
+        if retransmit && p.loss > 0.0 {
+            // A lost transmission costs a probe timeout (about 1.5 RTT + 25 ms), each time.
+            let rto = p.latency.saturating_mul(3) + Duration::from_millis(25);
+            let mut tries = 0;
+            while chance(&mut self.rng) < p.loss && tries < 16 {
+                delay = delay + rto.saturating_mul(1 << tries.min(4));
+                tries += 1;
+                self.stats.retransmitted += 1;
+            }
+        }
+        delay
+    }
+
+    fn frames_transmit(&mut self, n: NodeIdx, t: Transmit) {
+        match t {
+            Transmit::Open { link, addr, .. } => self.open_wire(n, link, addr),
+            Transmit::Send { link, bytes } => {
+                if let Some((wire, dir)) = self.wire_of(n, link) {
+                    self.send_on_wire(wire, dir, Msg::Data(bytes));
+                }
+            }
+            Transmit::Close { link, code } => {
+                if let Some((wire, dir)) = self.wire_of(n, link) {
+                    self.nodes[n as usize].links.remove(&link);
+                    self.send_on_wire(wire, dir, Msg::Down(LinkError::ClosedByPeer(code)));
+                    self.side_done(wire, n);
+                }
+            }
+        }
+    }
+
+    /// The wire carrying `link` of node `n`, and the direction `n` sends in.
+    fn wire_of(&self, n: NodeIdx, link: LinkId) -> Option<(u64, u8)> {
+        self.nodes[n as usize].links.get(&link).copied()
+    }
+
+    fn open_wire(&mut self, n: NodeIdx, link: LinkId, addr: SocketAddr) {
+        let Some(target) = node_at(addr, self.nodes.len()) else {
+            return; // nobody there: the dialer's handshake timeout answers
+        };
+        let wire = self.next_wire;
+        self.next_wire += 1;
+        let mut exporter = [0u8; 32];
+        self.rng.fill(&mut exporter);
+        let incarnation = self.nodes[n as usize].incarnation;
+        self.nodes[n as usize].links.insert(link, (wire, 0));
+        let mut w = Wire {
+            dialer: End {
+                node: n,
+                link,
+                incarnation,
+            },
+            listener_node: target,
+            listener: None,
+            exporter,
+            last: [self.now; 2],
+            held: [Vec::new(), Vec::new()],
+            done: [false, false],
+        };
+        if self.blocked(n, target) || self.blocked(target, n) || !self.is_up(target) {
+            // No handshake gets through; the wire waits for the dialer to give up.
+            self.wires.insert(wire, w);
+            return;
+        }
+        // QUIC + TLS: the dialer is up after one round trip, the listener half a trip later.
+        let out = self.delay(n, target, 1200, true);
+        let back = self.delay(target, n, 1200, true);
+        let up_at = self.now + out + back;
+        let inbound_at = up_at + self.delay(n, target, 100, true);
+        w.last = [inbound_at, up_at];
+        self.wires.insert(wire, w);
+        self.queue.push(up_at, Ev::LinkUp(wire));
+        self.queue.push(inbound_at, Ev::Inbound(wire));
+    }
+
+    fn send_on_wire(&mut self, wire: u64, dir: u8, msg: Msg) {
+        let Some(w) = self.wires.get(&wire) else {
+            return;
+        };
+        let (from, to) = if dir == 0 {
+            (w.dialer.node, w.listener_node)
+        } else {
+            (w.listener_node, w.dialer.node)
+        };
+        if self.blocked(from, to) {
+            self.stats.partitioned += 1;
+            let w = self.wires.get_mut(&wire).expect("looked up above");
+            w.held[dir as usize].push(msg);
+            self.held.insert(wire);
+            return;
+        }
+        let len = match &msg {
+            Msg::Data(b) => b.len(),
+            Msg::Down(_) => 40,
+        };
+        let delay = self.delay(from, to, len, true);
+        let w = self.wires.get_mut(&wire).expect("looked up above");
+        let at = (self.now + delay).max(w.last[dir as usize]);
+        w.last[dir as usize] = at;
+        self.queue.push(at, Ev::Wire { wire, dir, msg });
+    }
+
+    /// Marks node `n`'s side of a wire finished; forgets the wire once both sides are.
+    fn side_done(&mut self, wire: u64, n: NodeIdx) {
+        let Some(w) = self.wires.get_mut(&wire) else {
+            return;
+        };
+        if w.dialer.node == n {
+            w.done[0] = true;
+        }
+        if w.listener_node == n {
+            w.done[1] = true;
+        }
+        if w.done[0] && w.done[1] {
+            self.wires.remove(&wire);
+            self.held.remove(&wire);
+        }
+    }
+
+    /// Whether a wire end still belongs to a live process that has not let go of the link.
+    fn end_is_current(&self, w: &Wire, end: End) -> bool {
+        let side = usize::from(end.node != w.dialer.node || end.link != w.dialer.link);
+        let node = &self.nodes[end.node as usize];
+        !w.done[side] && node.incarnation == end.incarnation && node.host.is_some()
+    }
+
+    fn deliver_inbound(&mut self, wire: u64) {
+        let Some(w) = self.wires.get(&wire) else {
+            return;
+        };
+        let (dialer, target, exporter) = (w.dialer, w.listener_node, w.exporter);
+        let now = self.now;
+        self.digest.record(now.as_micros(), target, 0x10);
+        let info = LinkInfo {
+            remote_id: self.node_id(dialer.node),
+            remote_addr: addr_of(dialer.node),
+            exporter,
+        };
+        let Some(result) = self.with_host(target, |h| match h {
+            Host::Frames(node) => node.handle_inbound(info, now),
+            Host::Quic(_) => unreachable!("wires exist in frames mode only"),
+        }) else {
+            self.side_done(wire, target);
+            return;
+        };
+        match result {
+            Ok(link) => {
+                let incarnation = self.nodes[target as usize].incarnation;
+                self.nodes[target as usize].links.insert(link, (wire, 1));
+                if let Some(w) = self.wires.get_mut(&wire) {
+                    w.listener = Some(End {
+                        node: target,
+                        link,
+                        incarnation,
+                    });
+                }
+            }
+            Err(code) => {
+                self.send_on_wire(wire, 1, Msg::Down(LinkError::ClosedByPeer(code)));
+                self.side_done(wire, target);
+            }
+        }
+        self.drain(target);
+    }
+
+    fn deliver_link_up(&mut self, wire: u64) {
+        let Some(w) = self.wires.get(&wire) else {
+            return;
+        };
+        let (dialer, listener, exporter) = (w.dialer, w.listener_node, w.exporter);
+        if !self.end_is_current(w, dialer) {
+            return;
+        }
+        let now = self.now;
+        self.digest.record(now.as_micros(), dialer.node, 0x11);
+        let info = LinkInfo {
+            remote_id: self.node_id(listener),
+            remote_addr: addr_of(listener),
+            exporter,
+        };
+        self.with_host(dialer.node, |h| match h {
+            Host::Frames(node) => node.handle_link_up(dialer.link, info, now),
+            Host::Quic(_) => unreachable!("wires exist in frames mode only"),
+        });
+        self.drain(dialer.node);
+    }
+
+    fn deliver_on_wire(&mut self, wire: u64, dir: u8, msg: Msg) {
+        let Some(w) = self.wires.get(&wire) else {
+            return;
+        };
+        let target = if dir == 0 { w.listener } else { Some(w.dialer) };
+        let target_node = if dir == 0 {
+            w.listener_node
+        } else {
+            w.dialer.node
+        };
+        let Some(end) = target.filter(|e| self.end_is_current(w, *e)) else {
+            // The receiving process is gone. A restarted one answers a stray packet with a
+            // stateless reset, which the sender sees as a reset link.
+            if matches!(msg, Msg::Data(_)) && self.is_up(target_node) {
+                self.send_on_wire(wire, 1 - dir, Msg::Down(LinkError::Reset));
+            }
+            return;
+        };
+        self.stats.delivered += 1;
+        let now = self.now;
+        match msg {
+            Msg::Data(bytes) => {
+                self.digest.record(now.as_micros(), end.node, 0x12);
+                self.digest.bytes(&bytes);
+                self.with_host(end.node, |h| match h {
+                    Host::Frames(node) => node.handle_link_data(end.link, &bytes, now),
+                    Host::Quic(_) => unreachable!("wires exist in frames mode only"),
+                });
+            }
+            Msg::Down(error) => {
+                self.digest.record(now.as_micros(), end.node, 0x13);
+                self.nodes[end.node as usize].links.remove(&end.link);
+                self.side_done(wire, end.node);
+                self.with_host(end.node, |h| match h {
+                    Host::Frames(node) => node.handle_link_down(end.link, error, now),
+                    Host::Quic(_) => unreachable!("wires exist in frames mode only"),
+                });
+            }
+        }
+        self.drain(end.node);
+    }
+
+    // ---------------------------------------------------------------- QUIC mode
+
+    fn send_datagram(&mut self, from: NodeIdx, to: SocketAddr, ecn: Option<u8>, bytes: Vec<u8>) {
+        let Some(target) = node_at(to, self.nodes.len()) else {
+            return;
+        };
+        if self.blocked(from, target) {
+            self.stats.partitioned += 1;
+            return;
+        }
+        let p = self.path(from, target);
+        if p.loss > 0.0 && chance(&mut self.rng) < p.loss {
+            self.stats.lost += 1;
+            return;
+        }
+        let mut delay = self.delay(from, target, bytes.len(), false);
+        if p.reorder > 0.0 && chance(&mut self.rng) < p.reorder {
+            delay = delay + Duration::from_micros(self.rng.below(p.latency.as_micros() * 4 + 1));
+        }
+        let source = addr_of(from);
+        if p.duplicate > 0.0 && chance(&mut self.rng) < p.duplicate {
+            self.stats.duplicated += 1;
+            let extra = Duration::from_micros(self.rng.below(p.jitter.as_micros() + 1));
+            self.queue.push(
+                self.now + delay + extra,
+                Ev::Datagram {
+                    to: target,
+                    from: source,
+                    ecn,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+        self.queue.push(
+            self.now + delay,
+            Ev::Datagram {
+                to: target,
+                from: source,
+                ecn,
+                bytes,
+            },
+        );
+    }
+
+    fn deliver_datagram(&mut self, to: NodeIdx, from: SocketAddr, ecn: Option<u8>, bytes: Vec<u8>) {
+        if !self.is_up(to) {
+            return;
+        }
+        self.stats.delivered += 1;
+        let now = self.now;
+        self.digest.record(now.as_micros(), to, 0x20);
+        self.digest.bytes(&bytes);
+        self.with_host(to, |h| match h {
+            Host::Quic(ep) => ep.handle_datagram(now, from, ecn, &bytes),
+            Host::Frames(_) => unreachable!("datagrams exist in QUIC mode only"),
+        });
+        self.drain(to);
+    }
+}
+
+/// A fast, deterministic hasher for the engine's lookup tables (keys are small integers; the
+/// tables are never iterated, so their order can't leak into a run).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        let m = (self.0 ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = m ^ (m >> 29);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+enum Out {
+    Transmit(Transmit),
+    Datagram(SocketAddr, Option<u8>, Vec<u8>),
+}
+
+/// What one [`Sim::step`] did.
+#[derive(Debug)]
+pub enum Step {
+    /// A scenario action fell due.
+    Action(u64),
+    /// The network or a timer moved; these node events resulted.
+    Events(Vec<NodeEvent>),
+}
+
+/// Hashes the parts of an event that matter for reproducibility.
+fn hash_event(d: &mut Digest, event: &Event) {
+    match event {
+        Event::PeerUp { peer, link, .. } => {
+            d.word(1);
+            d.bytes(peer.as_bytes());
+            d.word(link.0);
+        }
+        Event::PeerDown { peer, link, .. } => {
+            d.word(2);
+            d.bytes(peer.as_bytes());
+            d.word(link.0);
+        }
+        Event::ConnectFailed { link, .. } => {
+            d.word(3);
+            d.word(link.0);
+        }
+        Event::InboundRefused { link, reason, .. } => {
+            d.word(4);
+            d.word(link.0);
+            d.word(*reason as u64);
+        }
+        Event::PingResult { id, result, .. } => {
+            d.word(5);
+            d.word(id.0);
+            d.word(result.map_or(u64::MAX, |rtt| rtt.as_micros()));
+        }
+        other => d.bytes(format!("{other:?}").as_bytes()),
+    }
+}

@@ -1,0 +1,123 @@
+//! The simulator's promises: same seed, same trace; faults injected as asked; invariants hold
+//! under churn, loss and partitions; restarted nodes rejoin.
+
+use macula_proto::{Duration, Instant};
+use macula_sim::scenario::{self, Params};
+use macula_sim::{Mode, SimBuilder};
+
+fn params(nodes: usize, seed: u64, mode: Mode) -> Params {
+    Params {
+        nodes,
+        seed,
+        duration: Duration::from_secs(40),
+        mode,
+        loss: 0.0,
+        churn: 0.0,
+        partition: false,
+    }
+}
+
+fn digest(p: &Params) -> String {
+    let report = scenario::run("connect", p).expect("the connect scenario exists");
+    assert!(report.ok, "{:#?}", report.verdicts);
+    report.json["trace_digest"]
+        .as_str()
+        .expect("a digest")
+        .to_owned()
+}
+
+#[test]
+fn same_seed_same_digest_in_frames_mode() {
+    let p = params(300, 7, Mode::Frames);
+    let a = digest(&p);
+    assert_eq!(a, digest(&p));
+    assert_ne!(a, digest(&Params { seed: 8, ..p }));
+}
+
+#[test]
+fn same_seed_same_digest_in_quic_mode() {
+    let p = params(12, 7, Mode::Quic);
+    let a = digest(&p);
+    assert_eq!(a, digest(&p));
+    assert_ne!(a, digest(&Params { seed: 8, ..p }));
+}
+
+#[test]
+fn churn_and_loss_keep_invariants_and_restarted_nodes_rejoin() {
+    for mode in [Mode::Frames, Mode::Quic] {
+        let nodes = if mode == Mode::Quic { 30 } else { 300 };
+        let p = Params {
+            churn: 0.2,
+            loss: 0.05,
+            duration: Duration::from_secs(60),
+            ..params(nodes, 11, mode)
+        };
+        let report = scenario::run("connect", &p).unwrap();
+        assert!(report.ok, "{mode:?}: {:#?}", report.verdicts);
+        let restarted = report.json["restarted"].as_u64().unwrap();
+        assert_eq!(
+            restarted,
+            ((nodes - 1) as f64 * 0.2).round() as u64,
+            "{mode:?}"
+        );
+        assert_eq!(
+            report.json["rejoined"].as_u64().unwrap(),
+            restarted,
+            "{mode:?}"
+        );
+        let net = &report.json["network"];
+        let loss_seen = net["lost"].as_u64().unwrap() + net["retransmitted"].as_u64().unwrap();
+        assert!(loss_seen > 0, "{mode:?}: loss was injected: {net}");
+    }
+}
+
+#[test]
+fn a_partition_longer_than_the_idle_timeout_heals() {
+    let p = Params {
+        partition: true,
+        duration: Duration::from_secs(120),
+        ..params(200, 5, Mode::Frames)
+    };
+    let report = scenario::run("connect", &p).unwrap();
+    assert!(report.ok, "{:#?}", report.verdicts);
+    assert!(report.json["network"]["partitioned"].as_u64().unwrap() > 0);
+    assert_eq!(report.json["connected_ratio_end"].as_f64().unwrap(), 1.0);
+}
+
+#[test]
+fn a_one_way_partition_starves_the_listener_and_it_drops_the_peer() {
+    let mut sim = SimBuilder::new().seed(1).nodes(2).build();
+    sim.connect(1, 0);
+    let t = |s| Instant::ZERO + Duration::from_secs(s);
+    assert!(sim.run_until(t(2), |s| s.node(0).is_some_and(|n| n.peer_count() == 1)));
+    // Node 1 can no longer reach node 0; node 0 still reaches node 1.
+    sim.partition(&[1], &[0], true);
+    sim.run_until(t(45), |_| false);
+    assert_eq!(
+        sim.node(0).unwrap().stats().idle_timeouts,
+        1,
+        "node 0 heard nothing for 30 s"
+    );
+    assert!(sim.verdicts().iter().all(|v| v.ok));
+}
+
+#[test]
+fn a_restarted_node_keeps_its_identity_and_loses_its_state() {
+    let mut sim = SimBuilder::new().seed(2).nodes(3).build();
+    let id = sim.node_id(2);
+    sim.connect(2, 0);
+    sim.connect(1, 0);
+    let t = |s| Instant::ZERO + Duration::from_secs(s);
+    assert!(sim.run_until(t(2), |s| s.node(0).is_some_and(|n| n.peer_count() == 2)));
+    sim.crash(2);
+    assert!(sim.node(2).is_none() && !sim.is_up(2));
+    sim.run_until(t(5), |_| false);
+    sim.restart(2);
+    assert_eq!(sim.node_id(2), id);
+    assert_eq!(sim.node(2).unwrap().peer_count(), 0, "state is lost");
+    sim.connect(2, 0);
+    assert!(sim.run_until(t(7), |s| s.node(2).is_some_and(|n| n.peer_count() == 1)));
+    // Node 0 replaced the dead link at once (the restarted node dialed again).
+    assert_eq!(sim.node(0).unwrap().peer_count(), 2);
+    assert!(sim.verdicts().iter().all(|v| v.ok));
+}
