@@ -1,6 +1,5 @@
 //! Per-link state.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
@@ -48,8 +47,8 @@ pub(super) struct Established {
     pub roles: Roles,
     pub rtt: Option<Duration>,
     pub next_keepalive: Instant,
-    /// Pings awaiting their pong, by correlation id.
-    pub pings: BTreeMap<u64, PendingPing>,
+    /// Pings awaiting their pong, oldest first.
+    pub pings: PingWindow,
 }
 
 pub(super) struct PendingPing {
@@ -85,17 +84,50 @@ impl Link {
     pub fn next_deadline(&self, config: &Config) -> Instant {
         match &self.state {
             LinkState::Established(est) => {
-                // Ping ids only grow, so the first pending ping is the oldest and expires first.
-                let ping = est
-                    .pings
-                    .values()
-                    .next()
-                    .map_or(Instant::NEVER, |p| p.deadline);
+                let ping = est.pings.oldest_deadline().unwrap_or(Instant::NEVER);
                 (self.last_heard + config.idle_timeout)
                     .min(est.next_keepalive)
                     .min(ping)
             }
             _ => self.deadline,
         }
+    }
+}
+
+/// The pings of one link awaiting their pong, in the order they were sent (so the oldest, which
+/// expires first, is at the front). Small: at most `max_pings_in_flight` entries, usually one.
+/// A `Vec` rather than a map keeps an idle link's footprint to a few words.
+#[derive(Default)]
+pub(super) struct PingWindow(Vec<(u64, PendingPing)>);
+
+impl PingWindow {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn push(&mut self, id: u64, ping: PendingPing) {
+        self.0.push((id, ping));
+    }
+
+    pub fn remove(&mut self, id: u64) -> Option<PendingPing> {
+        let at = self.0.iter().position(|(i, _)| *i == id)?;
+        Some(self.0.remove(at).1)
+    }
+
+    pub fn oldest_deadline(&self) -> Option<Instant> {
+        self.0.first().map(|(_, p)| p.deadline)
+    }
+
+    /// Removes the pings due at `now`; returns their ids and whether the application sent them.
+    pub fn expire(&mut self, now: Instant) -> Vec<(u64, bool)> {
+        let due = self.0.iter().take_while(|(_, p)| p.deadline <= now).count();
+        self.0
+            .drain(..due)
+            .map(|(id, p)| (id, p.from_app))
+            .collect()
+    }
+
+    pub fn into_inner(self) -> Vec<(u64, PendingPing)> {
+        self.0
     }
 }

@@ -31,6 +31,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -315,7 +316,8 @@ pub struct Node {
     identity: Identity,
     rng: Rng,
     now: Instant,
-    links: BTreeMap<LinkId, Link>,
+    /// Boxed: a map leaf holds eleven entries inline, and a node has few links.
+    links: BTreeMap<LinkId, Box<Link>>,
     /// When each link next needs `handle_timeout`. An entry may be early (a deadline that moved
     /// later, such as the idle timeout after data arrived, is not re-filed) but never late.
     timers: BTreeSet<(Instant, LinkId)>,
@@ -471,13 +473,13 @@ impl Node {
         let deadline = self.now + self.config.handshake_timeout;
         self.links.insert(
             link,
-            Link::new(
+            Box::new(Link::new(
                 Direction::Outbound,
                 addr,
                 LinkState::Dialing { expected },
                 deadline,
                 self.config.max_frame_size,
-            ),
+            )),
         );
         self.schedule(link);
         self.transmits.push_back(Transmit::Open {
@@ -592,13 +594,13 @@ impl Node {
         }
         let link_id = self.new_link_id();
         let deadline = self.now + self.config.handshake_timeout;
-        let mut link = Link::new(
+        let mut link = Box::new(Link::new(
             Direction::Inbound,
             info.remote_addr,
             LinkState::AwaitingConnect,
             deadline,
             self.config.max_frame_size,
-        );
+        ));
         link.remote = Some(info.remote_id);
         link.exporter = info.exporter;
         link.last_heard = self.now;
@@ -762,7 +764,7 @@ impl Node {
     }
 
     /// Removes a link and its timer.
-    fn take_link(&mut self, link_id: LinkId) -> Option<Link> {
+    fn take_link(&mut self, link_id: LinkId) -> Option<Box<Link>> {
         let link = self.links.remove(&link_id)?;
         if link.scheduled != Instant::NEVER {
             self.timers.remove(&(link.scheduled, link_id));
@@ -824,7 +826,7 @@ impl Node {
         }
         let id = self.next_ping;
         self.next_ping = self.next_ping.wrapping_add(1);
-        est.pings.insert(
+        est.pings.push(
             id,
             PendingPing {
                 sent: now,
@@ -1045,7 +1047,7 @@ impl Node {
             roles,
             rtt: None,
             next_keepalive,
-            pings: BTreeMap::new(),
+            pings: link::PingWindow::default(),
         });
         let addr = link.addr;
         let direction = link.direction;
@@ -1069,7 +1071,7 @@ impl Node {
         let LinkState::Established(est) = &mut link.state else {
             return;
         };
-        let Some(ping) = est.pings.remove(&id) else {
+        let Some(ping) = est.pings.remove(id) else {
             self.stats.unmatched_pongs += 1;
             return;
         };
@@ -1099,14 +1101,7 @@ impl Node {
                     return;
                 }
                 let peer = link.remote.expect("established links know their remote");
-                let expired: Vec<(u64, bool)> = est
-                    .pings
-                    .iter()
-                    .filter(|(_, p)| p.deadline <= now)
-                    .map(|(id, p)| (*id, p.from_app))
-                    .collect();
-                for (id, from_app) in expired {
-                    est.pings.remove(&id);
+                for (id, from_app) in est.pings.expire(now) {
                     if from_app {
                         self.events.push_back(Event::PingResult {
                             id: PingId(id),
@@ -1195,7 +1190,7 @@ impl Node {
             self.peers.remove(&peer);
         }
         if let LinkState::Established(est) = link.state {
-            for (id, ping) in est.pings {
+            for (id, ping) in est.pings.into_inner() {
                 if ping.from_app {
                     self.push_event(Event::PingResult {
                         id: PingId(id),
