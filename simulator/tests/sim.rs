@@ -121,3 +121,55 @@ fn a_restarted_node_keeps_its_identity_and_loses_its_state() {
     assert_eq!(sim.node(0).unwrap().peer_count(), 2);
     assert!(sim.verdicts().iter().all(|v| v.ok));
 }
+
+#[test]
+fn a_bandwidth_limit_stretches_round_trips() {
+    let rtt = |bandwidth: Option<u64>| {
+        let link = macula_sim::LinkModel {
+            bandwidth,
+            ..macula_sim::LinkModel::default()
+        };
+        let mut sim = SimBuilder::new().seed(3).nodes(2).link_model(link).build();
+        sim.connect(1, 0);
+        let t = |s| Instant::ZERO + Duration::from_secs(s);
+        assert!(sim.run_until(t(5), |s| s.node(1).is_some_and(|n| n.peer_count() == 1)));
+        sim.run_until(t(20), |_| false);
+        let rtt = sim.node(1).unwrap().peers().next().unwrap().rtt.unwrap();
+        rtt
+    };
+    let fast = rtt(None);
+    // 1,000 bytes/s: a ping frame of a dozen bytes takes ~12 ms to leave each uplink.
+    let slow = rtt(Some(1_000));
+    assert!(
+        slow > fast + Duration::from_millis(15),
+        "{slow:?} vs {fast:?}"
+    );
+}
+
+#[test]
+fn quic_mode_survives_duplication_and_reordering() {
+    let link = macula_sim::LinkModel {
+        duplicate: 0.05,
+        reorder: 0.1,
+        ..macula_sim::LinkModel::default()
+    };
+    let mut sim = SimBuilder::new()
+        .seed(4)
+        .nodes(4)
+        .mode(Mode::Quic)
+        .link_model(link)
+        .build();
+    for n in 1..4 {
+        sim.connect(n, 0);
+    }
+    let t = |s| Instant::ZERO + Duration::from_secs(s);
+    assert!(sim.run_until(t(10), |s| s.node(0).is_some_and(|n| n.peer_count() == 3)));
+    sim.run_until(t(30), |_| false);
+    assert_eq!(
+        sim.node(0).unwrap().peer_count(),
+        3,
+        "keep-alives carried the peers"
+    );
+    assert!(sim.stats().duplicated > 0);
+    assert!(sim.verdicts().iter().all(|v| v.ok), "{:?}", sim.verdicts());
+}
