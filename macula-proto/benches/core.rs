@@ -52,7 +52,7 @@ fn ping_encode_decode(bencher: Bencher) {
 /// clean close and drain, so every iteration starts from the same state.
 #[divan::bench(sample_count = 50, sample_size = 10)]
 fn quic_handshake(bencher: Bencher) {
-    let mut net = MemoryNet::new(vec![Config::default(), Config::default()]);
+    let mut net = MemoryNet::with_os_randomness(vec![Config::default(), Config::default()]);
     let target = net.eps[1].node_id();
     bencher.bench_local(|| {
         let before = net.eps[0].node().stats().handshakes_completed;

@@ -36,11 +36,25 @@ pub struct MemoryNet {
 }
 
 impl MemoryNet {
-    /// One endpoint per configuration, with identity and seed `i`.
+    /// One endpoint per configuration, with identity and seed `i` and seeded QUIC/TLS
+    /// randomness, so runs repeat exactly.
     ///
     /// # Panics
     /// If a configuration is invalid.
     pub fn new(configs: Vec<Config>) -> Self {
+        Self::build(configs, true)
+    }
+
+    /// As [`MemoryNet::new`], but with operating-system randomness for QUIC and TLS, as in
+    /// production (for benchmarks).
+    ///
+    /// # Panics
+    /// If a configuration is invalid.
+    pub fn with_os_randomness(configs: Vec<Config>) -> Self {
+        Self::build(configs, false)
+    }
+
+    fn build(configs: Vec<Config>, seeded: bool) -> Self {
         let epoch = StdInstant::now();
         let eps: Vec<Endpoint> = configs
             .into_iter()
@@ -49,7 +63,7 @@ impl MemoryNet {
                 node.listen_addrs = vec![addr(i)];
                 let mut cfg =
                     EndpointConfig::new(node, Identity::from_seed(i as u64), i as u64, epoch);
-                cfg.seeded_crypto = true;
+                cfg.seeded_crypto = seeded;
                 Endpoint::new(cfg, Instant::ZERO).expect("test configurations are valid")
             })
             .collect();
