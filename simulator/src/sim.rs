@@ -45,6 +45,8 @@ impl Mode {
 pub struct SimBuilder {
     seed: u64,
     nodes: usize,
+    duration: Duration,
+    record_events: bool,
     mode: Mode,
     link: LinkModel,
     configure: ConfigureFn,
@@ -72,6 +74,8 @@ impl SimBuilder {
         SimBuilder {
             seed: 0,
             nodes: 2,
+            duration: Duration::from_secs(60),
+            record_events: false,
             mode: Mode::Frames,
             link: LinkModel::default(),
             configure: Rc::new(|_, _| {}),
@@ -87,6 +91,20 @@ impl SimBuilder {
     /// How many nodes.
     pub fn nodes(&mut self, nodes: usize) -> &mut Self {
         self.nodes = nodes;
+        self
+    }
+
+    /// How long [`Sim::run`] runs (virtual time). Default: 60 s.
+    pub fn duration(&mut self, duration: Duration) -> &mut Self {
+        self.duration = duration;
+        self
+    }
+
+    /// Keep every node event for [`Sim::take_events`] (off by default: a large run emits
+    /// millions). Events are recorded by [`Sim::run`] and [`Sim::run_until`]; [`Sim::step`]
+    /// returns them directly.
+    pub fn record_events(&mut self, record: bool) -> &mut Self {
+        self.record_events = record;
         self
     }
 
@@ -141,6 +159,8 @@ impl SimBuilder {
             epoch,
             stats: SimStats::default(),
             events_out: Vec::new(),
+            end: Instant::ZERO + self.duration,
+            recorded: self.record_events.then(Vec::new),
         };
         for i in 0..self.nodes {
             let identity = Identity::from_seed(sim.master.child_seed());
@@ -280,6 +300,10 @@ pub struct Sim {
     stats: SimStats,
     /// Node events of the last step, for [`Sim::step`]'s caller.
     events_out: Vec<(NodeIdx, Event)>,
+    /// When [`Sim::run`] stops.
+    end: Instant,
+    /// Events kept for [`Sim::take_events`], when recording.
+    recorded: Option<Vec<NodeEvent>>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -500,10 +524,31 @@ impl Sim {
             if done(self) {
                 return true;
             }
-            if self.step(deadline).is_none() {
-                return done(self);
+            match self.step(deadline) {
+                None => return done(self),
+                Some(Step::Events(events)) => {
+                    if let Some(recorded) = &mut self.recorded {
+                        recorded.extend(events);
+                    }
+                }
+                Some(Step::Action(_)) => {}
             }
         }
+    }
+
+    /// Runs to the end of the builder's [`duration`](SimBuilder::duration).
+    pub fn run(&mut self) {
+        let end = self.end;
+        self.run_until(end, |_| false);
+    }
+
+    /// The node events recorded since the last call, in order (empty unless the builder asked
+    /// to [record](SimBuilder::record_events) them).
+    pub fn take_events(&mut self) -> Vec<NodeEvent> {
+        self.recorded
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The checkers' verdicts for a run ending now.

@@ -173,3 +173,24 @@ fn quic_mode_survives_duplication_and_reordering() {
     assert!(sim.stats().duplicated > 0);
     assert!(sim.verdicts().iter().all(|v| v.ok), "{:?}", sim.verdicts());
 }
+
+#[test]
+fn a_run_records_node_events_when_asked() {
+    let mut sim = SimBuilder::new()
+        .seed(9)
+        .nodes(3)
+        .duration(Duration::from_secs(3))
+        .record_events(true)
+        .build();
+    sim.connect(1, 0);
+    sim.connect(2, 0);
+    sim.run();
+    assert_eq!(sim.now(), Instant::ZERO + Duration::from_secs(3));
+    let events = sim.take_events();
+    let ups = events
+        .iter()
+        .filter(|(_, e)| matches!(e, macula_proto::Event::PeerUp { .. }))
+        .count();
+    assert_eq!(ups, 4, "two links, seen from both ends: {events:?}");
+    assert!(sim.take_events().is_empty(), "taken once");
+}
