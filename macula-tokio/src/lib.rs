@@ -1,10 +1,9 @@
-//! Macula on tokio: a thin driver for [`macula_proto::quic::Endpoint`] and an async [`Mesh`]
-//! handle.
+//! Macula on tokio: [`Mesh`] is the async handle to a node whose task runs on tokio, and the
+//! `macula` command-line tool lives here too.
 //!
-//! One task owns the UDP socket, one timer and a command channel, and runs the endpoint's loop:
-//! receive a datagram, a timer expiry or a command; feed it to the core; drain the core's
-//! datagrams and events. Every protocol decision is the core's; this crate only moves bytes and
-//! time. Time comes from tokio's clock, so `tokio::time::pause` works in tests.
+//! Everything about driving a node is runtime-independent and lives in [`macula_mesh`]; this
+//! crate only tells it how to bind a UDP socket, spawn a task, sleep and read the clock on
+//! tokio. Time comes from tokio's clock, so `tokio::time::pause` is obeyed.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), macula_tokio::MeshError> {
@@ -22,7 +21,63 @@
 //! # Ok(()) }
 //! ```
 
-mod driver;
-mod mesh;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
 
-pub use mesh::{Events, Mesh, MeshConfig, MeshError, MeshStats};
+pub use macula_mesh::{Events, MeshConfig, MeshError, MeshStats};
+
+/// A Macula node running on tokio (must be created inside a tokio runtime).
+pub type Mesh = macula_mesh::Mesh<Tokio>;
+
+/// The tokio [`Runtime`](macula_mesh::Runtime).
+#[derive(Debug)]
+pub struct Tokio;
+
+/// A tokio UDP socket.
+#[derive(Debug)]
+pub struct TokioUdp(tokio::net::UdpSocket);
+
+impl macula_mesh::Runtime for Tokio {
+    type Socket = TokioUdp;
+
+    fn bind(addr: SocketAddr) -> io::Result<TokioUdp> {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        Ok(TokioUdp(tokio::net::UdpSocket::from_std(socket)?))
+    }
+
+    fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(task);
+    }
+
+    fn sleep_until(deadline: Instant) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep_until(deadline.into())
+    }
+
+    fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+impl macula_mesh::UdpSocket for TokioUdp {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        self.0.recv_from(buf)
+    }
+
+    fn send_to(
+        &self,
+        buf: &[u8],
+        to: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        self.0.send_to(buf, to)
+    }
+}

@@ -1,12 +1,17 @@
-//! Two tokio nodes on loopback complete the handshake, exchange pings and report RTTs.
+//! Two nodes on loopback complete the handshake, exchange pings and report RTTs.
 
+use macula_mesh::Runtime;
 use macula_proto::{Direction, Event};
-use macula_tests::{config, node};
+use macula_tests::{config, node, on_both_runtimes};
 
-#[tokio::test]
-async fn two_nodes_handshake_and_measure_round_trips() -> anyhow::Result<()> {
-    let a = node(config("io.test", None)).await?;
-    let b = node(config("io.test", None)).await?;
+on_both_runtimes!(
+    two_nodes_handshake_and_measure_round_trips,
+    a_dial_expecting_another_node_is_refused_locally
+);
+
+async fn two_nodes_handshake_and_measure_round_trips<R: Runtime>() -> anyhow::Result<()> {
+    let a = node::<R>(config("io.test", None)).await?;
+    let b = node::<R>(config("io.test", None)).await?;
     let mut b_events = b.events();
     let peer = a.connect(b.local_addr()).await?;
     assert_eq!(peer, b.node_id());
@@ -39,11 +44,10 @@ async fn two_nodes_handshake_and_measure_round_trips() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_dial_expecting_another_node_is_refused_locally() -> anyhow::Result<()> {
-    let a = node(config("io.test", None)).await?;
-    let b = node(config("io.test", None)).await?;
-    let c = node(config("io.test", None)).await?;
+async fn a_dial_expecting_another_node_is_refused_locally<R: Runtime>() -> anyhow::Result<()> {
+    let a = node::<R>(config("io.test", None)).await?;
+    let b = node::<R>(config("io.test", None)).await?;
+    let c = node::<R>(config("io.test", None)).await?;
     let err = a
         .connect_to(b.local_addr(), Some(c.node_id()))
         .await

@@ -4,9 +4,16 @@
 
 use std::time::Duration;
 
+use macula_mesh::Runtime;
 use macula_proto::wire::CloseCode;
 use macula_proto::{DownReason, Event, LinkError};
-use macula_tests::{config, node, RawPeer};
+use macula_tests::{config, node, on_both_runtimes, sleep, RawPeer};
+
+on_both_runtimes!(
+    garbage_datagrams_are_dropped_and_counted,
+    garbage_on_the_control_stream_closes_that_link_only,
+    a_four_gib_length_prefix_is_refused_before_buffering,
+);
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -24,10 +31,9 @@ fn closed_with(events: &[Event], code: CloseCode) -> bool {
     })
 }
 
-#[tokio::test]
-async fn garbage_datagrams_are_dropped_and_counted() -> anyhow::Result<()> {
-    let target = node(config("io.h", None)).await?;
-    let raw = RawPeer::bind(config("io.h", None), 1).await?;
+async fn garbage_datagrams_are_dropped_and_counted<R: Runtime>() -> anyhow::Result<()> {
+    let target = node::<R>(config("io.h", None)).await?;
+    let raw = RawPeer::<R>::bind(config("io.h", None), 1).await?;
     for i in 0..500u32 {
         let len = (i as usize * 37) % 1400 + 1;
         let junk: Vec<u8> = (0..len)
@@ -42,7 +48,7 @@ async fn garbage_datagrams_are_dropped_and_counted() -> anyhow::Result<()> {
     // Wait until the target has read everything that reached its socket.
     let mut seen = target.stats().await?;
     for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        sleep::<R>(Duration::from_millis(20)).await;
         let now = target.stats().await?;
         if now.quic.datagrams_received == seen.quic.datagrams_received {
             break;
@@ -63,18 +69,21 @@ async fn garbage_datagrams_are_dropped_and_counted() -> anyhow::Result<()> {
     );
     assert_eq!(seen.node.pending_handshakes, 0);
     // A real peer still gets in.
-    let friend = node(config("io.h", None)).await?;
+    let friend = node::<R>(config("io.h", None)).await?;
     friend.connect(target.local_addr()).await?;
     assert_eq!(target.stats().await?.node.peers, 1);
     Ok(())
 }
 
-async fn hostile_bytes_close_only_that_link(bytes: &[u8], code: CloseCode) -> anyhow::Result<()> {
-    let target = node(config("io.h", None)).await?;
-    let friend = node(config("io.h", None)).await?;
+async fn hostile_bytes_close_only_that_link<R: Runtime>(
+    bytes: &[u8],
+    code: CloseCode,
+) -> anyhow::Result<()> {
+    let target = node::<R>(config("io.h", None)).await?;
+    let friend = node::<R>(config("io.h", None)).await?;
     friend.connect(target.local_addr()).await?;
 
-    let mut raw = RawPeer::bind(config("io.h", None), 2).await?;
+    let mut raw = RawPeer::<R>::bind(config("io.h", None), 2).await?;
     let now = raw.now();
     raw.endpoint.connect(target.local_addr(), None, now);
     assert!(
@@ -96,15 +105,19 @@ async fn hostile_bytes_close_only_that_link(bytes: &[u8], code: CloseCode) -> an
     Ok(())
 }
 
-#[tokio::test]
-async fn garbage_on_the_control_stream_closes_that_link_only() -> anyhow::Result<()> {
-    hostile_bytes_close_only_that_link(b"\x10this is not a macula frame", CloseCode::MalformedFrame)
-        .await
+async fn garbage_on_the_control_stream_closes_that_link_only<R: Runtime>() -> anyhow::Result<()> {
+    hostile_bytes_close_only_that_link::<R>(
+        b"\x10this is not a macula frame",
+        CloseCode::MalformedFrame,
+    )
+    .await
 }
 
-#[tokio::test]
-async fn a_four_gib_length_prefix_is_refused_before_buffering() -> anyhow::Result<()> {
+async fn a_four_gib_length_prefix_is_refused_before_buffering<R: Runtime>() -> anyhow::Result<()> {
     // 0xffffffff as LEB128: the frame would be 4 GiB - 1; nothing of it follows.
-    hostile_bytes_close_only_that_link(&[0xff, 0xff, 0xff, 0xff, 0x0f], CloseCode::FrameTooLarge)
-        .await
+    hostile_bytes_close_only_that_link::<R>(
+        &[0xff, 0xff, 0xff, 0xff, 0x0f],
+        CloseCode::FrameTooLarge,
+    )
+    .await
 }

@@ -1,20 +1,27 @@
 //! A wrong realm and a wrong API key are refused with the matching reason, seen by both sides and
 //! counted in `stats()`.
 
+use macula_mesh::{MeshError, Runtime};
 use macula_proto::{ConnectFailure, Event, RefuseReason};
-use macula_tests::{config, node};
-use macula_tokio::MeshError;
+use macula_tests::{config, node, on_both_runtimes};
+
+on_both_runtimes!(
+    wrong_realm_is_refused,
+    wrong_api_key_is_refused,
+    missing_api_key_is_refused,
+    the_right_api_key_is_accepted,
+);
 
 const KEY: &[u8] = b"the-right-realm-api-key";
 const WRONG_KEY: &[u8] = b"not-the-right-api-key!!";
 
-async fn refused(
+async fn refused<R: Runtime>(
     dialer: macula_proto::Config,
     listener: macula_proto::Config,
     reason: RefuseReason,
 ) -> anyhow::Result<()> {
-    let a = node(dialer).await?;
-    let b = node(listener).await?;
+    let a = node::<R>(dialer).await?;
+    let b = node::<R>(listener).await?;
     let mut b_events = b.events();
     let err = a
         .connect(b.local_addr())
@@ -46,9 +53,8 @@ async fn refused(
     Ok(())
 }
 
-#[tokio::test]
-async fn wrong_realm_is_refused() -> anyhow::Result<()> {
-    refused(
+async fn wrong_realm_is_refused<R: Runtime>() -> anyhow::Result<()> {
+    refused::<R>(
         config("io.one", None),
         config("io.two", None),
         RefuseReason::WrongRealm,
@@ -56,9 +62,8 @@ async fn wrong_realm_is_refused() -> anyhow::Result<()> {
     .await
 }
 
-#[tokio::test]
-async fn wrong_api_key_is_refused() -> anyhow::Result<()> {
-    refused(
+async fn wrong_api_key_is_refused<R: Runtime>() -> anyhow::Result<()> {
+    refused::<R>(
         config("io.k", Some(WRONG_KEY)),
         config("io.k", Some(KEY)),
         RefuseReason::BadCredentials,
@@ -66,9 +71,8 @@ async fn wrong_api_key_is_refused() -> anyhow::Result<()> {
     .await
 }
 
-#[tokio::test]
-async fn missing_api_key_is_refused() -> anyhow::Result<()> {
-    refused(
+async fn missing_api_key_is_refused<R: Runtime>() -> anyhow::Result<()> {
+    refused::<R>(
         config("io.k", None),
         config("io.k", Some(KEY)),
         RefuseReason::BadCredentials,
@@ -76,10 +80,9 @@ async fn missing_api_key_is_refused() -> anyhow::Result<()> {
     .await
 }
 
-#[tokio::test]
-async fn the_right_api_key_is_accepted() -> anyhow::Result<()> {
-    let a = node(config("io.k", Some(KEY))).await?;
-    let b = node(config("io.k", Some(KEY))).await?;
+async fn the_right_api_key_is_accepted<R: Runtime>() -> anyhow::Result<()> {
+    let a = node::<R>(config("io.k", Some(KEY))).await?;
+    let b = node::<R>(config("io.k", Some(KEY))).await?;
     assert_eq!(a.connect(b.local_addr()).await?, b.node_id());
     Ok(())
 }

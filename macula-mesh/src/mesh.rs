@@ -1,15 +1,16 @@
 //! The async handle to a running node.
 
+use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use macula_proto::quic::{EndpointError, EndpointStats};
 use macula_proto::{
     Config, ConnectFailure, Duration, Event, Identity, NodeId, PeerInfo, PingError, Stats,
 };
-use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::driver::{self, Command};
+use crate::runtime::{Runtime, UdpSocket};
 
 /// How to start a [`Mesh`].
 #[derive(Clone, Debug)]
@@ -24,7 +25,7 @@ pub struct MeshConfig {
     /// The seed of the core's randomness; `None` draws one from the operating system.
     pub seed: Option<u64>,
     /// Capacity of the event channel of each [`Events`] subscriber; a subscriber that falls
-    /// further behind loses the oldest events (and is told how many). Default: 1024.
+    /// further behind loses the oldest events. Default: 1024.
     pub event_capacity: usize,
 }
 
@@ -84,35 +85,52 @@ pub struct MeshStats {
     pub quic: EndpointStats,
 }
 
-/// A running Macula node on tokio. Cheap to clone; every clone drives the same node.
+/// A running Macula node. Cheap to clone; every clone drives the same node.
 ///
 /// Dropping every clone stops the node abruptly (peers see it time out); call [`Mesh::close`]
 /// for a clean goodbye.
-#[derive(Clone, Debug)]
-pub struct Mesh {
-    commands: mpsc::Sender<Command>,
-    events: broadcast::Sender<Event>,
+pub struct Mesh<R: Runtime> {
+    commands: async_channel::Sender<Command>,
+    events: Arc<async_broadcast::InactiveReceiver<Event>>,
     node_id: NodeId,
     local_addr: SocketAddr,
+    runtime: PhantomData<fn() -> R>,
 }
 
-impl Mesh {
+impl<R: Runtime> Clone for Mesh<R> {
+    fn clone(&self) -> Self {
+        Mesh {
+            commands: self.commands.clone(),
+            events: self.events.clone(),
+            node_id: self.node_id,
+            local_addr: self.local_addr,
+            runtime: PhantomData,
+        }
+    }
+}
+
+impl<R: Runtime> std::fmt::Debug for Mesh<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("node_id", &self.node_id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Mesh<R> {
     /// Binds the UDP socket and starts the node's task.
     ///
     /// # Errors
     /// [`MeshError::Bind`] if the address can't be bound; [`MeshError::Endpoint`] for an invalid
     /// configuration; [`MeshError::Random`] if no identity could be made.
-    pub async fn bind(config: MeshConfig) -> Result<Mesh, MeshError> {
-        let socket = UdpSocket::bind(config.listen)
-            .await
-            .map_err(|source| MeshError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = socket.local_addr().map_err(|source| MeshError::Bind {
+    pub async fn bind(config: MeshConfig) -> Result<Self, MeshError> {
+        let bind_error = |source| MeshError::Bind {
             addr: config.listen,
             source,
-        })?;
+        };
+        let socket = R::bind(config.listen).map_err(bind_error)?;
+        let local_addr = socket.local_addr().map_err(bind_error)?;
         let identity = match config.identity {
             Some(identity) => identity,
             None => Identity::from_secret(random_bytes()?),
@@ -128,13 +146,17 @@ impl Mesh {
                 .truncate(macula_proto::config::MAX_LISTEN_ADDRS);
         }
         let node_id = identity.node_id();
-        let (events, _) = broadcast::channel(config.event_capacity.max(1));
-        let commands = driver::spawn(socket, node, identity, seed, events.clone())?;
+        let (mut events, receiver) = async_broadcast::broadcast(config.event_capacity.max(1));
+        // A slow subscriber loses its oldest events; the node never waits for one.
+        events.set_overflow(true);
+        events.set_await_active(false);
+        let commands = driver::spawn::<R>(socket, node, identity, seed, events)?;
         Ok(Mesh {
             commands,
-            events,
+            events: Arc::new(receiver.deactivate()),
             node_id,
             local_addr,
+            runtime: PhantomData,
         })
     }
 
@@ -209,7 +231,7 @@ impl Mesh {
 
     /// A subscription to the node's events from now on.
     pub fn events(&self) -> Events {
-        Events(self.events.subscribe())
+        Events(self.events.activate_cloned())
     }
 
     /// Leaves the mesh gracefully: every peer sees a clean goodbye. Waits (at most about two
@@ -220,20 +242,20 @@ impl Mesh {
 
     async fn request<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+        make: impl FnOnce(driver::Reply<T>) -> Command,
     ) -> Result<T, MeshError> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = async_channel::bounded(1);
         self.commands
             .send(make(tx))
             .await
             .map_err(|_| MeshError::Closed)?;
-        rx.await.map_err(|_| MeshError::Closed)
+        rx.recv().await.map_err(|_| MeshError::Closed)
     }
 }
 
 /// A stream of a node's [`Event`]s.
 #[derive(Debug)]
-pub struct Events(broadcast::Receiver<Event>);
+pub struct Events(async_broadcast::Receiver<Event>);
 
 impl Events {
     /// The next event; `None` once the node has stopped. Events this subscriber was too slow
@@ -242,8 +264,8 @@ impl Events {
         loop {
             match self.0.recv().await {
                 Ok(event) => return Some(event),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
+                Err(async_broadcast::RecvError::Overflowed(_)) => continue,
+                Err(async_broadcast::RecvError::Closed) => return None,
             }
         }
     }

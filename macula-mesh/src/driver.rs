@@ -2,41 +2,45 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant as WallInstant;
 
 use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::{
     Config, ConnectFailure, Duration, Event, Identity, Instant, LinkId, NodeId, PeerInfo,
     PingError, PingId,
 };
-use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio::time::Instant as TokioInstant;
+
+/// Where a request's answer goes: a one-slot channel, which works on every runtime.
+pub(crate) type Reply<T> = async_channel::Sender<T>;
 
 use crate::mesh::{MeshError, MeshStats};
+use crate::runtime::{Runtime, UdpSocket};
+use futures_lite::future::race;
 
 /// Requests from [`Mesh`](crate::Mesh) handles to the task.
 pub(crate) enum Command {
     Connect {
         addr: SocketAddr,
         expected: Option<NodeId>,
-        reply: oneshot::Sender<Result<NodeId, MeshError>>,
+        reply: Reply<Result<NodeId, MeshError>>,
     },
     Ping {
         peer: NodeId,
-        reply: oneshot::Sender<Result<Duration, MeshError>>,
+        reply: Reply<Result<Duration, MeshError>>,
     },
     Disconnect {
         peer: NodeId,
-        reply: oneshot::Sender<bool>,
+        reply: Reply<bool>,
     },
     Peers {
-        reply: oneshot::Sender<Vec<PeerInfo>>,
+        reply: Reply<Vec<PeerInfo>>,
     },
     Stats {
-        reply: oneshot::Sender<MeshStats>,
+        reply: Reply<MeshStats>,
     },
     Close {
-        reply: oneshot::Sender<()>,
+        reply: Reply<()>,
     },
 }
 
@@ -47,19 +51,19 @@ const RECV_BUF: usize = 65_536;
 /// Longest a graceful close waits for connections to drain.
 const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
-pub(crate) fn spawn(
-    socket: UdpSocket,
+pub(crate) fn spawn<R: Runtime>(
+    socket: R::Socket,
     node: Config,
     identity: Identity,
     seed: u64,
-    events: broadcast::Sender<Event>,
-) -> Result<mpsc::Sender<Command>, MeshError> {
-    let epoch = TokioInstant::now();
-    let config = EndpointConfig::new(node, identity, seed, epoch.into_std());
+    events: async_broadcast::Sender<Event>,
+) -> Result<async_channel::Sender<Command>, MeshError> {
+    let epoch = R::now();
+    let config = EndpointConfig::new(node, identity, seed, epoch);
     let endpoint = Endpoint::new(config, Instant::ZERO)?;
-    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let driver = Driver {
-        socket,
+    let (tx, rx) = async_channel::bounded(COMMAND_QUEUE);
+    let driver = Driver::<R> {
+        socket: Arc::new(socket),
         endpoint,
         epoch,
         commands: rx,
@@ -68,7 +72,7 @@ pub(crate) fn spawn(
         pings: BTreeMap::new(),
         closing: None,
     };
-    tokio::spawn(driver.run());
+    R::spawn(driver.run());
     Ok(tx)
 }
 
@@ -76,40 +80,45 @@ pub(crate) fn spawn(
 /// deadline is a backstop in case the answering event was dropped from a full queue.
 struct PendingConnect {
     addr: SocketAddr,
-    deadline: TokioInstant,
-    reply: oneshot::Sender<Result<NodeId, MeshError>>,
+    deadline: WallInstant,
+    reply: Reply<Result<NodeId, MeshError>>,
 }
 
 /// A `ping` awaiting its pong, with the same kind of backstop.
 struct PendingPing {
-    deadline: TokioInstant,
-    reply: oneshot::Sender<Result<Duration, MeshError>>,
+    deadline: WallInstant,
+    reply: Reply<Result<Duration, MeshError>>,
 }
 
 /// Slack past the core's own timeouts before a request is failed by the driver.
 const REQUEST_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
-struct Driver {
-    socket: UdpSocket,
+struct Driver<R: Runtime> {
+    socket: Arc<R::Socket>,
     endpoint: Endpoint,
-    epoch: TokioInstant,
-    commands: mpsc::Receiver<Command>,
-    events: broadcast::Sender<Event>,
+    epoch: WallInstant,
+    commands: async_channel::Receiver<Command>,
+    events: async_broadcast::Sender<Event>,
     connects: BTreeMap<LinkId, PendingConnect>,
     pings: BTreeMap<PingId, PendingPing>,
     /// Set once closing: when to give up waiting, and who to tell.
-    closing: Option<(TokioInstant, Vec<oneshot::Sender<()>>)>,
+    closing: Option<(WallInstant, Vec<Reply<()>>)>,
 }
 
-impl Driver {
+/// What woke the driver.
+enum Wake {
+    Datagram(std::io::Result<(usize, SocketAddr)>),
+    Timer,
+    Command(Option<Command>),
+}
+
+impl<R: Runtime> Driver<R> {
     fn now(&self) -> Instant {
-        let micros = TokioInstant::now()
-            .saturating_duration_since(self.epoch)
-            .as_micros();
+        let micros = R::now().saturating_duration_since(self.epoch).as_micros();
         Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
     }
 
-    fn deadline(&self) -> Option<TokioInstant> {
+    fn deadline(&self) -> Option<WallInstant> {
         let core = self
             .endpoint
             .poll_timeout()
@@ -129,38 +138,59 @@ impl Driver {
         loop {
             self.flush().await;
             if let Some((linger, _)) = &self.closing {
-                if self.endpoint.is_idle() || TokioInstant::now() >= *linger {
+                if self.endpoint.is_idle() || R::now() >= *linger {
                     break;
                 }
             }
             let deadline = self.deadline();
-            tokio::select! {
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((n, from)) => {
-                        let now = self.now();
-                        self.endpoint.handle_datagram(now, from, None, &buf[..n]);
-                    }
-                    Err(err) => {
-                        // ICMP errors surface here on some platforms; the core times out dead
-                        // peers itself, so a failed receive is not fatal.
-                        tracing::debug!(%err, "udp receive failed");
-                    }
-                },
-                () = sleep_until(deadline) => {
+            let socket = self.socket.clone();
+            let closing = self.closing.is_some();
+            let commands = &self.commands;
+            let recv = async { Wake::Datagram(socket.recv_from(&mut buf).await) };
+            let timer = async {
+                match deadline {
+                    Some(t) => R::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+                Wake::Timer
+            };
+            let command = async {
+                if closing {
+                    std::future::pending().await
+                } else {
+                    Wake::Command(commands.recv().await.ok())
+                }
+            };
+            // `race` picks among ready futures at random, so a datagram flood can't starve
+            // timers or commands.
+            let wake = race(recv, race(timer, command)).await;
+            match wake {
+                Wake::Datagram(Ok((n, from))) => {
+                    let now = self.now();
+                    self.endpoint.handle_datagram(now, from, None, &buf[..n]);
+                }
+                Wake::Datagram(Err(err)) => {
+                    // ICMP errors surface here on some platforms; the core times out dead
+                    // peers itself, so a failed receive is not fatal.
+                    tracing::debug!(%err, "udp receive failed");
+                }
+                Wake::Timer => {
                     let now = self.now();
                     self.endpoint.handle_timeout(now);
                     self.expire_requests();
                 }
-                command = self.commands.recv(), if self.closing.is_none() => match command {
-                    Some(command) => self.command(command),
-                    // Every handle is gone: stop at once.
-                    None => return,
-                },
+                Wake::Command(Some(command)) => self.command(command),
+                // Every handle is gone: stop at once.
+                Wake::Command(None) => return,
             }
         }
+        // Refuse new requests, then drop the queued ones so their callers see `Closed` (the
+        // channel would otherwise keep them, unanswered, for as long as a handle lives).
+        self.commands.close();
+        while self.commands.try_recv().is_ok() {}
         if let Some((_, waiters)) = self.closing.take() {
             for w in waiters {
-                let _ = w.send(());
+                let _ = w.try_send(());
             }
         }
     }
@@ -173,15 +203,17 @@ impl Driver {
             }
         }
         while let Some(event) = self.endpoint.poll_event() {
-            self.dispatch(&event);
+            // Publish before answering a request: whoever subscribes after their `connect`
+            // returned must not see the event that answered it.
             // No subscribers is fine: events are for whoever listens.
-            let _ = self.events.send(event);
+            let _ = self.events.try_broadcast(event.clone());
+            self.dispatch(&event);
         }
     }
 
     /// Fails requests whose answer never came (see [`PendingConnect`]).
     fn expire_requests(&mut self) {
-        let now = TokioInstant::now();
+        let now = R::now();
         let late: Vec<LinkId> = self
             .connects
             .iter()
@@ -190,7 +222,7 @@ impl Driver {
             .collect();
         for link in late {
             if let Some(c) = self.connects.remove(&link) {
-                let _ = c.reply.send(Err(MeshError::Connect {
+                let _ = c.reply.try_send(Err(MeshError::Connect {
                     addr: c.addr,
                     failure: ConnectFailure::Aborted(macula_proto::CloseCode::HandshakeTimeout),
                 }));
@@ -204,7 +236,7 @@ impl Driver {
             .collect();
         for id in late {
             if let Some(p) = self.pings.remove(&id) {
-                let _ = p.reply.send(Err(MeshError::Ping(PingError::Timeout)));
+                let _ = p.reply.try_send(Err(MeshError::Ping(PingError::Timeout)));
             }
         }
     }
@@ -213,7 +245,7 @@ impl Driver {
         match event {
             Event::PeerUp { peer, link, .. } => {
                 if let Some(c) = self.connects.remove(link) {
-                    let _ = c.reply.send(Ok(*peer));
+                    let _ = c.reply.try_send(Ok(*peer));
                 }
             }
             Event::ConnectFailed {
@@ -229,12 +261,12 @@ impl Driver {
                             failure: other.clone(),
                         }),
                     };
-                    let _ = reply.send(result);
+                    let _ = reply.try_send(result);
                 }
             }
             Event::PingResult { id, result, .. } => {
                 if let Some(p) = self.pings.remove(id) {
-                    let _ = p.reply.send(result.map_err(MeshError::Ping));
+                    let _ = p.reply.try_send(result.map_err(MeshError::Ping));
                 }
             }
             Event::PeerDown { peer, reason, .. } => {
@@ -258,7 +290,7 @@ impl Driver {
                 let link = self.endpoint.connect(addr, expected, now);
                 let config = self.endpoint.node().config();
                 let deadline =
-                    TokioInstant::now() + config.handshake_timeout.into() + REQUEST_SLACK;
+                    R::now() + std::time::Duration::from(config.handshake_timeout) + REQUEST_SLACK;
                 self.connects.insert(
                     link,
                     PendingConnect {
@@ -273,21 +305,21 @@ impl Driver {
             Command::Ping { peer, reply } => match self.endpoint.ping(&peer, now) {
                 Ok(id) => {
                     let timeout = self.endpoint.node().config().ping_timeout;
-                    let deadline = TokioInstant::now() + timeout.into() + REQUEST_SLACK;
+                    let deadline = R::now() + std::time::Duration::from(timeout) + REQUEST_SLACK;
                     self.pings.insert(id, PendingPing { deadline, reply });
                 }
                 Err(err) => {
-                    let _ = reply.send(Err(MeshError::Ping(err)));
+                    let _ = reply.try_send(Err(MeshError::Ping(err)));
                 }
             },
             Command::Disconnect { peer, reply } => {
-                let _ = reply.send(self.endpoint.disconnect(&peer, now));
+                let _ = reply.try_send(self.endpoint.disconnect(&peer, now));
             }
             Command::Peers { reply } => {
-                let _ = reply.send(self.endpoint.node().peers().collect());
+                let _ = reply.try_send(self.endpoint.node().peers().collect());
             }
             Command::Stats { reply } => {
-                let _ = reply.send(MeshStats {
+                let _ = reply.try_send(MeshStats {
                     node: self.endpoint.node().stats(),
                     quic: self.endpoint.stats(),
                 });
@@ -295,23 +327,16 @@ impl Driver {
             Command::Close { reply } => {
                 self.endpoint.close(now);
                 for (_, c) in std::mem::take(&mut self.connects) {
-                    let _ = c.reply.send(Err(MeshError::Connect {
+                    let _ = c.reply.try_send(Err(MeshError::Connect {
                         addr: c.addr,
                         failure: ConnectFailure::Aborted(macula_proto::wire::CloseCode::Goodbye),
                     }));
                 }
                 for (_, p) in std::mem::take(&mut self.pings) {
-                    let _ = p.reply.send(Err(MeshError::Ping(PingError::PeerGone)));
+                    let _ = p.reply.try_send(Err(MeshError::Ping(PingError::PeerGone)));
                 }
-                self.closing = Some((TokioInstant::now() + CLOSE_LINGER, vec![reply]));
+                self.closing = Some((R::now() + CLOSE_LINGER, vec![reply]));
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<TokioInstant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
