@@ -96,3 +96,27 @@ fn frame_decode_only(bencher: Bencher, size: usize) {
         divan::black_box(decoder.next_frame()).ok();
     });
 }
+
+/// Handshakes only: 50 dialers (made before timing) each complete QUIC + TLS 1.3 + realm
+/// handshakes with one listener, concurrently; the time per iteration is for all 50.
+#[divan::bench(sample_count = 20, sample_size = 1)]
+fn quic_handshakes_50_dialers(bencher: Bencher) {
+    const DIALERS: usize = 50;
+    bencher
+        .with_inputs(|| {
+            let mut configs = vec![Config::default(); DIALERS + 1];
+            configs[0].max_pending_handshakes = DIALERS;
+            MemoryNet::with_os_randomness(configs)
+        })
+        .bench_local_values(|mut net| {
+            let target = net.eps[0].node_id();
+            for i in 1..=DIALERS {
+                net.eps[i].connect(addr(0), Some(target), net.now);
+                net.drain(i);
+            }
+            let deadline = net.now + Duration::from_secs(5);
+            let up = net.run_until(deadline, |n| n.eps[0].node().stats().peers == DIALERS);
+            assert!(up, "every handshake completes");
+            net
+        });
+}

@@ -21,7 +21,7 @@ pub mod testing;
 mod tests;
 pub mod tls;
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
@@ -175,6 +175,9 @@ pub struct Endpoint {
     epoch: StdInstant,
     now: Instant,
     conns: BTreeMap<ConnectionHandle, Conn>,
+    /// Connections an input touched since they were last driven; only these are driven, so an
+    /// input costs the same with one peer or a thousand.
+    active: BTreeSet<ConnectionHandle>,
     links: BTreeMap<LinkId, ConnectionHandle>,
     datagrams: VecDeque<Datagram>,
     events: VecDeque<Event>,
@@ -275,6 +278,7 @@ impl Endpoint {
             epoch: config.epoch,
             now,
             conns: BTreeMap::new(),
+            active: BTreeSet::new(),
             links: BTreeMap::new(),
             datagrams: VecDeque::new(),
             events: VecDeque::new(),
@@ -344,8 +348,9 @@ impl Endpoint {
         // Connections still in TLS have no link yet, so the node could not close them.
         let std_now = self.std_instant(self.now);
         let code = VarInt::from_u32(CloseCode::Goodbye.to_u32());
-        for c in self.conns.values_mut().filter(|c| c.link.is_none()) {
+        for (handle, c) in self.conns.iter_mut().filter(|(_, c)| c.link.is_none()) {
             c.conn.close(std_now, code, Bytes::new());
+            self.active.insert(*handle);
         }
         self.pump(now);
     }
@@ -400,6 +405,7 @@ impl Endpoint {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 if let Some(c) = self.conns.get_mut(&handle) {
                     c.conn.handle_event(event);
+                    self.active.insert(handle);
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
@@ -433,6 +439,7 @@ impl Endpoint {
                             let mut c = Conn::new(conn, None, false);
                             c.tls_deadline = now + self.node.config().handshake_timeout;
                             self.conns.insert(handle, c);
+                            self.active.insert(handle);
                         }
                         Err(err) => {
                             if let Some(t) = err.response {
@@ -453,9 +460,10 @@ impl Endpoint {
         self.advance(now);
         let now = self.now;
         let std_now = self.std_instant(now);
-        for c in self.conns.values_mut() {
+        for (handle, c) in self.conns.iter_mut() {
             if c.timeout.is_some_and(|t| t <= now) {
                 c.conn.handle_timeout(std_now);
+                self.active.insert(*handle);
             }
             if !c.connected && c.tls_deadline <= now && !c.conn.is_closed() {
                 // An inbound connection that never finished TLS: free its slot.
@@ -541,17 +549,15 @@ impl Endpoint {
         let now = self.now;
         let std_now = self.std_instant(now);
         loop {
-            let mut progress = false;
             while let Some(t) = self.node.poll_transmit() {
-                progress = true;
                 self.carry_out(t, now, std_now);
             }
-            let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
-            for handle in handles {
-                progress |= self.drive_connection(handle, now, std_now);
-            }
-            if !progress {
+            let batch = core::mem::take(&mut self.active);
+            if batch.is_empty() {
                 break;
+            }
+            for handle in batch {
+                self.drive_connection(handle, now, std_now);
             }
         }
         while let Some(e) = self.node.poll_event() {
@@ -603,6 +609,7 @@ impl Endpoint {
             let drained = ev.is_drained();
             if let Some(reply) = self.quic.handle_event(handle, ev) {
                 c.conn.handle_event(reply);
+                self.active.insert(handle);
             }
             if drained {
                 if let Some(link) = c.link {
@@ -861,6 +868,7 @@ impl Endpoint {
                 {
                     Ok((handle, conn)) => {
                         self.conns.insert(handle, Conn::new(conn, Some(link), true));
+                        self.active.insert(handle);
                         self.links.insert(link, handle);
                     }
                     Err(_) => self.node.handle_link_down(link, LinkError::DialFailed, now),
@@ -874,6 +882,7 @@ impl Endpoint {
                     return;
                 };
                 c.pending.extend_from_slice(&bytes);
+                self.active.insert(handle);
                 self.flush_pending(handle, now);
             }
             Transmit::Close { link, code } => {
@@ -881,6 +890,7 @@ impl Endpoint {
                     return;
                 };
                 self.flush_pending(handle, now);
+                self.active.insert(handle);
                 let Some(c) = self.conns.get_mut(&handle) else {
                     return;
                 };
