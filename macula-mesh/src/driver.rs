@@ -60,7 +60,8 @@ pub(crate) fn spawn<R: Runtime>(
 ) -> Result<async_channel::Sender<Command>, MeshError> {
     let epoch = R::now();
     let config = EndpointConfig::new(node, identity, seed, epoch);
-    let endpoint = Endpoint::new(config, Instant::ZERO)?;
+    let mut endpoint = Endpoint::new(config, Instant::ZERO)?;
+    endpoint.set_max_datagrams(socket.max_gso_segments());
     let (tx, rx) = async_channel::bounded(COMMAND_QUEUE);
     let driver = Driver::<R> {
         socket: Arc::new(socket),
@@ -107,7 +108,7 @@ struct Driver<R: Runtime> {
 
 /// What woke the driver.
 enum Wake {
-    Datagram(std::io::Result<(usize, SocketAddr)>),
+    Datagram(std::io::Result<crate::udp::Received>),
     Timer,
     Command(Option<Command>),
 }
@@ -146,7 +147,7 @@ impl<R: Runtime> Driver<R> {
             let socket = self.socket.clone();
             let closing = self.closing.is_some();
             let commands = &self.commands;
-            let recv = async { Wake::Datagram(socket.recv_from(&mut buf).await) };
+            let recv = async { Wake::Datagram(socket.recv(&mut buf).await) };
             let timer = async {
                 match deadline {
                     Some(t) => R::sleep_until(t).await,
@@ -165,9 +166,12 @@ impl<R: Runtime> Driver<R> {
             // timers or commands.
             let wake = race(recv, race(timer, command)).await;
             match wake {
-                Wake::Datagram(Ok((n, from))) => {
+                Wake::Datagram(Ok(received)) => {
                     let now = self.now();
-                    self.endpoint.handle_datagram(now, from, None, &buf[..n]);
+                    for datagram in received.segments(&buf) {
+                        self.endpoint
+                            .handle_datagram(now, received.from, received.ecn, datagram);
+                    }
                 }
                 Wake::Datagram(Err(err)) => {
                     // ICMP errors surface here on some platforms; the core times out dead
@@ -198,7 +202,7 @@ impl<R: Runtime> Driver<R> {
     /// Sends every queued datagram and dispatches every queued event.
     async fn flush(&mut self) {
         while let Some(d) = self.endpoint.poll_transmit() {
-            if let Err(err) = self.socket.send_to(&d.contents, d.destination).await {
+            if let Err(err) = self.socket.send(&d).await {
                 tracing::debug!(%err, to = %d.destination, "udp send failed");
             }
         }

@@ -13,6 +13,8 @@
 mod driver;
 mod mesh;
 mod runtime;
+mod udp;
 
 pub use mesh::{Events, Mesh, MeshConfig, MeshError, MeshStats};
 pub use runtime::{Runtime, UdpSocket};
+pub use udp::{Received, UdpSockRef, UdpState};

@@ -5,6 +5,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use macula_proto::quic::Datagram;
+
+use crate::udp::Received;
+
 /// An async runtime: a UDP socket, a timer, a clock and a way to spawn the node's task.
 /// `macula-tokio` and `macula-smol` each implement it in a few lines; everything else about
 /// driving a node lives once, in this crate.
@@ -29,7 +33,8 @@ pub trait Runtime: Send + Sync + 'static {
     fn now() -> Instant;
 }
 
-/// A runtime's UDP socket.
+/// A runtime's UDP socket, sending and receiving through [`UdpState`](crate::UdpState) so
+/// that GSO, GRO and ECN work wherever the platform has them.
 pub trait UdpSocket: Send + Sync + 'static {
     /// The bound address.
     ///
@@ -37,13 +42,12 @@ pub trait UdpSocket: Send + Sync + 'static {
     /// The operating system's error.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 
-    /// Receives one datagram.
-    fn recv_from(
-        &self,
-        buf: &mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    /// Most datagrams one send may carry (1 without GSO).
+    fn max_gso_segments(&self) -> usize;
 
-    /// Sends one datagram.
-    fn send_to(&self, buf: &[u8], to: SocketAddr)
-        -> impl Future<Output = io::Result<usize>> + Send;
+    /// Receives one datagram, or several coalesced by GRO.
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<Received>> + Send;
+
+    /// Sends one datagram or a GSO batch.
+    fn send(&self, datagram: &Datagram) -> impl Future<Output = io::Result<()>> + Send;
 }

@@ -26,6 +26,9 @@ use std::time::Instant;
 
 use async_io::Async;
 
+use macula_mesh::Received;
+use macula_proto::quic::Datagram;
+
 pub use macula_mesh::{Events, MeshConfig, MeshError, MeshStats};
 
 /// A Macula node running on smol.
@@ -36,15 +39,23 @@ pub type Mesh = macula_mesh::Mesh<Smol>;
 #[derive(Debug)]
 pub struct Smol;
 
-/// An async-io UDP socket.
+/// An async-io UDP socket with GSO, GRO and ECN through quinn-udp.
 #[derive(Debug)]
-pub struct SmolUdp(Async<std::net::UdpSocket>);
+pub struct SmolUdp {
+    io: Async<std::net::UdpSocket>,
+    state: macula_mesh::UdpState,
+}
 
 impl macula_mesh::Runtime for Smol {
     type Socket = SmolUdp;
 
     fn bind(addr: SocketAddr) -> io::Result<SmolUdp> {
-        Ok(SmolUdp(Async::<std::net::UdpSocket>::bind(addr)?))
+        let socket = std::net::UdpSocket::bind(addr)?;
+        let state = macula_mesh::UdpState::new((&socket).into())?;
+        Ok(SmolUdp {
+            io: Async::new(socket)?,
+            state,
+        })
     }
 
     fn spawn(task: impl Future<Output = ()> + Send + 'static) {
@@ -62,21 +73,22 @@ impl macula_mesh::Runtime for Smol {
 
 impl macula_mesh::UdpSocket for SmolUdp {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.get_ref().local_addr()
+        self.io.get_ref().local_addr()
     }
 
-    fn recv_from(
-        &self,
-        buf: &mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
-        self.0.recv_from(buf)
+    fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
     }
 
-    fn send_to(
-        &self,
-        buf: &[u8],
-        to: SocketAddr,
-    ) -> impl Future<Output = io::Result<usize>> + Send {
-        self.0.send_to(buf, to)
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        self.io
+            .read_with(|socket| self.state.try_recv(socket.into(), buf))
+            .await
+    }
+
+    async fn send(&self, datagram: &Datagram) -> io::Result<()> {
+        self.io
+            .write_with(|socket| self.state.try_send(socket.into(), datagram))
+            .await
     }
 }

@@ -26,6 +26,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use macula_mesh::Received;
+use macula_proto::quic::Datagram;
+use tokio::io::Interest;
+
 pub use macula_mesh::{Events, MeshConfig, MeshError, MeshStats};
 
 /// A Macula node running on tokio (must be created inside a tokio runtime).
@@ -35,17 +39,24 @@ pub type Mesh = macula_mesh::Mesh<Tokio>;
 #[derive(Debug)]
 pub struct Tokio;
 
-/// A tokio UDP socket.
+/// A tokio UDP socket with GSO, GRO and ECN through quinn-udp.
 #[derive(Debug)]
-pub struct TokioUdp(tokio::net::UdpSocket);
+pub struct TokioUdp {
+    io: tokio::net::UdpSocket,
+    state: macula_mesh::UdpState,
+}
 
 impl macula_mesh::Runtime for Tokio {
     type Socket = TokioUdp;
 
     fn bind(addr: SocketAddr) -> io::Result<TokioUdp> {
         let socket = std::net::UdpSocket::bind(addr)?;
+        let state = macula_mesh::UdpState::new((&socket).into())?;
         socket.set_nonblocking(true)?;
-        Ok(TokioUdp(tokio::net::UdpSocket::from_std(socket)?))
+        Ok(TokioUdp {
+            io: tokio::net::UdpSocket::from_std(socket)?,
+            state,
+        })
     }
 
     fn spawn(task: impl Future<Output = ()> + Send + 'static) {
@@ -63,21 +74,36 @@ impl macula_mesh::Runtime for Tokio {
 
 impl macula_mesh::UdpSocket for TokioUdp {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.io.local_addr()
     }
 
-    fn recv_from(
-        &self,
-        buf: &mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
-        self.0.recv_from(buf)
+    fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
     }
 
-    fn send_to(
-        &self,
-        buf: &[u8],
-        to: SocketAddr,
-    ) -> impl Future<Output = io::Result<usize>> + Send {
-        self.0.send_to(buf, to)
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        loop {
+            self.io.readable().await?;
+            let attempt = self.io.try_io(Interest::READABLE, || {
+                self.state.try_recv((&self.io).into(), buf)
+            });
+            match attempt {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn send(&self, datagram: &Datagram) -> io::Result<()> {
+        loop {
+            self.io.writable().await?;
+            let attempt = self.io.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.io).into(), datagram)
+            });
+            match attempt {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
     }
 }

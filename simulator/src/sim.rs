@@ -641,11 +641,19 @@ impl Sim {
                 Host::Frames(node) => node.poll_transmit().map(Out::Transmit),
                 Host::Quic(ep) => ep
                     .poll_transmit()
-                    .map(|d| Out::Datagram(d.destination, d.ecn, d.contents)),
+                    // GSO batches are never enabled in simulation; split one defensively anyway.
+                    .map(|d| {
+                        let segments = d.segments().map(<[u8]>::to_vec).collect();
+                        Out::Datagrams(d.destination, d.ecn, segments)
+                    }),
             });
             match out.flatten() {
                 Some(Out::Transmit(t)) => self.frames_transmit(n, t),
-                Some(Out::Datagram(to, ecn, bytes)) => self.send_datagram(n, to, ecn, bytes),
+                Some(Out::Datagrams(to, ecn, segments)) => {
+                    for bytes in segments {
+                        self.send_datagram(n, to, ecn, bytes);
+                    }
+                }
                 None => break,
             }
         }
@@ -1036,7 +1044,7 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 enum Out {
     Transmit(Transmit),
-    Datagram(SocketAddr, Option<u8>, Vec<u8>),
+    Datagrams(SocketAddr, Option<u8>, Vec<Vec<u8>>),
 }
 
 /// What one [`Sim::step`] did.

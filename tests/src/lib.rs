@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use macula_mesh::{Mesh, MeshConfig, Runtime, UdpSocket};
-use macula_proto::quic::{Endpoint, EndpointConfig};
+use macula_proto::quic::{Datagram, Endpoint, EndpointConfig};
 use macula_proto::{ApiKey, Config, Event, Identity, Instant, Realm};
 
 pub use macula_smol::Smol;
@@ -124,10 +124,11 @@ impl<R: Runtime> RawPeer<R> {
     pub async fn bind(config: Config, seed: u64) -> anyhow::Result<Self> {
         let socket = R::bind("127.0.0.1:0".parse()?)?;
         let epoch = R::now();
-        let endpoint = Endpoint::new(
+        let mut endpoint = Endpoint::new(
             EndpointConfig::new(config, Identity::from_seed(seed), seed, epoch),
             Instant::ZERO,
         )?;
+        endpoint.set_max_datagrams(socket.max_gso_segments());
         Ok(RawPeer {
             endpoint,
             socket,
@@ -150,7 +151,13 @@ impl<R: Runtime> RawPeer<R> {
 
     /// Sends a raw UDP datagram to `to` from this peer's socket.
     pub async fn send_datagram(&self, to: SocketAddr, bytes: &[u8]) -> anyhow::Result<()> {
-        self.socket.send_to(bytes, to).await?;
+        let datagram = Datagram {
+            destination: to,
+            ecn: None,
+            contents: bytes.to_vec(),
+            segment_size: None,
+        };
+        self.socket.send(&datagram).await?;
         Ok(())
     }
 
@@ -165,7 +172,7 @@ impl<R: Runtime> RawPeer<R> {
         let mut buf = vec![0u8; 65_536];
         loop {
             while let Some(d) = self.endpoint.poll_transmit() {
-                self.socket.send_to(&d.contents, d.destination).await?;
+                self.socket.send(&d).await?;
             }
             while let Some(e) = self.endpoint.poll_event() {
                 self.events.push(e);
@@ -182,19 +189,20 @@ impl<R: Runtime> RawPeer<R> {
                 .map(|t| self.epoch + Duration::from_micros(t.as_micros()))
                 .unwrap_or(give_up)
                 .min(give_up);
-            let received = futures_lite::future::or(
-                async { Some(self.socket.recv_from(&mut buf).await) },
-                async {
+            let received =
+                futures_lite::future::or(async { Some(self.socket.recv(&mut buf).await) }, async {
                     R::sleep_until(timer).await;
                     None
-                },
-            )
-            .await;
+                })
+                .await;
             let now = self.now();
             match received {
                 Some(r) => {
-                    let (n, from) = r?;
-                    self.endpoint.handle_datagram(now, from, None, &buf[..n]);
+                    let received = r?;
+                    for datagram in received.segments(&buf) {
+                        self.endpoint
+                            .handle_datagram(now, received.from, received.ecn, datagram);
+                    }
                 }
                 None => self.endpoint.handle_timeout(now),
             }

@@ -40,8 +40,9 @@ use crate::time::{Duration, Instant};
 use crate::wire::CloseCode;
 use crate::{Config, ConfigError, Identity, NodeId};
 
-/// One UDP datagram to send (or, with `segment_size`, several of that size back to back, for
-/// GSO-capable drivers; this endpoint currently emits one datagram per transmit).
+/// One UDP datagram to send, or with `segment_size` a GSO batch: several datagrams of that size
+/// back to back (the last may be shorter). Batches are only made after
+/// [`Endpoint::set_max_datagrams`] allows them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Datagram {
     /// Where to send it.
@@ -50,6 +51,16 @@ pub struct Datagram {
     pub ecn: Option<u8>,
     /// The payload.
     pub contents: Vec<u8>,
+    /// For a GSO batch, the size of each datagram in `contents`.
+    pub segment_size: Option<usize>,
+}
+
+impl Datagram {
+    /// The datagrams this transmit holds (one, or the segments of a GSO batch).
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        let size = self.segment_size.unwrap_or(self.contents.len()).max(1);
+        self.contents.chunks(size)
+    }
 }
 
 impl fmt::Debug for Datagram {
@@ -78,6 +89,10 @@ pub struct EndpointStats {
     pub tls_failures: u64,
     /// Inbound connections asked to prove their address with a QUIC Retry.
     pub retries: u64,
+    /// Transmits that carried more than one datagram (GSO batches).
+    pub gso_batches: u64,
+    /// Datagrams received with an ECN mark (the path carries ECN).
+    pub ecn_received: u64,
     /// Extra streams a peer opened that Macula does not use yet; each was stopped.
     pub streams_rejected: u64,
     /// Events dropped because the application did not drain `max_queued_events` of them.
@@ -185,6 +200,8 @@ pub struct Endpoint {
     buf: Vec<u8>,
     /// With seeded crypto: the wall clock quinn's tokens see, driven by `now`.
     clock: Option<Arc<seeded::VirtualClock>>,
+    /// Most datagrams per transmit (GSO batch size); 1 without GSO.
+    max_datagrams: usize,
 }
 
 impl fmt::Debug for Endpoint {
@@ -285,6 +302,7 @@ impl Endpoint {
             stats: EndpointStats::default(),
             buf: Vec::new(),
             clock,
+            max_datagrams: 1,
         })
     }
 
@@ -355,6 +373,12 @@ impl Endpoint {
         self.pump(now);
     }
 
+    /// Allows transmits of up to `n` datagrams (GSO batches) for drivers whose socket supports
+    /// segmentation offload. Default: 1.
+    pub fn set_max_datagrams(&mut self, n: usize) {
+        self.max_datagrams = n.max(1);
+    }
+
     /// Writes `bytes` on a link's control stream exactly as given, bypassing the node's encoder.
     /// For hostile-peer tests and fuzzing: a well-behaved application never needs it.
     #[doc(hidden)]
@@ -390,6 +414,9 @@ impl Endpoint {
         self.advance(now);
         let now = self.now;
         self.stats.datagrams_received += 1;
+        if ecn.is_some() {
+            self.stats.ecn_received += 1;
+        }
         let ecn = ecn.and_then(EcnCodepoint::from_bits);
         let std_now = self.std_instant(now);
         self.buf.clear();
@@ -424,7 +451,7 @@ impl Endpoint {
                 {
                     self.stats.connections_refused += 1;
                     let t = self.quic.refuse(incoming, &mut self.buf);
-                    self.push_quinn_transmit(&t);
+                    queue_transmit(&mut self.datagrams, &mut self.stats, &self.buf, &t);
                 } else if half_open * 2 >= half_open_limit && !incoming.remote_address_validated() {
                     // Under a burst of new connections, make senders prove their address
                     // first (a Retry round trip), so spoofed Initials can't fill the slots.
@@ -523,24 +550,7 @@ impl Endpoint {
     }
 
     fn push_quinn_transmit(&mut self, t: &quinn_proto::Transmit) {
-        let ecn = t.ecn.map(|e| e as u8);
-        let data = &self.buf[..t.size];
-        match t.segment_size {
-            Some(seg) if seg < t.size => {
-                for chunk in data.chunks(seg) {
-                    self.datagrams.push_back(Datagram {
-                        destination: t.destination,
-                        ecn,
-                        contents: chunk.to_vec(),
-                    });
-                }
-            }
-            _ => self.datagrams.push_back(Datagram {
-                destination: t.destination,
-                ecn,
-                contents: data.to_vec(),
-            }),
-        }
+        queue_transmit(&mut self.datagrams, &mut self.stats, &self.buf, t);
     }
 
     /// Moves work between the node, the connections and the output queues until nothing moves.
@@ -594,15 +604,17 @@ impl Endpoint {
         };
         loop {
             self.buf.clear();
-            let Some(t) = c.conn.poll_transmit(std_now, 1, &mut self.buf) else {
+            let Some(t) = c
+                .conn
+                .poll_transmit(std_now, self.max_datagrams, &mut self.buf)
+            else {
                 break;
             };
-            self.datagrams.push_back(Datagram {
-                destination: t.destination,
-                ecn: t.ecn.map(|e| e as u8),
-                contents: self.buf[..t.size].to_vec(),
-            });
+            queue_transmit(&mut self.datagrams, &mut self.stats, &self.buf, &t);
         }
+        let Some(c) = self.conns.get_mut(&handle) else {
+            return true;
+        };
         // Endpoint events (new connection ids, drained) come last: transmits can cause them.
         while let Some(ev) = c.conn.poll_endpoint_events() {
             progress = true;
@@ -899,14 +911,13 @@ impl Endpoint {
                 // once closed, and a refusal's ConnectError should reach the dialer.
                 loop {
                     self.buf.clear();
-                    let Some(t) = c.conn.poll_transmit(std_now, 1, &mut self.buf) else {
+                    let Some(t) = c
+                        .conn
+                        .poll_transmit(std_now, self.max_datagrams, &mut self.buf)
+                    else {
                         break;
                     };
-                    self.datagrams.push_back(Datagram {
-                        destination: t.destination,
-                        ecn: t.ecn.map(|e| e as u8),
-                        contents: self.buf[..t.size].to_vec(),
-                    });
+                    queue_transmit(&mut self.datagrams, &mut self.stats, &self.buf, &t);
                 }
                 c.conn
                     .close(std_now, VarInt::from_u32(code.to_u32()), Bytes::new());
@@ -928,6 +939,25 @@ impl Conn {
             tls_deadline: Instant::NEVER,
         }
     }
+}
+
+/// Queues quinn's transmit (its bytes are at the start of `buf`) as a [`Datagram`].
+fn queue_transmit(
+    out: &mut VecDeque<Datagram>,
+    stats: &mut EndpointStats,
+    buf: &[u8],
+    t: &quinn_proto::Transmit,
+) {
+    let segment_size = t.segment_size.filter(|s| *s < t.size);
+    if segment_size.is_some() {
+        stats.gso_batches += 1;
+    }
+    out.push_back(Datagram {
+        destination: t.destination,
+        ecn: t.ecn.map(|e| e as u8),
+        contents: buf[..t.size].to_vec(),
+        segment_size,
+    });
 }
 
 /// The core instant for a quinn-proto instant.

@@ -81,7 +81,14 @@ impl MemoryNet {
     pub fn drain(&mut self, i: usize) {
         while let Some(d) = self.eps[i].poll_transmit() {
             if let Some(j) = (0..self.eps.len()).find(|j| addr(*j) == d.destination) {
-                self.in_flight.push((self.now + ONE_WAY, i, j, d));
+                for segment in d.segments() {
+                    let single = Datagram {
+                        contents: segment.to_vec(),
+                        segment_size: None,
+                        ..d.clone()
+                    };
+                    self.in_flight.push((self.now + ONE_WAY, i, j, single));
+                }
             }
         }
         while let Some(e) = self.eps[i].poll_event() {
