@@ -549,6 +549,23 @@ impl Endpoint {
         self.epoch + core::time::Duration::from_micros(t.as_micros())
     }
 
+    /// Queues every datagram a connection has ready.
+    fn queue_connection_transmits(&mut self, handle: ConnectionHandle, std_now: StdInstant) {
+        let Some(c) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        loop {
+            self.buf.clear();
+            let Some(t) = c
+                .conn
+                .poll_transmit(std_now, self.max_datagrams, &mut self.buf)
+            else {
+                break;
+            };
+            queue_transmit(&mut self.datagrams, &mut self.stats, &self.buf, &t);
+        }
+    }
+
     fn push_quinn_transmit(&mut self, t: &quinn_proto::Transmit) {
         queue_transmit(&mut self.datagrams, &mut self.stats, &self.buf, t);
     }
@@ -599,21 +616,9 @@ impl Endpoint {
             progress = true;
             self.connection_event(handle, ev, now);
         }
+        self.queue_connection_transmits(handle, std_now);
         let Some(c) = self.conns.get_mut(&handle) else {
             return progress;
-        };
-        loop {
-            self.buf.clear();
-            let Some(t) = c
-                .conn
-                .poll_transmit(std_now, self.max_datagrams, &mut self.buf)
-            else {
-                break;
-            };
-            queue_transmit(&mut self.datagrams, &mut self.stats, &self.buf, &t);
-        }
-        let Some(c) = self.conns.get_mut(&handle) else {
-            return true;
         };
         // Endpoint events (new connection ids, drained) come last: transmits can cause them.
         while let Some(ev) = c.conn.poll_endpoint_events() {
@@ -903,22 +908,15 @@ impl Endpoint {
                 };
                 self.flush_pending(handle, now);
                 self.active.insert(handle);
+                if let Some(c) = self.conns.get_mut(&handle) {
+                    c.link = None;
+                }
+                // Send what the stream holds before the close: quinn drops unsent stream data
+                // once closed, and a refusal's ConnectError should reach the dialer.
+                self.queue_connection_transmits(handle, std_now);
                 let Some(c) = self.conns.get_mut(&handle) else {
                     return;
                 };
-                c.link = None;
-                // Send what the stream holds before the close: quinn drops unsent stream data
-                // once closed, and a refusal's ConnectError should reach the dialer.
-                loop {
-                    self.buf.clear();
-                    let Some(t) = c
-                        .conn
-                        .poll_transmit(std_now, self.max_datagrams, &mut self.buf)
-                    else {
-                        break;
-                    };
-                    queue_transmit(&mut self.datagrams, &mut self.stats, &self.buf, &t);
-                }
                 c.conn
                     .close(std_now, VarInt::from_u32(code.to_u32()), Bytes::new());
             }
