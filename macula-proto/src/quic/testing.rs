@@ -30,6 +30,8 @@ pub struct MemoryNet {
     in_flight: Vec<(Instant, usize, usize, Datagram)>,
     /// Every event each endpoint emitted.
     pub events: Vec<Vec<Event>>,
+    /// Endpoints whose datagrams are dropped (a peer gone silent).
+    pub muted: Vec<bool>,
     /// FNV-1a over every delivered datagram (time, endpoints, bytes): equal across runs exactly
     /// when the runs sent the same bytes at the same times.
     pub trace: u64,
@@ -74,12 +76,21 @@ impl MemoryNet {
             in_flight: Vec::new(),
             events: vec![Vec::new(); n],
             trace: 0xcbf2_9ce4_8422_2325,
+            muted: vec![false; n],
         }
+    }
+
+    /// From now on, drops everything endpoint `i` sends.
+    pub fn mute(&mut self, i: usize) {
+        self.muted[i] = true;
     }
 
     /// Takes endpoint `i`'s datagrams onto the wire and its events into [`MemoryNet::events`].
     pub fn drain(&mut self, i: usize) {
         while let Some(d) = self.eps[i].poll_transmit() {
+            if self.muted[i] {
+                continue;
+            }
             if let Some(j) = (0..self.eps.len()).find(|j| addr(*j) == d.destination) {
                 for segment in d.segments() {
                     let single = Datagram {

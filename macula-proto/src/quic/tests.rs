@@ -213,3 +213,31 @@ fn spoofed_initials_cannot_fill_the_listener() {
     m.run_for(Duration::from_millis(100));
     assert_eq!(m.eps[1].node().stats().peers, 1);
 }
+
+#[test]
+fn a_peer_that_does_not_read_is_dropped_at_the_send_buffer_limit() {
+    let mut sender = config("q.x");
+    sender.max_link_send_buffer = 64 * 1024;
+    let mut m = Mesh::new(vec![sender, config("q.x")]);
+    m.eps[0].connect(addr(1), None, m.now);
+    m.drain(0);
+    m.run_for(Duration::from_millis(50));
+    let link = m.eps[0].node().peer(&m.eps[1].node_id()).unwrap().link;
+    // Endpoint 1 goes silent: nothing it sends (acks, flow-control credit) arrives any more.
+    m.mute(1);
+    // Far more than the stream's flow-control window: the rest must wait in the endpoint.
+    m.eps[0].send_raw(link, &vec![0u8; 3 << 20], m.now);
+    m.drain(0);
+    m.run_for(Duration::from_millis(100));
+    assert!(
+        m.events[0].iter().any(|e| matches!(
+            e,
+            Event::PeerDown {
+                reason: DownReason::Local(CloseCode::SendBufferFull),
+                ..
+            }
+        )),
+        "{:?}",
+        m.events[0]
+    );
+}
