@@ -137,6 +137,9 @@ impl<R: Runtime> Driver<R> {
     async fn run(mut self) {
         let mut buf = vec![0u8; RECV_BUF];
         loop {
+            // quinn-udp may turn GSO off after a failed send; stop making batches then.
+            self.endpoint
+                .set_max_datagrams(self.socket.max_gso_segments());
             self.flush().await;
             if let Some((linger, _)) = &self.closing {
                 if self.endpoint.is_idle() || R::now() >= *linger {
@@ -212,6 +215,17 @@ impl<R: Runtime> Driver<R> {
             // No subscribers is fine: events are for whoever listens.
             let _ = self.events.try_broadcast(event.clone());
             self.dispatch(&event);
+        }
+    }
+
+    /// `addr` as this socket must dial it: a socket bound to an IPv6 address reaches IPv4 peers
+    /// through IPv4-mapped addresses, which is also how their replies arrive.
+    fn dialable(&self, addr: SocketAddr) -> SocketAddr {
+        match (addr, self.socket.local_addr()) {
+            (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            _ => addr,
         }
     }
 
@@ -291,7 +305,7 @@ impl<R: Runtime> Driver<R> {
                 expected,
                 reply,
             } => {
-                let link = self.endpoint.connect(addr, expected, now);
+                let link = self.endpoint.connect(self.dialable(addr), expected, now);
                 let config = self.endpoint.node().config();
                 let deadline =
                     R::now() + std::time::Duration::from(config.handshake_timeout) + REQUEST_SLACK;

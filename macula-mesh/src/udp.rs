@@ -53,10 +53,13 @@ impl UdpState {
     ///
     /// # Errors
     /// The operating system's error.
-    pub fn try_recv(&self, socket: UdpSockRef<'_>, buf: &mut [u8]) -> io::Result<Received> {
+    pub fn try_recv<S>(&self, socket: &S, buf: &mut [u8]) -> io::Result<Received>
+    where
+        for<'a> UdpSockRef<'a>: From<&'a S>,
+    {
         let mut meta = [quinn_udp::RecvMeta::default()];
         let mut bufs = [IoSliceMut::new(buf)];
-        self.0.recv(socket, &mut bufs, &mut meta)?;
+        self.0.recv(socket.into(), &mut bufs, &mut meta)?;
         let m = meta[0];
         Ok(Received {
             len: m.len,
@@ -70,14 +73,33 @@ impl UdpState {
     ///
     /// # Errors
     /// The operating system's error.
-    pub fn try_send(&self, socket: UdpSockRef<'_>, datagram: &Datagram) -> io::Result<()> {
+    pub fn try_send<S>(&self, socket: &S, datagram: &Datagram) -> io::Result<()>
+    where
+        for<'a> UdpSockRef<'a>: From<&'a S>,
+    {
+        let ecn = datagram.ecn.and_then(quinn_udp::EcnCodepoint::from_bits);
+        if datagram.segment_size.is_some() && self.max_gso_segments() == 1 {
+            // quinn-udp turned GSO off after a send failed (some NICs, tunnels and VMs): a batch
+            // made before that goes out as separate datagrams.
+            for segment in datagram.segments() {
+                let transmit = quinn_udp::Transmit {
+                    destination: datagram.destination,
+                    ecn,
+                    contents: segment,
+                    segment_size: None,
+                    src_ip: None,
+                };
+                self.0.send(socket.into(), &transmit)?;
+            }
+            return Ok(());
+        }
         let transmit = quinn_udp::Transmit {
             destination: datagram.destination,
-            ecn: datagram.ecn.and_then(quinn_udp::EcnCodepoint::from_bits),
+            ecn,
             contents: &datagram.contents,
             segment_size: datagram.segment_size,
             src_ip: None,
         };
-        self.0.send(socket, &transmit)
+        self.0.send(socket.into(), &transmit)
     }
 }

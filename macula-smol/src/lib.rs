@@ -82,13 +82,13 @@ impl macula_mesh::UdpSocket for SmolUdp {
 
     async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         self.io
-            .read_with(|socket| self.state.try_recv(socket.into(), buf))
+            .read_with(|socket| self.state.try_recv(socket, buf))
             .await
     }
 
     async fn send(&self, datagram: &Datagram) -> io::Result<()> {
         self.io
-            .write_with(|socket| self.state.try_send(socket.into(), datagram))
+            .write_with(|socket| self.state.try_send(socket, datagram))
             .await
     }
 }

@@ -84,9 +84,9 @@ impl macula_mesh::UdpSocket for TokioUdp {
     async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         loop {
             self.io.readable().await?;
-            let attempt = self.io.try_io(Interest::READABLE, || {
-                self.state.try_recv((&self.io).into(), buf)
-            });
+            let attempt = self
+                .io
+                .try_io(Interest::READABLE, || self.state.try_recv(&self.io, buf));
             match attempt {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return other,
@@ -98,7 +98,7 @@ impl macula_mesh::UdpSocket for TokioUdp {
         loop {
             self.io.writable().await?;
             let attempt = self.io.try_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.io).into(), datagram)
+                self.state.try_send(&self.io, datagram)
             });
             match attempt {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

@@ -6,7 +6,8 @@ use macula_tests::{config, node, on_both_runtimes};
 
 on_both_runtimes!(
     two_nodes_handshake_and_measure_round_trips,
-    a_dial_expecting_another_node_is_refused_locally
+    a_dial_expecting_another_node_is_refused_locally,
+    a_dual_stack_node_dials_an_ipv4_node,
 );
 
 async fn two_nodes_handshake_and_measure_round_trips<R: Runtime>() -> anyhow::Result<()> {
@@ -54,5 +55,24 @@ async fn a_dial_expecting_another_node_is_refused_locally<R: Runtime>() -> anyho
         .expect_err("b is not c");
     assert!(err.to_string().contains("expected node"), "{err}");
     assert!(a.peers().await?.is_empty());
+    Ok(())
+}
+
+async fn a_dual_stack_node_dials_an_ipv4_node<R: Runtime>() -> anyhow::Result<()> {
+    let v4 = node::<R>(config("io.test", None)).await?;
+    let dual = match macula_mesh::Mesh::<R>::bind(macula_mesh::MeshConfig::new(
+        config("io.test", None),
+        "[::]:0".parse()?,
+    ))
+    .await
+    {
+        Ok(mesh) => mesh,
+        Err(err) => {
+            eprintln!("no IPv6 here ({err}); skipping");
+            return Ok(());
+        }
+    };
+    assert_eq!(dual.connect(v4.local_addr()).await?, v4.node_id());
+    assert!(dual.ping(v4.node_id()).await?.as_micros() > 0);
     Ok(())
 }

@@ -213,6 +213,10 @@ impl fmt::Debug for Endpoint {
     }
 }
 
+/// Most datagrams in one GSO batch: ten 1,200-byte datagrams stay well under UDP's 65,507-byte
+/// payload limit (a larger batch is refused by the kernel as a whole).
+pub const MAX_GSO_SEGMENTS: usize = 10;
+
 /// Control-stream reads are done in chunks of at most this size.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -374,9 +378,9 @@ impl Endpoint {
     }
 
     /// Allows transmits of up to `n` datagrams (GSO batches) for drivers whose socket supports
-    /// segmentation offload. Default: 1.
+    /// segmentation offload; capped at [`MAX_GSO_SEGMENTS`]. Default: 1.
     pub fn set_max_datagrams(&mut self, n: usize) {
-        self.max_datagrams = n.max(1);
+        self.max_datagrams = n.clamp(1, MAX_GSO_SEGMENTS);
     }
 
     /// Writes `bytes` on a link's control stream exactly as given, bypassing the node's encoder.
@@ -497,6 +501,7 @@ impl Endpoint {
                 self.stats.tls_failures += 1;
                 let code = VarInt::from_u32(CloseCode::HandshakeTimeout.to_u32());
                 c.conn.close(std_now, code, Bytes::new());
+                self.active.insert(*handle);
             }
         }
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
@@ -511,8 +516,8 @@ impl Endpoint {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Datagram> {
         let d = self.datagrams.pop_front();
-        if d.is_some() {
-            self.stats.datagrams_sent += 1;
+        if let Some(d) = &d {
+            self.stats.datagrams_sent += d.segments().count() as u64;
         }
         d
     }

@@ -241,3 +241,23 @@ fn a_peer_that_does_not_read_is_dropped_at_the_send_buffer_limit() {
         m.events[0]
     );
 }
+
+#[test]
+fn gso_batches_stay_under_the_udp_size_limit() {
+    let mut m = Mesh::new(vec![config("q.x"), config("q.x")]);
+    m.eps[0].connect(addr(1), None, m.now);
+    m.drain(0);
+    m.run_for(Duration::from_millis(50));
+    let link = m.eps[0].node().peer(&m.eps[1].node_id()).unwrap().link;
+    m.eps[0].set_max_datagrams(64);
+    m.eps[0].send_raw(link, &vec![0u8; 256 * 1024], m.now);
+    let batches: Vec<Datagram> = core::iter::from_fn(|| m.eps[0].poll_transmit()).collect();
+    assert!(
+        batches.iter().any(|d| d.segments().count() > 1),
+        "bursts are batched"
+    );
+    for d in &batches {
+        assert!(d.segments().count() <= MAX_GSO_SEGMENTS);
+        assert!(d.contents.len() <= 65_507, "{} bytes", d.contents.len());
+    }
+}
