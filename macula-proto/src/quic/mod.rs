@@ -193,6 +193,9 @@ pub struct Endpoint {
     /// Connections an input touched since they were last driven; only these are driven, so an
     /// input costs the same with one peer or a thousand.
     active: BTreeSet<ConnectionHandle>,
+    /// Each connection's next timer (its `Conn::timeout`), so finding the next deadline and
+    /// the due connections doesn't scan them all.
+    timers: BTreeSet<(Instant, ConnectionHandle)>,
     links: BTreeMap<LinkId, ConnectionHandle>,
     datagrams: VecDeque<Datagram>,
     events: VecDeque<Event>,
@@ -300,6 +303,7 @@ impl Endpoint {
             now,
             conns: BTreeMap::new(),
             active: BTreeSet::new(),
+            timers: BTreeSet::new(),
             links: BTreeMap::new(),
             datagrams: VecDeque::new(),
             events: VecDeque::new(),
@@ -491,17 +495,25 @@ impl Endpoint {
         self.advance(now);
         let now = self.now;
         let std_now = self.std_instant(now);
-        for (handle, c) in self.conns.iter_mut() {
+        let due: Vec<ConnectionHandle> = self
+            .timers
+            .range(..=(now, ConnectionHandle(usize::MAX)))
+            .map(|(_, handle)| *handle)
+            .collect();
+        for handle in due {
+            let Some(c) = self.conns.get_mut(&handle) else {
+                continue;
+            };
             if c.timeout.is_some_and(|t| t <= now) {
                 c.conn.handle_timeout(std_now);
-                self.active.insert(*handle);
+                self.active.insert(handle);
             }
             if !c.connected && c.tls_deadline <= now && !c.conn.is_closed() {
                 // An inbound connection that never finished TLS: free its slot.
                 self.stats.tls_failures += 1;
                 let code = VarInt::from_u32(CloseCode::HandshakeTimeout.to_u32());
                 c.conn.close(std_now, code, Bytes::new());
-                self.active.insert(*handle);
+                self.active.insert(handle);
             }
         }
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
@@ -534,7 +546,15 @@ impl Endpoint {
         if !self.datagrams.is_empty() || !self.events.is_empty() {
             return Some(self.now);
         }
-        let conns = self.conns.values().filter_map(|c| c.timeout).min();
+        debug_assert!(
+            self.timers.len() == self.conns.values().filter(|c| c.timeout.is_some()).count()
+                && self
+                    .conns
+                    .iter()
+                    .all(|(h, c)| c.timeout.map_or(true, |at| self.timers.contains(&(at, *h)))),
+            "the timer index lists exactly each connection's timeout"
+        );
+        let conns = self.timers.first().map(|(at, _)| *at);
         match (conns, self.node.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -644,6 +664,9 @@ impl Endpoint {
                     };
                     self.node.handle_link_down(link, error, now);
                 }
+                if let Some(at) = c.timeout {
+                    self.timers.remove(&(at, handle));
+                }
                 self.conns.remove(&handle);
                 return true;
             }
@@ -651,10 +674,19 @@ impl Endpoint {
         let epoch = self.epoch;
         let quinn = c.conn.poll_timeout().map(|t| core_instant(epoch, t));
         let tls = (!c.connected && !c.conn.is_closed()).then_some(c.tls_deadline);
-        c.timeout = match (quinn, tls) {
+        let timeout = match (quinn, tls) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b).filter(|t| *t != Instant::NEVER),
         };
+        if timeout != c.timeout {
+            if let Some(at) = c.timeout {
+                self.timers.remove(&(at, handle));
+            }
+            if let Some(at) = timeout {
+                self.timers.insert((at, handle));
+            }
+            c.timeout = timeout;
+        }
         progress
     }
 
