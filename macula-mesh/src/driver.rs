@@ -232,36 +232,23 @@ impl<R: Runtime> Driver<R> {
     /// Fails requests whose answer never came (see [`PendingConnect`]).
     fn expire_requests(&mut self) {
         let now = R::now();
-        let late: Vec<LinkId> = self
-            .connects
-            .iter()
-            .filter(|(_, c)| c.deadline <= now)
-            .map(|(link, _)| *link)
-            .collect();
-        for link in late {
-            if let Some(c) = self.connects.remove(&link) {
-                let _ = c.reply.try_send(Err(MeshError::Connect {
-                    addr: c.addr,
-                    failure: ConnectFailure::Aborted(macula_proto::CloseCode::HandshakeTimeout),
-                }));
-            }
+        for c in take_where(&mut self.connects, |c| c.deadline <= now) {
+            let _ = c.reply.try_send(Err(MeshError::Connect {
+                addr: c.addr,
+                failure: ConnectFailure::Aborted(macula_proto::CloseCode::HandshakeTimeout),
+            }));
         }
-        let late: Vec<PingId> = self
-            .pings
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            if let Some(p) = self.pings.remove(&id) {
-                let _ = p.reply.try_send(Err(MeshError::Ping(PingError::Timeout)));
-            }
+        for p in take_where(&mut self.pings, |p| p.deadline <= now) {
+            let _ = p.reply.try_send(Err(MeshError::Ping(PingError::Timeout)));
         }
     }
 
     fn dispatch(&mut self, event: &Event) {
         match event {
-            Event::PeerUp { peer, link, .. } => {
+            Event::PeerUp {
+                peer, link, addr, ..
+            } => {
+                tracing::info!(peer = %peer, %addr, "peer joined");
                 if let Some(c) = self.connects.remove(link) {
                     let _ = c.reply.try_send(Ok(*peer));
                 }
@@ -291,9 +278,6 @@ impl<R: Runtime> Driver<R> {
                 tracing::info!(peer = %peer, %reason, "peer left");
             }
             _ => {}
-        }
-        if let Event::PeerUp { peer, addr, .. } = event {
-            tracing::info!(peer = %peer, %addr, "peer joined");
         }
     }
 
@@ -357,4 +341,14 @@ impl<R: Runtime> Driver<R> {
             }
         }
     }
+}
+
+/// Removes and returns the entries of `map` whose value matches `pred`.
+fn take_where<K: Ord + Copy, V>(map: &mut BTreeMap<K, V>, pred: impl Fn(&V) -> bool) -> Vec<V> {
+    let keys: Vec<K> = map
+        .iter()
+        .filter(|(_, v)| pred(v))
+        .map(|(k, _)| *k)
+        .collect();
+    keys.iter().filter_map(|k| map.remove(k)).collect()
 }

@@ -4,7 +4,7 @@
 //! A frame on a stream is `len` (unsigned LEB128, at most 5 bytes, canonical) followed by `len`
 //! bytes of postcard-encoded [`Frame`]. The [`Decoder`] checks `len` against the configured
 //! maximum *before* buffering anything of the body, so a hostile prefix cannot make it allocate.
-//! `docs/wire.md` documents every field; `tests/golden.rs`-style vectors in this module pin it.
+//! `docs/wire.md` documents every field; the golden vectors in this module's tests pin it.
 
 mod codec;
 mod frame;
