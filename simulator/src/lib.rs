@@ -36,6 +36,7 @@ pub mod net;
 mod queue;
 pub mod scenario;
 mod sim;
+mod slab;
 pub mod trace;
 
 pub use net::{LinkModel, NodeIdx, PathProps};

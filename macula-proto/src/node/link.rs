@@ -95,39 +95,60 @@ impl Link {
 }
 
 /// The pings of one link awaiting their pong, in the order they were sent (so the oldest, which
-/// expires first, is at the front). Small: at most `max_pings_in_flight` entries, usually one.
-/// A `Vec` rather than a map keeps an idle link's footprint to a few words.
+/// expires first, is at the front). Small: at most `max_pings_in_flight` entries, usually one,
+/// so the oldest sits inline in the link and only a second one in flight allocates.
 #[derive(Default)]
-pub(super) struct PingWindow(Vec<(u64, PendingPing)>);
+pub(super) struct PingWindow {
+    oldest: Option<(u64, PendingPing)>,
+    rest: Vec<(u64, PendingPing)>,
+}
 
 impl PingWindow {
     pub fn len(&self) -> usize {
-        self.0.len()
+        usize::from(self.oldest.is_some()) + self.rest.len()
     }
 
     pub fn push(&mut self, id: u64, ping: PendingPing) {
-        self.0.push((id, ping));
+        if self.oldest.is_none() {
+            self.oldest = Some((id, ping));
+        } else {
+            self.rest.push((id, ping));
+        }
     }
 
     pub fn remove(&mut self, id: u64) -> Option<PendingPing> {
-        let at = self.0.iter().position(|(i, _)| *i == id)?;
-        Some(self.0.remove(at).1)
+        if self.oldest.as_ref().is_some_and(|(i, _)| *i == id) {
+            let (_, ping) = self.oldest.take().expect("checked");
+            if !self.rest.is_empty() {
+                self.oldest = Some(self.rest.remove(0));
+            }
+            return Some(ping);
+        }
+        let at = self.rest.iter().position(|(i, _)| *i == id)?;
+        Some(self.rest.remove(at).1)
     }
 
     pub fn oldest_deadline(&self) -> Option<Instant> {
-        self.0.first().map(|(_, p)| p.deadline)
+        self.oldest.as_ref().map(|(_, p)| p.deadline)
     }
 
     /// Removes the pings due at `now`; returns their ids and whether the application sent them.
     pub fn expire(&mut self, now: Instant) -> Vec<(u64, bool)> {
-        let due = self.0.iter().take_while(|(_, p)| p.deadline <= now).count();
-        self.0
-            .drain(..due)
-            .map(|(id, p)| (id, p.from_app))
-            .collect()
+        let mut due = Vec::new();
+        while let Some((id, ping)) = self.oldest.take() {
+            if ping.deadline > now {
+                self.oldest = Some((id, ping));
+                break;
+            }
+            due.push((id, ping.from_app));
+            if !self.rest.is_empty() {
+                self.oldest = Some(self.rest.remove(0));
+            }
+        }
+        due
     }
 
     pub fn into_inner(self) -> Vec<(u64, PendingPing)> {
-        self.0
+        self.oldest.into_iter().chain(self.rest).collect()
     }
 }

@@ -28,11 +28,11 @@
 
 mod link;
 mod stats;
+mod table;
 #[cfg(test)]
 mod tests;
 
-use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -50,10 +50,21 @@ use crate::wire::{
 
 use link::{Link, LinkState, PendingPing};
 pub use stats::{RefusalCounts, Stats};
+use table::{Links, Timers};
 
 /// Identifies one link (one transport connection) for the node's whole life; never reused.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct LinkId(pub u64);
+
+impl LinkId {
+    /// A small index for per-link tables: among the node's live links no two share one, and
+    /// every one is below the most links the node has held at once, so a transport can keep
+    /// its own per-link state in a `Vec` indexed by it. Unlike the id, a slot is reused once
+    /// its link is gone: check the id stored there.
+    pub fn slot(self) -> usize {
+        (self.0 & u64::from(u32::MAX)) as usize
+    }
+}
 
 /// Identifies one application ping.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -316,14 +327,12 @@ pub struct Node {
     identity: Identity,
     rng: Rng,
     now: Instant,
-    /// Boxed: a map leaf holds eleven entries inline, and a node has few links.
-    links: BTreeMap<LinkId, Box<Link>>,
+    links: Links,
     /// When each link next needs `handle_timeout`. An entry may be early (a deadline that moved
     /// later, such as the idle timeout after data arrived, is not re-filed) but never late.
-    timers: BTreeSet<(Instant, LinkId)>,
+    timers: Timers,
     /// Established peers and the link each is on.
     peers: BTreeMap<NodeId, LinkId>,
-    next_link: u64,
     next_ping: u64,
     transmits: VecDeque<Transmit>,
     /// Links with frames queued in their `out` buffer, in the order they got them.
@@ -364,10 +373,9 @@ impl Node {
             identity,
             rng,
             now,
-            links: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            links: Links::default(),
+            timers: Timers::default(),
             peers: BTreeMap::new(),
-            next_link: 1,
             next_ping,
             transmits: VecDeque::new(),
             dirty: VecDeque::new(),
@@ -402,7 +410,7 @@ impl Node {
     /// One established peer.
     pub fn peer(&self, id: &NodeId) -> Option<PeerInfo> {
         let link_id = self.peers.get(id)?;
-        let link = self.links.get(link_id)?;
+        let link = self.links.get(*link_id)?;
         let LinkState::Established(est) = &link.state else {
             return None;
         };
@@ -473,13 +481,13 @@ impl Node {
         let deadline = self.now + self.config.handshake_timeout;
         self.links.insert(
             link,
-            Box::new(Link::new(
+            Link::new(
                 Direction::Outbound,
                 addr,
                 LinkState::Dialing { expected },
                 deadline,
                 self.config.max_frame_size,
-            )),
+            ),
         );
         self.schedule(link);
         self.transmits.push_back(Transmit::Open {
@@ -524,7 +532,7 @@ impl Node {
     pub fn close(&mut self, now: Instant) {
         self.advance(now);
         self.closed = true;
-        let links: Vec<LinkId> = self.links.keys().copied().collect();
+        let links: Vec<LinkId> = self.links.ids().collect();
         for link in links {
             self.abort_link(link, CloseCode::Goodbye);
         }
@@ -536,7 +544,7 @@ impl Node {
     pub fn handle_link_up(&mut self, link_id: LinkId, info: LinkInfo, now: Instant) {
         self.advance(now);
         let own = self.node_id();
-        let Some(link) = self.links.get_mut(&link_id) else {
+        let Some(link) = self.links.get_mut(link_id) else {
             // Closed by us meanwhile; the transport has (or will get) the Close.
             return;
         };
@@ -572,7 +580,7 @@ impl Node {
             listen_addrs: self.wire_listen_addrs(),
             roles: self.config.roles.0,
         });
-        if let Some(link) = self.links.get_mut(&link_id) {
+        if let Some(link) = self.links.get_mut(link_id) {
             link.state = LinkState::AwaitingAck;
         }
         self.send_frame(link_id, &connect);
@@ -594,13 +602,13 @@ impl Node {
         }
         let link_id = self.new_link_id();
         let deadline = self.now + self.config.handshake_timeout;
-        let mut link = Box::new(Link::new(
+        let mut link = Link::new(
             Direction::Inbound,
             info.remote_addr,
             LinkState::AwaitingConnect,
             deadline,
             self.config.max_frame_size,
-        ));
+        );
         link.remote = Some(info.remote_id);
         link.exporter = info.exporter;
         link.last_heard = self.now;
@@ -612,7 +620,7 @@ impl Node {
     /// Bytes arrived on a link's stream (any chunking).
     pub fn handle_link_data(&mut self, link_id: LinkId, bytes: &[u8], now: Instant) {
         self.advance(now);
-        let Some(link) = self.links.get_mut(&link_id) else {
+        let Some(link) = self.links.get_mut(link_id) else {
             return;
         };
         if matches!(link.state, LinkState::Dialing { .. }) {
@@ -623,7 +631,7 @@ impl Node {
         link.decoder.push(bytes);
         self.stats.bytes_received += bytes.len() as u64;
         loop {
-            let Some(link) = self.links.get_mut(&link_id) else {
+            let Some(link) = self.links.get_mut(link_id) else {
                 return;
             };
             match link.decoder.next_frame() {
@@ -653,7 +661,7 @@ impl Node {
     /// The transport lost a link (or could not open it).
     pub fn handle_link_down(&mut self, link_id: LinkId, error: LinkError, now: Instant) {
         self.advance(now);
-        let Some(link) = self.links.get(&link_id) else {
+        let Some(link) = self.links.get(link_id) else {
             return;
         };
         match link.state {
@@ -686,21 +694,11 @@ impl Node {
     /// Time passed: runs keep-alives, timeouts and expiries due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
-        let mut due = Vec::new();
-        while let Some(&(at, link)) = self.timers.first() {
-            if at > self.now {
-                break;
-            }
-            self.timers.pop_first();
-            due.push(link);
-        }
-        for link_id in due {
-            if let Some(link) = self.links.get_mut(&link_id) {
-                link.scheduled = Instant::NEVER;
-            }
+        while let Some(link_id) = self.timers.pop_due(self.now, &mut self.links) {
             self.link_timers(link_id);
             self.schedule(link_id);
         }
+        self.timers.prune(&self.links);
     }
 
     // ---------------------------------------------------------------- (D) outputs
@@ -712,7 +710,7 @@ impl Node {
             return Some(t);
         }
         while let Some(link_id) = self.dirty.pop_front() {
-            if let Some(link) = self.links.get_mut(&link_id) {
+            if let Some(link) = self.links.get_mut(link_id) {
                 link.dirty = false;
                 if !link.out.is_empty() {
                     return Some(Transmit::Send {
@@ -737,7 +735,7 @@ impl Node {
         if !self.transmits.is_empty() || !self.dirty.is_empty() || !self.events.is_empty() {
             return Some(self.now);
         }
-        self.timers.first().map(|(at, _)| *at)
+        self.timers.first()
     }
 
     // ---------------------------------------------------------------- internals
@@ -750,32 +748,26 @@ impl Node {
 
     /// Files the link's next deadline if it is earlier than the one on file.
     fn schedule(&mut self, link_id: LinkId) {
-        let Some(link) = self.links.get_mut(&link_id) else {
+        let Some(link) = self.links.get_mut(link_id) else {
             return;
         };
         let due = link.next_deadline(&self.config);
         if due < link.scheduled {
-            if link.scheduled != Instant::NEVER {
-                self.timers.remove(&(link.scheduled, link_id));
-            }
             link.scheduled = due;
-            self.timers.insert((due, link_id));
+            self.timers.push(due, link_id, &self.links);
+            self.timers.prune(&self.links);
         }
     }
 
     /// Removes a link and its timer.
-    fn take_link(&mut self, link_id: LinkId) -> Option<Box<Link>> {
-        let link = self.links.remove(&link_id)?;
-        if link.scheduled != Instant::NEVER {
-            self.timers.remove(&(link.scheduled, link_id));
-        }
+    fn take_link(&mut self, link_id: LinkId) -> Option<Link> {
+        let link = self.links.remove(link_id)?;
+        self.timers.prune(&self.links);
         Some(link)
     }
 
     fn new_link_id(&mut self) -> LinkId {
-        let id = LinkId(self.next_link);
-        self.next_link += 1;
-        id
+        self.links.next_id()
     }
 
     fn wire_listen_addrs(&self) -> Vec<WireAddr> {
@@ -796,7 +788,7 @@ impl Node {
     }
 
     fn send_frame(&mut self, link_id: LinkId, frame: &Frame) {
-        let Some(link) = self.links.get_mut(&link_id) else {
+        let Some(link) = self.links.get_mut(link_id) else {
             return;
         };
         let before = link.out.len();
@@ -814,10 +806,7 @@ impl Node {
         let now = self.now;
         let max = self.config.max_pings_in_flight;
         let deadline = now + self.config.ping_timeout;
-        let link = self
-            .links
-            .get_mut(&link_id)
-            .ok_or(PingError::NotConnected)?;
+        let link = self.links.get_mut(link_id).ok_or(PingError::NotConnected)?;
         let LinkState::Established(est) = &mut link.state else {
             return Err(PingError::NotConnected);
         };
@@ -841,7 +830,7 @@ impl Node {
     }
 
     fn handle_frame(&mut self, link_id: LinkId, frame: Frame) {
-        let Some(link) = self.links.get(&link_id) else {
+        let Some(link) = self.links.get(link_id) else {
             return;
         };
         match (&link.state, frame) {
@@ -872,7 +861,7 @@ impl Node {
     }
 
     fn answer_connect(&mut self, link_id: LinkId, connect: Connect) {
-        let Some(link) = self.links.get(&link_id) else {
+        let Some(link) = self.links.get(link_id) else {
             return;
         };
         let remote = link
@@ -964,7 +953,7 @@ impl Node {
     }
 
     fn complete_outbound(&mut self, link_id: LinkId, ack: ConnectAck) {
-        let Some(link) = self.links.get(&link_id) else {
+        let Some(link) = self.links.get(link_id) else {
             return;
         };
         let remote = link
@@ -998,9 +987,11 @@ impl Node {
         let Some(&old) = self.peers.get(&remote) else {
             return true;
         };
-        let new_dir = self.links[&link_id].direction;
-        let old_dir = self.links.get(&old).map(|l| l.direction);
-        let old_is_young = self.links.get(&old).is_some_and(|l| match &l.state {
+        let Some(new_dir) = self.links.get(link_id).map(|l| l.direction) else {
+            return false;
+        };
+        let old_dir = self.links.get(old).map(|l| l.direction);
+        let old_is_young = self.links.get(old).is_some_and(|l| match &l.state {
             LinkState::Established(est) => self.now - est.since < self.config.handshake_timeout,
             _ => false,
         });
@@ -1038,7 +1029,7 @@ impl Node {
     fn establish(&mut self, link_id: LinkId, remote: NodeId, addrs: Vec<WireAddr>, roles: Roles) {
         let now = self.now;
         let next_keepalive = now + self.config.keepalive_interval;
-        let Some(link) = self.links.get_mut(&link_id) else {
+        let Some(link) = self.links.get_mut(link_id) else {
             return;
         };
         link.state = LinkState::Established(link::Established {
@@ -1064,7 +1055,7 @@ impl Node {
 
     fn handle_pong(&mut self, link_id: LinkId, id: u64) {
         let now = self.now;
-        let Some(link) = self.links.get_mut(&link_id) else {
+        let Some(link) = self.links.get_mut(link_id) else {
             return;
         };
         let remote = link.remote;
@@ -1090,7 +1081,7 @@ impl Node {
 
     fn link_timers(&mut self, link_id: LinkId) {
         let now = self.now;
-        let Some(link) = self.links.get_mut(&link_id) else {
+        let Some(link) = self.links.get_mut(link_id) else {
             return;
         };
         match &mut link.state {
@@ -1162,7 +1153,7 @@ impl Node {
 
     /// Closes a link in whatever state it is, reporting what the application needs to know.
     fn abort_link(&mut self, link_id: LinkId, code: CloseCode) {
-        let Some(link) = self.links.get(&link_id) else {
+        let Some(link) = self.links.get(link_id) else {
             return;
         };
         match link.state {
