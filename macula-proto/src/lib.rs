@@ -16,6 +16,7 @@ extern crate std;
 
 pub mod auth;
 pub mod config;
+pub mod dht;
 #[doc(hidden)]
 pub mod fuzzing;
 mod id;

@@ -1,0 +1,8 @@
+//! The Kademlia DHT: how nodes find each other and the records they publish (DESIGN.md §3.5).
+
+pub mod table;
+
+#[cfg(test)]
+mod tests;
+
+pub use table::{Contact, Diversity, Insert, RoutingTable};

@@ -1,0 +1,212 @@
+//! Laws of the XOR metric and of the routing table.
+
+use alloc::vec::Vec;
+use core::net::{Ipv4Addr, SocketAddr};
+
+use proptest::prelude::*;
+
+use super::table::{Contact, Diversity, Insert, RoutingTable};
+use crate::id::NodeId;
+use crate::time::Instant;
+
+fn arb_id() -> impl Strategy<Value = NodeId> {
+    any::<[u8; 32]>().prop_map(NodeId)
+}
+
+/// Ids sharing `shared` leading bits with `own`, then random.
+fn near(own: &NodeId, mut bytes: [u8; 32], shared: usize) -> NodeId {
+    for bit in 0..shared.min(256) {
+        let (byte, mask) = (bit / 8, 0x80u8 >> (bit % 8));
+        bytes[byte] = (bytes[byte] & !mask) | (own.0[byte] & mask);
+    }
+    NodeId(bytes)
+}
+
+/// 256-bit big-endian addition; `None` on overflow.
+fn add(a: [u8; 32], b: [u8; 32]) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    let mut carry = 0u16;
+    for i in (0..32).rev() {
+        let s = u16::from(a[i]) + u16::from(b[i]) + carry;
+        out[i] = s as u8;
+        carry = s >> 8;
+    }
+    (carry == 0).then_some(out)
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Insert {
+        id: [u8; 32],
+        shared: usize,
+        net: u8,
+        at: u64,
+    },
+    Seen {
+        pick: usize,
+        at: u64,
+    },
+    Remove {
+        pick: usize,
+    },
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (any::<[u8; 32]>(), 0usize..24, 0u8..12, 0u64..1_000)
+            .prop_map(|(id, shared, net, at)| Op::Insert { id, shared, net, at }),
+        2 => (any::<usize>(), 0u64..1_000).prop_map(|(pick, at)| Op::Seen { pick, at }),
+        1 => any::<usize>().prop_map(|pick| Op::Remove { pick }),
+    ]
+}
+
+fn addr(net: u8, host: u8) -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::new(198, 18, net, host).into(), 4433)
+}
+
+proptest! {
+    #[test]
+    fn xor_metric_laws(a in arb_id(), b in arb_id(), c in arb_id()) {
+        prop_assert_eq!(a.distance(&a).0, [0u8; 32]);
+        prop_assert_eq!(a.distance(&b), b.distance(&a));
+        let (ab, bc, ac) = (a.distance(&b), b.distance(&c), a.distance(&c));
+        // d(a,c) = d(a,b) xor d(b,c) ...
+        let mut x = [0u8; 32];
+        for i in 0..32 {
+            x[i] = ab.0[i] ^ bc.0[i];
+        }
+        prop_assert_eq!(x, ac.0);
+        // ... so the triangle inequality holds,
+        if let Some(sum) = add(ab.0, bc.0) {
+            prop_assert!(ac.0 <= sum);
+        }
+        // and the metric is unidirectional: no other id is at the same distance from a.
+        if b != c {
+            prop_assert_ne!(ab, ac);
+        }
+    }
+
+    #[test]
+    fn any_history_leaves_a_well_formed_table(
+        own in arb_id(),
+        k in 1usize..6,
+        ops in proptest::collection::vec(arb_op(), 1..300),
+    ) {
+        let mut table = RoutingTable::new(own, k, 3, Diversity::default());
+        let mut known: Vec<NodeId> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Insert { id, shared, net, at } => {
+                    let id = near(&own, id, shared);
+                    let c = Contact { id, addr: addr(net, id.0[31]), last_seen: Instant::from_micros(at) };
+                    let before = table.len();
+                    match table.insert(c) {
+                        Insert::Added => prop_assert_eq!(table.len(), before + 1),
+                        Insert::Pending { oldest } => {
+                            prop_assert!(table.get(&oldest).is_some());
+                            prop_assert_eq!(table.len(), before);
+                        }
+                        Insert::Own => prop_assert_eq!(id, own),
+                        Insert::Updated | Insert::Diversity => {}
+                    }
+                    known.push(id);
+                }
+                Op::Seen { pick, at } if !known.is_empty() => {
+                    let id = known[pick % known.len()];
+                    table.seen(&id, Instant::from_micros(at));
+                }
+                Op::Remove { pick } if !known.is_empty() => {
+                    let id = known[pick % known.len()];
+                    table.remove(&id);
+                    prop_assert!(table.get(&id).is_none());
+                }
+                _ => {}
+            }
+            if let Err(e) = table.check() {
+                return Err(TestCaseError::fail(e));
+            }
+        }
+        // closest() is exactly the brute-force answer over the table's contacts.
+        let target = known.first().copied().unwrap_or(own);
+        let mut all: Vec<NodeId> = table.iter().map(|c| c.id).collect();
+        all.sort_by_key(|x| x.distance(&target));
+        all.truncate(k + 2);
+        let got: Vec<NodeId> = table.closest(&target, k + 2).iter().map(|c| c.id).collect();
+        prop_assert_eq!(got, all);
+    }
+}
+
+#[test]
+fn the_own_bucket_splits_and_far_buckets_do_not() {
+    let own = NodeId([0u8; 32]);
+    let mut table = RoutingTable::new(
+        own,
+        2,
+        1,
+        Diversity {
+            per_bucket: 99,
+            per_table: 99,
+        },
+    );
+    let c = |first: u8, last: u8| Contact {
+        id: NodeId({
+            let mut b = [0u8; 32];
+            b[0] = first;
+            b[31] = last;
+            b
+        }),
+        addr: addr(0, last),
+        last_seen: Instant::from_micros(u64::from(last)),
+    };
+    // Three far contacts (first bit set): one bucket's worth fits after a split.
+    assert_eq!(table.insert(c(0x80, 1)), Insert::Added);
+    assert_eq!(table.insert(c(0x80, 2)), Insert::Added);
+    assert_eq!(table.bucket_count(), 1);
+    // A near contact fills past k: the own bucket splits, far ones stay in bucket 0.
+    assert_eq!(table.insert(c(0x01, 3)), Insert::Added);
+    assert_eq!(table.bucket_count(), 2);
+    assert_eq!(table.bucket_fill(), [2, 1]);
+    // Bucket 0 is full and does not cover our id: the newcomer waits, the oldest is named.
+    let far = c(0xc0, 4);
+    assert_eq!(
+        table.insert(far),
+        Insert::Pending {
+            oldest: c(0x80, 1).id
+        }
+    );
+    // The oldest fails to answer: removing it promotes the replacement.
+    table.remove(&c(0x80, 1).id);
+    assert!(table.get(&far.id).is_some());
+    assert_eq!(table.check(), Ok(()));
+}
+
+#[test]
+fn diversity_limits_hold_and_loopback_is_exempt() {
+    let own = NodeId([0u8; 32]);
+    let mut table = RoutingTable::new(own, 20, 0, Diversity::default());
+    let mut added = 0;
+    for i in 0..40u8 {
+        let mut b = [0xffu8; 32];
+        b[31] = i;
+        let c = Contact {
+            id: NodeId(b),
+            addr: addr(7, i),
+            last_seen: Instant::ZERO,
+        };
+        if table.insert(c) == Insert::Added {
+            added += 1;
+        }
+    }
+    assert_eq!(added, 2, "two per /24 per bucket");
+    let mut local = RoutingTable::new(own, 20, 0, Diversity::default());
+    for i in 0..20u8 {
+        let mut b = [0xffu8; 32];
+        b[31] = i;
+        let c = Contact {
+            id: NodeId(b),
+            addr: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 4000 + u16::from(i)),
+            last_seen: Instant::ZERO,
+        };
+        assert_eq!(local.insert(c), Insert::Added);
+    }
+}
