@@ -71,9 +71,9 @@ proptest! {
         prop_assert_eq!(a.distance(&b), b.distance(&a));
         let (ab, bc, ac) = (a.distance(&b), b.distance(&c), a.distance(&c));
         // d(a,c) = d(a,b) xor d(b,c) ...
-        let mut x = [0u8; 32];
-        for i in 0..32 {
-            x[i] = ab.0[i] ^ bc.0[i];
+        let mut x = ab.0;
+        for (x, y) in x.iter_mut().zip(bc.0) {
+            *x ^= y;
         }
         prop_assert_eq!(x, ac.0);
         // ... so the triangle inequality holds,
