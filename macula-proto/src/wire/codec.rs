@@ -200,7 +200,10 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Connect, ConnectAck, ConnectError, Ping, RefuseReason, WireAddr};
+    use crate::wire::{
+        Ack, Connect, ConnectAck, ConnectError, DhtRefusal, FindNode, FindValue, Nodes, Ping,
+        Records, RefuseReason, Refused, Store, WireAddr, WireContact, WireRecord, Withdraw,
+    };
     use crate::NodeId;
     use alloc::string::String;
     use alloc::vec;
@@ -232,6 +235,50 @@ mod tests {
             }),
             Frame::Ping(Ping { id: 300 }),
             Frame::Pong(Ping { id: u64::MAX }),
+            Frame::FindNode(FindNode {
+                id: 1,
+                target: [0x5a; 32],
+            }),
+            Frame::FindValue(FindValue {
+                id: 2,
+                key: [0xa5; 32],
+            }),
+            Frame::Nodes(Nodes {
+                id: 1,
+                nodes: vec![WireContact {
+                    id: NodeId([0x02; 32]),
+                    addr: WireAddr::V4([198, 18, 0, 2], 4433),
+                }],
+            }),
+            Frame::Records(Records {
+                id: 2,
+                records: vec![WireRecord {
+                    publisher: NodeId([0x03; 32]),
+                    addrs: vec![WireAddr::V6([0; 16], 9)],
+                    value: b"value".to_vec(),
+                    ttl_secs: 300,
+                }],
+                nodes: vec![],
+            }),
+            Frame::Store(Store {
+                id: 3,
+                key: [0x11; 32],
+                record: WireRecord {
+                    publisher: NodeId([0x04; 32]),
+                    addrs: vec![],
+                    value: vec![],
+                    ttl_secs: 0,
+                },
+            }),
+            Frame::Withdraw(Withdraw {
+                id: 4,
+                key: [0x22; 32],
+            }),
+            Frame::Ack(Ack { id: 3 }),
+            Frame::Refused(Refused {
+                id: 5,
+                reason: DhtRefusal::NotPublisher,
+            }),
         ]
     }
 
@@ -274,6 +321,41 @@ mod tests {
                 "00".repeat(16)
             )
         );
+        let find = encode(&Frame::FindNode(FindNode {
+            id: 7,
+            target: [0x5a; 32],
+        }));
+        assert_eq!(hex(&find), alloc::format!("220507{}", "5a".repeat(32)));
+        let nodes = encode(&Frame::Nodes(Nodes {
+            id: 7,
+            nodes: vec![WireContact {
+                id: NodeId([0x02; 32]),
+                addr: WireAddr::V4([198, 18, 0, 2], 4433),
+            }],
+        }));
+        assert_eq!(
+            hex(&nodes),
+            alloc::format!("2a070701{}00c6120002d122", "02".repeat(32))
+        );
+        let store = encode(&Frame::Store(Store {
+            id: 8,
+            key: [0x11; 32],
+            record: WireRecord {
+                publisher: NodeId([0x04; 32]),
+                addrs: vec![],
+                value: b"hi".to_vec(),
+                ttl_secs: 300,
+            },
+        }));
+        assert_eq!(
+            hex(&store),
+            alloc::format!("480908{}{}00026869ac02", "11".repeat(32), "04".repeat(32))
+        );
+        let refused = encode(&Frame::Refused(Refused {
+            id: 9,
+            reason: DhtRefusal::RateLimited,
+        }));
+        assert_eq!(hex(&refused), "030c0900");
     }
 
     #[test]

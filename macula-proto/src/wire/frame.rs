@@ -27,6 +27,24 @@ pub enum Frame {
     Ping(Ping),
     /// Type 4. The answer to a `Ping`, echoing its correlation id.
     Pong(Ping),
+    /// Type 5. DHT: which nodes do you know closest to `target`? Answered by `Nodes`.
+    FindNode(FindNode),
+    /// Type 6. DHT: the records under `key`, or the nodes you know closest to it. Answered by
+    /// `Records`.
+    FindValue(FindValue),
+    /// Type 7. DHT: the answer to `FindNode`.
+    Nodes(Nodes),
+    /// Type 8. DHT: the answer to `FindValue`.
+    Records(Records),
+    /// Type 9. DHT: keep this record (published by the sender) under `key`. Answered by `Ack`
+    /// or `Refused`.
+    Store(Store),
+    /// Type 10. DHT: drop the sender's record under `key`. Answered by `Ack` or `Refused`.
+    Withdraw(Withdraw),
+    /// Type 11. DHT: a `Store` or `Withdraw` was carried out.
+    Ack(Ack),
+    /// Type 12. DHT: a request was refused; the requester should not wait for anything else.
+    Refused(Refused),
 }
 
 impl Frame {
@@ -38,6 +56,14 @@ impl Frame {
             Frame::ConnectError(_) => 2,
             Frame::Ping(_) => 3,
             Frame::Pong(_) => 4,
+            Frame::FindNode(_) => 5,
+            Frame::FindValue(_) => 6,
+            Frame::Nodes(_) => 7,
+            Frame::Records(_) => 8,
+            Frame::Store(_) => 9,
+            Frame::Withdraw(_) => 10,
+            Frame::Ack(_) => 11,
+            Frame::Refused(_) => 12,
         }
     }
 }
@@ -131,6 +157,143 @@ impl fmt::Display for RefuseReason {
 pub struct Ping {
     /// The correlation id; a `Pong` carries the id of the `Ping` it answers.
     pub id: u64,
+}
+
+/// A 256-bit DHT key. Record keys are derived from the realm, a kind and a name
+/// (`dht::record_key`); node lookups use a [`NodeId`]'s bytes.
+pub type KeyBytes = [u8; 32];
+
+/// `FindNode`: a correlation id and a target id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindNode {
+    /// The correlation id, echoed by the answer.
+    pub id: u64,
+    /// The id to find the closest nodes to.
+    pub target: KeyBytes,
+}
+
+/// `FindValue`: a correlation id and a record key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindValue {
+    /// The correlation id, echoed by the answer.
+    pub id: u64,
+    /// The record key.
+    pub key: KeyBytes,
+}
+
+/// A node and one address it listens on, as DHT answers carry them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireContact {
+    /// The node's id.
+    pub id: NodeId,
+    /// Where it listens.
+    pub addr: WireAddr,
+}
+
+/// `Nodes`: the answer to `FindNode` (at most k contacts, closest first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nodes {
+    /// The `FindNode`'s correlation id.
+    pub id: u64,
+    /// The closest contacts the answerer knows.
+    pub nodes: Vec<WireContact>,
+}
+
+/// A record as it travels: who published it, where they listen, its value, and how long it has
+/// left to live (relative, so clocks need not agree).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRecord {
+    /// The publishing node; a `Store` is accepted only from this node itself.
+    pub publisher: NodeId,
+    /// Addresses the publisher listens on (at most 16).
+    pub addrs: Vec<WireAddr>,
+    /// The value or provider metadata (bounded by the store's value size limit).
+    pub value: Vec<u8>,
+    /// Seconds left to live; the store caps it at its own maximum.
+    pub ttl_secs: u32,
+}
+
+/// `Records`: the answer to `FindValue`. Records under the key if the answerer holds any, and
+/// the closest contacts it knows either way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Records {
+    /// The `FindValue`'s correlation id.
+    pub id: u64,
+    /// Records under the key (empty if none).
+    pub records: Vec<WireRecord>,
+    /// The closest contacts the answerer knows.
+    pub nodes: Vec<WireContact>,
+}
+
+/// `Store`: keep `record` under `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Store {
+    /// The correlation id, echoed by `Ack` or `Refused`.
+    pub id: u64,
+    /// The record key.
+    pub key: KeyBytes,
+    /// The record; its publisher must be the sender.
+    pub record: WireRecord,
+}
+
+/// `Withdraw`: drop the sender's record under `key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdraw {
+    /// The correlation id, echoed by `Ack` or `Refused`.
+    pub id: u64,
+    /// The record key.
+    pub key: KeyBytes,
+}
+
+/// `Ack`: the request with this correlation id was carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The request's correlation id.
+    pub id: u64,
+}
+
+/// `Refused`: the request with this correlation id was refused, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// The request's correlation id.
+    pub id: u64,
+    /// Why.
+    pub reason: DhtRefusal,
+}
+
+/// Why a DHT request was refused. Encoded as its variant index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DhtRefusal {
+    /// 0: the sender sent more requests than its rate allows; try another node or later.
+    RateLimited,
+    /// 1: the store holds as many records as it may.
+    StoreFull,
+    /// 2: the key has as many providers as it may.
+    TooManyProviders,
+    /// 3: the value is larger than the store accepts.
+    ValueTooLarge,
+    /// 4: the record's publisher is not the sender.
+    NotPublisher,
+}
+
+impl DhtRefusal {
+    /// The short name used in logs and stats.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DhtRefusal::RateLimited => "rate_limited",
+            DhtRefusal::StoreFull => "store_full",
+            DhtRefusal::TooManyProviders => "too_many_providers",
+            DhtRefusal::ValueTooLarge => "value_too_large",
+            DhtRefusal::NotPublisher => "not_publisher",
+        }
+    }
+}
+
+impl fmt::Display for DhtRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A socket address on the wire: an IPv4 or IPv6 address and a port.

@@ -11,6 +11,7 @@ mod frame;
 
 pub use codec::{encode, encode_into, DecodeError, Decoder, MAX_PREFIX_LEN};
 pub use frame::{
-    CloseCode, Connect, ConnectAck, ConnectError, Frame, Ping, RefuseReason, WireAddr,
-    PROTOCOL_VERSION,
+    Ack, CloseCode, Connect, ConnectAck, ConnectError, DhtRefusal, FindNode, FindValue, Frame,
+    KeyBytes, Nodes, Ping, Records, RefuseReason, Refused, Store, WireAddr, WireContact,
+    WireRecord, Withdraw, PROTOCOL_VERSION,
 };
