@@ -1,5 +1,6 @@
 //! The Kademlia DHT: how nodes find each other and the records they publish (DESIGN.md §3.5).
 
+pub mod lookup;
 pub mod store;
 pub mod table;
 
