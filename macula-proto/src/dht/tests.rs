@@ -349,3 +349,180 @@ mod lookups {
         }
     }
 }
+
+/// Whole DHTs talking through a perfect in-memory network: every send is delivered at once, a
+/// first send between two nodes "connects" them (both learn the other, as a handshake would
+/// tell them).
+mod machines {
+    use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+    use alloc::vec::Vec;
+    use core::net::SocketAddr;
+
+    use crate::dht::{record_key, Dht, DhtConfig, DhtEvent, KeyKind, Send};
+    use crate::id::NodeId;
+    use crate::rng::Rng;
+    use crate::time::Instant;
+    use crate::wire::{FindNode, Frame};
+
+    struct Net {
+        dhts: Vec<Dht>,
+        ids: Vec<NodeId>,
+        index: BTreeMap<NodeId, usize>,
+        linked: BTreeSet<(usize, usize)>,
+        events: Vec<Vec<DhtEvent>>,
+        now: Instant,
+    }
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::new(core::net::Ipv4Addr::LOCALHOST.into(), 2000 + i as u16)
+    }
+
+    impl Net {
+        fn new(n: usize, seed: u64, config: &DhtConfig) -> Self {
+            let mut rng = Rng::from_seed(seed);
+            let ids: Vec<NodeId> = (0..n)
+                .map(|_| {
+                    let mut b = [0u8; 32];
+                    rng.fill(&mut b);
+                    NodeId(b)
+                })
+                .collect();
+            let dhts = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    Dht::new(
+                        config.clone(),
+                        *id,
+                        alloc::vec![addr(i)],
+                        seed + i as u64,
+                        Instant::ZERO,
+                    )
+                })
+                .collect();
+            Net {
+                index: ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
+                dhts,
+                ids,
+                linked: BTreeSet::new(),
+                events: (0..n).map(|_| Vec::new()).collect(),
+                now: Instant::ZERO,
+            }
+        }
+
+        fn link(&mut self, a: usize, b: usize) {
+            if self.linked.insert((a.min(b), a.max(b))) {
+                let now = self.now;
+                self.dhts[a].peer_up(self.ids[b], addr(b), now);
+                self.dhts[b].peer_up(self.ids[a], addr(a), now);
+            }
+        }
+
+        fn pump(&mut self) {
+            loop {
+                let mut queue: VecDeque<(usize, Send)> = VecDeque::new();
+                for (i, d) in self.dhts.iter_mut().enumerate() {
+                    while let Some(s) = d.poll_send() {
+                        queue.push_back((i, s));
+                    }
+                    while let Some(e) = d.poll_event() {
+                        self.events[i].push(e);
+                    }
+                }
+                if queue.is_empty() {
+                    return;
+                }
+                while let Some((from, send)) = queue.pop_front() {
+                    let to = self.index[&send.to];
+                    self.link(from, to);
+                    let now = self.now;
+                    let from_id = self.ids[from];
+                    assert!(self.dhts[to].handle_frame(&from_id, addr(from), send.frame, now));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nodes_join_through_one_seed_and_a_put_is_got_everywhere() {
+        let config = DhtConfig::default();
+        let mut net = Net::new(120, 5, &config);
+        for i in 1..120 {
+            net.link(i, 0);
+            net.pump();
+        }
+        // Tables filled beyond the seed.
+        let filled = net.dhts.iter().filter(|d| d.table().len() >= 20).count();
+        assert!(
+            filled >= 110,
+            "{filled} of 120 tables hold 20 or more contacts"
+        );
+        let key = record_key("io.test", KeyKind::Value, b"greeting");
+        let put = net.dhts[7].put(key, b"hello".to_vec(), net.now);
+        net.pump();
+        assert!(
+            net.events[7]
+                .iter()
+                .any(|e| matches!(e, DhtEvent::Stored { op, acks } if *op == put && *acks >= 15)),
+            "{:?}",
+            net.events[7]
+        );
+        let holders = net.dhts.iter().filter(|d| d.store().len() == 1).count();
+        assert!(
+            (15..=20).contains(&holders),
+            "{holders} nodes hold the record"
+        );
+        for i in (20..120).step_by(9) {
+            let get = net.dhts[i].get(key, net.now);
+            net.pump();
+            let got = net.events[i].iter().find_map(|e| match e {
+                DhtEvent::Got { op, records } if *op == get => Some(records.clone()),
+                _ => None,
+            });
+            let records = got.expect("the get finished");
+            assert_eq!(records.len(), 1);
+            assert_eq!(records[0].value, b"hello");
+            assert_eq!(records[0].publisher, net.ids[7]);
+        }
+        for d in &net.dhts {
+            assert_eq!(d.table().check(), Ok(()));
+            assert_eq!(d.store().check(), Ok(()));
+            assert_eq!(d.requests_in_flight(), 0);
+            assert_eq!(d.operations(), 0);
+        }
+    }
+
+    #[test]
+    fn a_request_flood_from_one_peer_is_rate_limited_and_bounded() {
+        let config = DhtConfig::default();
+        let mut net = Net::new(2, 1, &config);
+        net.link(0, 1);
+        net.pump();
+        let flooder = net.ids[1];
+        let mut answered = 0;
+        let mut refused = 0;
+        for id in 0..1_000u64 {
+            let frame = Frame::FindNode(FindNode {
+                id,
+                target: [id as u8; 32],
+            });
+            net.dhts[0].handle_frame(&flooder, addr(1), frame, net.now);
+            while let Some(s) = net.dhts[0].poll_send() {
+                match s.frame {
+                    Frame::Nodes(_) => answered += 1,
+                    Frame::Refused(_) => refused += 1,
+                    _ => {}
+                }
+            }
+        }
+        // The burst, less what node 1's own bootstrap lookup already spent; no time passes, so
+        // nothing refills.
+        let burst = config.peer_request_burst as usize;
+        assert!(
+            (burst - 3..=burst).contains(&answered),
+            "{answered} answered"
+        );
+        assert_eq!(refused, 1_000 - answered);
+        assert_eq!(net.dhts[0].stats().rate_limited, refused as u64);
+    }
+}
