@@ -181,7 +181,7 @@ struct Published {
     next: Instant,
 }
 
-/// The DHT. See the [module documentation](self).
+/// The DHT: a routing table, a record store, and this node's operations under way.
 #[derive(Debug)]
 pub struct Dht {
     config: DhtConfig,
