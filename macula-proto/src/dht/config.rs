@@ -3,7 +3,7 @@
 use super::table::Diversity;
 use crate::time::Duration;
 
-/// Settings of the DHT (part of [`Config`](crate::Config)).
+/// Settings of the DHT, given to [`Dht::new`](super::Dht::new).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct DhtConfig {

@@ -44,9 +44,13 @@ impl core::fmt::Display for DhtError {
         f.write_str(match self {
             DhtError::NoPeers => "no peers in the routing table (join the mesh first)",
             DhtError::Timeout => "the operation timed out",
-            DhtError::Busy => "too many DHT operations under way",
-            DhtError::ValueTooLarge => "the value is larger than max_value_size",
-            DhtError::TooManyPublished => "max_published records are published already",
+            DhtError::Busy => "max_operations DHT operations are under way: wait for one to finish",
+            DhtError::ValueTooLarge => {
+                "the value is larger than max_value_size: store a smaller value or a reference"
+            }
+            DhtError::TooManyPublished => {
+                "max_published records are published already: withdraw one first"
+            }
         })
     }
 }
@@ -308,7 +312,8 @@ impl Dht {
     /// Withdraws this node's record under `key` from the closest nodes and stops republishing.
     pub fn withdraw(&mut self, key: KeyBytes, now: Instant) -> OpId {
         self.published.remove(&key);
-        self.store.withdraw(&key, &self.own.clone());
+        let own = self.own;
+        self.store.withdraw(&key, &own);
         self.start(Goal::Withdraw, key, now)
     }
 
@@ -400,7 +405,7 @@ impl Dht {
                 break;
             }
             self.op_deadlines.pop_first();
-            self.finish(op, Some(DhtError::Timeout), now);
+            self.finish(op, Some(DhtError::Timeout));
         }
         self.store.expire(now);
         let due: Vec<KeyBytes> = self
@@ -518,9 +523,9 @@ impl Dht {
         let Some(op) = self.ops.get_mut(&op_id) else {
             return;
         };
-        if op.storing.is_some() {
-            if op.storing.is_some_and(|(waiting, _)| waiting == 0) {
-                self.finish(op_id, None, now);
+        if let Some((waiting, _)) = op.storing {
+            if waiting == 0 {
+                self.finish(op_id, None);
             }
             return;
         }
@@ -570,7 +575,7 @@ impl Dht {
                 }
                 self.drive(op_id, now);
             }
-            _ => self.finish(op_id, None, now),
+            _ => self.finish(op_id, None),
         }
     }
 
@@ -583,7 +588,7 @@ impl Dht {
     }
 
     /// Ends an operation with its event (or `error`).
-    fn finish(&mut self, op_id: OpId, error: Option<DhtError>, _now: Instant) {
+    fn finish(&mut self, op_id: OpId, error: Option<DhtError>) {
         let Some(op) = self.ops.remove(&op_id) else {
             return;
         };

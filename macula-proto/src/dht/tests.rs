@@ -358,11 +358,11 @@ mod machines {
     use alloc::vec::Vec;
     use core::net::SocketAddr;
 
-    use crate::dht::{record_key, Dht, DhtConfig, DhtEvent, KeyKind, Send};
+    use crate::dht::{record_key, Dht, DhtConfig, DhtError, DhtEvent, KeyKind, Send};
     use crate::id::NodeId;
     use crate::rng::Rng;
     use crate::time::Instant;
-    use crate::wire::{FindNode, Frame};
+    use crate::wire::{DhtRefusal, FindNode, Frame, Refused, Store, WireRecord};
 
     struct Net {
         dhts: Vec<Dht>,
@@ -524,5 +524,119 @@ mod machines {
         );
         assert_eq!(refused, 1_000 - answered);
         assert_eq!(net.dhts[0].stats().rate_limited, refused as u64);
+    }
+
+    #[test]
+    fn a_store_flood_is_rate_limited_and_the_store_stays_bounded() {
+        let config = DhtConfig {
+            max_records: 50,
+            peer_request_rate: 1_000,
+            peer_request_burst: 1_000,
+            ..DhtConfig::default()
+        };
+        let mut net = Net::new(2, 1, &config);
+        net.link(0, 1);
+        net.pump();
+        let flooder = net.ids[1];
+        let (mut acks, mut full, mut limited) = (0, 0, 0);
+        for id in 0..5_000u64 {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&id.to_be_bytes());
+            let record = WireRecord {
+                publisher: flooder,
+                addrs: alloc::vec![],
+                value: alloc::vec![1; 64],
+                ttl_secs: u32::MAX,
+            };
+            let frame = Frame::Store(Store { id, key, record });
+            net.dhts[0].handle_frame(&flooder, addr(1), frame, net.now);
+            while let Some(s) = net.dhts[0].poll_send() {
+                match s.frame {
+                    Frame::Ack(_) => acks += 1,
+                    Frame::Refused(Refused {
+                        reason: DhtRefusal::StoreFull,
+                        ..
+                    }) => full += 1,
+                    Frame::Refused(Refused {
+                        reason: DhtRefusal::RateLimited,
+                        ..
+                    }) => limited += 1,
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+        }
+        assert_eq!(acks, 50, "exactly max_records are kept");
+        assert!(
+            full > 0 && limited > 0,
+            "{full} full, {limited} rate-limited"
+        );
+        assert_eq!(net.dhts[0].store().len(), 50);
+        assert_eq!(net.dhts[0].store().check(), Ok(()));
+        // A record from a node that did not publish it is refused.
+        let forged = WireRecord {
+            publisher: NodeId([9; 32]),
+            addrs: alloc::vec![],
+            value: alloc::vec![],
+            ttl_secs: 1,
+        };
+        let mut d = Dht::new(config, net.ids[0], alloc::vec![addr(0)], 3, net.now);
+        d.handle_frame(
+            &flooder,
+            addr(1),
+            Frame::Store(Store {
+                id: 1,
+                key: [0; 32],
+                record: forged,
+            }),
+            net.now,
+        );
+        assert!(matches!(
+            d.poll_send().map(|s| s.frame),
+            Some(Frame::Refused(Refused {
+                reason: DhtRefusal::NotPublisher,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn own_operations_are_bounded_and_errors_arrive_as_events() {
+        let config = DhtConfig {
+            max_operations: 2,
+            max_published: 1,
+            ..DhtConfig::default()
+        };
+        let mut net = Net::new(3, 2, &config);
+        net.link(0, 1);
+        net.pump();
+        net.events[0].clear();
+        let now = net.now;
+        let d = &mut net.dhts[0];
+        let too_big = d.put([1; 32], alloc::vec![0; config.max_value_size + 1], now);
+        // Nothing is delivered until the net pumps, so operations stay under way.
+        let a = d.find_node([2; 32], now);
+        let b = d.find_node([3; 32], now);
+        let busy = d.find_node([4; 32], now);
+        assert_eq!(d.operations(), 2);
+        let mut failed = alloc::collections::BTreeMap::new();
+        while let Some(e) = d.poll_event() {
+            if let DhtEvent::Failed { op, error } = e {
+                failed.insert(op, error);
+            }
+        }
+        assert_eq!(failed.get(&too_big), Some(&DhtError::ValueTooLarge));
+        assert_eq!(failed.get(&busy), Some(&DhtError::Busy));
+        assert!(!failed.contains_key(&a) && !failed.contains_key(&b));
+        net.pump();
+        let d = &mut net.dhts[0];
+        d.put([5; 32], alloc::vec![1], now);
+        let second = d.put([6; 32], alloc::vec![1], now);
+        let refused = core::iter::from_fn(|| d.poll_event()).any(|e| {
+            e == DhtEvent::Failed {
+                op: second,
+                error: DhtError::TooManyPublished,
+            }
+        });
+        assert!(refused, "max_published holds");
     }
 }
