@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
 
+use crate::dht::DhtConfig;
 use crate::time::Duration;
 
 /// A realm: a tenant of the mesh, named in reverse-DNS form (`io.example.prod`).
@@ -127,9 +128,15 @@ pub struct Config {
     pub listen_addrs: Vec<SocketAddr>,
     /// Roles advertised to peers. Default: none.
     pub roles: Roles,
-    /// Most peers with a completed handshake; more are refused with reason `capacity`.
-    /// Default: 128.
+    /// Most peers with a completed handshake. At the limit a new peer takes the place of the
+    /// least recently used on-demand link (see [`Config::pool_idle_timeout`]); if there is
+    /// none, an inbound peer is refused with reason `capacity` and a DHT request to a new peer
+    /// fails. Default: 128.
     pub max_peers: usize,
+    /// Links this node opened on its own (for the DHT) are closed after this long without a
+    /// DHT frame either way. Links the application opened with `connect` stay until it drops
+    /// them. Default: 30 s.
+    pub pool_idle_timeout: Duration,
     /// Most links whose handshake is still under way (both directions); further inbound links are
     /// refused at once. Default: 64.
     pub max_pending_handshakes: usize,
@@ -152,6 +159,8 @@ pub struct Config {
     /// Most events queued for the application; the oldest are dropped (and counted) beyond it.
     /// Default: 4096.
     pub max_queued_events: usize,
+    /// The DHT's settings (each with its own documented default).
+    pub dht: DhtConfig,
 }
 
 /// Most listen addresses a node advertises or accepts in a handshake.
@@ -166,6 +175,7 @@ impl Config {
             listen_addrs: Vec::new(),
             roles: Roles::default(),
             max_peers: 128,
+            pool_idle_timeout: Duration::from_secs(30),
             max_pending_handshakes: 64,
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(5),
@@ -175,6 +185,7 @@ impl Config {
             max_frame_size: 1 << 20,
             max_link_send_buffer: 4 << 20,
             max_queued_events: 4096,
+            dht: DhtConfig::default(),
         }
     }
 
@@ -205,7 +216,10 @@ impl Config {
         if self.listen_addrs.len() > MAX_LISTEN_ADDRS {
             return Err(ConfigError::TooManyListenAddrs);
         }
-        Ok(())
+        if self.pool_idle_timeout == Duration::ZERO {
+            return Err(ConfigError::Zero("pool_idle_timeout"));
+        }
+        self.dht.validate()
     }
 }
 
@@ -243,7 +257,7 @@ impl fmt::Display for ConfigError {
                  at most 253 characters (for example io.example.prod)",
             ),
             ConfigError::WeakApiKey => f.write_str("an API key must be at least 16 bytes long"),
-            ConfigError::Zero(field) => write!(f, "config field `{field}` must be at least 1"),
+            ConfigError::Zero(field) => write!(f, "config field `{field}` must not be zero"),
             ConfigError::FrameSizeTooSmall => {
                 f.write_str("max_frame_size must be at least 1024 bytes")
             }

@@ -1,9 +1,11 @@
 //! The DHT's settings, each with its documented default.
 
 use super::table::Diversity;
+use crate::config::ConfigError;
 use crate::time::Duration;
 
-/// Settings of the DHT, given to [`Dht::new`](super::Dht::new).
+/// Settings of the DHT, given to [`Dht::new`](super::Dht::new); a node takes them from
+/// [`Config::dht`](crate::Config::dht).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct DhtConfig {
@@ -62,6 +64,47 @@ impl Default for DhtConfig {
             peer_request_burst: 100,
             max_operations: 256,
             max_published: 1024,
+        }
+    }
+}
+
+impl DhtConfig {
+    /// Checks for values that can't work.
+    ///
+    /// # Errors
+    /// [`ConfigError::Zero`] naming the first bound that is zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let counts = [
+            (self.k, "dht.k"),
+            (self.alpha, "dht.alpha"),
+            (self.max_records, "dht.max_records"),
+            (self.max_providers_per_key, "dht.max_providers_per_key"),
+            (self.max_value_size, "dht.max_value_size"),
+            (self.peer_request_rate as usize, "dht.peer_request_rate"),
+            (self.peer_request_burst as usize, "dht.peer_request_burst"),
+            (self.max_operations, "dht.max_operations"),
+            (self.max_published, "dht.max_published"),
+        ];
+        let times = [
+            (self.request_timeout, "dht.request_timeout"),
+            (self.lookup_timeout, "dht.lookup_timeout"),
+            (self.record_ttl, "dht.record_ttl"),
+            (self.republish_interval, "dht.republish_interval"),
+            (self.refresh_interval, "dht.refresh_interval"),
+        ];
+        let zero = counts
+            .iter()
+            .find(|(v, _)| *v == 0)
+            .map(|(_, name)| *name)
+            .or_else(|| {
+                times
+                    .iter()
+                    .find(|(v, _)| *v == Duration::ZERO)
+                    .map(|(_, name)| *name)
+            });
+        match zero {
+            Some(name) => Err(ConfigError::Zero(name)),
+            None => Ok(()),
         }
     }
 }

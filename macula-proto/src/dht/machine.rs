@@ -352,13 +352,19 @@ impl Dht {
     /// A peer's link went away: its answers can't come any more, and its rate state goes.
     pub fn peer_down(&mut self, peer: &NodeId, now: Instant) {
         self.limits.remove(peer);
-        self.fail_requests_to(peer, now);
+        self.fail_requests_to(peer, now, true);
     }
 
     /// `peer` could not be reached at all (the dial failed): it leaves the table.
     pub fn unreachable(&mut self, peer: &NodeId, now: Instant) {
         self.table.remove(peer);
-        self.fail_requests_to(peer, now);
+        self.fail_requests_to(peer, now, true);
+    }
+
+    /// This node could not send to `peer` for reasons of its own (no room for another link):
+    /// the requests to it fail, but it stays in the table.
+    pub fn undeliverable(&mut self, peer: &NodeId, now: Instant) {
+        self.fail_requests_to(peer, now, false);
     }
 
     /// A DHT frame from established peer `from`. Returns `false` for frames that are not the
@@ -397,7 +403,7 @@ impl Dht {
             }
             self.request_deadlines.pop_first();
             if let Some(req) = self.requests.remove(&corr) {
-                self.request_failed(req, now);
+                self.request_failed(req, now, true);
             }
         }
         while let Some(&(at, op)) = self.op_deadlines.first() {
@@ -648,7 +654,7 @@ impl Dht {
         });
     }
 
-    fn fail_requests_to(&mut self, peer: &NodeId, now: Instant) {
+    fn fail_requests_to(&mut self, peer: &NodeId, now: Instant, forget: bool) {
         let failed: Vec<u64> = self
             .requests
             .iter()
@@ -658,18 +664,20 @@ impl Dht {
         for id in failed {
             if let Some(req) = self.requests.remove(&id) {
                 self.request_deadlines.remove(&(req.deadline, id));
-                self.request_failed(req, now);
+                self.request_failed(req, now, forget);
             }
         }
     }
 
-    fn request_failed(&mut self, req: Request, now: Instant) {
+    /// A request got no answer; `forget` removes its addressee from the table (it timed out or
+    /// its link failed, so it is most likely gone).
+    fn request_failed(&mut self, req: Request, now: Instant, forget: bool) {
         self.stats.requests_failed += 1;
+        if forget {
+            self.table.remove(&req.to);
+        }
         match req.op {
-            // A liveness check (or an abandoned request) failed: the contact is gone.
-            None => {
-                self.table.remove(&req.to);
-            }
+            None => {}
             Some(op_id) => {
                 let Some(op) = self.ops.get_mut(&op_id) else {
                     return;
@@ -678,7 +686,6 @@ impl Dht {
                     Some((waiting, _)) => *waiting = waiting.saturating_sub(1),
                     None => op.lookup.failed(&req.to),
                 }
-                self.table.remove(&req.to);
                 self.drive(op_id, now);
             }
         }

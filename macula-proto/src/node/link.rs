@@ -23,6 +23,11 @@ pub(super) struct Link {
     /// Whether the link sits in the node's dirty queue.
     pub dirty: bool,
     pub last_heard: Instant,
+    /// Whether the application asked for this link (`Node::connect`): it is never closed for
+    /// idleness nor evicted to make room.
+    pub pinned: bool,
+    /// When a subsystem (the DHT) last sent or received a frame on it.
+    pub last_used: Instant,
     /// The handshake deadline (unused once established).
     pub deadline: Instant,
     /// The deadline this link is filed under in the node's timer index (`NEVER`: not filed).
@@ -75,8 +80,24 @@ impl Link {
             out: Vec::new(),
             dirty: false,
             last_heard: Instant::ZERO,
+            pinned: false,
+            last_used: Instant::ZERO,
             deadline,
             scheduled: Instant::NEVER,
+        }
+    }
+
+    /// Whether the node opened this link on its own, so closes it once unused.
+    pub fn on_demand(&self) -> bool {
+        !self.pinned && self.direction == Direction::Outbound
+    }
+
+    /// When an on-demand link is closed for want of use.
+    pub fn pool_deadline(&self, config: &Config) -> Instant {
+        if self.on_demand() {
+            self.last_used + config.pool_idle_timeout
+        } else {
+            Instant::NEVER
         }
     }
 
@@ -88,6 +109,7 @@ impl Link {
                 (self.last_heard + config.idle_timeout)
                     .min(est.next_keepalive)
                     .min(ping)
+                    .min(self.pool_deadline(config))
             }
             _ => self.deadline,
         }

@@ -32,6 +32,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -40,11 +41,12 @@ use core::net::SocketAddr;
 
 use crate::auth::{realm_proof, verify_realm_proof};
 use crate::config::{Config, ConfigError, Roles, MAX_LISTEN_ADDRS};
+use crate::dht::{self, record_key, Dht, DhtEvent, KeyKind, OpId};
 use crate::id::{Identity, NodeId};
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    encode_into, CloseCode, Connect, ConnectAck, ConnectError, DecodeError, Frame, Ping,
+    encode_into, CloseCode, Connect, ConnectAck, ConnectError, DecodeError, Frame, KeyBytes, Ping,
     RefuseReason, WireAddr, PROTOCOL_VERSION,
 };
 
@@ -298,6 +300,8 @@ pub enum Event {
         /// The round-trip time, or why there is none.
         result: Result<Duration, PingError>,
     },
+    /// A DHT operation (started with one of the `dht_*` commands) finished.
+    Dht(DhtEvent),
 }
 
 /// A peer in the peer table.
@@ -340,7 +344,25 @@ pub struct Node {
     events: VecDeque<Event>,
     stats: Stats,
     closed: bool,
+    /// The DHT; boxed, as most inputs (keep-alives, pings) never touch it.
+    dht: Box<Dht>,
+    /// The DHT's `poll_timeout`, read after every call that could move it.
+    dht_deadline: Instant,
+    /// Links being dialed for the DHT, and the frames waiting for each.
+    dht_dials: BTreeMap<NodeId, DhtDial>,
 }
+
+/// An on-demand link under way and what it will carry once up.
+struct DhtDial {
+    link: LinkId,
+    frames: Vec<Frame>,
+}
+
+/// Most DHT frames held for one link being dialed; more are dropped (their requests time out).
+const MAX_FRAMES_PER_DIAL: usize = 64;
+
+/// A link used by the DHT this recently is never evicted to make room for another.
+const POOL_MIN_IDLE: Duration = Duration::from_secs(1);
 
 impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -368,6 +390,14 @@ impl Node {
         // Correlation ids start at a random point so two runs with different seeds differ on the
         // wire from the first ping; they are not secret (pongs come over authenticated links).
         let next_ping = rng.next_u64() >> 16;
+        let dht = Box::new(Dht::new(
+            config.dht.clone(),
+            identity.node_id(),
+            config.listen_addrs.clone(),
+            rng.child_seed(),
+            now,
+        ));
+        let dht_deadline = dht.poll_timeout().unwrap_or(Instant::NEVER);
         Ok(Node {
             config,
             identity,
@@ -382,6 +412,9 @@ impl Node {
             events: VecDeque::new(),
             stats: Stats::default(),
             closed: false,
+            dht,
+            dht_deadline,
+            dht_dials: BTreeMap::new(),
         })
     }
 
@@ -449,6 +482,16 @@ impl Node {
         self.events.len()
     }
 
+    /// The DHT: its routing table, record store and [`stats`](Dht::stats).
+    pub fn dht(&self) -> &Dht {
+        &self.dht
+    }
+
+    /// The DHT key of `name` of `kind` in this node's realm.
+    pub fn dht_key(&self, kind: KeyKind, name: &[u8]) -> KeyBytes {
+        record_key(self.config.realm.as_str(), kind, name)
+    }
+
     /// Whether [`Node::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed
@@ -469,6 +512,13 @@ impl Node {
     /// [`Event::PeerUp`] or [`Event::ConnectFailed`] for the returned link.
     pub fn connect(&mut self, addr: SocketAddr, expected: Option<NodeId>, now: Instant) -> LinkId {
         self.advance(now);
+        let link = self.open_link(addr, expected, true);
+        self.pump_dht();
+        link
+    }
+
+    /// Starts an outbound link; `pinned` for the application's own.
+    fn open_link(&mut self, addr: SocketAddr, expected: Option<NodeId>, pinned: bool) -> LinkId {
         let link = self.new_link_id();
         if self.closed {
             self.push_event(Event::ConnectFailed {
@@ -479,16 +529,15 @@ impl Node {
             return link;
         }
         let deadline = self.now + self.config.handshake_timeout;
-        self.links.insert(
-            link,
-            Link::new(
-                Direction::Outbound,
-                addr,
-                LinkState::Dialing { expected },
-                deadline,
-                self.config.max_frame_size,
-            ),
+        let mut new = Link::new(
+            Direction::Outbound,
+            addr,
+            LinkState::Dialing { expected },
+            deadline,
+            self.config.max_frame_size,
         );
+        new.pinned = pinned;
+        self.links.insert(link, new);
         self.schedule(link);
         self.transmits.push_back(Transmit::Open {
             link,
@@ -509,11 +558,77 @@ impl Node {
         Ok(PingId(id))
     }
 
+    /// Finds the nodes closest to `target`: [`DhtEvent::NodesFound`] (or `Failed`).
+    pub fn dht_find_node(&mut self, target: &NodeId, now: Instant) -> OpId {
+        self.advance(now);
+        let op = self.dht.find_node(target.0, self.now);
+        self.pump_dht();
+        op
+    }
+
+    /// Publishes `value` under `name` in this realm, at the closest nodes, republished until
+    /// withdrawn: [`DhtEvent::Stored`] (or `Failed`).
+    pub fn dht_put(&mut self, name: &[u8], value: Vec<u8>, now: Instant) -> OpId {
+        let key = self.dht_key(KeyKind::Value, name);
+        self.dht_put_key(key, value, now)
+    }
+
+    /// Finds the values published under `name` in this realm, one per publisher:
+    /// [`DhtEvent::Got`] (or `Failed`).
+    pub fn dht_get(&mut self, name: &[u8], now: Instant) -> OpId {
+        let key = self.dht_key(KeyKind::Value, name);
+        self.dht_get_key(key, now)
+    }
+
+    /// Announces that this node provides `name` (with `metadata`, at most
+    /// [`DhtConfig::max_value_size`](crate::dht::DhtConfig::max_value_size) bytes), republished
+    /// until withdrawn: [`DhtEvent::Stored`] (or `Failed`).
+    pub fn dht_provide(&mut self, name: &[u8], metadata: Vec<u8>, now: Instant) -> OpId {
+        let key = self.dht_key(KeyKind::Provider, name);
+        self.dht_put_key(key, metadata, now)
+    }
+
+    /// Finds the nodes that provide `name`: [`DhtEvent::Got`], each record's publisher and
+    /// addresses being a provider (or `Failed`).
+    pub fn dht_find_providers(&mut self, name: &[u8], now: Instant) -> OpId {
+        let key = self.dht_key(KeyKind::Provider, name);
+        self.dht_get_key(key, now)
+    }
+
+    /// Withdraws this node's value or provider record under `name` and stops republishing it:
+    /// [`DhtEvent::Stored`] (or `Failed`).
+    pub fn dht_withdraw(&mut self, kind: KeyKind, name: &[u8], now: Instant) -> OpId {
+        self.advance(now);
+        let key = self.dht_key(kind, name);
+        let op = self.dht.withdraw(key, self.now);
+        self.pump_dht();
+        op
+    }
+
+    /// [`Node::dht_put`] under a key made elsewhere (see [`Node::dht_key`]).
+    pub fn dht_put_key(&mut self, key: KeyBytes, value: Vec<u8>, now: Instant) -> OpId {
+        self.advance(now);
+        let op = self.dht.put(key, value, self.now);
+        self.pump_dht();
+        op
+    }
+
+    /// [`Node::dht_get`] under a key made elsewhere (see [`Node::dht_key`]).
+    pub fn dht_get_key(&mut self, key: KeyBytes, now: Instant) -> OpId {
+        self.advance(now);
+        let op = self.dht.get(key, self.now);
+        self.pump_dht();
+        op
+    }
+
     /// Drops a peer with a clean goodbye. Returns whether it was connected.
     pub fn disconnect(&mut self, peer: &NodeId, now: Instant) -> bool {
         self.advance(now);
         match self.peers.get(peer) {
             Some(&link) => {
+                if let Some(l) = self.links.get_mut(link) {
+                    l.pinned = false;
+                }
                 self.close_link(link, CloseCode::Goodbye, now);
                 true
             }
@@ -526,6 +641,7 @@ impl Node {
     pub fn close_link(&mut self, link: LinkId, code: CloseCode, now: Instant) {
         self.advance(now);
         self.abort_link(link, code);
+        self.pump_dht();
     }
 
     /// Leaves the mesh: every link is closed with a clean goodbye, and new links are refused.
@@ -536,6 +652,7 @@ impl Node {
         for link in links {
             self.abort_link(link, CloseCode::Goodbye);
         }
+        self.pump_dht();
     }
 
     // ---------------------------------------------------------------- (B) inputs
@@ -557,6 +674,7 @@ impl Node {
         link.last_heard = self.now;
         if info.remote_id == own {
             self.fail_outbound(link_id, ConnectFailure::SelfDial, CloseCode::UnexpectedPeer);
+            self.pump_dht();
             return;
         }
         if let Some(expected) = expected.filter(|e| *e != info.remote_id) {
@@ -565,6 +683,7 @@ impl Node {
                 found: info.remote_id,
             };
             self.fail_outbound(link_id, failure, CloseCode::UnexpectedPeer);
+            self.pump_dht();
             return;
         }
         let auth = self
@@ -630,6 +749,11 @@ impl Node {
         link.last_heard = self.now;
         link.decoder.push(bytes);
         self.stats.bytes_received += bytes.len() as u64;
+        self.decode_frames(link_id);
+        self.pump_dht();
+    }
+
+    fn decode_frames(&mut self, link_id: LinkId) {
         loop {
             let Some(link) = self.links.get_mut(link_id) else {
                 return;
@@ -689,6 +813,7 @@ impl Node {
             }
             LinkState::Established(_) => self.forget_peer(link_id, DownReason::Link(error)),
         }
+        self.pump_dht();
     }
 
     /// Time passed: runs keep-alives, timeouts and expiries due at `now`.
@@ -699,6 +824,10 @@ impl Node {
             self.schedule(link_id);
         }
         self.timers.prune(&self.links);
+        if self.dht_deadline <= self.now {
+            self.dht.handle_timeout(self.now);
+        }
+        self.pump_dht();
     }
 
     // ---------------------------------------------------------------- (D) outputs
@@ -735,7 +864,9 @@ impl Node {
         if !self.transmits.is_empty() || !self.dirty.is_empty() || !self.events.is_empty() {
             return Some(self.now);
         }
-        self.timers.first()
+        let links = self.timers.first().unwrap_or(Instant::NEVER);
+        let due = links.min(self.dht_deadline);
+        (due != Instant::NEVER).then_some(due)
     }
 
     // ---------------------------------------------------------------- internals
@@ -853,6 +984,15 @@ impl Node {
                 self.send_frame(link_id, &Frame::Pong(ping));
             }
             (LinkState::Established(_), Frame::Pong(pong)) => self.handle_pong(link_id, pong.id),
+            (LinkState::Established(est), frame) if is_dht(&frame) => {
+                let from = link.remote.expect("established links know their remote");
+                let from_addr = dht_addr(link.addr, &est.listen_addrs).unwrap_or(link.addr);
+                let now = self.now;
+                if let Some(link) = self.links.get_mut(link_id) {
+                    link.last_used = now;
+                }
+                self.dht.handle_frame(&from, from_addr, frame, now);
+            }
             _ => {
                 self.stats.protocol_violations += 1;
                 self.abort_link(link_id, CloseCode::ProtocolViolation);
@@ -899,7 +1039,10 @@ impl Node {
             self.stats.protocol_violations += 1;
             self.abort_link(link_id, CloseCode::ProtocolViolation);
             return;
-        } else if !self.peers.contains_key(&remote) && self.peers.len() >= self.config.max_peers {
+        } else if !self.peers.contains_key(&remote)
+            && self.peers.len() >= self.config.max_peers
+            && !self.evict_one()
+        {
             Some((
                 RefuseReason::Capacity,
                 alloc::format!(
@@ -971,6 +1114,20 @@ impl Node {
             );
             return;
         }
+        let on_demand = link.on_demand();
+        if on_demand
+            && !self.peers.contains_key(&remote)
+            && self.peers.len() >= self.config.max_peers
+            && !self.evict_one()
+        {
+            // Inbound peers filled the table while this on-demand dial was under way.
+            self.fail_outbound(
+                link_id,
+                ConnectFailure::Aborted(CloseCode::Goodbye),
+                CloseCode::Goodbye,
+            );
+            return;
+        }
         if !self.resolve_duplicate(link_id, remote) {
             return;
         }
@@ -1015,6 +1172,12 @@ impl Node {
         };
         self.stats.duplicate_links += 1;
         if keep_new {
+            // The application's wish to keep the peer outlives the link that carried it.
+            if self.links.get(old).is_some_and(|l| l.pinned) {
+                if let Some(new) = self.links.get_mut(link_id) {
+                    new.pinned = true;
+                }
+            }
             self.abort_link(old, CloseCode::Duplicate);
             true
         } else {
@@ -1032,14 +1195,17 @@ impl Node {
         let Some(link) = self.links.get_mut(link_id) else {
             return;
         };
+        let listen_addrs: Vec<SocketAddr> = addrs.into_iter().map(SocketAddr::from).collect();
+        let contact_addr = dht_addr(link.addr, &listen_addrs);
         link.state = LinkState::Established(link::Established {
             since: now,
-            listen_addrs: addrs.into_iter().map(SocketAddr::from).collect(),
+            listen_addrs,
             roles,
             rtt: None,
             next_keepalive,
             pings: link::PingWindow::default(),
         });
+        link.last_used = now;
         let addr = link.addr;
         let direction = link.direction;
         self.peers.insert(remote, link_id);
@@ -1051,6 +1217,16 @@ impl Node {
             addr,
             direction,
         });
+        // Frames the DHT queued for this peer while a link to it was being dialed.
+        if let Some(dial) = self.dht_dials.remove(&remote) {
+            for frame in &dial.frames {
+                self.send_frame(link_id, frame);
+            }
+        }
+        // Only a peer that listens somewhere can be a contact for others.
+        if let Some(contact_addr) = contact_addr {
+            self.dht.peer_up(remote, contact_addr, now);
+        }
     }
 
     fn handle_pong(&mut self, link_id: LinkId, id: u64) {
@@ -1084,11 +1260,17 @@ impl Node {
         let Some(link) = self.links.get_mut(link_id) else {
             return;
         };
+        let pool_deadline = link.pool_deadline(&self.config);
         match &mut link.state {
             LinkState::Established(est) => {
                 if now >= link.last_heard + self.config.idle_timeout {
                     self.stats.idle_timeouts += 1;
                     self.abort_link(link_id, CloseCode::IdleTimeout);
+                    return;
+                }
+                if now >= pool_deadline {
+                    self.stats.pool_idle_closes += 1;
+                    self.abort_link(link_id, CloseCode::Goodbye);
                     return;
                 }
                 let peer = link.remote.expect("established links know their remote");
@@ -1142,6 +1324,13 @@ impl Node {
 
     fn forget_outbound(&mut self, link_id: LinkId, failure: ConnectFailure) {
         if let Some(link) = self.take_link(link_id) {
+            let target = match link.state {
+                LinkState::Dialing { expected } => expected,
+                _ => link.remote,
+            };
+            if let Some(target) = target {
+                self.dht_dial_failed(link_id, target, &failure);
+            }
             self.stats.connect_failures += 1;
             self.push_event(Event::ConnectFailed {
                 link: link_id,
@@ -1179,6 +1368,7 @@ impl Node {
         let peer = link.remote.expect("established links know their remote");
         if self.peers.get(&peer) == Some(&link_id) {
             self.peers.remove(&peer);
+            self.dht.peer_down(&peer, self.now);
         }
         if let LinkState::Established(est) = link.state {
             for (id, ping) in est.pings.into_inner() {
@@ -1220,6 +1410,161 @@ impl Node {
             code,
         });
     }
+}
+
+impl Node {
+    // ---------------------------------------------------------------- the DHT's links
+
+    /// Carries out what the DHT asked for and hands its results to the application. Every
+    /// public mutating method ends with it.
+    fn pump_dht(&mut self) {
+        while let Some(send) = self.dht.poll_send() {
+            self.route_dht(send);
+        }
+        while let Some(event) = self.dht.poll_event() {
+            self.push_event(Event::Dht(event));
+        }
+        // A closed node keeps no time: its operations have failed with its links.
+        self.dht_deadline = if self.closed {
+            Instant::NEVER
+        } else {
+            self.dht.poll_timeout().unwrap_or(Instant::NEVER)
+        };
+    }
+
+    /// Sends a DHT frame over the peer's link, or dials the peer and holds the frame until the
+    /// link is up. When there is no room for another link the peer's requests fail at once.
+    fn route_dht(&mut self, send: dht::Send) {
+        let now = self.now;
+        if let Some(&link_id) = self.peers.get(&send.to) {
+            if let Some(link) = self.links.get_mut(link_id) {
+                link.last_used = now;
+            }
+            self.send_frame(link_id, &send.frame);
+            return;
+        }
+        if !is_dht_request(&send.frame) {
+            // An answer to a peer whose link has gone meanwhile: nobody awaits it.
+            self.stats.dht_frames_dropped += 1;
+            return;
+        }
+        if let Some(dial) = self.dht_dials.get_mut(&send.to) {
+            if dial.frames.len() < MAX_FRAMES_PER_DIAL {
+                dial.frames.push(send.frame);
+            } else {
+                // Its request times out like any unanswered one.
+                self.stats.dht_frames_dropped += 1;
+            }
+            return;
+        }
+        if self.closed || !self.make_room() {
+            self.stats.dht_frames_dropped += 1;
+            self.dht.undeliverable(&send.to, now);
+            return;
+        }
+        let link = self.open_link(send.addr, Some(send.to), false);
+        self.dht_dials.insert(
+            send.to,
+            DhtDial {
+                link,
+                frames: alloc::vec![send.frame],
+            },
+        );
+    }
+
+    /// An outbound link failed before its handshake completed; if the DHT was waiting for it,
+    /// its frames go over the link the peer turned out to have, or the DHT learns the outcome.
+    fn dht_dial_failed(&mut self, link_id: LinkId, target: NodeId, failure: &ConnectFailure) {
+        if self.dht_dials.get(&target).map(|d| d.link) != Some(link_id) {
+            return;
+        }
+        let dial = self.dht_dials.remove(&target).expect("checked above");
+        let now = self.now;
+        match failure {
+            ConnectFailure::AlreadyConnected(_) => match self.peers.get(&target).copied() {
+                Some(link) => {
+                    for frame in &dial.frames {
+                        self.send_frame(link, frame);
+                    }
+                }
+                None => self.dht.undeliverable(&target, now),
+            },
+            // Reasons of this node's own, or a peer that is there but full: keep the contact.
+            ConnectFailure::Aborted(CloseCode::Goodbye)
+            | ConnectFailure::Refused {
+                reason: RefuseReason::Capacity,
+                ..
+            } => self.dht.undeliverable(&target, now),
+            _ => self.dht.unreachable(&target, now),
+        }
+    }
+
+    /// Whether another on-demand link fits under `max_peers` and `max_pending_handshakes`,
+    /// evicting the least recently used unpinned link if that makes room.
+    fn make_room(&mut self) -> bool {
+        if self.pending_handshakes() >= self.config.max_pending_handshakes {
+            return false;
+        }
+        let fits = |n: &Node| n.peers.len() + n.dht_dials.len() < n.config.max_peers;
+        fits(self) || (self.evict_one() && fits(self))
+    }
+
+    /// Closes the on-demand link (one this node opened for the DHT) that was used least
+    /// recently, and not within [`POOL_MIN_IDLE`]. Links the application asked for, here or at
+    /// the remote end, are never evicted. Returns whether there was one.
+    fn evict_one(&mut self) -> bool {
+        let now = self.now;
+        let victim = self
+            .peers
+            .values()
+            .filter_map(|&id| {
+                let link = self.links.get(id)?;
+                (link.on_demand() && link.last_used + POOL_MIN_IDLE <= now)
+                    .then_some((link.last_used, id))
+            })
+            .min();
+        let Some((_, link)) = victim else {
+            return false;
+        };
+        self.stats.pool_evictions += 1;
+        self.abort_link(link, CloseCode::Goodbye);
+        true
+    }
+}
+
+/// Whether the DHT handles `frame`.
+fn is_dht(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::FindNode(_)
+            | Frame::FindValue(_)
+            | Frame::Nodes(_)
+            | Frame::Records(_)
+            | Frame::Store(_)
+            | Frame::Withdraw(_)
+            | Frame::Ack(_)
+            | Frame::Refused(_)
+    )
+}
+
+/// Whether `frame` is a DHT request (worth dialing for), not an answer.
+fn is_dht_request(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::FindNode(_) | Frame::FindValue(_) | Frame::Store(_) | Frame::Withdraw(_)
+    )
+}
+
+/// Where others can reach a peer seen at `seen`: its first listen address, with the address the
+/// link came from when it listens on every interface (`0.0.0.0:port`). `None` if it listens
+/// nowhere.
+fn dht_addr(seen: SocketAddr, listen_addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    let first = *listen_addrs.first()?;
+    Some(if first.ip().is_unspecified() {
+        SocketAddr::new(seen.ip(), first.port())
+    } else {
+        first
+    })
 }
 
 fn truncate(mut s: String, max: usize) -> String {

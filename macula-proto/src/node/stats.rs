@@ -94,4 +94,11 @@ pub struct Stats {
     pub unmatched_pongs: u64,
     /// Events dropped because the application did not drain `max_queued_events`.
     pub events_dropped: u64,
+    /// On-demand links closed after `pool_idle_timeout` without use.
+    pub pool_idle_closes: u64,
+    /// On-demand links closed to make room for a new peer at `max_peers`.
+    pub pool_evictions: u64,
+    /// DHT frames not sent: no room for another link, too many queued for one dial, or an
+    /// answer to a peer that had gone.
+    pub dht_frames_dropped: u64,
 }

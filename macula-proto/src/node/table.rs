@@ -115,6 +115,12 @@ impl Timers {
     /// Files `link` at `at`; the caller has set `link.scheduled = at`.
     pub fn push(&mut self, at: Instant, link: LinkId, links: &Links) {
         self.heap.push(Reverse((at, link)));
+        self.bound(links);
+    }
+
+    /// Keeps dead entries fewer than the links plus 16 (entries die when a link re-files an
+    /// earlier deadline or goes away).
+    fn bound(&mut self, links: &Links) {
         if self.heap.len() > 2 * links.len() + 16 {
             // Rebuild from the links themselves: only live entries survive.
             self.heap = links
@@ -125,8 +131,10 @@ impl Timers {
         }
     }
 
-    /// Drops dead entries from the top, so [`Timers::first`] is a live deadline.
+    /// Drops dead entries from the top, so [`Timers::first`] is a live deadline, and keeps the
+    /// dead ones bounded.
     pub fn prune(&mut self, links: &Links) {
+        self.bound(links);
         while let Some(Reverse((at, id))) = self.heap.peek() {
             if links.get(*id).is_some_and(|l| l.scheduled == *at) {
                 return;

@@ -137,6 +137,15 @@ impl Net {
             self.events[i].push(e);
         }
         assert_timers_never_late(&self.nodes[i]);
+        let node = &self.nodes[i];
+        assert!(
+            node.peer_count() <= node.config.max_peers,
+            "peers within max_peers"
+        );
+        assert!(
+            node.dht_dials.len() <= node.config.max_peers,
+            "dials within max_peers"
+        );
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -664,4 +673,139 @@ fn a_restarted_peer_reconnects_at_once_over_a_stale_crossing_link() {
         net.nodes[lo].peer(&net.id(hi)).unwrap().direction,
         Direction::Inbound
     );
+}
+
+/// Nodes that advertise where they listen, so the DHT can hand them out as contacts.
+fn listening(n: usize) -> Vec<Config> {
+    (0..n)
+        .map(|i| {
+            let mut c = config("a.b");
+            c.listen_addrs = vec![addr(i)];
+            c
+        })
+        .collect()
+}
+
+fn dht_results(events: &[Event]) -> Vec<&DhtEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dht(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_value_put_on_one_node_is_got_on_every_other_over_on_demand_links() {
+    let n = 10;
+    let mut net = Net::new(listening(n));
+    for i in 1..n {
+        net.connect(i, 0);
+    }
+    net.run_for(Duration::from_secs(5));
+    let op = net.nodes[3].dht_put(b"greeting", b"hello".to_vec(), net.now);
+    net.drain(3);
+    net.run_for(Duration::from_secs(5));
+    let stored = dht_results(&net.events[3])
+        .into_iter()
+        .find_map(|e| match e {
+            DhtEvent::Stored { op: o, acks } if *o == op => Some(*acks),
+            _ => None,
+        })
+        .expect("the put finished");
+    assert!(stored >= 5, "stored at {stored} nodes");
+    let publisher = net.id(3);
+    for i in (0..n).filter(|i| *i != 3) {
+        let op = net.nodes[i].dht_get(b"greeting", net.now);
+        net.drain(i);
+        net.run_for(Duration::from_secs(5));
+        let records = dht_results(&net.events[i])
+            .into_iter()
+            .find_map(|e| match e {
+                DhtEvent::Got { op: o, records } if *o == op => Some(records.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("node {i}'s get finished"));
+        assert_eq!(records.len(), 1, "node {i}");
+        assert_eq!(records[0].publisher, publisher);
+        assert_eq!(records[0].value, b"hello");
+        assert_eq!(records[0].addrs, vec![addr(3)]);
+    }
+    // The realm scopes the key: another name finds nothing.
+    let op = net.nodes[5].dht_get(b"other", net.now);
+    net.drain(5);
+    net.run_for(Duration::from_secs(5));
+    assert!(dht_results(&net.events[5])
+        .iter()
+        .any(|e| matches!(e, DhtEvent::Got { op: o, records } if *o == op && records.is_empty())));
+
+    // The DHT dialed nodes the application never asked for; unused, those links close, and
+    // the links the application opened stay.
+    let dialed: u64 = net
+        .nodes
+        .iter()
+        .map(|n| n.stats().handshakes_completed)
+        .sum();
+    assert!(
+        dialed > 2 * (n as u64 - 1),
+        "the DHT dialed beyond the star"
+    );
+    net.run_for(Duration::from_secs(60));
+    let closed: u64 = net.nodes.iter().map(|n| n.stats().pool_idle_closes).sum();
+    assert!(closed > 0);
+    for i in 1..n {
+        let peers: Vec<NodeId> = net.nodes[i].peers().map(|p| p.id).collect();
+        assert_eq!(peers, vec![net.id(0)], "node {i} kept only its own link");
+    }
+}
+
+#[test]
+fn on_demand_links_stay_within_max_peers_by_evicting_the_least_recently_used() {
+    let n = 16;
+    let mut configs = listening(n);
+    configs[1].max_peers = 4;
+    let mut net = Net::new(configs);
+    for i in 1..n {
+        net.connect(i, 0);
+    }
+    net.run_for(Duration::from_secs(5));
+    // Node 1 looks up many targets: it needs more nodes than it may hold links to.
+    let mut ops = Vec::new();
+    for round in 0..6u8 {
+        let target = NodeId([round.wrapping_mul(41); 32]);
+        ops.push(net.nodes[1].dht_find_node(&target, net.now));
+        net.drain(1);
+        net.run_for(Duration::from_secs(3));
+    }
+    let results = dht_results(&net.events[1]);
+    for op in &ops {
+        assert!(
+            results
+                .iter()
+                .any(|e| matches!(e, DhtEvent::NodesFound { op: o, closest, .. } if o == op && !closest.is_empty())),
+            "lookup {op:?} found nodes: {results:?}"
+        );
+    }
+    let stats = net.nodes[1].stats();
+    assert!(stats.pool_evictions > 0, "{stats:?}");
+    // The application's own link to node 0 was never evicted.
+    assert!(net.nodes[1].peer(&net.id(0)).is_some());
+}
+
+#[test]
+fn dht_frames_before_the_handshake_close_the_link() {
+    let mut net = Net::new(listening(2));
+    let link = net.nodes[0].connect(addr(1), None, net.now);
+    // Node 1 gets a FindNode where it waits for Connect.
+    net.drain(0);
+    let &(_, remote) = net.wires.get(&(0, link)).unwrap();
+    let frame = encode(&Frame::FindNode(crate::wire::FindNode {
+        id: 1,
+        target: [0; 32],
+    }));
+    net.nodes[1].handle_link_data(remote, &frame, net.now);
+    net.drain(1);
+    assert_eq!(net.nodes[1].stats().protocol_violations, 1);
+    assert_eq!(net.nodes[1].dht().stats().requests_received, 0);
 }
