@@ -135,7 +135,7 @@ pub struct Config {
     pub max_peers: usize,
     /// Links this node opened on its own (for the DHT) are closed after this long without a
     /// DHT frame either way. Links the application opened with `connect` stay until it drops
-    /// them. Default: 30 s.
+    /// them. Default: 10 s.
     pub pool_idle_timeout: Duration,
     /// Most links whose handshake is still under way (both directions); further inbound links are
     /// refused at once. Default: 64.
@@ -174,8 +174,8 @@ impl Config {
             api_key: None,
             listen_addrs: Vec::new(),
             roles: Roles::default(),
-            max_peers: 128,
-            pool_idle_timeout: Duration::from_secs(30),
+            max_peers: 512,
+            pool_idle_timeout: Duration::from_secs(10),
             max_pending_handshakes: 64,
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(5),

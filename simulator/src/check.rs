@@ -44,6 +44,8 @@ pub enum Observation<'a> {
         pending: (usize, usize),
         /// Queued events, and their bound.
         events: (usize, usize),
+        /// Records in the DHT store, and their bound.
+        records: (usize, usize),
     },
     /// A node crashed (its state is gone; its pending dials need no answer).
     Crash {
@@ -226,6 +228,7 @@ impl Checker for WithinBounds {
             peers,
             pending,
             events,
+            records,
         } = o
         else {
             return;
@@ -238,6 +241,7 @@ impl Checker for WithinBounds {
             ("peers", peers),
             ("pending handshakes", pending),
             ("queued events", events),
+            ("stored DHT records", records),
         ] {
             if value > bound {
                 self.first = Some(format!(
@@ -255,7 +259,7 @@ impl Checker for WithinBounds {
             ok: self.first.is_none(),
             detail: self.first.clone().unwrap_or_else(|| {
                 format!(
-                    "{} checks of peers, handshakes and event queues",
+                    "{} checks of peers, handshakes, event queues and DHT stores",
                     self.checks
                 )
             }),
@@ -343,6 +347,7 @@ mod tests {
             peers: (peers, 128),
             pending: (0, 64),
             events: (0, 4096),
+            records: (0, 10_000),
         };
         b.observe(&gauges(128));
         assert!(b.finish(t(2)).ok);

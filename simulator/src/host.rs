@@ -42,6 +42,13 @@ impl Host {
         }
     }
 
+    pub fn command<R>(&mut self, now: Instant, f: impl FnOnce(&mut Node, Instant) -> R) -> R {
+        match self {
+            Host::Frames(n) => f(n, now),
+            Host::Quic(e) => e.with_node(now, f),
+        }
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self {
             Host::Frames(n) => n.poll_timeout(),

@@ -14,10 +14,16 @@ pub type NodeIdx = u32;
 /// The UDP port every simulated node listens on.
 pub const PORT: u16 = 4433;
 
-/// A node's public address: 198.18.0.0/15 (the benchmarking range, never routed), one per node.
+/// How many /24 networks the simulated nodes are spread over: all of 198.18.0.0/15.
+const NETWORKS: u32 = 512;
+
+/// A node's public address in 198.18.0.0/15 (the benchmarking range, never routed), one per
+/// node. Consecutive nodes sit in different /24 networks (node `i` in network `i % 512`), as
+/// peers on the internet mostly do, so address-diversity limits see a realistic spread.
 pub fn addr_of(node: NodeIdx) -> SocketAddr {
     let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
-    SocketAddr::new(Ipv4Addr::from(base + node).into(), PORT)
+    let offset = (node % NETWORKS) * 256 + node / NETWORKS;
+    SocketAddr::new(Ipv4Addr::from(base + offset).into(), PORT)
 }
 
 /// The node at a public address, if the address is one of ours.
@@ -26,7 +32,9 @@ pub fn node_at(addr: SocketAddr, nodes: usize) -> Option<NodeIdx> {
         return None;
     };
     let offset = u32::from(*v4.ip()).checked_sub(u32::from(Ipv4Addr::new(198, 18, 0, 0)))?;
-    (v4.port() == PORT && (offset as usize) < nodes).then_some(offset)
+    let (network, host) = (offset / 256, offset % 256);
+    let node = host * NETWORKS + network;
+    (v4.port() == PORT && network < NETWORKS && (node as usize) < nodes).then_some(node)
 }
 
 /// Properties of the path between two nodes.

@@ -446,13 +446,25 @@ impl Sim {
         let expected = Some(self.node_id(to));
         let addr = addr_of(to);
         let link = self.with_host(from, |h| h.connect(addr, expected, now))?;
-        self.observe(&Observation::Dial {
-            node: from,
-            link,
-            at: now,
-        });
+        if self.mode == Mode::Quic {
+            // Frames mode observes every dial, the node's own included, as its `Open`.
+            self.observe(&Observation::Dial {
+                node: from,
+                link,
+                at: now,
+            });
+        }
         self.drain(from);
         Some(link)
+    }
+
+    /// Runs a command on node `n` (the `dht_*` commands, for example) with the current time,
+    /// and carries out what it asks for. `None` if the node is down.
+    pub fn command<R>(&mut self, n: NodeIdx, f: impl FnOnce(&mut Node, Instant) -> R) -> Option<R> {
+        let now = self.now;
+        let r = self.with_host(n, |h| h.command(now, f))?;
+        self.drain(n);
+        Some(r)
     }
 
     /// Node `from` pings its peer `peer`.
@@ -674,6 +686,7 @@ impl Sim {
             peers: (node.peer_count(), c.max_peers),
             pending: (node.pending_count(), c.max_pending_handshakes),
             events: (node.queued_events(), c.max_queued_events),
+            records: (node.dht().store().len(), c.dht.max_records),
         };
         self.observe(&o);
     }
@@ -788,7 +801,14 @@ impl Sim {
 
     fn frames_transmit(&mut self, n: NodeIdx, t: Transmit) {
         match t {
-            Transmit::Open { link, addr, .. } => self.open_wire(n, link, addr),
+            Transmit::Open { link, addr, .. } => {
+                self.observe(&Observation::Dial {
+                    node: n,
+                    link,
+                    at: self.now,
+                });
+                self.open_wire(n, link, addr)
+            }
             Transmit::Send { link, bytes } => {
                 if let Some((wire, dir)) = self.wire_of(n, link) {
                     self.send_on_wire(wire, dir, Msg::Data(bytes));

@@ -13,7 +13,7 @@ use super::table::{Contact, Insert, RoutingTable};
 use crate::config::MAX_LISTEN_ADDRS;
 use crate::id::NodeId;
 use crate::rng::Rng;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::wire::{
     Ack, DhtRefusal, FindNode, FindValue, Frame, KeyBytes, Nodes, Records, Refused, Store,
     WireContact, WireRecord, Withdraw,
@@ -67,6 +67,10 @@ pub enum DhtEvent {
         closest: Vec<(NodeId, SocketAddr)>,
         /// Hops to the closest one.
         hops: u8,
+        /// Queries the lookup sent.
+        queries: u32,
+        /// How long it took.
+        elapsed: Duration,
     },
     /// A get or find-providers finished; `records` is empty if none was found.
     Got {
@@ -112,6 +116,10 @@ pub struct DhtStats {
     pub lookups_ok: u64,
     /// Lookups by hops to the closest node found (index 15 holds 15 and more).
     pub hops: [u64; 16],
+    /// Queries sent by the lookups finished.
+    pub lookup_queries: u64,
+    /// Time the lookups finished took, summed.
+    pub lookup_time: Duration,
     /// Requests this node sent.
     pub requests_sent: u64,
     /// Its requests that timed out or could not be delivered.
@@ -149,14 +157,17 @@ enum Goal {
     Put(Record),
     /// Withdraw our record from the closest nodes.
     Withdraw,
-    /// Internal (bootstrap, refresh, republish, liveness): no event.
-    Quiet,
+    /// The lookup of the own id on joining; when it ends, every bucket is refreshed.
+    Join,
+    /// A lookup of a random id in one bucket; when it ends, the next bucket due is refreshed.
+    Refresh,
 }
 
 #[derive(Debug)]
 struct Op {
     goal: Goal,
     lookup: Lookup,
+    started: Instant,
     deadline: Instant,
     /// Once the lookup is done, for puts and withdraws: answers awaited and acks got.
     storing: Option<(usize, usize)>,
@@ -203,8 +214,12 @@ pub struct Dht {
     limits: BTreeMap<NodeId, TokenBucket>,
     published: BTreeMap<KeyBytes, Published>,
     /// When each bucket was last looked into.
-    refreshed: Vec<Instant>,
+    refreshed: Vec<Option<Instant>>,
     next_refresh: Instant,
+    /// Buckets due for a refresh lookup; one runs at a time, so a refresh of every bucket
+    /// (after joining) does not open links to hundreds of nodes at once.
+    refresh_due: Vec<usize>,
+    refreshing: bool,
     next_id: u64,
     sends: VecDeque<Send>,
     events: VecDeque<DhtEvent>,
@@ -243,6 +258,8 @@ impl Dht {
             published: BTreeMap::new(),
             refreshed: Vec::new(),
             next_refresh,
+            refresh_due: Vec::new(),
+            refreshing: false,
             next_id: 1,
             sends: VecDeque::new(),
             events: VecDeque::new(),
@@ -317,10 +334,11 @@ impl Dht {
         self.start(Goal::Withdraw, key, now)
     }
 
-    /// Looks up our own id (joining: it fills the buckets near us and makes us known there).
+    /// Joins: looks up our own id (which fills the buckets near us and makes us known there),
+    /// then refreshes every bucket, one lookup at a time, to fill the far ones.
     pub fn bootstrap(&mut self, now: Instant) {
         let own = self.own.0;
-        self.start(Goal::Quiet, own, now);
+        self.start(Goal::Join, own, now);
     }
 
     // ------------------------------------------------------------------ inputs
@@ -411,7 +429,7 @@ impl Dht {
                 break;
             }
             self.op_deadlines.pop_first();
-            self.finish(op, Some(DhtError::Timeout));
+            self.finish(op, Some(DhtError::Timeout), now);
         }
         self.store.expire(now);
         let due: Vec<KeyBytes> = self
@@ -506,7 +524,7 @@ impl Dht {
             .refreshed
             .get_mut(self.table.bucket_of(&NodeId(target)))
         {
-            *slot = now;
+            *slot = Some(now);
         }
         let deadline = now + self.config.lookup_timeout;
         self.ops.insert(
@@ -514,6 +532,7 @@ impl Dht {
             Op {
                 goal,
                 lookup,
+                started: now,
                 deadline,
                 storing: None,
                 records: Vec::new(),
@@ -531,7 +550,7 @@ impl Dht {
         };
         if let Some((waiting, _)) = op.storing {
             if waiting == 0 {
-                self.finish(op_id, None);
+                self.finish(op_id, None, now);
             }
             return;
         }
@@ -554,7 +573,8 @@ impl Dht {
             return;
         }
         let found = op.lookup.found();
-        self.count_lookup(&found);
+        let elapsed = now.saturating_duration_since(op.started);
+        self.count_lookup(&found, elapsed);
         let op = self.ops.get_mut(&op_id).expect("checked above");
         match &op.goal {
             Goal::Put(record) => {
@@ -581,12 +601,14 @@ impl Dht {
                 }
                 self.drive(op_id, now);
             }
-            _ => self.finish(op_id, None),
+            _ => self.finish(op_id, None, now),
         }
     }
 
-    fn count_lookup(&mut self, found: &Found) {
+    fn count_lookup(&mut self, found: &Found, elapsed: Duration) {
         self.stats.lookups += 1;
+        self.stats.lookup_queries += u64::from(found.queries);
+        self.stats.lookup_time = self.stats.lookup_time + elapsed;
         if !found.closest.is_empty() {
             self.stats.lookups_ok += 1;
             self.stats.hops[usize::from(found.hops).min(15)] += 1;
@@ -594,7 +616,7 @@ impl Dht {
     }
 
     /// Ends an operation with its event (or `error`).
-    fn finish(&mut self, op_id: OpId, error: Option<DhtError>) {
+    fn finish(&mut self, op_id: OpId, error: Option<DhtError>, now: Instant) {
         let Some(op) = self.ops.remove(&op_id) else {
             return;
         };
@@ -606,8 +628,18 @@ impl Dht {
             }
         }
         let found = op.lookup.found();
+        self.next_bucket_refresh(now);
         let event = match (op.goal, error) {
-            (Goal::Quiet, _) => return,
+            (Goal::Join, _) => {
+                self.refreshed.clear();
+                self.refresh(now);
+                return;
+            }
+            (Goal::Refresh, _) => {
+                self.refreshing = false;
+                self.next_bucket_refresh(now);
+                return;
+            }
             (_, Some(error)) => DhtEvent::Failed { op: op_id, error },
             (_, None)
                 if found.closest.is_empty() && op.records.is_empty() && op.storing.is_none() =>
@@ -621,6 +653,8 @@ impl Dht {
                 op: op_id,
                 closest: found.closest,
                 hops: found.hops,
+                queries: found.queries,
+                elapsed: now.saturating_duration_since(op.started),
             },
             (Goal::Get, None) => DhtEvent::Got {
                 op: op_id,
@@ -841,16 +875,42 @@ impl Dht {
         }
     }
 
-    /// Looks up a random id in every bucket no lookup has touched for `refresh_interval`.
+    /// Queues a lookup of a random id in every bucket no lookup has touched for
+    /// `refresh_interval`, farthest bucket first.
     fn refresh(&mut self, now: Instant) {
         let buckets = self.table.bucket_count();
-        self.refreshed.resize(buckets, Instant::ZERO);
-        for index in 0..buckets {
-            if now.saturating_duration_since(self.refreshed[index]) < self.config.refresh_interval {
+        self.refreshed.resize(buckets, None);
+        self.refresh_due = (0..buckets)
+            .rev()
+            .filter(|i| !self.fresh(*i, now))
+            .collect();
+        self.next_bucket_refresh(now);
+    }
+
+    /// Whether a lookup touched bucket `index` within `refresh_interval`.
+    fn fresh(&self, index: usize, now: Instant) -> bool {
+        self.refreshed
+            .get(index)
+            .copied()
+            .flatten()
+            .is_some_and(|at| now.saturating_duration_since(at) < self.config.refresh_interval)
+    }
+
+    /// Starts the next queued bucket refresh, unless one is running.
+    fn next_bucket_refresh(&mut self, now: Instant) {
+        // With every operation slot taken, the queue waits for one to finish.
+        if self.refreshing || self.ops.len() >= self.config.max_operations {
+            return;
+        }
+        while let Some(index) = self.refresh_due.pop() {
+            // A lookup since it was queued may have refreshed it already.
+            if self.fresh(index, now) || index >= self.table.bucket_count() {
                 continue;
             }
             let target = self.random_id_in_bucket(index);
-            self.start(Goal::Quiet, target, now);
+            self.refreshing = true;
+            self.start(Goal::Refresh, target, now);
+            return;
         }
     }
 

@@ -359,6 +359,15 @@ impl Endpoint {
         r
     }
 
+    /// Runs any command on the node (the `dht_*` commands, for example) and carries out what it
+    /// asks of the transport. `f` gets the node and the endpoint's clock, which is `now` or later.
+    pub fn with_node<R>(&mut self, now: Instant, f: impl FnOnce(&mut Node, Instant) -> R) -> R {
+        self.advance(now);
+        let r = f(&mut self.node, self.now);
+        self.pump(now);
+        r
+    }
+
     /// Drops a peer cleanly. See [`Node::disconnect`].
     pub fn disconnect(&mut self, peer: &NodeId, now: Instant) -> bool {
         let r = self.node.disconnect(peer, now);

@@ -1,6 +1,7 @@
 //! Named scenarios and the runner that turns one into a [`Report`].
 
 mod connect;
+mod dht;
 
 use std::time::Instant as WallInstant;
 
@@ -12,6 +13,7 @@ use crate::net::{LinkModel, NodeIdx};
 use crate::sim::{Mode, Sim, SimBuilder, Step};
 
 pub use connect::Connect;
+pub use dht::Dht;
 
 /// What a scenario run is asked to do (the CLI's options).
 #[derive(Clone, Debug)]
@@ -49,15 +51,22 @@ pub trait Scenario {
 }
 
 /// The scenarios `macula-sim` knows, with a line about each.
-pub const SCENARIOS: &[(&str, &str)] = &[(
-    "connect",
-    "nodes join through bootstrap nodes, dial random peers, ping them; --loss, --churn, --partition",
-)];
+pub const SCENARIOS: &[(&str, &str)] = &[
+    (
+        "connect",
+        "nodes join through bootstrap nodes, dial random peers, ping them; --loss, --churn, --partition",
+    ),
+    (
+        "dht",
+        "nodes join, look up random ids, put values and get them from others; --loss, --churn",
+    ),
+];
 
 /// The scenario called `name`.
 pub fn by_name(name: &str) -> Option<Box<dyn Scenario>> {
     match name {
         "connect" => Some(Box::new(Connect::default())),
+        "dht" => Some(Box::new(Dht::default())),
         _ => None,
     }
 }
