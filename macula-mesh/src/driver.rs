@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
+use macula_proto::dht::{Contact, DhtEvent, OpId};
 use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::{
-    Config, ConnectFailure, Duration, Event, Identity, Instant, LinkId, NodeId, PeerInfo,
+    Config, ConnectFailure, Duration, Event, Identity, Instant, LinkId, Node, NodeId, PeerInfo,
     PingError, PingId,
 };
 
@@ -39,10 +40,21 @@ pub(crate) enum Command {
     Stats {
         reply: Reply<MeshStats>,
     },
+    /// Starts a DHT operation; its outcome answers.
+    Dht {
+        start: DhtStart,
+        reply: Reply<Result<DhtEvent, MeshError>>,
+    },
+    Contacts {
+        reply: Reply<Vec<Contact>>,
+    },
     Close {
         reply: Reply<()>,
     },
 }
+
+/// Starts one of the node's `dht_*` commands.
+pub(crate) type DhtStart = Box<dyn FnOnce(&mut Node, Instant) -> OpId + Send>;
 
 /// Commands waiting in the channel before senders wait; bounds memory under a burst.
 const COMMAND_QUEUE: usize = 256;
@@ -71,6 +83,7 @@ pub(crate) fn spawn<R: Runtime>(
         events,
         connects: BTreeMap::new(),
         pings: BTreeMap::new(),
+        dht_ops: BTreeMap::new(),
         closing: None,
     };
     R::spawn(driver.run());
@@ -91,6 +104,12 @@ struct PendingPing {
     reply: Reply<Result<Duration, MeshError>>,
 }
 
+/// A DHT operation awaiting its outcome, with the same kind of backstop.
+struct PendingDht {
+    deadline: WallInstant,
+    reply: Reply<Result<DhtEvent, MeshError>>,
+}
+
 /// Slack past the core's own timeouts before a request is failed by the driver.
 const REQUEST_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -102,6 +121,7 @@ struct Driver<R: Runtime> {
     events: async_broadcast::Sender<Event>,
     connects: BTreeMap<LinkId, PendingConnect>,
     pings: BTreeMap<PingId, PendingPing>,
+    dht_ops: BTreeMap<OpId, PendingDht>,
     /// Set once closing: when to give up waiting, and who to tell.
     closing: Option<(WallInstant, Vec<Reply<()>>)>,
 }
@@ -130,6 +150,7 @@ impl<R: Runtime> Driver<R> {
             .values()
             .map(|c| c.deadline)
             .chain(self.pings.values().map(|p| p.deadline))
+            .chain(self.dht_ops.values().map(|d| d.deadline))
             .min();
         [core, linger, requests].into_iter().flatten().min()
     }
@@ -241,6 +262,10 @@ impl<R: Runtime> Driver<R> {
         for p in take_where(&mut self.pings, |p| p.deadline <= now) {
             let _ = p.reply.try_send(Err(MeshError::Ping(PingError::Timeout)));
         }
+        for d in take_where(&mut self.dht_ops, |d| d.deadline <= now) {
+            let error = macula_proto::dht::DhtError::Timeout;
+            let _ = d.reply.try_send(Err(MeshError::Dht(error)));
+        }
     }
 
     fn dispatch(&mut self, event: &Event) {
@@ -276,6 +301,18 @@ impl<R: Runtime> Driver<R> {
             }
             Event::PeerDown { peer, reason, .. } => {
                 tracing::info!(peer = %peer, %reason, "peer left");
+            }
+            Event::Dht(outcome) => {
+                let op = match outcome {
+                    DhtEvent::NodesFound { op, .. }
+                    | DhtEvent::Got { op, .. }
+                    | DhtEvent::Stored { op, .. }
+                    | DhtEvent::Failed { op, .. } => op,
+                    _ => return,
+                };
+                if let Some(d) = self.dht_ops.remove(op) {
+                    let _ = d.reply.try_send(Ok(outcome.clone()));
+                }
             }
             _ => {}
         }
@@ -321,10 +358,23 @@ impl<R: Runtime> Driver<R> {
                 let _ = reply.try_send(self.endpoint.node().peers().collect());
             }
             Command::Stats { reply } => {
+                let node = self.endpoint.node();
                 let _ = reply.try_send(MeshStats {
-                    node: self.endpoint.node().stats(),
+                    node: node.stats(),
                     quic: self.endpoint.stats(),
+                    dht: node.dht().stats().clone(),
                 });
+            }
+            Command::Dht { start, reply } => {
+                let op = self.endpoint.with_node(now, start);
+                let timeout = self.endpoint.node().config().dht.lookup_timeout;
+                let deadline = R::now() + std::time::Duration::from(timeout) + REQUEST_SLACK;
+                // A refused operation already queued its event; dispatch comes in the next flush.
+                self.dht_ops.insert(op, PendingDht { deadline, reply });
+            }
+            Command::Contacts { reply } => {
+                let table = self.endpoint.node().dht().table();
+                let _ = reply.try_send(table.iter().copied().collect());
             }
             Command::Close { reply } => {
                 self.endpoint.close(now);
@@ -336,6 +386,9 @@ impl<R: Runtime> Driver<R> {
                 }
                 for (_, p) in std::mem::take(&mut self.pings) {
                     let _ = p.reply.try_send(Err(MeshError::Ping(PingError::PeerGone)));
+                }
+                for (_, d) in std::mem::take(&mut self.dht_ops) {
+                    let _ = d.reply.try_send(Err(MeshError::Closed));
                 }
                 self.closing = Some((R::now() + CLOSE_LINGER, vec![reply]));
             }

@@ -4,9 +4,11 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use macula_proto::dht::{Contact, DhtError, DhtEvent, DhtStats, KeyKind, Record};
 use macula_proto::quic::{EndpointError, EndpointStats};
 use macula_proto::{
-    Config, ConnectFailure, Duration, Event, Identity, NodeId, PeerInfo, PingError, Stats,
+    Config, ConnectFailure, Duration, Event, Identity, Instant, Node, NodeId, PeerInfo, PingError,
+    Stats,
 };
 
 use crate::driver::{self, Command};
@@ -27,6 +29,10 @@ pub struct MeshConfig {
     /// Capacity of the event channel of each [`Events`] subscriber; a subscriber that falls
     /// further behind loses the oldest events. Default: 1024.
     pub event_capacity: usize,
+    /// Whether to tell peers the bound address, so they can hand it to others (a DHT contact)
+    /// and dial it. A short-lived client (a command-line tool) sets it to `false`: peers still
+    /// answer it but don't spread its address. Default: `true`.
+    pub advertise: bool,
 }
 
 impl MeshConfig {
@@ -38,6 +44,7 @@ impl MeshConfig {
             identity: None,
             seed: None,
             event_capacity: 1024,
+            advertise: true,
         }
     }
 }
@@ -71,6 +78,12 @@ pub enum MeshError {
     /// A ping failed.
     #[error("ping failed: {0}")]
     Ping(PingError),
+    /// A DHT operation failed.
+    #[error("DHT operation failed: {0}")]
+    Dht(DhtError),
+    /// The core answered with an outcome of another kind than the operation's (a bug).
+    #[error("unexpected outcome from the core: {0}")]
+    Unexpected(String),
     /// The mesh was closed (or its task ended).
     #[error("the mesh is closed")]
     Closed,
@@ -83,6 +96,8 @@ pub struct MeshStats {
     pub node: Stats,
     /// The QUIC layer's counters.
     pub quic: EndpointStats,
+    /// The DHT's counters.
+    pub dht: DhtStats,
 }
 
 /// A running Macula node. Cheap to clone; every clone drives the same node.
@@ -140,7 +155,9 @@ impl<R: Runtime> Mesh<R> {
             None => u64::from_le_bytes(random_bytes::<8>()?),
         };
         let mut node = config.node;
-        if !node.listen_addrs.contains(&local_addr) {
+        if !config.advertise {
+            node.listen_addrs.clear();
+        } else if !node.listen_addrs.contains(&local_addr) {
             node.listen_addrs.insert(0, local_addr);
             node.listen_addrs
                 .truncate(macula_proto::config::MAX_LISTEN_ADDRS);
@@ -229,6 +246,109 @@ impl<R: Runtime> Mesh<R> {
         self.request(|reply| Command::Stats { reply }).await
     }
 
+    /// Finds the nodes closest to `target` (at most `k`, closest first) with their addresses.
+    ///
+    /// # Errors
+    /// [`MeshError::Dht`]: no peers to ask, or the lookup timed out.
+    pub async fn dht_find_node(
+        &self,
+        target: NodeId,
+    ) -> Result<Vec<(NodeId, SocketAddr)>, MeshError> {
+        match self
+            .dht(move |node, now| node.dht_find_node(&target, now))
+            .await?
+        {
+            DhtEvent::NodesFound { closest, .. } => Ok(closest),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Publishes `value` under `name` in this node's realm, at the nodes closest to its key,
+    /// and keeps republishing it until withdrawn. Returns how many nodes stored it.
+    ///
+    /// # Errors
+    /// [`MeshError::Dht`]: the value is too large, too many records are published, no peers.
+    pub async fn dht_put(&self, name: &[u8], value: Vec<u8>) -> Result<usize, MeshError> {
+        let name = name.to_vec();
+        let outcome = self
+            .dht(move |node, now| node.dht_put(&name, value, now))
+            .await?;
+        stored(outcome)
+    }
+
+    /// The values published under `name` in this node's realm, one per publisher (empty if
+    /// there are none).
+    ///
+    /// # Errors
+    /// [`MeshError::Dht`]: no peers to ask, or the lookup timed out.
+    pub async fn dht_get(&self, name: &[u8]) -> Result<Vec<Record>, MeshError> {
+        let name = name.to_vec();
+        let outcome = self.dht(move |node, now| node.dht_get(&name, now)).await?;
+        records(outcome)
+    }
+
+    /// Announces that this node provides `name`, with `metadata`; republished until withdrawn.
+    /// Returns how many nodes stored the announcement.
+    ///
+    /// # Errors
+    /// As [`Mesh::dht_put`].
+    pub async fn dht_provide(&self, name: &[u8], metadata: Vec<u8>) -> Result<usize, MeshError> {
+        let name = name.to_vec();
+        let outcome = self
+            .dht(move |node, now| node.dht_provide(&name, metadata, now))
+            .await?;
+        stored(outcome)
+    }
+
+    /// The nodes that provide `name`: each record's publisher, addresses and metadata.
+    ///
+    /// # Errors
+    /// As [`Mesh::dht_get`].
+    pub async fn dht_find_providers(&self, name: &[u8]) -> Result<Vec<Record>, MeshError> {
+        let name = name.to_vec();
+        let outcome = self
+            .dht(move |node, now| node.dht_find_providers(&name, now))
+            .await?;
+        records(outcome)
+    }
+
+    /// Withdraws this node's value (or provider record) under `name` and stops republishing
+    /// it. Returns how many nodes confirmed.
+    ///
+    /// # Errors
+    /// As [`Mesh::dht_get`].
+    pub async fn dht_withdraw(&self, kind: KeyKind, name: &[u8]) -> Result<usize, MeshError> {
+        let name = name.to_vec();
+        let outcome = self
+            .dht(move |node, now| node.dht_withdraw(kind, &name, now))
+            .await?;
+        stored(outcome)
+    }
+
+    /// The contacts in the DHT's routing table.
+    ///
+    /// # Errors
+    /// [`MeshError::Closed`] if the mesh is closed.
+    pub async fn dht_contacts(&self) -> Result<Vec<Contact>, MeshError> {
+        self.request(|reply| Command::Contacts { reply }).await
+    }
+
+    async fn dht(
+        &self,
+        start: impl FnOnce(&mut Node, Instant) -> macula_proto::dht::OpId + Send + 'static,
+    ) -> Result<DhtEvent, MeshError> {
+        let outcome = self
+            .request(|reply| Command::Dht {
+                start: Box::new(start),
+                reply,
+            })
+            .await??;
+        match outcome {
+            DhtEvent::Failed { error, .. } => Err(MeshError::Dht(error)),
+            other => Ok(other),
+        }
+    }
+
     /// A subscription to the node's events from now on.
     pub fn events(&self) -> Events {
         Events(self.events.activate_cloned())
@@ -269,6 +389,26 @@ impl Events {
             }
         }
     }
+}
+
+fn stored(outcome: DhtEvent) -> Result<usize, MeshError> {
+    match outcome {
+        DhtEvent::Stored { acks, .. } => Ok(acks),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn records(outcome: DhtEvent) -> Result<Vec<Record>, MeshError> {
+    match outcome {
+        DhtEvent::Got { records, .. } => Ok(records),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// An outcome of another kind than the operation's: the core answers each operation with its
+/// own kind or `Failed`, so this is a bug, reported rather than hidden.
+fn unexpected(outcome: DhtEvent) -> MeshError {
+    MeshError::Unexpected(format!("{outcome:?}"))
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], MeshError> {

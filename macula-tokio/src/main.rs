@@ -1,4 +1,4 @@
-//! `macula`: run a node, ping one, or watch a three-node demo on loopback.
+//! `macula`: run a node, ping one, use the DHT, or watch a three-node demo on loopback.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,17 +43,48 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         count: u32,
     },
-    /// Start three nodes on loopback in this process, connect them, ping every pair, print a table.
+    /// Use the DHT of a running mesh: joins it through `--bootstrap` as a short-lived client.
+    Dht {
+        #[command(subcommand)]
+        command: DhtCommand,
+        /// A node of the mesh to join through; repeat for several.
+        #[arg(long = "bootstrap", value_name = "ADDR", global = true)]
+        bootstraps: Vec<SocketAddr>,
+        #[command(flatten)]
+        realm: RealmArgs,
+    },
+    /// Start three nodes on loopback in this process, connect them, ping every pair, put a value
+    /// in the DHT on one node and get it on the others.
     Demo,
+}
+
+#[derive(Subcommand)]
+enum DhtCommand {
+    /// Store VALUE under KEY at the nodes closest to it; prints `stored_at=<nodes>`. The record
+    /// lives for the record TTL (300 s by default): this client does not stay to republish it.
+    Put {
+        /// The key (a name in the realm).
+        key: String,
+        /// The value (at most 4096 bytes).
+        value: String,
+    },
+    /// Print the values stored under KEY, one `publisher=<id> value=<value>` line each; exits 1
+    /// if there are none.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Join, fill the routing table, and print its contacts: `id=<id> addr=<addr>` lines.
+    Peers,
 }
 
 #[derive(clap::Args)]
 struct RealmArgs {
     /// The realm to join (reverse-DNS name, e.g. io.example.dev).
-    #[arg(long, default_value = "dev.macula.local")]
+    #[arg(long, default_value = "dev.macula.local", global = true)]
     realm: String,
     /// A file holding the realm's API key (at least 16 bytes; a trailing newline is ignored).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     api_key_file: Option<PathBuf>,
 }
 
@@ -106,6 +137,11 @@ fn main() -> ExitCode {
                 bootstraps,
             } => node(listen, &realm, bootstraps).await,
             Command::Ping { addr, realm, count } => ping(addr, &realm, count).await,
+            Command::Dht {
+                command,
+                bootstraps,
+                realm,
+            } => dht(command, bootstraps, &realm).await,
             Command::Demo => demo().await,
         }
     });
@@ -147,6 +183,67 @@ async fn ping(addr: SocketAddr, realm: &RealmArgs, count: u32) -> Result<()> {
         for seq in 1..=count {
             let rtt = mesh.ping(peer).await?;
             println!("seq={seq} peer={} rtt_us={}", peer.short(), rtt.as_micros());
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    mesh.close().await;
+    result
+}
+
+/// An unspecified address of `addr`'s family, any port: where a short-lived client binds.
+fn any_port_like(addr: SocketAddr) -> SocketAddr {
+    if addr.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    }
+}
+
+async fn dht(command: DhtCommand, bootstraps: Vec<SocketAddr>, realm: &RealmArgs) -> Result<()> {
+    let first = *bootstraps
+        .first()
+        .context("give a node of the mesh to join through with --bootstrap ADDR")?;
+    let mut config = MeshConfig::new(realm.config()?, any_port_like(first));
+    config.advertise = false;
+    let mesh = Mesh::bind(config).await?;
+    let result = async {
+        let mut joined = 0;
+        for addr in &bootstraps {
+            match mesh.connect(*addr).await {
+                Ok(_) => joined += 1,
+                Err(err) => tracing::warn!(%addr, "bootstrap failed: {err}"),
+            }
+        }
+        if joined == 0 {
+            bail!("could not join the mesh through any --bootstrap address");
+        }
+        match command {
+            DhtCommand::Put { key, value } => {
+                let acks = mesh.dht_put(key.as_bytes(), value.into_bytes()).await?;
+                println!("stored_at={acks}");
+            }
+            DhtCommand::Get { key } => {
+                let records = mesh.dht_get(key.as_bytes()).await?;
+                if records.is_empty() {
+                    bail!("no value is stored under '{key}'");
+                }
+                for r in records {
+                    println!(
+                        "publisher={} value={}",
+                        r.publisher,
+                        String::from_utf8_lossy(&r.value)
+                    );
+                }
+            }
+            DhtCommand::Peers => {
+                // A lookup of our own id fills the table the way joining does.
+                let own = mesh.node_id();
+                mesh.dht_find_node(own).await?;
+                for c in mesh.dht_contacts().await? {
+                    println!("id={} addr={}", c.id, c.addr);
+                }
+            }
         }
         anyhow::Ok(())
     }
@@ -207,9 +304,34 @@ async fn demo() -> Result<()> {
             );
         }
     }
-    println!("\nEvery node sees {} peers. Closing.", nodes.len() - 1);
+    println!("\nEvery node sees {} peers.", nodes.len() - 1);
+    let (key, value) = ("demo/greeting", "hello from node 0");
+    let acks = nodes[0].dht_put(key.as_bytes(), value.into()).await?;
+    println!("\nDHT: node 0 put '{key}' = '{value}' (stored at {acks} nodes)");
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        let records = n.dht_get(key.as_bytes()).await?;
+        let Some(record) = records.iter().find(|r| r.publisher == nodes[0].node_id()) else {
+            bail!("node {i} could not get '{key}' from the DHT");
+        };
+        println!(
+            "DHT: node {i} got '{key}' = '{}' from node 0",
+            String::from_utf8_lossy(&record.value)
+        );
+    }
+    println!("\nClosing.");
     for n in &nodes {
         n.close().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }
