@@ -178,8 +178,11 @@ struct Op {
 #[derive(Debug)]
 struct Request {
     to: NodeId,
+    addr: SocketAddr,
     op: Option<OpId>,
     deadline: Instant,
+    /// The request as sent, for sending again if its link is replaced.
+    frame: Frame,
 }
 
 #[derive(Debug)]
@@ -377,6 +380,19 @@ impl Dht {
     pub fn unreachable(&mut self, peer: &NodeId, now: Instant) {
         self.table.remove(peer);
         self.fail_requests_to(peer, now, true);
+    }
+
+    /// The link to `peer` was replaced by another (two links crossed, one was closed): what was
+    /// in flight on the closed one may be lost, so every request awaiting `peer`'s answer is sent
+    /// again (requests are idempotent; a second answer counts as a stray one).
+    pub fn relinked(&mut self, peer: &NodeId) {
+        for req in self.requests.values().filter(|r| r.to == *peer) {
+            self.sends.push_back(Send {
+                to: req.to,
+                addr: req.addr,
+                frame: req.frame.clone(),
+            });
+        }
     }
 
     /// This node could not send to `peer` for reasons of its own (no room for another link):
@@ -678,14 +694,20 @@ impl Dht {
     ) {
         let id = self.new_id();
         let deadline = now + self.config.request_timeout;
-        self.requests.insert(id, Request { to, op, deadline });
+        let frame = frame(id);
+        self.requests.insert(
+            id,
+            Request {
+                to,
+                addr,
+                op,
+                deadline,
+                frame: frame.clone(),
+            },
+        );
         self.request_deadlines.insert((deadline, id));
         self.stats.requests_sent += 1;
-        self.sends.push_back(Send {
-            to,
-            addr,
-            frame: frame(id),
-        });
+        self.sends.push_back(Send { to, addr, frame });
     }
 
     fn fail_requests_to(&mut self, peer: &NodeId, now: Instant, forget: bool) {

@@ -350,6 +350,9 @@ pub struct Node {
     dht_deadline: Instant,
     /// Links being dialed for the DHT, and the frames waiting for each.
     dht_dials: BTreeMap<NodeId, DhtDial>,
+    /// Peers whose link was closed as a duplicate while it was theirs: the DHT's requests to
+    /// them are sent again once the other link is up. At most `max_peers`.
+    relinked: alloc::collections::BTreeSet<NodeId>,
 }
 
 /// An on-demand link under way and what it will carry once up.
@@ -415,6 +418,7 @@ impl Node {
             dht,
             dht_deadline,
             dht_dials: BTreeMap::new(),
+            relinked: alloc::collections::BTreeSet::new(),
         })
     }
 
@@ -1227,6 +1231,9 @@ impl Node {
         if let Some(contact_addr) = contact_addr {
             self.dht.peer_up(remote, contact_addr, now);
         }
+        if self.relinked.remove(&remote) {
+            self.dht.relinked(&remote);
+        }
     }
 
     fn handle_pong(&mut self, link_id: LinkId, id: u64) {
@@ -1368,7 +1375,25 @@ impl Node {
         let peer = link.remote.expect("established links know their remote");
         if self.peers.get(&peer) == Some(&link_id) {
             self.peers.remove(&peer);
-            self.dht.peer_down(&peer, self.now);
+            // A link replaced by a duplicate leaves the peer connected over the other one:
+            // requests sent on it are answered there or time out, and the contact stays.
+            let replaced = matches!(
+                reason,
+                DownReason::Local(CloseCode::Duplicate)
+                    | DownReason::Link(LinkError::ClosedByPeer(CloseCode::Duplicate))
+            );
+            if replaced {
+                // Once the surviving link is up, what was in flight is sent again over it.
+                if self.relinked.len() >= self.config.max_peers {
+                    self.relinked.pop_first();
+                }
+                self.relinked.insert(peer);
+            } else {
+                self.dht.peer_down(&peer, self.now);
+            }
+        } else if self.peers.contains_key(&peer) {
+            // The peer is up over the link that replaced this one.
+            self.dht.relinked(&peer);
         }
         if let LinkState::Established(est) = link.state {
             for (id, ping) in est.pings.into_inner() {
