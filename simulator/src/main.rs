@@ -49,6 +49,10 @@ enum Command {
         /// Split the mesh in two for 45 s, starting at 30% of the run.
         #[arg(long)]
         partition: bool,
+        /// A threshold on a reported figure, `NAME>=VALUE` or `NAME<=VALUE` (for example
+        /// `lookup_success_ratio>=0.999`); repeat for several. Exits 1 if one is not met.
+        #[arg(long = "expect", value_name = "FIGURE>=X", value_parser = parse_expectation)]
+        expectations: Vec<Expectation>,
     },
     /// List the scenarios.
     List,
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
             loss,
             churn,
             partition,
+            expectations,
         } => {
             if !(0.0..=1.0).contains(&loss) || !(0.0..=1.0).contains(&churn) {
                 eprintln!("error: --loss and --churn are probabilities between 0 and 1");
@@ -102,7 +107,14 @@ fn main() -> ExitCode {
             } else {
                 print_text(&report.json);
             }
-            if report.ok {
+            let unmet: Vec<String> = expectations
+                .iter()
+                .filter_map(|e| e.unmet(&report.json))
+                .collect();
+            for line in &unmet {
+                eprintln!("expectation not met: {line}");
+            }
+            if report.ok && unmet.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 let mut replay = format!(
@@ -120,11 +132,63 @@ fn main() -> ExitCode {
                 if partition {
                     replay.push_str(" --partition");
                 }
-                eprintln!("invariant failed (seed {seed}); replay with:\n  {replay}");
+                for e in &expectations {
+                    let op = if e.at_least { ">=" } else { "<=" };
+                    replay.push_str(&format!(" --expect '{}{op}{}'", e.figure, e.bound));
+                }
+                let what = if report.ok {
+                    "expectation not met"
+                } else {
+                    "invariant failed"
+                };
+                eprintln!("{what} (seed {seed}); replay with:\n  {replay}");
                 ExitCode::from(1)
             }
         }
     }
+}
+
+/// A threshold on one figure of the report.
+#[derive(Clone, Debug)]
+struct Expectation {
+    figure: String,
+    at_least: bool,
+    bound: f64,
+}
+
+impl Expectation {
+    /// Why the report misses it, or `None` if it holds.
+    fn unmet(&self, json: &serde_json::Value) -> Option<String> {
+        let (op, bound) = (if self.at_least { ">=" } else { "<=" }, self.bound);
+        let Some(value) = json.get(&self.figure).and_then(serde_json::Value::as_f64) else {
+            return Some(format!("the report has no number called '{}'", self.figure));
+        };
+        let holds = if self.at_least {
+            value >= bound
+        } else {
+            value <= bound
+        };
+        (!holds).then(|| format!("{} = {value}, wanted {op} {bound}", self.figure))
+    }
+}
+
+fn parse_expectation(text: &str) -> Result<Expectation, String> {
+    let (figure, at_least, bound) = if let Some((f, b)) = text.split_once(">=") {
+        (f, true, b)
+    } else if let Some((f, b)) = text.split_once("<=") {
+        (f, false, b)
+    } else {
+        return Err("write FIGURE>=VALUE or FIGURE<=VALUE".into());
+    };
+    let bound = bound
+        .trim()
+        .parse::<f64>()
+        .map_err(|e| format!("'{bound}' is not a number: {e}"))?;
+    Ok(Expectation {
+        figure: figure.trim().to_owned(),
+        at_least,
+        bound,
+    })
 }
 
 fn print_text(json: &serde_json::Value) {

@@ -2,6 +2,7 @@
 //! back from other nodes; with loss and churn on request.
 //!
 //! Phases, as fractions of the run's duration `D`:
+//! - At `0`, the bootstrap nodes connect to each other.
 //! - `0 – 0.25 D`: every member joins through bootstrap `i % bootstraps` (one per 1,000 nodes)
 //!   at a random moment; its DHT then looks up its own id and fills its table.
 //! - `0.35 D – 0.85 D`: every member looks up one random id. The lookup succeeds if the live
@@ -264,6 +265,12 @@ impl Scenario for Dht {
     fn start(&mut self, sim: &mut Sim) {
         self.rng = Some(Rng::from_seed(sim.derive_seed()));
         self.up_since = vec![Instant::ZERO; self.nodes as usize];
+        // The bootstrap nodes know each other, or each would seed a DHT of its own.
+        for b in 1..self.bootstraps {
+            for earlier in 0..b {
+                sim.connect(b, earlier);
+            }
+        }
         let members: Vec<NodeIdx> = (self.bootstraps..self.nodes).collect();
         for &n in &members {
             let join = self.random_moment(0.0, 0.25);
