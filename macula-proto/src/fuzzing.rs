@@ -104,3 +104,83 @@ pub fn node_link_data(data: &[u8]) {
         assert!(stats.peers <= 2 && stats.pending_handshakes <= 2);
     }
 }
+
+/// Feeds `data` to a node's DHT as the bytes an established peer (one that listens, so it is a
+/// contact) sends, while the node runs its own operations whose requests those bytes may
+/// answer. The node must not panic; its routing table and record store must stay well formed
+/// and within their bounds; its queues stay bounded.
+pub fn node_dht(data: &[u8]) {
+    use crate::dht::DhtConfig;
+    let config = Config {
+        max_frame_size: MAX_FRAME,
+        max_queued_events: 16,
+        dht: DhtConfig {
+            max_records: 8,
+            max_providers_per_key: 2,
+            max_value_size: 64,
+            peer_request_burst: 20,
+            max_operations: 4,
+            ..DhtConfig::default()
+        },
+        ..Config::default()
+    };
+    let mut node = Node::new(config.clone(), Identity::from_seed(1), 1, Instant::ZERO)
+        .expect("the config is valid");
+    let peer = Identity::from_seed(2).node_id();
+    let link = node
+        .handle_inbound(
+            LinkInfo {
+                remote_id: peer,
+                remote_addr: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 9),
+                exporter: [7; 32],
+            },
+            Instant::ZERO,
+        )
+        .expect("an empty node has room");
+    let mut connect = Vec::new();
+    encode_into(
+        &crate::wire::Frame::Connect(crate::wire::Connect {
+            version: crate::wire::PROTOCOL_VERSION,
+            node_id: peer,
+            realm: config.realm.as_str().into(),
+            auth: None,
+            listen_addrs: alloc::vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 9).into()],
+            roles: 0,
+        }),
+        &mut connect,
+    );
+    node.handle_link_data(link, &connect, Instant::ZERO);
+    assert_eq!(node.stats().peers, 1);
+    let mut now = Instant::ZERO;
+    for (i, chunk) in data.chunks(29).enumerate() {
+        now += crate::Duration::from_millis(u64::from(chunk[0]) * 20);
+        // The node's own operations, so that answers in the data can match its requests
+        // (correlation ids are small counters in a fresh DHT).
+        match i % 4 {
+            0 => {
+                node.dht_find_node(&NodeId([chunk[0]; 32]), now);
+            }
+            1 => {
+                node.dht_put(&chunk[..1], chunk.to_vec(), now);
+            }
+            2 => {
+                node.dht_get(&chunk[..1], now);
+            }
+            _ => {}
+        }
+        node.handle_link_data(link, chunk, now);
+        node.handle_timeout(now);
+        while let Some(t) = node.poll_transmit() {
+            if let Transmit::Send { bytes, .. } = t {
+                assert!(bytes.len() <= 64 * 1024, "answers stay small");
+            }
+        }
+        while node.poll_event().is_some() {}
+        let dht = node.dht();
+        assert_eq!(dht.table().check(), Ok(()));
+        assert_eq!(dht.store().check(), Ok(()));
+        assert!(dht.store().len() <= 8);
+        assert!(dht.operations() <= 4);
+        assert!(node.stats().peers <= 1);
+    }
+}

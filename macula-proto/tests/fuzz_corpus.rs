@@ -32,3 +32,8 @@ fn frame_decode_corpus() {
 fn node_link_data_corpus() {
     replay("node_link_data", macula_proto::fuzzing::node_link_data);
 }
+
+#[test]
+fn node_dht_corpus() {
+    replay("node_dht", macula_proto::fuzzing::node_dht);
+}

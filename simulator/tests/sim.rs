@@ -187,10 +187,24 @@ fn a_run_records_node_events_when_asked() {
     sim.run();
     assert_eq!(sim.now(), Instant::ZERO + Duration::from_secs(3));
     let events = sim.take_events();
-    let ups = events
+    let mut ups: Vec<(u32, macula_proto::NodeId)> = events
         .iter()
-        .filter(|(_, e)| matches!(e, macula_proto::Event::PeerUp { .. }))
-        .count();
-    assert_eq!(ups, 4, "two links, seen from both ends: {events:?}");
+        .filter_map(|(n, e)| match e {
+            macula_proto::Event::PeerUp { peer, .. } => Some((*n, *peer)),
+            _ => None,
+        })
+        .collect();
+    ups.sort();
+    let mut want = vec![
+        (0, sim.node_id(1)),
+        (0, sim.node_id(2)),
+        (1, sim.node_id(0)),
+        (2, sim.node_id(0)),
+        // Joining, 1 and 2 look themselves up and find each other through 0.
+        (1, sim.node_id(2)),
+        (2, sim.node_id(1)),
+    ];
+    want.sort();
+    assert_eq!(ups, want, "{events:?}");
     assert!(sim.take_events().is_empty(), "taken once");
 }
