@@ -43,6 +43,10 @@ pub struct DhtConfig {
     pub max_operations: usize,
     /// Most of this node's own records republished. Default: 1024.
     pub max_published: usize,
+    /// Whether the first peer starts the join: a lookup of the own id, then one lookup per
+    /// bucket. A node that only answers, or asks now and then, may turn it off; its table
+    /// then fills from the peers it meets and its own lookups. Default: on.
+    pub join: bool,
 }
 
 impl Default for DhtConfig {
@@ -64,6 +68,7 @@ impl Default for DhtConfig {
             peer_request_burst: 100,
             max_operations: 256,
             max_published: 1024,
+            join: true,
         }
     }
 }

@@ -365,7 +365,7 @@ impl Dht {
                 }
             }
         }
-        if was_empty && !self.table.is_empty() {
+        if was_empty && !self.table.is_empty() && self.config.join {
             self.bootstrap(now);
         }
     }

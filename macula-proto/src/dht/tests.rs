@@ -524,6 +524,12 @@ mod machines {
         );
         assert_eq!(refused, 1_000 - answered);
         assert_eq!(net.dhts[0].stats().rate_limited, refused as u64);
+        assert_eq!(net.dhts[0].table().check(), Ok(()));
+        assert_eq!(
+            net.dhts[0].table().len(),
+            1,
+            "only the flooder is a contact"
+        );
     }
 
     #[test]

@@ -809,3 +809,48 @@ fn dht_frames_before_the_handshake_close_the_link() {
     assert_eq!(net.nodes[1].stats().protocol_violations, 1);
     assert_eq!(net.nodes[1].dht().stats().requests_received, 0);
 }
+
+#[test]
+fn a_dht_flood_over_a_link_is_rate_limited_and_leaves_table_and_store_bounded() {
+    let mut configs = listening(2);
+    configs[0].dht.max_records = 40;
+    let mut net = Net::new(configs);
+    let link = net.connect(1, 0);
+    net.run_for(Duration::from_secs(1));
+    let flooder = net.id(1);
+    // Node 1 writes 2,000 requests at once on its link: half FindNode, half Store.
+    let mut bytes = Vec::new();
+    for id in 0..2_000u64 {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&id.to_be_bytes());
+        let frame = if id % 2 == 0 {
+            Frame::FindNode(crate::wire::FindNode { id, target: key })
+        } else {
+            Frame::Store(crate::wire::Store {
+                id,
+                key,
+                record: crate::wire::WireRecord {
+                    publisher: flooder,
+                    addrs: vec![addr(1).into()],
+                    value: vec![7; 32],
+                    ttl_secs: 300,
+                },
+            })
+        };
+        encode_into(&frame, &mut bytes);
+    }
+    let &(_, remote) = net.wires.get(&(1, link)).unwrap();
+    net.nodes[0].handle_link_data(remote, &bytes, net.now);
+    net.drain(0);
+    net.run_for(Duration::from_secs(1));
+    let node = &net.nodes[0];
+    let stats = node.dht().stats();
+    let burst = u64::from(node.config().dht.peer_request_burst);
+    assert!(stats.rate_limited >= 2_000 - burst, "{stats:?}");
+    assert!(node.dht().store().len() <= 40);
+    assert_eq!(node.dht().store().check(), Ok(()));
+    assert_eq!(node.dht().table().check(), Ok(()));
+    assert_eq!(node.dht().table().len(), 1);
+    // Refusing is not closing: the flooder stays a peer.
+    assert_eq!(node.peer_count(), 1);
+}

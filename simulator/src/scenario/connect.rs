@@ -1,6 +1,8 @@
 //! `connect`: nodes join through bootstrap nodes, dial a few random peers and ping them, with
 //! loss, churn and a partition on request.
 //!
+//! The nodes' DHTs answer but do not run their join lookups (the `dht` scenario covers those).
+//!
 //! Node `i < bootstraps` is a bootstrap node (started without seeds, sized for its share of the
 //! mesh). Every other node joins through bootstrap `i % bootstraps` at a random moment in the
 //! first ten seconds, then every five seconds runs a maintenance tick: rejoin if it has no peer,
@@ -134,6 +136,9 @@ impl Scenario for Connect {
         let bootstraps = self.bootstraps;
         let share = (params.nodes as u32 / bootstraps) as usize;
         builder.configure(move |n, config| {
+            // This scenario measures links and keep-alives; the DHT's join lookups (about 180
+            // queries per node) are the `dht` scenario's subject.
+            config.dht.join = false;
             if n < bootstraps {
                 config.roles = macula_proto::Roles::BOOTSTRAP;
                 config.max_peers = 2 * share + 64;
