@@ -686,7 +686,7 @@ impl Sim {
             peers: (node.peer_count(), c.max_peers),
             pending: (node.pending_count(), c.max_pending_handshakes),
             events: (node.queued_events(), c.max_queued_events),
-            records: (node.dht().store().len(), c.dht.max_records),
+            records: (node.dht_records(), c.dht.max_records),
         };
         self.observe(&o);
     }

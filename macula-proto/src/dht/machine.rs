@@ -216,6 +216,8 @@ pub struct Dht {
     op_deadlines: BTreeSet<(Instant, OpId)>,
     limits: BTreeMap<NodeId, TokenBucket>,
     published: BTreeMap<KeyBytes, Published>,
+    /// The earliest `next` among `published` (`NEVER` if none), kept for `poll_timeout`.
+    next_publish: Instant,
     /// When each bucket was last looked into.
     refreshed: Vec<Option<Instant>>,
     next_refresh: Instant,
@@ -259,6 +261,7 @@ impl Dht {
             op_deadlines: BTreeSet::new(),
             limits: BTreeMap::new(),
             published: BTreeMap::new(),
+            next_publish: Instant::NEVER,
             refreshed: Vec::new(),
             next_refresh,
             refresh_due: Vec::new(),
@@ -325,6 +328,7 @@ impl Dht {
                 next: now + self.config.republish_interval,
             },
         );
+        self.update_next_publish();
         let record = self.own_record(value, now);
         self.start(Goal::Put(record), key, now)
     }
@@ -332,6 +336,7 @@ impl Dht {
     /// Withdraws this node's record under `key` from the closest nodes and stops republishing.
     pub fn withdraw(&mut self, key: KeyBytes, now: Instant) -> OpId {
         self.published.remove(&key);
+        self.update_next_publish();
         let own = self.own;
         self.store.withdraw(&key, &own);
         self.start(Goal::Withdraw, key, now)
@@ -448,12 +453,15 @@ impl Dht {
             self.finish(op, Some(DhtError::Timeout), now);
         }
         self.store.expire(now);
-        let due: Vec<KeyBytes> = self
-            .published
-            .iter()
-            .filter(|(_, p)| p.next <= now)
-            .map(|(k, _)| *k)
-            .collect();
+        let due: Vec<KeyBytes> = if self.next_publish <= now {
+            self.published
+                .iter()
+                .filter(|(_, p)| p.next <= now)
+                .map(|(k, _)| *k)
+                .collect()
+        } else {
+            Vec::new()
+        };
         for key in due {
             let interval = self.config.republish_interval;
             let Some(p) = self.published.get_mut(&key) else {
@@ -464,6 +472,7 @@ impl Dht {
             let record = self.own_record(value, now);
             self.start(Goal::Put(record), key, now);
         }
+        self.update_next_publish();
         if now >= self.next_refresh {
             self.next_refresh = now + self.config.refresh_interval;
             self.refresh(now);
@@ -484,7 +493,7 @@ impl Dht {
 
     /// When [`Dht::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let publish = self.published.values().map(|p| p.next).min();
+        let publish = Some(self.next_publish).filter(|t| *t != Instant::NEVER);
         [
             self.request_deadlines.first().map(|(at, _)| *at),
             self.op_deadlines.first().map(|(at, _)| *at),
@@ -498,6 +507,15 @@ impl Dht {
     }
 
     // ------------------------------------------------------------------ internals
+
+    fn update_next_publish(&mut self) {
+        self.next_publish = self
+            .published
+            .values()
+            .map(|p| p.next)
+            .min()
+            .unwrap_or(Instant::NEVER);
+    }
 
     fn new_id(&mut self) -> u64 {
         let id = self.next_id;

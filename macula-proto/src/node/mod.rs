@@ -348,6 +348,10 @@ pub struct Node {
     dht: Box<Dht>,
     /// The DHT's `poll_timeout`, read after every call that could move it.
     dht_deadline: Instant,
+    /// Whether the DHT was called since its output was last read.
+    dht_touched: bool,
+    /// Gauge: records the DHT stores for others, read with its output.
+    dht_records: usize,
     /// Links being dialed for the DHT, and the frames waiting for each.
     dht_dials: BTreeMap<NodeId, DhtDial>,
     /// Peers whose link was closed as a duplicate while it was theirs: the DHT's requests to
@@ -417,6 +421,8 @@ impl Node {
             closed: false,
             dht,
             dht_deadline,
+            dht_touched: false,
+            dht_records: 0,
             dht_dials: BTreeMap::new(),
             relinked: alloc::collections::BTreeSet::new(),
         })
@@ -479,6 +485,11 @@ impl Node {
     /// Gauge: links whose handshake is under way.
     pub fn pending_count(&self) -> usize {
         self.pending_handshakes()
+    }
+
+    /// Gauge: records the DHT stores for others (cheaper than `dht().store().len()`).
+    pub fn dht_records(&self) -> usize {
+        self.dht_records
     }
 
     /// Gauge: events queued for the application.
@@ -565,7 +576,8 @@ impl Node {
     /// Finds the nodes closest to `target`: [`DhtEvent::NodesFound`] (or `Failed`).
     pub fn dht_find_node(&mut self, target: &NodeId, now: Instant) -> OpId {
         self.advance(now);
-        let op = self.dht.find_node(target.0, self.now);
+        let now = self.now;
+        let op = self.dht_mut().find_node(target.0, now);
         self.pump_dht();
         op
     }
@@ -604,7 +616,8 @@ impl Node {
     pub fn dht_withdraw(&mut self, kind: KeyKind, name: &[u8], now: Instant) -> OpId {
         self.advance(now);
         let key = self.dht_key(kind, name);
-        let op = self.dht.withdraw(key, self.now);
+        let now = self.now;
+        let op = self.dht_mut().withdraw(key, now);
         self.pump_dht();
         op
     }
@@ -612,7 +625,8 @@ impl Node {
     /// [`Node::dht_put`] under a key made elsewhere (see [`Node::dht_key`]).
     pub fn dht_put_key(&mut self, key: KeyBytes, value: Vec<u8>, now: Instant) -> OpId {
         self.advance(now);
-        let op = self.dht.put(key, value, self.now);
+        let now = self.now;
+        let op = self.dht_mut().put(key, value, now);
         self.pump_dht();
         op
     }
@@ -620,7 +634,8 @@ impl Node {
     /// [`Node::dht_get`] under a key made elsewhere (see [`Node::dht_key`]).
     pub fn dht_get_key(&mut self, key: KeyBytes, now: Instant) -> OpId {
         self.advance(now);
-        let op = self.dht.get(key, self.now);
+        let now = self.now;
+        let op = self.dht_mut().get(key, now);
         self.pump_dht();
         op
     }
@@ -829,7 +844,8 @@ impl Node {
         }
         self.timers.prune(&self.links);
         if self.dht_deadline <= self.now {
-            self.dht.handle_timeout(self.now);
+            let now = self.now;
+            self.dht_mut().handle_timeout(now);
         }
         self.pump_dht();
     }
@@ -995,7 +1011,7 @@ impl Node {
                 if let Some(link) = self.links.get_mut(link_id) {
                     link.last_used = now;
                 }
-                self.dht.handle_frame(&from, from_addr, frame, now);
+                self.dht_mut().handle_frame(&from, from_addr, frame, now);
             }
             _ => {
                 self.stats.protocol_violations += 1;
@@ -1229,10 +1245,10 @@ impl Node {
         }
         // Only a peer that listens somewhere can be a contact for others.
         if let Some(contact_addr) = contact_addr {
-            self.dht.peer_up(remote, contact_addr, now);
+            self.dht_mut().peer_up(remote, contact_addr, now);
         }
         if self.relinked.remove(&remote) {
-            self.dht.relinked(&remote);
+            self.dht_mut().relinked(&remote);
         }
     }
 
@@ -1389,11 +1405,12 @@ impl Node {
                 }
                 self.relinked.insert(peer);
             } else {
-                self.dht.peer_down(&peer, self.now);
+                let now = self.now;
+                self.dht_mut().peer_down(&peer, now);
             }
         } else if self.peers.contains_key(&peer) {
             // The peer is up over the link that replaced this one.
-            self.dht.relinked(&peer);
+            self.dht_mut().relinked(&peer);
         }
         if let LinkState::Established(est) = link.state {
             for (id, ping) in est.pings.into_inner() {
@@ -1440,15 +1457,27 @@ impl Node {
 impl Node {
     // ---------------------------------------------------------------- the DHT's links
 
+    /// The DHT, for a call that may give it output or move its deadline: the next
+    /// [`Node::pump_dht`] then reads them. Calls that don't touch it leave it out of the cache.
+    fn dht_mut(&mut self) -> &mut Dht {
+        self.dht_touched = true;
+        &mut self.dht
+    }
+
     /// Carries out what the DHT asked for and hands its results to the application. Every
     /// public mutating method ends with it.
     fn pump_dht(&mut self) {
+        if !self.dht_touched {
+            return;
+        }
+        self.dht_touched = false;
         while let Some(send) = self.dht.poll_send() {
             self.route_dht(send);
         }
         while let Some(event) = self.dht.poll_event() {
             self.push_event(Event::Dht(event));
         }
+        self.dht_records = self.dht.store().len();
         // A closed node keeps no time: its operations have failed with its links.
         self.dht_deadline = if self.closed {
             Instant::NEVER
@@ -1484,7 +1513,7 @@ impl Node {
         }
         if self.closed || !self.make_room() {
             self.stats.dht_frames_dropped += 1;
-            self.dht.undeliverable(&send.to, now);
+            self.dht_mut().undeliverable(&send.to, now);
             return;
         }
         let link = self.open_link(send.addr, Some(send.to), false);
@@ -1512,15 +1541,15 @@ impl Node {
                         self.send_frame(link, frame);
                     }
                 }
-                None => self.dht.undeliverable(&target, now),
+                None => self.dht_mut().undeliverable(&target, now),
             },
             // Reasons of this node's own, or a peer that is there but full: keep the contact.
             ConnectFailure::Aborted(CloseCode::Goodbye)
             | ConnectFailure::Refused {
                 reason: RefuseReason::Capacity,
                 ..
-            } => self.dht.undeliverable(&target, now),
-            _ => self.dht.unreachable(&target, now),
+            } => self.dht_mut().undeliverable(&target, now),
+            _ => self.dht_mut().unreachable(&target, now),
         }
     }
 
