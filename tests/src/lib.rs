@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use macula_mesh::{Mesh, MeshConfig, Runtime, UdpSocket};
 use macula_proto::quic::{Datagram, Endpoint, EndpointConfig};
-use macula_proto::{ApiKey, Config, Event, Identity, Instant, Realm};
+use macula_proto::{ApiKey, Config, Event, Identity, Instant, NodeId, Realm};
 
 pub use macula_smol::Smol;
 pub use macula_tokio::Tokio;
@@ -65,22 +65,27 @@ pub async fn timeout<R: Runtime, T>(limit: Duration, fut: impl Future<Output = T
     .await
 }
 
-/// Waits (at most ten seconds) for the next event and asserts it is a clean goodbye from a peer.
-pub async fn expect_goodbye<R: Runtime>(events: &mut macula_mesh::Events) {
-    let event = timeout::<R, _>(Duration::from_secs(10), events.recv())
+/// Waits (at most ten seconds) for `from` to go down and asserts it said a clean goodbye. Other
+/// events meanwhile (peers the DHT dials, its results) are skipped.
+pub async fn expect_goodbye<R: Runtime>(events: &mut macula_mesh::Events, from: NodeId) {
+    let down = async {
+        loop {
+            match events.recv().await {
+                Some(Event::PeerDown { peer, reason, .. }) if peer == from => break Some(reason),
+                Some(_) => continue,
+                None => break None,
+            }
+        }
+    };
+    let reason = timeout::<R, _>(Duration::from_secs(10), down)
         .await
         .flatten();
-    assert!(
-        matches!(
-            event,
-            Some(Event::PeerDown {
-                reason: macula_proto::DownReason::Link(macula_proto::LinkError::ClosedByPeer(
-                    macula_proto::CloseCode::Goodbye
-                )),
-                ..
-            })
-        ),
-        "expected a peer's goodbye, got {event:?}"
+    assert_eq!(
+        reason,
+        Some(macula_proto::DownReason::Link(
+            macula_proto::LinkError::ClosedByPeer(macula_proto::CloseCode::Goodbye)
+        )),
+        "expected a goodbye from {from}"
     );
 }
 

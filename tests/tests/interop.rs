@@ -14,8 +14,9 @@ async fn dial_ping_close<D: Runtime, L: Runtime>(
     assert!(dialer.ping(listener.node_id()).await?.as_micros() > 0);
     assert!(listener.ping(dialer.node_id()).await?.as_micros() > 0);
     let mut events = dialer.events();
+    let gone = listener.node_id();
     listener.close().await;
-    expect_goodbye::<D>(&mut events).await;
+    expect_goodbye::<D>(&mut events, gone).await;
     dialer.close().await;
     Ok(())
 }
