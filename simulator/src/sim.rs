@@ -548,15 +548,19 @@ impl Sim {
     // ------------------------------------------------------------------ running
 
     /// Processes the next event due at or before `until`. Returns `None` when none is due (the
-    /// clock then stands at `until`), else what happened.
+    /// clock then stands at `until`), else what happened. Events that commands gave since the
+    /// last step (an operation refused at once) are returned first, before time moves.
     pub fn step(&mut self, until: Instant) -> Option<Step> {
+        // Events a command gave between steps (an operation that failed at once) come first.
+        if !self.events_out.is_empty() {
+            return Some(Step::Events(std::mem::take(&mut self.events_out)));
+        }
         let Some((at, ev)) = self.queue.pop_due(until) else {
             self.now = self.now.max(until);
             return None;
         };
         self.now = self.now.max(at);
         self.processed += 1;
-        self.events_out.clear();
         match ev {
             Ev::Action(tag) => return Some(Step::Action(tag)),
             Ev::Timer(n) => self.fire_timer(n, at),

@@ -208,3 +208,24 @@ fn a_run_records_node_events_when_asked() {
     assert_eq!(ups, want, "{events:?}");
     assert!(sim.take_events().is_empty(), "taken once");
 }
+
+#[test]
+fn events_a_command_gives_at_once_reach_the_caller() {
+    let mut sim = SimBuilder::new().seed(4).nodes(1).build();
+    // A node without peers fails a DHT get at once, inside the command.
+    let op = sim
+        .command(0, |node, now| node.dht_get(b"anything", now))
+        .expect("node 0 is up");
+    let end = sim.now() + Duration::from_secs(1);
+    let Some(macula_sim::Step::Events(events)) = sim.step(end) else {
+        panic!("the command's event comes first");
+    };
+    assert!(
+        events.iter().any(|(n, e)| *n == 0
+            && matches!(e, macula_proto::Event::Dht(macula_proto::dht::DhtEvent::Failed {
+                op: o,
+                error: macula_proto::dht::DhtError::NoPeers,
+            }) if *o == op)),
+        "{events:?}"
+    );
+}
