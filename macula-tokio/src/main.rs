@@ -29,7 +29,8 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         realm: RealmArgs,
-        /// A node to join through; repeat for several.
+        /// A node to join through; repeat for several. Tried again (1 s, 2 s, ... up to 30 s
+        /// apart) until one lets the node in.
         #[arg(long = "bootstrap", value_name = "ADDR")]
         bootstraps: Vec<SocketAddr>,
     },
@@ -157,11 +158,30 @@ fn main() -> ExitCode {
 async fn node(listen: SocketAddr, realm: &RealmArgs, bootstraps: Vec<SocketAddr>) -> Result<()> {
     let mesh = Mesh::bind(MeshConfig::new(realm.config()?, listen)).await?;
     println!("node_id={} listen={}", mesh.node_id(), mesh.local_addr());
-    for addr in bootstraps {
-        match mesh.connect(addr).await {
-            Ok(peer) => tracing::info!(%addr, peer = %peer, "joined through bootstrap"),
-            Err(err) => tracing::warn!(%addr, "bootstrap failed: {err}"),
-        }
+    if !bootstraps.is_empty() {
+        // Until one seed lets it in, the node keeps trying (a seed may be full or not up yet).
+        let joiner = mesh.clone();
+        tokio::spawn(async move {
+            let mut wait = std::time::Duration::from_secs(1);
+            loop {
+                let mut joined = false;
+                for addr in &bootstraps {
+                    match joiner.connect(*addr).await {
+                        Ok(peer) => {
+                            tracing::info!(%addr, peer = %peer, "joined through bootstrap");
+                            joined = true;
+                        }
+                        Err(err) => tracing::warn!(%addr, "bootstrap failed: {err}"),
+                    }
+                }
+                if joined {
+                    return;
+                }
+                tracing::warn!("no bootstrap node let us in; trying again in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+        });
     }
     tokio::signal::ctrl_c()
         .await

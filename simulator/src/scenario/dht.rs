@@ -3,6 +3,7 @@
 //!
 //! Phases, as fractions of the run's duration `D`:
 //! - At `0`, the bootstrap nodes connect to each other.
+//! - A member whose join dial fails (its bootstrap node is full) tries again a second later.
 //! - `0 – 0.25 D`: every member joins through bootstrap `i % bootstraps` (one per 1,000 nodes)
 //!   at a random moment; its DHT then looks up its own id and fills its table.
 //! - `0.35 D – 0.85 D`: every member looks up one random id. The lookup succeeds if the live
@@ -72,6 +73,9 @@ pub struct Dht {
     duration: Duration,
     churn: f64,
     up_since: Vec<Instant>,
+    /// Whether each member has a peer since it (re)started; one whose join dial fails retries.
+    joined: Vec<bool>,
+    join_retries: u64,
     pending: BTreeMap<(NodeIdx, OpId), (Instant, Pending)>,
     puts: Vec<Put>,
     lookups: u64,
@@ -255,7 +259,7 @@ impl Scenario for Dht {
         builder.configure(move |n, config| {
             if n < bootstraps {
                 config.roles = macula_proto::Roles::BOOTSTRAP;
-                config.max_peers = 2 * share + 128;
+                config.max_peers = 4 * share + 512;
                 config.max_pending_handshakes = 512;
                 config.max_queued_events = 16_384;
             }
@@ -265,6 +269,7 @@ impl Scenario for Dht {
     fn start(&mut self, sim: &mut Sim) {
         self.rng = Some(Rng::from_seed(sim.derive_seed()));
         self.up_since = vec![Instant::ZERO; self.nodes as usize];
+        self.joined = vec![false; self.nodes as usize];
         // The bootstrap nodes know each other, or each would seed a DHT of its own.
         for b in 1..self.bootstraps {
             for earlier in 0..b {
@@ -327,6 +332,7 @@ impl Scenario for Dht {
                 sim.restart(n);
                 self.restarted += 1;
                 self.up_since[n as usize] = sim.now();
+                self.joined[n as usize] = false;
                 let b = self.bootstrap_of(n);
                 sim.connect(n, b);
             }
@@ -336,8 +342,19 @@ impl Scenario for Dht {
     }
 
     fn on_event(&mut self, sim: &mut Sim, node: NodeIdx, event: &Event) {
-        if let Event::Dht(e) = event {
-            self.finished(sim, node, e);
+        match event {
+            Event::Dht(e) => self.finished(sim, node, e),
+            Event::PeerUp { .. } => self.joined[node as usize] = true,
+            // A join refused (its bootstrap node full) is tried again a second later, as a
+            // node's operator would have it.
+            Event::ConnectFailed { .. }
+                if node >= self.bootstraps && !self.joined[node as usize] =>
+            {
+                self.join_retries += 1;
+                let at = sim.now() + Duration::from_secs(1);
+                sim.schedule(at, tag(JOIN, node));
+            }
+            _ => {}
         }
     }
 
@@ -411,6 +428,7 @@ impl Scenario for Dht {
         m.insert("dht_frames_dropped".into(), json!(dropped));
         m.insert("pool_evictions".into(), json!(evictions));
         m.insert("restarted".into(), json!(self.restarted));
+        m.insert("join_retries".into(), json!(self.join_retries));
         m
     }
 
