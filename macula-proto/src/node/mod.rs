@@ -766,18 +766,17 @@ impl Node {
             return;
         }
         link.last_heard = self.now;
-        link.decoder.push(bytes);
         self.stats.bytes_received += bytes.len() as u64;
-        self.decode_frames(link_id);
+        self.decode_frames(link_id, bytes);
         self.pump_dht();
     }
 
-    fn decode_frames(&mut self, link_id: LinkId) {
+    fn decode_frames(&mut self, link_id: LinkId, mut input: &[u8]) {
         loop {
             let Some(link) = self.links.get_mut(link_id) else {
                 return;
             };
-            match link.decoder.next_frame() {
+            match link.decoder.next_frame_from(&mut input) {
                 Ok(Some(frame)) => {
                     self.stats.frames_received += 1;
                     self.handle_frame(link_id, frame);

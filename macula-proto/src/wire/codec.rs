@@ -172,29 +172,72 @@ impl Decoder {
         result
     }
 
-    fn try_next(&mut self) -> Result<Option<Frame>, DecodeError> {
-        let pending = &self.buf[self.start..];
-        let Some((len, prefix_len)) = read_prefix(pending)? else {
-            return Ok(None);
-        };
-        if len > u64::from(self.max_frame_size) {
-            return Err(DecodeError::FrameTooLarge {
-                len,
-                max: self.max_frame_size,
-            });
+    /// The next complete frame from what is buffered followed by `input`, taking from `input`
+    /// only what it uses. While nothing is buffered, frames are decoded straight from `input`,
+    /// never copied; only a partial frame at its end is buffered. The frames and errors are
+    /// those of [`Decoder::push`] of `input` followed by [`Decoder::next_frame`] calls.
+    ///
+    /// # Errors
+    /// As [`Decoder::next_frame`]; the rest of `input` is then dropped.
+    pub fn next_frame_from(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, DecodeError> {
+        if let Some(err) = self.failed {
+            return Err(err);
         }
-        let len = len as usize;
-        let Some(body) = pending.get(prefix_len..prefix_len + len) else {
-            return Ok(None);
-        };
-        let (frame, rest) =
-            postcard::take_from_bytes::<Frame>(body).map_err(|_| DecodeError::BadFrame)?;
-        if !rest.is_empty() {
-            return Err(DecodeError::BadFrame);
+        if self.buffered() == 0 && !input.is_empty() {
+            match decode_one(input, self.max_frame_size) {
+                Ok(Some((frame, used))) => {
+                    *input = &input[used..];
+                    return Ok(Some(frame));
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    *input = &[];
+                    self.failed = Some(err);
+                    self.buf = Vec::new();
+                    self.start = 0;
+                    return Err(err);
+                }
+            }
         }
-        self.start += prefix_len + len;
-        Ok(Some(frame))
+        if !input.is_empty() {
+            self.push(input);
+            *input = &[];
+        }
+        self.next_frame()
     }
+
+    fn try_next(&mut self) -> Result<Option<Frame>, DecodeError> {
+        match decode_one(&self.buf[self.start..], self.max_frame_size)? {
+            Some((frame, used)) => {
+                self.start += used;
+                Ok(Some(frame))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// The frame at the start of `pending` and the bytes it took, `None` if it is not all there.
+fn decode_one(pending: &[u8], max_frame_size: u32) -> Result<Option<(Frame, usize)>, DecodeError> {
+    let Some((len, prefix_len)) = read_prefix(pending)? else {
+        return Ok(None);
+    };
+    if len > u64::from(max_frame_size) {
+        return Err(DecodeError::FrameTooLarge {
+            len,
+            max: max_frame_size,
+        });
+    }
+    let len = len as usize;
+    let Some(body) = pending.get(prefix_len..prefix_len + len) else {
+        return Ok(None);
+    };
+    let (frame, rest) =
+        postcard::take_from_bytes::<Frame>(body).map_err(|_| DecodeError::BadFrame)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::BadFrame);
+    }
+    Ok(Some((frame, prefix_len + len)))
 }
 
 #[cfg(test)]
@@ -453,7 +496,19 @@ mod tests {
                     out.push(f);
                 }
             }
-            prop_assert_eq!(out, frames);
+            prop_assert_eq!(&out, &frames);
+            prop_assert_eq!(d.buffered(), 0);
+            // Decoding straight from the chunks gives the same frames.
+            let mut d = Decoder::new(1 << 20);
+            let mut direct = Vec::new();
+            for w in points.windows(2) {
+                let mut input = &stream[w[0]..w[1]];
+                while let Some(f) = d.next_frame_from(&mut input).unwrap() {
+                    direct.push(f);
+                }
+                prop_assert!(input.is_empty());
+            }
+            prop_assert_eq!(direct, frames);
             prop_assert_eq!(d.buffered(), 0);
         }
 
