@@ -292,7 +292,41 @@ struct Wire {
 
 enum Msg {
     Data(Vec<u8>),
+    /// Data short enough to ride inside the queue entry (keep-alives, most requests): its
+    /// delivery then touches no heap memory of its own, which matters once a large run's state
+    /// no longer fits in the CPU cache.
+    Small {
+        len: u8,
+        bytes: [u8; SMALL_MSG],
+    },
     Down(LinkError),
+}
+
+/// The longest message kept inline; an `Ev` is no larger for it than for a datagram.
+const SMALL_MSG: usize = 46;
+
+impl Msg {
+    fn data(bytes: Vec<u8>) -> Msg {
+        if bytes.len() <= SMALL_MSG {
+            let mut inline = [0u8; SMALL_MSG];
+            inline[..bytes.len()].copy_from_slice(&bytes);
+            Msg::Small {
+                len: bytes.len() as u8,
+                bytes: inline,
+            }
+        } else {
+            Msg::Data(bytes)
+        }
+    }
+
+    /// The bytes of a data message.
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Msg::Data(b) => Some(b),
+            Msg::Small { len, bytes } => Some(&bytes[..usize::from(*len)]),
+            Msg::Down(_) => None,
+        }
+    }
 }
 
 enum Ev {
@@ -815,7 +849,7 @@ impl Sim {
             }
             Transmit::Send { link, bytes } => {
                 if let Some((wire, dir)) = self.wire_of(n, link) {
-                    self.send_on_wire(wire, dir, Msg::Data(bytes));
+                    self.send_on_wire(wire, dir, Msg::data(bytes));
                 }
             }
             Transmit::Close { link, code } => {
@@ -886,10 +920,7 @@ impl Sim {
             self.held.entry(wire).or_default()[dir as usize].push(msg);
             return;
         }
-        let len = match &msg {
-            Msg::Data(b) => b.len(),
-            Msg::Down(_) => 40,
-        };
+        let len = msg.bytes().map_or(40, <[u8]>::len);
         let delay = self.delay(from, to, len, true);
         let w = self.wires.get_mut(wire).expect("looked up above");
         let at = (self.now + delay).max(w.last[dir as usize]);
@@ -995,7 +1026,7 @@ impl Sim {
         let Some(end) = target.filter(|e| self.end_is_current(w, *e)) else {
             // The receiving process is gone. A restarted one answers a stray packet with a
             // stateless reset, which the sender sees as a reset link.
-            if matches!(msg, Msg::Data(_)) && self.is_up(target_node) {
+            if msg.bytes().is_some() && self.is_up(target_node) {
                 self.send_on_wire(wire, 1 - dir, Msg::Down(LinkError::Reset));
             }
             return;
@@ -1003,11 +1034,12 @@ impl Sim {
         self.stats.delivered += 1;
         let now = self.now;
         match msg {
-            Msg::Data(bytes) => {
+            Msg::Data(_) | Msg::Small { .. } => {
+                let bytes = msg.bytes().expect("a data message");
                 self.digest.record(now.as_micros(), end.node, 0x12);
-                self.digest.bytes(&bytes);
+                self.digest.bytes(bytes);
                 self.with_host(end.node, |h| match h {
-                    Host::Frames(node) => node.handle_link_data(end.link, &bytes, now),
+                    Host::Frames(node) => node.handle_link_data(end.link, bytes, now),
                     Host::Quic(_) => unreachable!("wires exist in frames mode only"),
                 });
             }
@@ -1126,5 +1158,21 @@ fn hash_event(d: &mut Digest, event: &Event) {
             d.word(result.map_or(u64::MAX, |rtt| rtt.as_micros()));
         }
         other => d.bytes(format!("{other:?}").as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn inline_messages_do_not_grow_queue_entries() {
+        // A datagram is the largest event; an inline message must fit beside it.
+        let datagram = std::mem::size_of::<(NodeIdx, SocketAddr, Option<u8>, Vec<u8>)>();
+        assert!(
+            std::mem::size_of::<Ev>() <= datagram + 8,
+            "{}",
+            std::mem::size_of::<Ev>()
+        );
     }
 }
