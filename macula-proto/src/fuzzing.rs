@@ -59,34 +59,12 @@ pub fn node_link_data(data: &[u8]) {
     };
     let mut node = Node::new(config.clone(), Identity::from_seed(1), 1, Instant::ZERO)
         .expect("the default config is valid");
-    let remote = Identity::from_seed(2).node_id();
-    let info = |id: NodeId, port: u16| LinkInfo {
-        remote_id: id,
-        remote_addr: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
-        exporter: [7; 32],
-    };
     // Link 1: raw bytes from the first byte on.
-    let fresh = node
-        .handle_inbound(info(remote, 1), Instant::ZERO)
-        .expect("an empty node has room");
+    let fresh = inbound(&mut node, Identity::from_seed(2).node_id(), 1);
     // Link 2: a valid Connect first, then the raw bytes.
     let other = Identity::from_seed(3).node_id();
-    let established = node
-        .handle_inbound(info(other, 2), Instant::ZERO)
-        .expect("an empty node has room");
-    let mut connect = Vec::new();
-    encode_into(
-        &crate::wire::Frame::Connect(crate::wire::Connect {
-            version: crate::wire::PROTOCOL_VERSION,
-            node_id: other,
-            realm: config.realm.as_str().into(),
-            auth: None,
-            listen_addrs: Vec::new(),
-            roles: 0,
-        }),
-        &mut connect,
-    );
-    node.handle_link_data(established, &connect, Instant::ZERO);
+    let established = inbound(&mut node, other, 2);
+    connect(&mut node, established, other, Vec::new());
     assert_eq!(node.stats().peers, 1);
     let mut now = Instant::ZERO;
     for (i, chunk) in data.chunks(13).enumerate() {
@@ -94,12 +72,7 @@ pub fn node_link_data(data: &[u8]) {
         let link = if i % 2 == 0 { fresh } else { established };
         node.handle_link_data(link, chunk, now);
         node.handle_timeout(now);
-        while let Some(t) = node.poll_transmit() {
-            if let Transmit::Send { bytes, .. } = t {
-                assert!(bytes.len() <= 64 * 1024, "answers stay small");
-            }
-        }
-        while node.poll_event().is_some() {}
+        drain(&mut node);
         let stats = node.stats();
         assert!(stats.peers <= 2 && stats.pending_handshakes <= 2);
     }
@@ -127,29 +100,9 @@ pub fn node_dht(data: &[u8]) {
     let mut node = Node::new(config.clone(), Identity::from_seed(1), 1, Instant::ZERO)
         .expect("the config is valid");
     let peer = Identity::from_seed(2).node_id();
-    let link = node
-        .handle_inbound(
-            LinkInfo {
-                remote_id: peer,
-                remote_addr: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 9),
-                exporter: [7; 32],
-            },
-            Instant::ZERO,
-        )
-        .expect("an empty node has room");
-    let mut connect = Vec::new();
-    encode_into(
-        &crate::wire::Frame::Connect(crate::wire::Connect {
-            version: crate::wire::PROTOCOL_VERSION,
-            node_id: peer,
-            realm: config.realm.as_str().into(),
-            auth: None,
-            listen_addrs: alloc::vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 9).into()],
-            roles: 0,
-        }),
-        &mut connect,
-    );
-    node.handle_link_data(link, &connect, Instant::ZERO);
+    let link = inbound(&mut node, peer, 9);
+    let listens = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 9).into();
+    connect(&mut node, link, peer, alloc::vec![listens]);
     assert_eq!(node.stats().peers, 1);
     let mut now = Instant::ZERO;
     for (i, chunk) in data.chunks(29).enumerate() {
@@ -170,12 +123,7 @@ pub fn node_dht(data: &[u8]) {
         }
         node.handle_link_data(link, chunk, now);
         node.handle_timeout(now);
-        while let Some(t) = node.poll_transmit() {
-            if let Transmit::Send { bytes, .. } = t {
-                assert!(bytes.len() <= 64 * 1024, "answers stay small");
-            }
-        }
-        while node.poll_event().is_some() {}
+        drain(&mut node);
         let dht = node.dht();
         assert_eq!(dht.table().check(), Ok(()));
         assert_eq!(dht.store().check(), Ok(()));
@@ -183,4 +131,48 @@ pub fn node_dht(data: &[u8]) {
         assert!(dht.operations() <= 4);
         assert!(node.stats().peers <= 1);
     }
+}
+
+/// Takes everything the node has queued; what it sends stays small.
+fn drain(node: &mut Node) {
+    while let Some(t) = node.poll_transmit() {
+        if let Transmit::Send { bytes, .. } = t {
+            assert!(bytes.len() <= 64 * 1024, "answers stay small");
+        }
+    }
+    while node.poll_event().is_some() {}
+}
+
+/// An inbound link from `remote`, seen at 127.0.0.1:`port`.
+fn inbound(node: &mut Node, remote: NodeId, port: u16) -> crate::LinkId {
+    let info = LinkInfo {
+        remote_id: remote,
+        remote_addr: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+        exporter: [7; 32],
+    };
+    node.handle_inbound(info, Instant::ZERO)
+        .expect("a fresh node has room")
+}
+
+/// `remote`'s valid `Connect` on `link`, advertising `listen_addrs`.
+fn connect(
+    node: &mut Node,
+    link: crate::LinkId,
+    remote: NodeId,
+    listen_addrs: Vec<crate::wire::WireAddr>,
+) {
+    let mut bytes = Vec::new();
+    let realm = node.config().realm.as_str().into();
+    encode_into(
+        &crate::wire::Frame::Connect(crate::wire::Connect {
+            version: crate::wire::PROTOCOL_VERSION,
+            node_id: remote,
+            realm,
+            auth: None,
+            listen_addrs,
+            roles: 0,
+        }),
+        &mut bytes,
+    );
+    node.handle_link_data(link, &bytes, Instant::ZERO);
 }

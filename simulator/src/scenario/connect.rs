@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use macula_proto::{Duration, Event, Instant, Rng};
 use serde_json::{json, Map, Value};
 
-use super::{Params, Scenario};
+use super::{
+    bootstrap_count, configure_nodes, crash_for_a_while, shuffle_front, tag, Params, Scenario,
+};
 use crate::check::Verdict;
 use crate::net::NodeIdx;
 use crate::sim::{Sim, SimBuilder};
@@ -32,10 +34,6 @@ const TICK_EVERY: Duration = Duration::from_secs(5);
 const TARGET_PEERS: usize = 3;
 const JOIN_WINDOW: Duration = Duration::from_secs(10);
 const PARTITION_FOR: Duration = Duration::from_secs(45);
-
-fn tag(kind: u64, node: NodeIdx) -> u64 {
-    kind << 32 | u64::from(node)
-}
 
 /// The `connect` scenario's state and figures.
 #[derive(Debug, Default)]
@@ -126,25 +124,15 @@ impl Connect {
 impl Scenario for Connect {
     fn configure(&mut self, builder: &mut SimBuilder, params: &Params) {
         self.nodes = params.nodes as u32;
-        self.bootstraps = (params.nodes as u32)
-            .div_ceil(1000)
-            .max(1)
-            .min(self.nodes.max(1));
+        self.bootstraps = bootstrap_count(params.nodes);
         self.duration = params.duration;
         self.churn = params.churn;
         self.partition = params.partition;
-        let bootstraps = self.bootstraps;
-        let share = (params.nodes as u32 / bootstraps) as usize;
-        builder.configure(move |n, config| {
-            // This scenario measures links and keep-alives; the DHT's join lookups (about 180
-            // queries per node) are the `dht` scenario's subject.
+        let share = (self.nodes / self.bootstraps) as usize;
+        // This scenario measures links and keep-alives; the DHT's join lookups (about 180
+        // queries per node) are the `dht` scenario's subject.
+        configure_nodes(builder, self.bootstraps, 2 * share + 64, |config| {
             config.dht.join = false;
-            if n < bootstraps {
-                config.roles = macula_proto::Roles::BOOTSTRAP;
-                config.max_peers = 2 * share + 64;
-                config.max_pending_handshakes = 512;
-                config.max_queued_events = 16_384;
-            }
         });
     }
 
@@ -160,11 +148,8 @@ impl Scenario for Connect {
         let crashes = (members.len() as f64 * self.churn).round() as usize;
         let window_start = JOIN_WINDOW.as_micros();
         let window_end = (self.duration.as_micros() * 6 / 10).max(window_start + 1);
-        for k in 0..crashes {
-            // Distinct nodes: a partial Fisher-Yates shuffle.
-            let pick = k + self.rng().below((members.len() - k) as u64) as usize;
-            members.swap(k, pick);
-            let node = members[k];
+        shuffle_front(self.rng(), &mut members, crashes);
+        for &node in members.iter().take(crashes) {
             let at = window_start + self.rng().below(window_end - window_start);
             sim.schedule(Instant::from_micros(at), tag(CRASH, node));
         }
@@ -186,11 +171,8 @@ impl Scenario for Connect {
             }
             TICK => self.tick(sim, n),
             CRASH if sim.is_up(n) => {
-                sim.crash(n);
-                let down =
-                    Duration::from_secs(5) + Duration::from_micros(self.rng().below(10_000_000));
-                let at = sim.now() + down;
-                sim.schedule(at, tag(RESTART, n));
+                let rng = self.rng.as_mut().expect("start() seeds the scenario");
+                crash_for_a_while(sim, rng, n, tag(RESTART, n));
             }
             RESTART => {
                 sim.restart(n);

@@ -24,7 +24,9 @@ use macula_proto::dht::{DhtEvent, OpId};
 use macula_proto::{Duration, Event, Instant, NodeId, Rng};
 use serde_json::{json, Map, Value};
 
-use super::{Params, Scenario};
+use super::{
+    bootstrap_count, configure_nodes, crash_for_a_while, shuffle_front, tag, Params, Scenario,
+};
 use crate::check::Verdict;
 use crate::net::NodeIdx;
 use crate::sim::{Sim, SimBuilder};
@@ -39,10 +41,6 @@ const SWEEP: u64 = 7;
 
 /// A node counts as live for the lookup check once it has been up this long.
 const SETTLED: Duration = Duration::from_secs(10);
-
-fn tag(kind: u64, node: NodeIdx) -> u64 {
-    kind << 32 | u64::from(node)
-}
 
 /// A fraction of the run's duration, as a moment.
 fn at_fraction(duration: Duration, f: f64) -> u64 {
@@ -248,22 +246,11 @@ impl Dht {
 impl Scenario for Dht {
     fn configure(&mut self, builder: &mut SimBuilder, params: &Params) {
         self.nodes = params.nodes as u32;
-        self.bootstraps = (params.nodes as u32)
-            .div_ceil(1000)
-            .max(1)
-            .min(self.nodes.max(1));
+        self.bootstraps = bootstrap_count(params.nodes);
         self.duration = params.duration;
         self.churn = params.churn;
-        let bootstraps = self.bootstraps;
-        let share = (params.nodes as u32 / bootstraps) as usize;
-        builder.configure(move |n, config| {
-            if n < bootstraps {
-                config.roles = macula_proto::Roles::BOOTSTRAP;
-                config.max_peers = 4 * share + 512;
-                config.max_pending_handshakes = 512;
-                config.max_queued_events = 16_384;
-            }
-        });
+        let share = (self.nodes / self.bootstraps) as usize;
+        configure_nodes(builder, self.bootstraps, 4 * share + 512, |_| {});
     }
 
     fn start(&mut self, sim: &mut Sim) {
@@ -288,21 +275,16 @@ impl Scenario for Dht {
         let mut shuffled = members.clone();
         let putters = members.len().div_ceil(10);
         let crashes = (members.len() as f64 * self.churn).round() as usize;
-        for k in 0..putters.max(crashes).min(shuffled.len()) {
-            // Distinct nodes: a partial Fisher-Yates shuffle.
-            let pick = k + self.rng().below((shuffled.len() - k) as u64) as usize;
-            shuffled.swap(k, pick);
-        }
+        shuffle_front(self.rng(), &mut shuffled, putters);
         for &n in shuffled.iter().take(putters) {
             let at = self.random_moment(0.35, 0.5);
             sim.schedule(at, tag(PUT, n));
         }
         // The crashing nodes are a second draw, so putters crash as often as anyone.
-        for k in 0..crashes.min(shuffled.len()) {
-            let pick = k + self.rng().below((shuffled.len() - k) as u64) as usize;
-            shuffled.swap(k, pick);
+        shuffle_front(self.rng(), &mut shuffled, crashes);
+        for &n in shuffled.iter().take(crashes) {
             let at = self.random_moment(0.3, 0.8);
-            sim.schedule(at, tag(CRASH, shuffled[k]));
+            sim.schedule(at, tag(CRASH, n));
         }
         for step in 1..10 {
             let at = Instant::from_micros(at_fraction(self.duration, f64::from(step) / 10.0));
@@ -321,12 +303,9 @@ impl Scenario for Dht {
             PUT => self.start_put(sim, n),
             GET => self.start_get(sim, n),
             CRASH if sim.is_up(n) => {
-                sim.crash(n);
+                let rng = self.rng.as_mut().expect("start() seeds the scenario");
+                crash_for_a_while(sim, rng, n, tag(RESTART, n));
                 self.pending.retain(|(node, _), _| *node != n);
-                let down =
-                    Duration::from_secs(5) + Duration::from_micros(self.rng().below(10_000_000));
-                let at = sim.now() + down;
-                sim.schedule(at, tag(RESTART, n));
             }
             RESTART => {
                 sim.restart(n);

@@ -5,7 +5,7 @@ mod dht;
 
 use std::time::Instant as WallInstant;
 
-use macula_proto::{Duration, Event, Instant};
+use macula_proto::{Config, Duration, Event, Instant, Rng};
 use serde_json::{json, Map, Value};
 
 use crate::check::Verdict;
@@ -68,6 +68,53 @@ pub fn by_name(name: &str) -> Option<Box<dyn Scenario>> {
         "connect" => Some(Box::new(Connect::default())),
         "dht" => Some(Box::new(Dht::default())),
         _ => None,
+    }
+}
+
+/// An action's tag: its kind in the high 32 bits, the node it is for in the low ones.
+fn tag(kind: u64, node: NodeIdx) -> u64 {
+    kind << 32 | u64::from(node)
+}
+
+/// Crashes node `n` and schedules `restart` (an action tag) 5 to 15 s later.
+fn crash_for_a_while(sim: &mut Sim, rng: &mut Rng, n: NodeIdx, restart: u64) {
+    sim.crash(n);
+    let down = Duration::from_secs(5) + Duration::from_micros(rng.below(10_000_000));
+    let at = sim.now() + down;
+    sim.schedule(at, restart);
+}
+
+/// One bootstrap node per 1,000 nodes: at least one, at most all of them.
+fn bootstrap_count(nodes: usize) -> u32 {
+    let nodes = u32::try_from(nodes).unwrap_or(u32::MAX);
+    nodes.div_ceil(1000).max(1).min(nodes.max(1))
+}
+
+/// Makes nodes `0..bootstraps` bootstrap nodes with room for `max_peers` peers each, and
+/// applies `every` to every node's configuration.
+fn configure_nodes(
+    builder: &mut SimBuilder,
+    bootstraps: u32,
+    max_peers: usize,
+    every: impl Fn(&mut Config) + 'static,
+) {
+    builder.configure(move |n, config| {
+        every(config);
+        if n < bootstraps {
+            config.roles = macula_proto::Roles::BOOTSTRAP;
+            config.max_peers = max_peers;
+            config.max_pending_handshakes = 512;
+            config.max_queued_events = 16_384;
+        }
+    });
+}
+
+/// Moves `count` distinct random items to the front of `items` (a partial Fisher-Yates
+/// shuffle).
+fn shuffle_front(rng: &mut Rng, items: &mut [NodeIdx], count: usize) {
+    for k in 0..count.min(items.len()) {
+        let pick = k + rng.below((items.len() - k) as u64) as usize;
+        items.swap(k, pick);
     }
 }
 
