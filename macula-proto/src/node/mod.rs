@@ -52,7 +52,7 @@ use crate::wire::{
 
 use link::{Link, LinkState, PendingPing};
 pub use stats::{RefusalCounts, Stats};
-use table::{Links, Timers};
+use table::{LinkQueue, Links, Timers};
 
 /// Identifies one link (one transport connection) for the node's whole life; never reused.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -340,7 +340,7 @@ pub struct Node {
     next_ping: u64,
     transmits: VecDeque<Transmit>,
     /// Links with frames queued in their `out` buffer, in the order they got them.
-    dirty: VecDeque<LinkId>,
+    dirty: LinkQueue,
     events: VecDeque<Event>,
     stats: Stats,
     closed: bool,
@@ -415,7 +415,7 @@ impl Node {
             peers: BTreeMap::new(),
             next_ping,
             transmits: VecDeque::new(),
-            dirty: VecDeque::new(),
+            dirty: LinkQueue::default(),
             events: VecDeque::new(),
             stats: Stats::default(),
             closed: false,

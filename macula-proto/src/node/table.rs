@@ -11,7 +11,7 @@
 //! dropped when they reach the top and the heap is rebuilt when they outnumber the live ones, so
 //! it never holds more than about twice as many entries as there are links.
 
-use alloc::collections::BinaryHeap;
+use alloc::collections::{BinaryHeap, VecDeque};
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
@@ -105,10 +105,47 @@ impl Links {
     }
 }
 
-/// When each link next needs `handle_timeout`.
+/// Links in the order they got something to send. Mostly one at a time, so the first sits
+/// inline and the queue's own memory is touched only when several wait.
 #[derive(Default)]
+pub(super) struct LinkQueue {
+    first: Option<LinkId>,
+    rest: VecDeque<LinkId>,
+}
+
+impl LinkQueue {
+    pub fn push_back(&mut self, link: LinkId) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(link);
+        } else {
+            self.rest.push_back(link);
+        }
+    }
+
+    pub fn pop_front(&mut self) -> Option<LinkId> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+}
+
+/// When each link next needs `handle_timeout`.
 pub(super) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, LinkId)>>,
+    /// The top of the heap, kept beside it: `poll_timeout`, called after every input, then
+    /// never reads the heap's own memory.
+    top: Instant,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            heap: BinaryHeap::new(),
+            top: Instant::NEVER,
+        }
+    }
 }
 
 impl Timers {
@@ -116,6 +153,14 @@ impl Timers {
     pub fn push(&mut self, at: Instant, link: LinkId, links: &Links) {
         self.heap.push(Reverse((at, link)));
         self.bound(links);
+        self.refresh_top();
+    }
+
+    fn refresh_top(&mut self) {
+        self.top = self
+            .heap
+            .peek()
+            .map_or(Instant::NEVER, |Reverse((at, _))| *at);
     }
 
     /// Keeps dead entries fewer than the links plus 16 (entries die when a link re-files an
@@ -137,30 +182,35 @@ impl Timers {
         self.bound(links);
         while let Some(Reverse((at, id))) = self.heap.peek() {
             if links.get(*id).is_some_and(|l| l.scheduled == *at) {
-                return;
+                break;
             }
             self.heap.pop();
         }
+        self.refresh_top();
     }
 
     /// The earliest deadline on file (live after [`Timers::prune`]).
     pub fn first(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        (self.top != Instant::NEVER).then_some(self.top)
     }
 
     /// Takes the next live entry due at or before `now`, clearing its link's `scheduled`.
     pub fn pop_due(&mut self, now: Instant, links: &mut Links) -> Option<LinkId> {
-        while let Some(&Reverse((at, id))) = self.heap.peek() {
+        let due = loop {
+            let Some(&Reverse((at, id))) = self.heap.peek() else {
+                break None;
+            };
             if at > now {
-                return None;
+                break None;
             }
             self.heap.pop();
             if let Some(link) = links.get_mut(id).filter(|l| l.scheduled == at) {
                 link.scheduled = Instant::NEVER;
-                return Some(id);
+                break Some(id);
             }
-        }
-        None
+        };
+        self.refresh_top();
+        due
     }
 
     #[cfg(test)]
