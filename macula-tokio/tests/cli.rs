@@ -1,5 +1,6 @@
 //! The `macula` binary: `node` prints its id and address, `ping` measures round trips and names
-//! the cause when refused, Ctrl-C closes a node gracefully, and `demo` runs.
+//! the cause when refused, Ctrl-C closes a node gracefully, `dht` puts and gets against running
+//! nodes, and `demo` runs.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -151,6 +152,10 @@ fn demo_connects_three_nodes_and_prints_a_table() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("Every node sees 2 peers"), "{stdout}");
+    assert!(
+        stdout.contains("node 2 got 'demo/greeting' = 'hello from node 0'"),
+        "{stdout}"
+    );
     assert_eq!(
         stdout
             .lines()
@@ -158,4 +163,72 @@ fn demo_connects_three_nodes_and_prints_a_table() {
             .count(),
         3
     );
+}
+
+fn dht(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("dht")
+        .args(args)
+        .output()
+        .expect("the macula binary runs")
+}
+
+#[test]
+fn dht_put_and_get_against_running_nodes() {
+    let seed = NodeProcess::start(&["--realm", "io.cli.dht"]);
+    let other = NodeProcess::start(&["--realm", "io.cli.dht", "--bootstrap", &seed.addr]);
+    let realm = ["--realm", "io.cli.dht"];
+    // `other` joins in the background once it listens: wait (boundedly) until the seed's
+    // routing table, as a client sees it, lists both nodes.
+    let listed = |stdout: &str| {
+        stdout.contains(&format!("addr={}", seed.addr))
+            && stdout.contains(&format!("addr={}", other.addr))
+    };
+    let mut peers = String::new();
+    for _ in 0..50 {
+        let out = dht(&[&["peers", "--bootstrap", &seed.addr], &realm[..]].concat());
+        assert!(out.status.success());
+        peers = String::from_utf8_lossy(&out.stdout).into_owned();
+        if listed(&peers) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The table lists both running nodes (the client itself never becomes a contact).
+    assert!(listed(&peers), "{peers}");
+    assert_eq!(peers.lines().count(), 2, "{peers}");
+    let put = dht(&[
+        &["put", "color", "blue", "--bootstrap", &seed.addr],
+        &realm[..],
+    ]
+    .concat());
+    let stdout = String::from_utf8_lossy(&put.stdout);
+    assert!(
+        put.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let stored: usize = stdout
+        .trim()
+        .strip_prefix("stored_at=")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("stored_at=N, got {stdout}"));
+    assert_eq!(stored, 2, "stored at both nodes: {stdout}");
+    // Another client, through the other node, finds it.
+    let get = dht(&[&["get", "color", "--bootstrap", &other.addr], &realm[..]].concat());
+    let stdout = String::from_utf8_lossy(&get.stdout);
+    assert!(
+        get.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert!(stdout.trim().ends_with("value=blue"), "{stdout}");
+    // Nothing under another key: exit 1 and say so.
+    let missing = dht(&[&["get", "colour", "--bootstrap", &other.addr], &realm[..]].concat());
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no value is stored under 'colour'"));
+    // Without --bootstrap it says what is missing.
+    let lost = dht(&["get", "color"]);
+    assert!(!lost.status.success());
+    assert!(String::from_utf8_lossy(&lost.stderr).contains("--bootstrap"));
 }
