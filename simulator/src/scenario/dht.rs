@@ -343,12 +343,15 @@ impl Scenario for Dht {
         let mut contacts = 0u64;
         let (mut requests, mut rate_limited, mut refused, mut dropped, mut evictions) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
+        let (mut failed, mut connect_failures) = (0u64, 0u64);
         for n in 0..self.nodes {
             let Some(node) = sim.node(n) else { continue };
             let dht = node.dht();
             table_bytes.push(dht.table().heap_bytes() as u64);
             contacts += dht.table().len() as u64;
             requests += dht.stats().requests_sent;
+            failed += dht.stats().requests_failed;
+            connect_failures += node.stats().connect_failures;
             rate_limited += dht.stats().rate_limited;
             refused += dht.stats().stores_refused;
             dropped += node.stats().dht_frames_dropped;
@@ -402,6 +405,8 @@ impl Scenario for Dht {
             json!(ratio(contacts, live)),
         );
         m.insert("dht_requests_sent".into(), json!(requests));
+        m.insert("dht_requests_failed".into(), json!(failed));
+        m.insert("connect_failures".into(), json!(connect_failures));
         m.insert("dht_rate_limited".into(), json!(rate_limited));
         m.insert("dht_stores_refused".into(), json!(refused));
         m.insert("dht_frames_dropped".into(), json!(dropped));
