@@ -42,6 +42,13 @@ impl Host {
         }
     }
 
+    pub fn quic_stats(&self) -> Option<macula_proto::quic::EndpointStats> {
+        match self {
+            Host::Frames(_) => None,
+            Host::Quic(e) => Some(e.stats()),
+        }
+    }
+
     pub fn command<R>(&mut self, now: Instant, f: impl FnOnce(&mut Node, Instant) -> R) -> R {
         match self {
             Host::Frames(n) => f(n, now),

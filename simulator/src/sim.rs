@@ -432,6 +432,11 @@ impl Sim {
         self.nodes.get(n as usize)?.host.as_ref().map(Host::node)
     }
 
+    /// A node's QUIC-layer counters (QUIC mode, while it is up).
+    pub fn quic_stats(&self, n: NodeIdx) -> Option<macula_proto::quic::EndpointStats> {
+        self.nodes.get(n as usize)?.host.as_ref()?.quic_stats()
+    }
+
     /// A node's id (kept across restarts).
     pub fn node_id(&self, n: NodeIdx) -> NodeId {
         self.ids[n as usize]

@@ -381,6 +381,14 @@ impl Dht {
         self.fail_requests_to(peer, now, true);
     }
 
+    /// `peer` closed its link with a clean goodbye (it was idle on its side, or it leaves): its
+    /// rate state goes, and requests still awaiting its answer are sent again, which dials it
+    /// anew. A peer that is really gone then fails that dial and leaves the table.
+    pub fn peer_left_cleanly(&mut self, peer: &NodeId) {
+        self.limits.remove(peer);
+        self.relinked(peer);
+    }
+
     /// `peer` could not be reached at all (the dial failed): it leaves the table.
     pub fn unreachable(&mut self, peer: &NodeId, now: Instant) {
         self.table.remove(peer);

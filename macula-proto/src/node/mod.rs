@@ -1397,7 +1397,12 @@ impl Node {
                 DownReason::Local(CloseCode::Duplicate)
                     | DownReason::Link(LinkError::ClosedByPeer(CloseCode::Duplicate))
             );
-            if replaced {
+            let goodbye = reason == DownReason::Link(LinkError::ClosedByPeer(CloseCode::Goodbye));
+            if goodbye {
+                // The peer closed a link idle on its side while our request was on its way:
+                // the request goes again over a new link.
+                self.dht_mut().peer_left_cleanly(&peer);
+            } else if replaced {
                 // Once the surviving link is up, what was in flight is sent again over it.
                 if self.relinked.len() >= self.config.max_peers {
                     self.relinked.pop_first();

@@ -344,6 +344,7 @@ impl Scenario for Dht {
         let (mut requests, mut rate_limited, mut refused, mut dropped, mut evictions) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
         let (mut failed, mut connect_failures) = (0u64, 0u64);
+        let (mut quic_refused, mut quic_retries, mut tls_failures) = (0u64, 0u64, 0u64);
         for n in 0..self.nodes {
             let Some(node) = sim.node(n) else { continue };
             let dht = node.dht();
@@ -352,6 +353,11 @@ impl Scenario for Dht {
             requests += dht.stats().requests_sent;
             failed += dht.stats().requests_failed;
             connect_failures += node.stats().connect_failures;
+            if let Some(q) = sim.quic_stats(n) {
+                quic_refused += q.connections_refused;
+                quic_retries += q.retries;
+                tls_failures += q.tls_failures;
+            }
             rate_limited += dht.stats().rate_limited;
             refused += dht.stats().stores_refused;
             dropped += node.stats().dht_frames_dropped;
@@ -407,6 +413,11 @@ impl Scenario for Dht {
         m.insert("dht_requests_sent".into(), json!(requests));
         m.insert("dht_requests_failed".into(), json!(failed));
         m.insert("connect_failures".into(), json!(connect_failures));
+        if sim.mode() == crate::sim::Mode::Quic {
+            m.insert("quic_connections_refused".into(), json!(quic_refused));
+            m.insert("quic_retries".into(), json!(quic_retries));
+            m.insert("quic_tls_failures".into(), json!(tls_failures));
+        }
         m.insert("dht_rate_limited".into(), json!(rate_limited));
         m.insert("dht_stores_refused".into(), json!(refused));
         m.insert("dht_frames_dropped".into(), json!(dropped));
