@@ -854,3 +854,48 @@ fn a_dht_flood_over_a_link_is_rate_limited_and_leaves_table_and_store_bounded() 
     // Refusing is not closing: the flooder stays a peer.
     assert_eq!(node.peer_count(), 1);
 }
+
+#[test]
+fn a_request_racing_an_idle_close_is_sent_again_over_a_new_link() {
+    let mut net = Net::new(listening(3));
+    net.connect(1, 0);
+    net.connect(2, 0);
+    net.run_for(Duration::from_secs(2));
+    // Joining, 1 and 2 found each other: one of them holds an on-demand link to the other.
+    let (a, b, used) = [(1, 2), (2, 1)]
+        .into_iter()
+        .find_map(|(a, b)| {
+            let id_b = net.id(b);
+            net.nodes[a]
+                .links
+                .iter()
+                .find(|(_, l)| l.remote == Some(id_b) && l.on_demand())
+                .map(|(_, l)| (a, b, l.last_used))
+        })
+        .expect("the DHT linked 1 and 2 on demand");
+    // `b` asks `a` something 5 ms before `a` closes that link for idleness, so the close
+    // crosses the request.
+    let closes_at = used + net.nodes[a].config().pool_idle_timeout;
+    net.run_until(Instant::from_micros(closes_at.as_micros() - 5_000));
+    let target = net.id(a);
+    let op = net.nodes[b].dht_find_node(&target, net.now);
+    net.drain(b);
+    net.run_for(Duration::from_secs(3));
+    assert!(
+        net.nodes[a].stats().pool_idle_closes >= 1,
+        "the link was closed"
+    );
+    let found = dht_results(&net.events[b])
+        .into_iter()
+        .find_map(|e| match e {
+            DhtEvent::NodesFound { op: o, closest, .. } if *o == op => Some(closest.clone()),
+            _ => None,
+        })
+        .expect("the lookup finished");
+    assert_eq!(found.first().map(|(id, _)| *id), Some(target));
+    assert_eq!(net.nodes[b].dht().stats().requests_failed, 0);
+    assert!(
+        net.nodes[b].dht().table().get(&target).is_some(),
+        "still a contact"
+    );
+}
