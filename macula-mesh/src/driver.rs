@@ -303,14 +303,7 @@ impl<R: Runtime> Driver<R> {
                 tracing::info!(peer = %peer, %reason, "peer left");
             }
             Event::Dht(outcome) => {
-                let op = match outcome {
-                    DhtEvent::NodesFound { op, .. }
-                    | DhtEvent::Got { op, .. }
-                    | DhtEvent::Stored { op, .. }
-                    | DhtEvent::Failed { op, .. } => op,
-                    _ => return,
-                };
-                if let Some(d) = self.dht_ops.remove(op) {
+                if let Some(d) = self.dht_ops.remove(&outcome.op()) {
                     let _ = d.reply.try_send(Ok(outcome.clone()));
                 }
             }

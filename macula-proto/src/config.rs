@@ -131,7 +131,7 @@ pub struct Config {
     /// Most peers with a completed handshake. At the limit a new peer takes the place of the
     /// least recently used on-demand link (see [`Config::pool_idle_timeout`]); if there is
     /// none, an inbound peer is refused with reason `capacity` and a DHT request to a new peer
-    /// fails. Default: 128.
+    /// fails. Default: 512.
     pub max_peers: usize,
     /// Links this node opened on its own (for the DHT) are closed after this long without a
     /// DHT frame either way. Links the application opened with `connect` stay until it drops

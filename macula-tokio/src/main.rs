@@ -48,7 +48,7 @@ enum Command {
     Dht {
         #[command(subcommand)]
         command: DhtCommand,
-        /// A node of the mesh to join through; repeat for several.
+        /// A node of the mesh to join through (required); repeat for several.
         #[arg(long = "bootstrap", value_name = "ADDR", global = true)]
         bootstraps: Vec<SocketAddr>,
         #[command(flatten)]

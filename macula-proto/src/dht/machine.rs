@@ -43,7 +43,9 @@ impl core::fmt::Display for DhtError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             DhtError::NoPeers => "no peers in the routing table (join the mesh first)",
-            DhtError::Timeout => "the operation timed out",
+            DhtError::Timeout => {
+                "no answer within dht.lookup_timeout: check that the node has peers in the mesh"
+            }
             DhtError::Busy => "max_operations DHT operations are under way: wait for one to finish",
             DhtError::ValueTooLarge => {
                 "the value is larger than max_value_size: store a smaller value or a reference"
@@ -93,6 +95,18 @@ pub enum DhtEvent {
         /// Why.
         error: DhtError,
     },
+}
+
+impl DhtEvent {
+    /// The operation this is the outcome of.
+    pub fn op(&self) -> OpId {
+        match self {
+            DhtEvent::NodesFound { op, .. }
+            | DhtEvent::Got { op, .. }
+            | DhtEvent::Stored { op, .. }
+            | DhtEvent::Failed { op, .. } => *op,
+        }
+    }
 }
 
 /// What the DHT asks of the node it lives in.
@@ -424,9 +438,7 @@ impl Dht {
         now: Instant,
     ) -> bool {
         match frame {
-            Frame::FindNode(_) | Frame::FindValue(_) | Frame::Store(_) | Frame::Withdraw(_) => {
-                self.handle_request(from, from_addr, frame, now);
-            }
+            frame if frame.is_dht_request() => self.handle_request(from, from_addr, frame, now),
             Frame::Nodes(Nodes { id, nodes }) => {
                 self.handle_answer(from, id, Answer::Nodes(nodes, Vec::new()), now);
             }
@@ -617,6 +629,11 @@ impl Dht {
         let found = op.lookup.found();
         let elapsed = now.saturating_duration_since(op.started);
         self.count_lookup(&found, elapsed);
+        if found.closest.is_empty() {
+            // Nobody answered: nothing to store at, nothing found (`NoPeers`).
+            self.finish(op_id, None, now);
+            return;
+        }
         let op = self.ops.get_mut(&op_id).expect("checked above");
         match &op.goal {
             Goal::Put(record) => {
@@ -807,17 +824,18 @@ impl Dht {
                     }
                 }
             }
-            Answer::Ack => {
+            Answer::Ack if op.storing.is_some() => {
                 if let Some((waiting, acks)) = &mut op.storing {
                     *waiting = waiting.saturating_sub(1);
                     *acks += 1;
                 }
             }
-            Answer::Refused => match &mut op.storing {
+            // A refusal, or an answer of the wrong kind (an `Ack` to a lookup, `Nodes` to a
+            // store): that query failed, and the operation goes on without it.
+            _ => match &mut op.storing {
                 Some((waiting, _)) => *waiting = waiting.saturating_sub(1),
                 None => op.lookup.failed(from),
             },
-            Answer::Nodes(..) => {}
         }
         self.drive(op_id, now);
     }

@@ -444,6 +444,70 @@ mod machines {
     }
 
     #[test]
+    fn a_put_with_nobody_to_store_at_fails_with_no_peers() {
+        let config = DhtConfig::default();
+        let mut d = Dht::new(
+            config,
+            NodeId([1; 32]),
+            alloc::vec![addr(0)],
+            1,
+            Instant::ZERO,
+        );
+        let put = d.put([9; 32], b"v".to_vec(), Instant::ZERO);
+        let events: Vec<DhtEvent> = core::iter::from_fn(|| d.poll_event()).collect();
+        assert_eq!(
+            events,
+            alloc::vec![DhtEvent::Failed {
+                op: put,
+                error: DhtError::NoPeers
+            }]
+        );
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_kind_fails_that_query_at_once() {
+        let config = DhtConfig::default();
+        let peer = NodeId([2; 32]);
+        let mut d = Dht::new(
+            config,
+            NodeId([1; 32]),
+            alloc::vec![addr(0)],
+            1,
+            Instant::ZERO,
+        );
+        d.peer_up(peer, addr(1), Instant::ZERO);
+        // Joining asked the peer; it answers the FindNode with an `Ack`.
+        let join = d.poll_send().expect("the join's query");
+        let Frame::FindNode(FindNode { id, .. }) = join.frame else {
+            panic!("a FindNode, got {:?}", join.frame);
+        };
+        let find = d.find_node([3; 32], Instant::ZERO);
+        let mut ids = alloc::vec![id];
+        while let Some(s) = d.poll_send() {
+            if let Frame::FindNode(f) = s.frame {
+                ids.push(f.id);
+            }
+        }
+        for id in ids {
+            d.handle_frame(
+                &peer,
+                addr(1),
+                Frame::Ack(crate::wire::Ack { id }),
+                Instant::ZERO,
+            );
+        }
+        // The lookup ends now, not at `lookup_timeout`, and the peer stays a contact.
+        let events: Vec<DhtEvent> = core::iter::from_fn(|| d.poll_event()).collect();
+        assert!(
+            events.iter().any(
+                |e| matches!(e, DhtEvent::Failed { op, error: DhtError::NoPeers } if *op == find)
+            ),
+            "{events:?}"
+        );
+        assert!(d.table().get(&peer).is_some());
+    }
+
+    #[test]
     fn nodes_join_through_one_seed_and_a_put_is_got_everywhere() {
         let config = DhtConfig::default();
         let mut net = Net::new(120, 5, &config);

@@ -33,7 +33,7 @@ mod table;
 mod tests;
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -356,7 +356,7 @@ pub struct Node {
     dht_dials: BTreeMap<NodeId, DhtDial>,
     /// Peers whose link was closed as a duplicate while it was theirs: the DHT's requests to
     /// them are sent again once the other link is up. At most `max_peers`.
-    relinked: alloc::collections::BTreeSet<NodeId>,
+    relinked: BTreeSet<NodeId>,
 }
 
 /// An on-demand link under way and what it will carry once up.
@@ -424,7 +424,7 @@ impl Node {
             dht_touched: false,
             dht_records: 0,
             dht_dials: BTreeMap::new(),
-            relinked: alloc::collections::BTreeSet::new(),
+            relinked: BTreeSet::new(),
         })
     }
 
@@ -645,9 +645,6 @@ impl Node {
         self.advance(now);
         match self.peers.get(peer) {
             Some(&link) => {
-                if let Some(l) = self.links.get_mut(link) {
-                    l.pinned = false;
-                }
                 self.close_link(link, CloseCode::Goodbye, now);
                 true
             }
@@ -1003,7 +1000,7 @@ impl Node {
                 self.send_frame(link_id, &Frame::Pong(ping));
             }
             (LinkState::Established(_), Frame::Pong(pong)) => self.handle_pong(link_id, pong.id),
-            (LinkState::Established(est), frame) if is_dht(&frame) => {
+            (LinkState::Established(est), frame) if frame.is_dht() => {
                 let from = link.remote.expect("established links know their remote");
                 let from_addr = dht_addr(link.addr, &est.listen_addrs).unwrap_or(link.addr);
                 let now = self.now;
@@ -1501,7 +1498,7 @@ impl Node {
             self.send_frame(link_id, &send.frame);
             return;
         }
-        if !is_dht_request(&send.frame) {
+        if !send.frame.is_dht_request() {
             // An answer to a peer whose link has gone meanwhile: nobody awaits it.
             self.stats.dht_frames_dropped += 1;
             return;
@@ -1558,7 +1555,7 @@ impl Node {
     }
 
     /// Whether another on-demand link fits under `max_peers` and `max_pending_handshakes`,
-    /// evicting the least recently used unpinned link if that makes room.
+    /// evicting the least recently used on-demand link if that makes room.
     fn make_room(&mut self) -> bool {
         if self.pending_handshakes() >= self.config.max_pending_handshakes {
             return false;
@@ -1588,29 +1585,6 @@ impl Node {
         self.abort_link(link, CloseCode::Goodbye);
         true
     }
-}
-
-/// Whether the DHT handles `frame`.
-fn is_dht(frame: &Frame) -> bool {
-    matches!(
-        frame,
-        Frame::FindNode(_)
-            | Frame::FindValue(_)
-            | Frame::Nodes(_)
-            | Frame::Records(_)
-            | Frame::Store(_)
-            | Frame::Withdraw(_)
-            | Frame::Ack(_)
-            | Frame::Refused(_)
-    )
-}
-
-/// Whether `frame` is a DHT request (worth dialing for), not an answer.
-fn is_dht_request(frame: &Frame) -> bool {
-    matches!(
-        frame,
-        Frame::FindNode(_) | Frame::FindValue(_) | Frame::Store(_) | Frame::Withdraw(_)
-    )
 }
 
 /// Where others can reach a peer seen at `seen`: its first listen address, with the address the

@@ -66,6 +66,19 @@ impl Frame {
             Frame::Refused(_) => 12,
         }
     }
+
+    /// Whether the DHT handles this frame (types 5–12).
+    pub fn is_dht(&self) -> bool {
+        (5..=12).contains(&self.kind())
+    }
+
+    /// Whether this is a DHT request, which gets an answer (not itself an answer).
+    pub fn is_dht_request(&self) -> bool {
+        matches!(
+            self,
+            Frame::FindNode(_) | Frame::FindValue(_) | Frame::Store(_) | Frame::Withdraw(_)
+        )
+    }
 }
 
 /// The dialer's handshake message.

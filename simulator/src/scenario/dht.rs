@@ -185,14 +185,7 @@ impl Dht {
     }
 
     fn finished(&mut self, sim: &Sim, n: NodeIdx, event: &DhtEvent) {
-        let op = match event {
-            DhtEvent::NodesFound { op, .. }
-            | DhtEvent::Got { op, .. }
-            | DhtEvent::Stored { op, .. }
-            | DhtEvent::Failed { op, .. } => *op,
-            _ => return,
-        };
-        let Some((_, pending)) = self.pending.remove(&(n, op)) else {
+        let Some((_, pending)) = self.pending.remove(&(n, event.op())) else {
             return; // an operation of a node's previous life, or not the scenario's
         };
         match (pending, event) {
