@@ -49,6 +49,10 @@ enum Command {
         /// Split the mesh in two for 45 s, starting at 30% of the run.
         #[arg(long)]
         partition: bool,
+        /// Don't prefetch the next events' state (slower at scale; same results). For
+        /// measuring what prefetching is worth.
+        #[arg(long)]
+        no_prefetch: bool,
         /// A threshold on a reported figure, `NAME>=VALUE` or `NAME<=VALUE` (for example
         /// `lookup_success_ratio>=0.999`); repeat for several. Exits 1 if one is not met.
         #[arg(long = "expect", value_name = "FIGURE>=X", value_parser = parse_expectation)]
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
             loss,
             churn,
             partition,
+            no_prefetch,
             expectations,
         } => {
             if !(0.0..=1.0).contains(&loss) || !(0.0..=1.0).contains(&churn) {
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
                 loss,
                 churn,
                 partition,
+                prefetch: !no_prefetch,
             };
             let report = match scenario::run(&name, &params) {
                 Ok(r) => r,

@@ -164,6 +164,17 @@ impl<T> Queue<T> {
         }
     }
 
+    /// The item `k` places after the next in the millisecond being drained, if it has that
+    /// many: what will most likely pop then (an item pushed meanwhile may come first).
+    pub fn ahead(&self, k: usize) -> Option<&T> {
+        if !self.cursor_sorted {
+            return None;
+        }
+        let bucket = &self.wheel[(self.cursor_ms % BUCKETS as u64) as usize];
+        let at = bucket.len().checked_sub(k + 1)?;
+        Some(&bucket[at].item)
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.in_wheel + self.overflow.len()
@@ -185,6 +196,26 @@ mod tests {
         let got: Vec<_> = std::iter::from_fn(|| q.pop_due(until).map(|x| x.1)).collect();
         assert_eq!(got, ["a", "b", "c"]);
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn ahead_names_what_pops_next_within_the_current_millisecond() {
+        let mut q = Queue::new();
+        for (at, item) in [(300, "c"), (100, "a"), (200, "b"), (1_500, "later")] {
+            q.push(Instant::from_micros(at), item);
+        }
+        // The first millisecond is sorted once its first item pops.
+        assert_eq!(q.ahead(0), None);
+        let until = Instant::from_micros(10_000);
+        assert_eq!(q.pop_due(until).map(|x| x.1), Some("a"));
+        assert_eq!(
+            (q.ahead(0), q.ahead(1), q.ahead(2)),
+            (Some(&"b"), Some(&"c"), None)
+        );
+        assert_eq!(q.pop_due(until).map(|x| x.1), Some("b"));
+        assert_eq!(q.pop_due(until).map(|x| x.1), Some("c"));
+        assert_eq!(q.pop_due(until).map(|x| x.1), Some("later"));
+        assert_eq!(q.ahead(0), None);
     }
 
     #[test]

@@ -38,6 +38,11 @@ impl<T> Slab<T> {
         u64::from(entry.0) << 32 | u64::from(slot)
     }
 
+    /// The slot `key` names, without reading it (for a prefetch).
+    pub fn slot(&self, key: Key) -> Option<&(u32, Option<T>)> {
+        self.slots.get(split(key).0)
+    }
+
     pub fn get(&self, key: Key) -> Option<&T> {
         let (slot, generation) = split(key);
         match self.slots.get(slot) {

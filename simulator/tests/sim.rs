@@ -14,6 +14,7 @@ fn params(nodes: usize, seed: u64, mode: Mode) -> Params {
         loss: 0.0,
         churn: 0.0,
         partition: false,
+        prefetch: true,
     }
 }
 
@@ -32,6 +33,26 @@ fn same_seed_same_digest_in_frames_mode() {
     let a = digest(&p);
     assert_eq!(a, digest(&p));
     assert_ne!(a, digest(&Params { seed: 8, ..p }));
+}
+
+#[test]
+fn prefetching_changes_only_speed() {
+    // Enough nodes that the engine looks several events ahead, with crashes and loss so that
+    // some of the events it looks at find their node gone or their wire closed.
+    let p = Params {
+        churn: 0.2,
+        loss: 0.05,
+        duration: Duration::from_secs(30),
+        ..params(3000, 5, Mode::Frames)
+    };
+    let with = digest(&p);
+    assert_eq!(
+        with,
+        digest(&Params {
+            prefetch: false,
+            ..p
+        })
+    );
 }
 
 #[test]

@@ -27,6 +27,7 @@
 //! Same seed, same identity, same config and the same inputs give the same outputs, bit for bit.
 
 mod link;
+mod prefetch;
 mod stats;
 mod table;
 #[cfg(test)]
@@ -51,6 +52,7 @@ use crate::wire::{
 };
 
 use link::{Link, LinkState, PendingPing};
+pub use prefetch::{Prefetch, PrefetchStage};
 pub use stats::{RefusalCounts, Stats};
 use table::{LinkQueue, Links, Timers};
 

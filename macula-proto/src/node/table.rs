@@ -59,6 +59,11 @@ impl Links {
         self.len += 1;
     }
 
+    /// The slot `id` lives in, read or not: for [`Node::prefetch`](super::Node::prefetch).
+    pub fn slot(&self, id: LinkId) -> Option<&Option<(LinkId, Link)>> {
+        self.slots.get(id.slot())
+    }
+
     pub fn get(&self, id: LinkId) -> Option<&Link> {
         match self.slots.get(id.slot()) {
             Some(Some((have, link))) if *have == id => Some(link),
@@ -187,6 +192,11 @@ impl Timers {
             self.heap.pop();
         }
         self.refresh_top();
+    }
+
+    /// The heap's entries, its top first.
+    pub fn slice(&self) -> &[Reverse<(Instant, LinkId)>] {
+        self.heap.as_slice()
     }
 
     /// The earliest deadline on file (live after [`Timers::prune`]).

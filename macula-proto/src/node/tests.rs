@@ -899,3 +899,49 @@ fn a_request_racing_an_idle_close_is_sent_again_over_a_new_link() {
         "still a contact"
     );
 }
+
+/// Records the address of everything a prefetch names.
+#[derive(Default)]
+struct Named(Vec<usize>);
+
+impl Prefetch for Named {
+    fn prefetch<T>(&mut self, at: &T) {
+        self.0.push(at as *const T as usize);
+    }
+}
+
+#[test]
+fn prefetch_names_the_slot_of_the_link_an_input_arrives_on_and_of_the_next_timer() {
+    let mut net = Net::new(vec![config("a"), config("a"), config("a")]);
+    let first = net.connect(0, 1);
+    let second = net.connect(0, 2);
+    net.run_for(Duration::from_millis(100));
+    let node = &net.nodes[0];
+    let slot_of = |l: LinkId| node.links.slot(l).expect("a live link") as *const _ as usize;
+
+    for link in [first, second] {
+        let mut named = Named::default();
+        node.prefetch(PrefetchStage::Tables, Some(link), &mut named);
+        assert!(named.0.contains(&slot_of(link)), "{link:?}");
+    }
+    // A timer is for the link at the top of the timer heap.
+    let top = node
+        .timers
+        .slice()
+        .first()
+        .expect("two links, two timers")
+        .0
+         .1;
+    let mut named = Named::default();
+    node.prefetch(PrefetchStage::Link, None, &mut named);
+    assert_eq!(named.0, [slot_of(top)]);
+    // A link the node no longer has names no slot.
+    let (peer, now) = (net.id(1), net.now);
+    net.nodes[0].disconnect(&peer, now);
+    net.drain(0);
+    net.run_for(Duration::from_millis(100));
+    let node = &net.nodes[0];
+    let mut named = Named::default();
+    node.prefetch(PrefetchStage::Link, Some(first), &mut named);
+    assert!(named.0.is_empty());
+}

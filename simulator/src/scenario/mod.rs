@@ -32,6 +32,8 @@ pub struct Params {
     pub churn: f64,
     /// Whether to split the mesh in two for a while.
     pub partition: bool,
+    /// Whether the engine prefetches ([`SimBuilder::prefetch`]).
+    pub prefetch: bool,
 }
 
 /// A scenario: sets a simulation up, reacts to its events and actions, and reports figures.
@@ -145,7 +147,8 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
         .seed(params.seed)
         .nodes(params.nodes)
         .mode(params.mode)
-        .link_model(link);
+        .link_model(link)
+        .prefetch(params.prefetch);
     scenario.configure(&mut builder, params);
     let wall = WallInstant::now();
     let mut sim = builder.build();

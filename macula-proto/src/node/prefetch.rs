@@ -1,0 +1,76 @@
+//! Cache hints for hosts that run many nodes in one thread.
+//!
+//! One node per process keeps its state in the CPU cache. The simulator, running a hundred
+//! thousand nodes, does not: each input lands on a node whose state was last touched thousands
+//! of inputs earlier, spread over a few dozen cache lines in several allocations. Read one after
+//! another, those misses take most of the CPU's time.
+//!
+//! A host that knows its next few inputs can have that memory fetched while it handles the
+//! current one. The node itself it fetches directly (all of it: its fields are private);
+//! [`Node::prefetch`] names what the node points to, in [stages](PrefetchStage), since a pointer
+//! must be in the cache before what it points to can be named without a wait. The hints change
+//! nothing a node does: a host that ignores them, or gives them for an input that never comes,
+//! gets the same outputs, bit for bit.
+
+use super::{LinkId, LinkState, Node};
+
+/// Fetches memory into the CPU cache without waiting for it (a prefetch instruction). Doing
+/// nothing is a correct implementation.
+pub trait Prefetch {
+    /// Starts fetching every cache line `at` occupies.
+    fn prefetch<T>(&mut self, at: &T);
+}
+
+/// One step of [`Node::prefetch`]. A host calls them in order for the same input, some time
+/// apart (the simulator: two inputs apart), after fetching the node itself.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PrefetchStage {
+    /// What the node's fields point to: the link's slot, the top of the timer heap, the
+    /// output queues. Reads the node's fields.
+    Tables,
+    /// What the link points to; for a timer (no link), the slot of the link the timer heap
+    /// will hand out first. Reads what [`PrefetchStage::Tables`] fetched.
+    Link,
+}
+
+impl Node {
+    /// Names, for `stage`, the memory that an input arriving on `link` (`None`: a timer) will
+    /// read. See the [module](self) for why and how a host uses it. Behaviour does not depend on
+    /// it.
+    pub fn prefetch(&self, stage: PrefetchStage, link: Option<LinkId>, to: &mut impl Prefetch) {
+        match stage {
+            PrefetchStage::Tables => {
+                if let Some(slot) = link.and_then(|l| self.links.slot(l)) {
+                    to.prefetch(slot);
+                }
+                if let Some(top) = self.timers.slice().first() {
+                    to.prefetch(top);
+                }
+                if let Some(t) = self.transmits.front() {
+                    to.prefetch(t);
+                }
+                if let Some(e) = self.events.front() {
+                    to.prefetch(e);
+                }
+            }
+            PrefetchStage::Link => match link {
+                Some(link) => {
+                    let Some(link) = self.links.get(link) else {
+                        return;
+                    };
+                    if let LinkState::Established(e) = &link.state {
+                        if let Some(p) = e.pings.rest_first() {
+                            to.prefetch(p);
+                        }
+                    }
+                }
+                None => {
+                    let top = self.timers.slice().first().map(|r| r.0 .1);
+                    if let Some(slot) = top.and_then(|l| self.links.slot(l)) {
+                        to.prefetch(slot);
+                    }
+                }
+            },
+        }
+    }
+}
