@@ -14,7 +14,7 @@ fn params(nodes: usize, seed: u64, mode: Mode) -> Params {
         loss: 0.0,
         churn: 0.0,
         partition: false,
-        prefetch: true,
+        prefetch: None,
     }
 }
 
@@ -43,13 +43,14 @@ fn prefetching_changes_only_speed() {
         churn: 0.2,
         loss: 0.05,
         duration: Duration::from_secs(30),
+        prefetch: Some(true),
         ..params(3000, 5, Mode::Frames)
     };
     let with = digest(&p);
     assert_eq!(
         with,
         digest(&Params {
-            prefetch: false,
+            prefetch: Some(false),
             ..p
         })
     );

@@ -32,8 +32,8 @@ pub struct Params {
     pub churn: f64,
     /// Whether to split the mesh in two for a while.
     pub partition: bool,
-    /// Whether the engine prefetches ([`SimBuilder::prefetch`]).
-    pub prefetch: bool,
+    /// Whether the engine prefetches ([`SimBuilder::prefetch`]); `None`: by mesh size.
+    pub prefetch: Option<bool>,
 }
 
 /// A scenario: sets a simulation up, reacts to its events and actions, and reports figures.
@@ -147,8 +147,10 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
         .seed(params.seed)
         .nodes(params.nodes)
         .mode(params.mode)
-        .link_model(link)
-        .prefetch(params.prefetch);
+        .link_model(link);
+    if let Some(prefetch) = params.prefetch {
+        builder.prefetch(prefetch);
+    }
     scenario.configure(&mut builder, params);
     let wall = WallInstant::now();
     let mut sim = builder.build();
