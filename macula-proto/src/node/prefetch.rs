@@ -1,21 +1,21 @@
-//! Cache hints for hosts that run many nodes in one thread.
-//!
-//! One node per process keeps its state in the CPU cache. The simulator, running a hundred
-//! thousand nodes, does not: each input lands on a node whose state was last touched thousands
-//! of inputs earlier, spread over a few dozen cache lines in several allocations. Read one after
-//! another, those misses take most of the CPU's time.
-//!
-//! A host that knows its next few inputs can have that memory fetched while it handles the
-//! current one. The node itself it fetches directly (all of it: its fields are private);
-//! [`Node::prefetch`] names what the node points to, in [stages](PrefetchStage), since a pointer
-//! must be in the cache before what it points to can be named without a wait. The hints change
-//! nothing a node does: a host that ignores them, or gives them for an input that never comes,
-//! gets the same outputs, bit for bit.
+//! Cache hints for hosts that run many nodes in one thread: see [`Prefetch`].
 
 use super::{LinkId, LinkState, Node};
 
 /// Fetches memory into the CPU cache without waiting for it (a prefetch instruction). Doing
 /// nothing is a correct implementation.
+///
+/// One node per process keeps its state in the CPU cache. The simulator, running a hundred
+/// thousand nodes, does not: each input lands on a node whose state was last touched thousands
+/// of inputs earlier, spread over a few dozen cache lines in several allocations. Read one after
+/// another, those misses take most of the CPU's time.
+///
+/// A host that knows its next few inputs can have that memory fetched while it handles the
+/// current one. The node itself it fetches directly (all of it: its fields are private);
+/// [`Node::prefetch`] names what the node points to, in [stages](PrefetchStage), since a pointer
+/// must be in the cache before what it points to can be named without a wait. The hints change
+/// nothing a node does: a host that ignores them, or gives them for an input that never comes,
+/// gets the same outputs, bit for bit.
 pub trait Prefetch {
     /// Starts fetching every cache line `at` occupies.
     fn prefetch<T>(&mut self, at: &T);
@@ -35,8 +35,7 @@ pub enum PrefetchStage {
 
 impl Node {
     /// Names, for `stage`, the memory that an input arriving on `link` (`None`: a timer) will
-    /// read. See the [module](self) for why and how a host uses it. Behaviour does not depend on
-    /// it.
+    /// read. See [`Prefetch`] for why and how a host uses it. Behaviour does not depend on it.
     pub fn prefetch(&self, stage: PrefetchStage, link: Option<LinkId>, to: &mut impl Prefetch) {
         match stage {
             PrefetchStage::Tables => {
