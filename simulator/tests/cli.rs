@@ -1,0 +1,37 @@
+//! The `macula-sim` binary: what a large run's second process (see `rerun_with_huge_pages`)
+//! prints and exits with is what the caller gets.
+
+use std::process::{Command, Output};
+
+fn run(extra: &[&str], tunables: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_macula-sim"));
+    cmd.args(["run", "--scenario", "connect", "--nodes", "5000"])
+        .args(["--seed", "3", "--duration", "2", "--json"])
+        .args(extra);
+    match tunables {
+        Some(t) => cmd.env("GLIBC_TUNABLES", t),
+        None => cmd.env_remove("GLIBC_TUNABLES"),
+    };
+    cmd.output().expect("macula-sim runs")
+}
+
+fn digest(out: &Output) -> String {
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    json["trace_digest"].as_str().expect("a digest").to_owned()
+}
+
+#[test]
+fn a_large_run_gives_the_same_report_and_status_whether_rerun_or_not() {
+    // No GLIBC_TUNABLES: from 4,096 nodes the command reruns itself with huge pages asked for.
+    let rerun = run(&[], None);
+    // GLIBC_TUNABLES set (to nothing): it runs in this process.
+    let direct = run(&[], Some(""));
+    assert!(rerun.status.success(), "{rerun:?}");
+    assert!(direct.status.success(), "{direct:?}");
+    assert_eq!(digest(&rerun), digest(&direct));
+
+    let failing = run(&["--expect", "joined_ratio>=2"], None);
+    assert_eq!(failing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failing.stderr);
+    assert!(stderr.contains("expectation not met"), "{stderr}");
+}
