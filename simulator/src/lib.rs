@@ -40,4 +40,4 @@ mod slab;
 pub mod trace;
 
 pub use net::{LinkModel, NodeIdx, PathProps};
-pub use sim::{Mode, NodeEvent, Sim, SimBuilder, SimStats, Step, PREFETCH_MIN_NODES};
+pub use sim::{Mode, NodeEvent, Sim, SimBuilder, SimStats, Step, LARGE_MESH_NODES};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use macula_proto::Duration;
 use macula_sim::scenario::{self, Params, SCENARIOS};
-use macula_sim::{Mode, PREFETCH_MIN_NODES};
+use macula_sim::{Mode, LARGE_MESH_NODES};
 
 #[derive(Parser)]
 #[command(
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
                 eprintln!("error: --nodes must be between 1 and 131072");
                 return ExitCode::from(2);
             }
-            if nodes >= PREFETCH_MIN_NODES {
+            if nodes >= LARGE_MESH_NODES {
                 if let Some(code) = rerun_with_huge_pages() {
                     return code;
                 }

@@ -123,7 +123,7 @@ impl SimBuilder {
     }
 
     /// Whether the engine has the CPU prefetch the state of the next few events' nodes while
-    /// it handles the current one. By default it does from [`PREFETCH_MIN_NODES`] nodes on.
+    /// it handles the current one. By default it does from [`LARGE_MESH_NODES`] nodes on.
     /// It changes how fast a run goes, and nothing else: the trace digest is the same either
     /// way.
     pub fn prefetch(&mut self, prefetch: bool) -> &mut Self {
@@ -173,7 +173,7 @@ impl SimBuilder {
             events_out: Vec::new(),
             end: Instant::ZERO + self.duration,
             recorded: self.record_events.then(Vec::new),
-            prefetch: self.prefetch.unwrap_or(self.nodes >= PREFETCH_MIN_NODES),
+            prefetch: self.prefetch.unwrap_or(self.nodes >= LARGE_MESH_NODES),
         };
         for i in 0..self.nodes {
             let identity = Identity::from_seed(sim.master.child_seed());
@@ -302,6 +302,18 @@ struct Wire {
     done: [bool; 2],
 }
 
+impl Wire {
+    /// The node a message in direction `dir` goes to, and its end of the wire (none yet on
+    /// the listener's side before its inbound link is handed over).
+    fn receiver(&self, dir: u8) -> (NodeIdx, Option<End>) {
+        if dir == 0 {
+            (self.listener_node, self.listener)
+        } else {
+            (self.dialer.node, Some(self.dialer))
+        }
+    }
+}
+
 enum Msg {
     Data(Vec<u8>),
     /// Data short enough to ride inside the queue entry (keep-alives, most requests): its
@@ -364,10 +376,11 @@ enum Ev {
     Action(u64),
 }
 
-/// The mesh size from which the engine prefetches by default. Smaller meshes fit in the CPU's
-/// cache, and looking ahead costs them more than it saves: at 1,000 nodes the `connect`
-/// scenario ran about 10% slower with it, at 10,000 10-20% faster, at 100,000 30-40% faster.
-pub const PREFETCH_MIN_NODES: usize = 4096;
+/// The mesh size from which a run's state no longer fits in the CPU's cache: from here on the
+/// engine prefetches by default, and `macula-sim run` asks for huge pages. Smaller meshes lose
+/// by it: at 1,000 nodes the `connect` scenario ran about 10% slower with prefetching, at
+/// 10,000 10-20% faster, at 100,000 30-40% faster.
+pub const LARGE_MESH_NODES: usize = 4096;
 
 /// Events between two prefetch stages of one event (see [`Sim::prefetch_ahead`]).
 const PREFETCH_GAP: usize = 2;
@@ -748,12 +761,8 @@ impl Sim {
         match self.queue.ahead(k)? {
             Ev::Timer(n) => Some((*n, None)),
             Ev::Wire { wire, dir, .. } => {
-                let w = self.wires.get(*wire)?;
-                Some(match (dir, w.listener) {
-                    (0, Some(end)) => (end.node, Some(end.link)),
-                    (0, None) => (w.listener_node, None),
-                    _ => (w.dialer.node, Some(w.dialer.link)),
-                })
+                let (node, end) = self.wires.get(*wire)?.receiver(*dir);
+                Some((node, end.map(|e| e.link)))
             }
             Ev::Inbound(wire) => Some((self.wires.get(*wire)?.listener_node, None)),
             Ev::LinkUp(wire) => {
@@ -1125,12 +1134,7 @@ impl Sim {
         let Some(w) = self.wires.get(wire) else {
             return;
         };
-        let target = if dir == 0 { w.listener } else { Some(w.dialer) };
-        let target_node = if dir == 0 {
-            w.listener_node
-        } else {
-            w.dialer.node
-        };
+        let (target_node, target) = w.receiver(dir);
         let Some(end) = target.filter(|e| self.end_is_current(w, *e)) else {
             // The receiving process is gone. A restarted one answers a stray packet with a
             // stateless reset, which the sender sees as a reset link.
