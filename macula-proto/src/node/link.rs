@@ -3,12 +3,12 @@
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use crate::config::{Config, Roles};
+use crate::config::Roles;
 use crate::id::NodeId;
 use crate::time::{Duration, Instant};
 use crate::wire::Decoder;
 
-use super::Direction;
+use super::{Direction, Tuning};
 
 pub(super) struct Link {
     pub direction: Direction,
@@ -93,23 +93,23 @@ impl Link {
     }
 
     /// When an on-demand link is closed for want of use.
-    pub fn pool_deadline(&self, config: &Config) -> Instant {
+    pub fn pool_deadline(&self, tuning: &Tuning) -> Instant {
         if self.on_demand() {
-            self.last_used + config.pool_idle_timeout
+            self.last_used + tuning.pool_idle_timeout
         } else {
             Instant::NEVER
         }
     }
 
     /// The earliest moment this link needs `handle_timeout`.
-    pub fn next_deadline(&self, config: &Config) -> Instant {
+    pub fn next_deadline(&self, tuning: &Tuning) -> Instant {
         match &self.state {
             LinkState::Established(est) => {
                 let ping = est.pings.oldest_deadline().unwrap_or(Instant::NEVER);
-                (self.last_heard + config.idle_timeout)
+                (self.last_heard + tuning.idle_timeout)
                     .min(est.next_keepalive)
                     .min(ping)
-                    .min(self.pool_deadline(config))
+                    .min(self.pool_deadline(tuning))
             }
             _ => self.deadline,
         }

@@ -204,7 +204,7 @@ fn assert_timers_never_late(node: &Node) {
     let truth = node
         .links
         .iter()
-        .map(|(_, l)| l.next_deadline(&node.config))
+        .map(|(_, l)| l.next_deadline(&node.tuning))
         .min();
     if let Some(truth) = truth {
         let filed = node
@@ -259,6 +259,32 @@ fn two_nodes_handshake_and_measure_rtt() {
     );
     assert_eq!(net.nodes[1].stats().peers, 1);
     assert_eq!(net.nodes[1].stats().handshakes_completed, 1);
+}
+
+#[test]
+fn peer_ids_list_the_peers_in_order_and_traffic_counts_both_ends() {
+    let mut net = Net::new((0..5).map(|_| config("a.b")).collect());
+    for i in 1..5 {
+        net.connect(i, 0);
+    }
+    net.run_for(Duration::from_secs(30));
+    let hub = &net.nodes[0];
+    let ids: Vec<NodeId> = hub.peer_ids().collect();
+    assert_eq!(ids.len(), 4);
+    assert_eq!(ids, hub.peers().map(|p| p.id).collect::<Vec<_>>());
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ordered by id");
+    // Over a quiet link, what one end sent the other received, frame for frame and byte for
+    // byte (nothing is in flight once the keep-alives of the last second have landed).
+    let hub = net.nodes[0].stats();
+    let spokes: Vec<Stats> = (1..5).map(|i| net.nodes[i].stats()).collect();
+    let sum = |f: fn(&Stats) -> u64| spokes.iter().map(f).sum::<u64>();
+    assert_eq!(hub.frames_received, sum(|s| s.frames_sent));
+    assert_eq!(hub.bytes_received, sum(|s| s.bytes_sent));
+    assert_eq!(hub.frames_sent, sum(|s| s.frames_received));
+    assert_eq!(hub.bytes_sent, sum(|s| s.bytes_received));
+    assert!(hub.pings_sent > 0 && hub.pongs_received > 0);
+    assert!(sum(|s| s.pings_sent) > 0 && sum(|s| s.pongs_received) > 0);
+    assert!(hub.bytes_sent > hub.frames_sent);
 }
 
 #[test]
@@ -944,4 +970,15 @@ fn prefetch_names_the_slot_of_the_link_an_input_arrives_on_and_of_the_next_timer
     let mut named = Named::default();
     node.prefetch(PrefetchStage::Link, Some(first), &mut named);
     assert!(named.0.is_empty());
+}
+
+#[test]
+fn the_fields_inputs_touch_share_the_first_six_cache_lines() {
+    // `Node` is `repr(C)` with its hot fields first (see there); the first cold one is `config`.
+    let hot = core::mem::offset_of!(Node, config);
+    assert!(hot <= 6 * 64, "hot fields span {hot} bytes");
+    assert!(
+        core::mem::size_of::<Node>() > 2 * hot,
+        "most of a node is cold"
+    );
 }

@@ -98,11 +98,7 @@ impl Connect {
         } else {
             None
         };
-        let target = pick.and_then(|k| {
-            sim.node(n)
-                .and_then(|node| node.peers().nth(k))
-                .map(|p| p.id)
-        });
+        let target = pick.and_then(|k| sim.node(n).and_then(|node| node.peer_ids().nth(k)));
         if peers == 0 {
             let b = self.bootstrap_of(n);
             self.dial(sim, n, b);
