@@ -363,6 +363,8 @@ pub struct Node {
     config: Config,
     identity: Identity,
     rng: Rng,
+    /// The counters other than `traffic`'s (whose fields here stay zero; [`Node::stats`]
+    /// merges the two) and without the gauges, which are read off the tables.
     stats: Stats,
     /// Links being dialed for the DHT, and the frames waiting for each.
     dht_dials: BTreeMap<NodeId, DhtDial>,
