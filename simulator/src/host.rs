@@ -7,13 +7,21 @@ use macula_proto::{Event, Instant, LinkId, Node, NodeId, PingError, PingId};
 
 /// A frames-mode node sits inline: it is the hot state of a large run (see `SimNode`). QUIC
 /// endpoints are far bigger and far fewer, so they are boxed.
+///
+/// `repr(u8)` fixes the layout: the tag (and `Option<Host>`'s, which uses the tag's spare
+/// values) is the first byte, the node follows at [`Host::NODE_OFFSET`], and so the engine
+/// knows where a node's hot fields are without reading anything.
 #[allow(clippy::large_enum_variant)]
+#[repr(u8)]
 pub(crate) enum Host {
     Frames(Node),
     Quic(Box<Endpoint>),
 }
 
 impl Host {
+    /// Where a frames-mode node starts in a `Host`.
+    pub const NODE_OFFSET: usize = std::mem::align_of::<Node>();
+
     pub fn node(&self) -> &Node {
         match self {
             Host::Frames(n) => n,

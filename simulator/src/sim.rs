@@ -179,15 +179,7 @@ impl SimBuilder {
             let identity = Identity::from_seed(sim.master.child_seed());
             sim.ids.push(identity.node_id());
             sim.identities.push(identity);
-            sim.nodes.push(SimNode {
-                host: None,
-                incarnation: 0,
-                timer: Instant::NEVER,
-                links: Vec::new(),
-                displaced: Vec::new(),
-                uplink_free: Instant::ZERO,
-                handshake_timeout: Duration::from_secs(10),
-            });
+            sim.nodes.push(SimNode::new());
             sim.start_host(i as NodeIdx);
         }
         let timeout = sim
@@ -225,25 +217,38 @@ pub struct SimStats {
     pub timers_idle: u64,
 }
 
-/// A node's place in the engine. The node itself sits inline (not boxed), so the engine's
-/// bookkeeping and the node's state are one address computation apart rather than a pointer
-/// chase; at 100,000 nodes every event's first touches are cache misses, and independent ones
-/// overlap where dependent ones queue.
+/// A node's place in the engine: one page of memory. The node itself sits inline (not boxed),
+/// with the engine's bookkeeping before it, so they are one address computation apart rather
+/// than a pointer chase; and a node keeps its first few links and timers inline too (see
+/// [`Node::HOT_BYTES`]). At 100,000 nodes every event's first touches miss the cache and the
+/// TLB, and a page-table walk costs about as much as a miss: an event that stays within one
+/// page pays for one walk.
+#[repr(C, align(4096))]
 struct SimNode {
-    /// `None` while crashed.
-    host: Option<Host>,
-    /// Bumped at every crash: messages for an earlier incarnation find no one.
-    incarnation: u32,
     /// The time of the earliest timer event queued for this node.
     timer: Instant,
-    /// Frames mode: the wire carrying each of the node's links and the direction the node sends
-    /// in, indexed by [`LinkId::slot`].
-    links: Vec<Option<Binding>>,
-    /// Bindings pushed out of their slot by a newer link while still live (rare).
-    displaced: Vec<Binding>,
+    /// Bumped at every crash: messages for an earlier incarnation find no one.
+    incarnation: u32,
     /// When the node's uplink is free again (bandwidth model).
     uplink_free: Instant,
     handshake_timeout: Duration,
+    /// Frames mode: the wire carrying each of the node's links.
+    links: Bindings,
+    /// `None` while crashed.
+    host: Option<Host>,
+}
+
+impl SimNode {
+    fn new() -> Self {
+        SimNode {
+            timer: Instant::NEVER,
+            incarnation: 0,
+            uplink_free: Instant::ZERO,
+            handshake_timeout: Duration::from_secs(10),
+            links: Bindings::default(),
+            host: None,
+        }
+    }
 }
 
 /// One side of a wire: which node, which of its links, which incarnation.
@@ -263,9 +268,29 @@ struct Binding {
     dir: u8,
 }
 
-impl SimNode {
-    fn binding(&self, link: LinkId) -> Option<Binding> {
-        match self.links.get(link.slot()) {
+/// Bindings kept in the node's page: as many as the links a node keeps inline.
+const INLINE_BINDINGS: usize = 6;
+
+/// A node's bindings, indexed by [`LinkId::slot`]; the first few inline.
+#[derive(Default)]
+struct Bindings {
+    inline: [Option<Binding>; INLINE_BINDINGS],
+    /// Slots `INLINE_BINDINGS..`.
+    spill: Vec<Option<Binding>>,
+    /// Bindings pushed out of their slot by a newer link while still live (rare).
+    displaced: Vec<Binding>,
+}
+
+impl Bindings {
+    fn slot(&self, slot: usize) -> Option<&Option<Binding>> {
+        match slot.checked_sub(INLINE_BINDINGS) {
+            None => Some(&self.inline[slot]),
+            Some(s) => self.spill.get(s),
+        }
+    }
+
+    fn get(&self, link: LinkId) -> Option<Binding> {
+        match self.slot(link.slot()) {
             Some(Some(b)) if b.link == link => Some(*b),
             _ => self.displaced.iter().find(|b| b.link == link).copied(),
         }
@@ -273,20 +298,43 @@ impl SimNode {
 
     fn bind(&mut self, link: LinkId, wire: slab::Key, dir: u8) {
         let slot = link.slot();
-        if self.links.len() <= slot {
-            self.links.resize(slot + 1, None);
-        }
-        let binding = Binding { link, wire, dir };
-        if let Some(old) = self.links[slot].replace(binding) {
+        let entry = match slot.checked_sub(INLINE_BINDINGS) {
+            None => &mut self.inline[slot],
+            Some(s) => {
+                if self.spill.len() <= s {
+                    self.spill.resize(s + 1, None);
+                }
+                &mut self.spill[s]
+            }
+        };
+        if let Some(old) = entry.replace(Binding { link, wire, dir }) {
             self.displaced.push(old);
         }
     }
 
     fn unbind(&mut self, link: LinkId) {
-        match self.links.get_mut(link.slot()) {
+        let entry = match link.slot().checked_sub(INLINE_BINDINGS) {
+            None => Some(&mut self.inline[link.slot()]),
+            Some(s) => self.spill.get_mut(s),
+        };
+        match entry {
             Some(entry) if entry.is_some_and(|b| b.link == link) => *entry = None,
             _ => self.displaced.retain(|b| b.link != link),
         }
+    }
+
+    /// Removes every binding; returns their wires.
+    fn clear(&mut self) -> Vec<slab::Key> {
+        let wires = self
+            .inline
+            .iter_mut()
+            .chain(&mut self.spill)
+            .filter_map(Option::take)
+            .chain(self.displaced.drain(..))
+            .map(|b| b.wire)
+            .collect();
+        *self = Bindings::default();
+        wires
     }
 }
 
@@ -391,11 +439,12 @@ struct Cpu;
 /// Where [`Cpu`] computes addresses from (see there).
 static ANCHOR: [u8; 1] = [0];
 
-impl Prefetch for Cpu {
-    fn prefetch<T>(&mut self, at: &T) {
+impl Cpu {
+    /// Prefetches the cache lines of the first `bytes` of `at` (at most all of it).
+    fn prefetch_prefix<T>(&mut self, at: &T, bytes: usize) {
         const LINE: usize = 64;
         let first = at as *const T as usize;
-        let last = first + std::mem::size_of::<T>().max(1) - 1;
+        let last = first + bytes.clamp(1, std::mem::size_of::<T>().max(1)) - 1;
         // `prefetch_index` takes a slice and an index, and is defined for any index (the
         // instruction never faults): an offset from a static byte names any address.
         let base = ANCHOR.as_ptr() as usize;
@@ -406,6 +455,21 @@ impl Prefetch for Cpu {
         }
     }
 }
+
+impl Prefetch for Cpu {
+    fn prefetch<T>(&mut self, at: &T) {
+        self.prefetch_prefix(at, std::mem::size_of::<T>());
+    }
+}
+
+/// The bytes of a [`SimNode`] that nearly every event reads: the engine's bookkeeping and the
+/// node's hot fields after it (see [`Node::HOT_BYTES`]).
+const SIM_NODE_HOT_BYTES: usize =
+    std::mem::offset_of!(SimNode, host) + Host::NODE_OFFSET + Node::HOT_BYTES;
+const _: () = assert!(
+    SIM_NODE_HOT_BYTES <= 16 * 64,
+    "a prefetch of 16 lines at most"
+);
 
 /// A simulated mesh. See the [crate documentation](crate).
 pub struct Sim {
@@ -589,14 +653,7 @@ impl Sim {
         }
         node.incarnation += 1;
         node.timer = Instant::NEVER;
-        let links: Vec<u64> = node
-            .links
-            .drain(..)
-            .flatten()
-            .chain(node.displaced.drain(..))
-            .map(|b| b.wire)
-            .collect();
-        for wire in links {
+        for wire in node.links.clear() {
             self.side_done(wire, n);
         }
         self.stats.crashes += 1;
@@ -737,7 +794,7 @@ impl Sim {
             }
         }
         if let Some((n, _)) = self.target(3 * PREFETCH_GAP) {
-            cpu.prefetch(&self.nodes[n as usize]);
+            cpu.prefetch_prefix(&self.nodes[n as usize], SIM_NODE_HOT_BYTES);
         }
         for (k, stage) in [(2, PrefetchStage::Tables), (1, PrefetchStage::Link)] {
             let Some((n, link)) = self.target(k * PREFETCH_GAP) else {
@@ -748,7 +805,7 @@ impl Sim {
                 f.prefetch(stage, link, cpu);
             }
             if stage == PrefetchStage::Tables {
-                if let Some(b) = link.and_then(|l| node.links.get(l.slot())) {
+                if let Some(b) = link.and_then(|l| node.links.slot(l.slot())) {
                     cpu.prefetch(b);
                 }
             }
@@ -971,7 +1028,7 @@ impl Sim {
             }
             Transmit::Close { link, code } => {
                 if let Some((wire, dir)) = self.wire_of(n, link) {
-                    self.nodes[n as usize].unbind(link);
+                    self.nodes[n as usize].links.unbind(link);
                     self.send_on_wire(wire, dir, Msg::Down(LinkError::ClosedByPeer(code)));
                     self.side_done(wire, n);
                 }
@@ -982,7 +1039,8 @@ impl Sim {
     /// The wire carrying `link` of node `n`, and the direction `n` sends in.
     fn wire_of(&self, n: NodeIdx, link: LinkId) -> Option<(u64, u8)> {
         self.nodes[n as usize]
-            .binding(link)
+            .links
+            .get(link)
             .map(|b| (b.wire, b.dir))
     }
 
@@ -1006,7 +1064,7 @@ impl Sim {
             done: [false, false],
         };
         let wire = self.wires.insert(w);
-        self.nodes[n as usize].bind(link, wire, 0);
+        self.nodes[n as usize].links.bind(link, wire, 0);
         if self.blocked(n, target) || self.blocked(target, n) || !self.is_up(target) {
             // No handshake gets through; the wire waits for the dialer to give up.
             return;
@@ -1091,7 +1149,7 @@ impl Sim {
         match result {
             Ok(link) => {
                 let incarnation = self.nodes[target as usize].incarnation;
-                self.nodes[target as usize].bind(link, wire, 1);
+                self.nodes[target as usize].links.bind(link, wire, 1);
                 if let Some(w) = self.wires.get_mut(wire) {
                     w.listener = Some(End {
                         node: target,
@@ -1157,7 +1215,7 @@ impl Sim {
             }
             Msg::Down(error) => {
                 self.digest.record(now.as_micros(), end.node, 0x13);
-                self.nodes[end.node as usize].unbind(end.link);
+                self.nodes[end.node as usize].links.unbind(end.link);
                 self.side_done(wire, end.node);
                 self.with_host(end.node, |h| match h {
                     Host::Frames(node) => node.handle_link_down(end.link, error, now),
@@ -1286,5 +1344,68 @@ mod size_tests {
             "{}",
             std::mem::size_of::<Ev>()
         );
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_one_page_and_its_hot_bytes_come_first() {
+        assert_eq!(std::mem::size_of::<SimNode>(), 4096);
+        assert_eq!(
+            std::mem::size_of::<Option<Host>>(),
+            std::mem::size_of::<Host>(),
+            "`None` is a spare value of the host's tag, not a field of its own"
+        );
+        // Where the node really is, measured, against where the prefetch assumes it is.
+        let mut sim = SimBuilder::new().nodes(1).build();
+        let node = &sim.nodes[0];
+        let Some(Host::Frames(frames)) = &node.host else {
+            panic!("a frames-mode node is up");
+        };
+        let offset = frames as *const Node as usize - node as *const SimNode as usize;
+        assert_eq!(
+            offset,
+            std::mem::offset_of!(SimNode, host) + Host::NODE_OFFSET
+        );
+        sim.crash(0);
+        assert!(sim.nodes[0].host.is_none());
+    }
+
+    #[test]
+    fn bindings_past_the_inline_ones_and_displaced_ones_are_found_and_cleared() {
+        let mut b = Bindings::default();
+        let ids: Vec<LinkId> = (0..INLINE_BINDINGS as u64 + 2)
+            .map(|slot| LinkId(1 << 32 | slot))
+            .collect();
+        for (k, id) in ids.iter().enumerate() {
+            b.bind(*id, k as u64 + 100, 0);
+        }
+        // A newer link in a slot whose old binding is still live displaces it.
+        let newer = LinkId(2 << 32 | 1);
+        b.bind(newer, 7, 1);
+        for (k, id) in ids.iter().enumerate() {
+            assert_eq!(b.get(*id).map(|b| b.wire), Some(k as u64 + 100), "{id:?}");
+        }
+        assert_eq!(b.get(newer).map(|b| (b.wire, b.dir)), Some((7, 1)));
+        b.unbind(ids[1]);
+        b.unbind(ids[INLINE_BINDINGS + 1]);
+        assert!(b.get(ids[1]).is_none() && b.get(ids[INLINE_BINDINGS + 1]).is_none());
+        assert!(
+            b.get(newer).is_some(),
+            "unbinding the displaced one keeps the slot's"
+        );
+        let mut wires = b.clear();
+        wires.sort_unstable();
+        let mut expected: Vec<u64> = (0..INLINE_BINDINGS as u64 + 1)
+            .filter(|k| *k != 1)
+            .map(|k| k + 100)
+            .chain([7])
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(wires, expected);
+        assert!(ids.iter().all(|id| b.get(*id).is_none()));
     }
 }

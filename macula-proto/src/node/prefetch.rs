@@ -11,9 +11,10 @@ use super::{LinkId, LinkState, Node};
 /// another, those misses take most of the CPU's time.
 ///
 /// A host that knows its next few inputs can have that memory fetched while it handles the
-/// current one. The node itself it fetches directly (all of it: its fields are private);
-/// [`Node::prefetch`] names what the node points to, in [stages](PrefetchStage), since a pointer
-/// must be in the cache before what it points to can be named without a wait. The hints change
+/// current one. The node itself it fetches directly: its first [`Node::HOT_BYTES`] (its fields
+/// are private); [`Node::prefetch`] then names the rest, in [stages](PrefetchStage): the slot of
+/// the link an input arrives on, and what the node points to, since a pointer must be in the
+/// cache before what it points to can be named without a wait. The hints change
 /// nothing a node does: a host that ignores them, or gives them for an input that never comes,
 /// gets the same outputs, bit for bit.
 pub trait Prefetch {
@@ -25,8 +26,8 @@ pub trait Prefetch {
 /// apart (the simulator: two inputs apart), after fetching the node itself.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum PrefetchStage {
-    /// What the node's fields point to: the link's slot, the top of the timer heap, the
-    /// output queues. Reads the node's fields.
+    /// The link's slot (inside the node for its first few links), the top of the timer heap,
+    /// what the node's fields point to (the output queues). Reads the node's hot fields.
     Tables,
     /// What the link points to; for a timer (no link), the slot of the link the timer heap
     /// will hand out first. Reads what [`PrefetchStage::Tables`] fetched.
@@ -34,6 +35,11 @@ pub enum PrefetchStage {
 }
 
 impl Node {
+    /// How many bytes from its start hold the fields of a node that nearly every input reads or
+    /// writes: a host that prefetches a node it cannot yet read fetches these. Whole cache
+    /// lines.
+    pub const HOT_BYTES: usize = 512;
+
     /// Names, for `stage`, the memory that an input arriving on `link` (`None`: a timer) will
     /// read. See [`Prefetch`] for why and how a host uses it. Behaviour does not depend on it.
     pub fn prefetch(&self, stage: PrefetchStage, link: Option<LinkId>, to: &mut impl Prefetch) {
@@ -64,7 +70,7 @@ impl Node {
                     }
                 }
                 None => {
-                    let top = self.timers.slice().first().map(|r| r.0 .1);
+                    let top = self.timers.slice().first().map(|(_, link)| *link);
                     if let Some(slot) = top.and_then(|l| self.links.slot(l)) {
                         to.prefetch(slot);
                     }
