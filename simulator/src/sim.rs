@@ -232,6 +232,7 @@ struct SimNode {
     /// When the node's uplink is free again (bandwidth model).
     uplink_free: Instant,
     handshake_timeout: Duration,
+    limits: Limits,
     /// Frames mode: the wire carrying each of the node's links.
     links: Bindings,
     /// `None` while crashed.
@@ -245,8 +246,31 @@ impl SimNode {
             incarnation: 0,
             uplink_free: Instant::ZERO,
             handshake_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
             links: Bindings::default(),
             host: None,
+        }
+    }
+}
+
+/// A node's configured bounds, copied when it starts: the checkers compare its gauges with them
+/// after every event, and the configuration itself lies in cache lines an event does not
+/// otherwise touch.
+#[derive(Clone, Copy, Default)]
+struct Limits {
+    peers: usize,
+    pending: usize,
+    events: usize,
+    records: usize,
+}
+
+impl Limits {
+    fn of(config: &Config) -> Self {
+        Limits {
+            peers: config.max_peers,
+            pending: config.max_pending_handshakes,
+            events: config.max_queued_events,
+            records: config.dht.max_records,
         }
     }
 }
@@ -801,12 +825,21 @@ impl Sim {
                 continue;
             };
             let node = &self.nodes[n as usize];
-            if let Some(Host::Frames(f)) = &node.host {
-                f.prefetch(stage, link, cpu);
-            }
+            let Some(Host::Frames(f)) = &node.host else {
+                continue;
+            };
+            let touched = f.prefetch(stage, link, cpu);
             if stage == PrefetchStage::Tables {
-                if let Some(b) = link.and_then(|l| node.links.slot(l.slot())) {
+                if let Some(b) = touched.and_then(|l| node.links.slot(l.slot())) {
                     cpu.prefetch(b);
+                }
+                // A timer mostly sends on the link it fires for (a keep-alive): its wire, as
+                // a delivery's was fetched above.
+                if link.is_none() {
+                    let wire = touched.and_then(|l| node.links.get(l)).map(|b| b.wire);
+                    if let Some(slot) = wire.and_then(|w| self.wires.slot(w)) {
+                        cpu.prefetch(slot);
+                    }
                 }
             }
         }
@@ -853,6 +886,7 @@ impl Sim {
         };
         let node = &mut self.nodes[n as usize];
         node.handshake_timeout = config.handshake_timeout;
+        node.limits = Limits::of(&config);
         node.host = Some(host);
         node.timer = Instant::NEVER;
         self.drain(n);
@@ -891,14 +925,14 @@ impl Sim {
         let Some(node) = self.node(n) else {
             return;
         };
-        let c = node.config();
+        let limits = self.nodes[n as usize].limits;
         let o = Observation::Gauges {
             node: n,
             at: self.now,
-            peers: (node.peer_count(), c.max_peers),
-            pending: (node.pending_count(), c.max_pending_handshakes),
-            events: (node.queued_events(), c.max_queued_events),
-            records: (node.dht_records(), c.dht.max_records),
+            peers: (node.peer_count(), limits.peers),
+            pending: (node.pending_count(), limits.pending),
+            events: (node.queued_events(), limits.events),
+            records: (node.dht_records(), limits.records),
         };
         self.observe(&o);
     }

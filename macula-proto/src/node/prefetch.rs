@@ -26,11 +26,11 @@ pub trait Prefetch {
 /// apart (the simulator: two inputs apart), after fetching the node itself.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum PrefetchStage {
-    /// The link's slot (inside the node for its first few links), the top of the timer heap,
-    /// what the node's fields point to (the output queues). Reads the node's hot fields.
+    /// The link's slot (inside the node for its first few links; for a timer, the slot of the
+    /// link the timer heap will hand out first), the top of the timer heap, what the node's
+    /// fields point to (the output queues). Reads the node's hot fields.
     Tables,
-    /// What the link points to; for a timer (no link), the slot of the link the timer heap
-    /// will hand out first. Reads what [`PrefetchStage::Tables`] fetched.
+    /// What the link points to. Reads what [`PrefetchStage::Tables`] fetched.
     Link,
 }
 
@@ -42,7 +42,16 @@ impl Node {
 
     /// Names, for `stage`, the memory that an input arriving on `link` (`None`: a timer) will
     /// read. See [`Prefetch`] for why and how a host uses it. Behaviour does not depend on it.
-    pub fn prefetch(&self, stage: PrefetchStage, link: Option<LinkId>, to: &mut impl Prefetch) {
+    ///
+    /// Returns the link the input will most likely touch, so a host can fetch its own state for
+    /// that link too: `link` itself, or for a timer the link at the top of the timer index.
+    pub fn prefetch(
+        &self,
+        stage: PrefetchStage,
+        link: Option<LinkId>,
+        to: &mut impl Prefetch,
+    ) -> Option<LinkId> {
+        let link = link.or_else(|| self.timers.slice().first().map(|(_, link)| *link));
         match stage {
             PrefetchStage::Tables => {
                 if let Some(slot) = link.and_then(|l| self.links.slot(l)) {
@@ -58,24 +67,16 @@ impl Node {
                     to.prefetch(e);
                 }
             }
-            PrefetchStage::Link => match link {
-                Some(link) => {
-                    let Some(link) = self.links.get(link) else {
-                        return;
-                    };
-                    if let LinkState::Established(e) = &link.state {
-                        if let Some(p) = e.pings.rest_first() {
-                            to.prefetch(p);
-                        }
+            PrefetchStage::Link => {
+                if let Some(LinkState::Established(e)) =
+                    link.and_then(|l| self.links.get(l)).map(|l| &l.state)
+                {
+                    if let Some(p) = e.pings.rest_first() {
+                        to.prefetch(p);
                     }
                 }
-                None => {
-                    let top = self.timers.slice().first().map(|(_, link)| *link);
-                    if let Some(slot) = top.and_then(|l| self.links.slot(l)) {
-                        to.prefetch(slot);
-                    }
-                }
-            },
+            }
         }
+        link
     }
 }
