@@ -70,6 +70,9 @@ pub(crate) struct Queue<T> {
     /// memory for the buckets in use, not for every bucket ever used.
     spare: Vec<Vec<Entry<T>>>,
     seq: u64,
+    /// Scratch for [`Queue::sort_cursor_bucket`], kept to reuse its memory.
+    order: Vec<u64>,
+    moved: Vec<Option<Entry<T>>>,
 }
 
 impl<T> Queue<T> {
@@ -82,6 +85,8 @@ impl<T> Queue<T> {
             in_wheel: 0,
             spare: Vec::new(),
             seq: 0,
+            order: Vec::new(),
+            moved: Vec::new(),
         }
     }
 
@@ -119,13 +124,50 @@ impl<T> Queue<T> {
         self.in_wheel += 1;
     }
 
+    /// Sorts the bucket the cursor entered, descending, so the earliest item pops off the end.
+    ///
+    /// A bucket is in push order for items of equal time: an item reaches it either from the
+    /// overflow, which hands items out in key order when the bucket's millisecond enters the
+    /// wheel, or by a push after that. So ordering by (microsecond, position in the bucket)
+    /// is ordering by key, and that sorts 8-byte integers and moves each item once, where
+    /// sorting the items themselves swaps 80-byte entries a few times each: at 100,000 nodes
+    /// (300 items a millisecond) sorting was an eighth of all instructions.
+    fn sort_cursor_bucket(&mut self, index: usize) {
+        const FEW: usize = 32;
+        let bucket = &mut self.wheel[index];
+        if bucket.len() <= FEW {
+            bucket.sort_unstable_by(|a, b| b.cmp(a));
+            return;
+        }
+        debug_assert!(
+            bucket
+                .windows(2)
+                .all(|w| w[0].key.at != w[1].key.at || w[0].key.seq < w[1].key.seq),
+            "items of equal time are in push order"
+        );
+        let start = self.cursor_ms * BUCKET_MICROS;
+        self.order.clear();
+        self.order
+            .extend(bucket.iter().enumerate().map(|(position, entry)| {
+                let micros = entry.key.at.as_micros() - start;
+                micros << 32 | position as u64
+            }));
+        self.order.sort_unstable();
+        self.moved.clear();
+        self.moved.extend(bucket.drain(..).map(Some));
+        for key in self.order.iter().rev() {
+            let position = (key & u64::from(u32::MAX)) as usize;
+            bucket.push(self.moved[position].take().expect("each position once"));
+        }
+    }
+
     /// The earliest item if it is due at or before `until`.
     pub fn pop_due(&mut self, until: Instant) -> Option<(Instant, T)> {
         loop {
             let index = (self.cursor_ms % BUCKETS as u64) as usize;
             if !self.wheel[index].is_empty() {
                 if !self.cursor_sorted {
-                    self.wheel[index].sort_unstable_by(|a, b| b.cmp(a));
+                    self.sort_cursor_bucket(index);
                     self.cursor_sorted = true;
                 }
                 let at = self.wheel[index].last().expect("checked non-empty").key.at;
@@ -184,6 +226,7 @@ impl<T> Queue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use macula_proto::Rng;
 
     #[test]
     fn earliest_first_and_fifo_among_equals() {
@@ -216,6 +259,41 @@ mod tests {
         assert_eq!(q.pop_due(until).map(|x| x.1), Some("c"));
         assert_eq!(q.pop_due(until).map(|x| x.1), Some("later"));
         assert_eq!(q.ahead(0), None);
+    }
+
+    #[test]
+    fn crowded_milliseconds_pop_in_time_then_push_order() {
+        // Hundreds of items in one millisecond, many at the same microsecond, some filed from
+        // the overflow (pushed over 65 s ahead) and some pushed once the millisecond is near.
+        let mut rng = macula_proto::Rng::from_seed(7);
+        let mut q = Queue::new();
+        let mut reference = Vec::new();
+        let target_ms = 70_000u64;
+        let mut seq = 0u64;
+        let mut push = |q: &mut Queue<u64>, reference: &mut Vec<(u64, u64)>, rng: &mut Rng| {
+            let at = target_ms * 1_000 + rng.below(20) * 50;
+            seq += 1;
+            q.push(Instant::from_micros(at), seq);
+            reference.push((at, seq));
+        };
+        for _ in 0..300 {
+            push(&mut q, &mut reference, &mut rng);
+        }
+        // Move the clock close enough for direct pushes, then push more.
+        q.push(Instant::from_micros(60_000_000), 0);
+        assert_eq!(
+            q.pop_due(Instant::from_micros(60_000_000)).map(|x| x.1),
+            Some(0)
+        );
+        for _ in 0..300 {
+            push(&mut q, &mut reference, &mut rng);
+        }
+        reference.sort_unstable();
+        let until = Instant::from_micros(u64::MAX / 2);
+        let popped: Vec<(u64, u64)> = std::iter::from_fn(|| q.pop_due(until))
+            .map(|(t, s)| (t.as_micros(), s))
+            .collect();
+        assert_eq!(popped, reference);
     }
 
     #[test]
