@@ -2,13 +2,20 @@
 //! order they were scheduled and a run never depends on the queue's internals.
 //!
 //! Almost every event falls within seconds of now (deliveries within milliseconds, timers within
-//! seconds), so the queue is a timing wheel: 65,536 buckets of one millisecond each cover the
-//! next 65 s, and anything later waits in an overflow heap until the wheel reaches it. A bucket is
-//! sorted once when the clock enters it; items scheduled into the bucket being drained are
-//! inserted in order. Items sit in their bucket beside their key: a bucket is read front to back,
-//! so popping touches memory the hardware prefetcher has already fetched (a slab of payloads,
-//! tried first, cost a cache miss per pop at 100,000 nodes). Pushing and popping cost O(1)
-//! amortized, where a binary heap of a hundred thousand entries misses the cache on every pop.
+//! seconds), so the queue is a timing wheel in two levels. The *near* wheel has a bucket for
+//! each millisecond of the current window of 256 ms; the *far* wheel a bucket for each of the
+//! next 255 windows, so the two cover 65 s, and anything later waits in an overflow heap until
+//! the far wheel reaches it. When the clock enters a window, the window's far bucket is spread
+//! over the near buckets; a near bucket is sorted once when the clock enters it, and items
+//! scheduled into the bucket being drained are inserted in order.
+//!
+//! Items sit in their bucket beside their key: a bucket is read front to back, so popping
+//! touches memory the hardware prefetcher has already fetched (a slab of payloads, tried first,
+//! cost a cache miss per pop at 100,000 nodes). And a push writes to the end of one of about 500
+//! buckets, whose last pages stay in the TLB, where a single wheel of 65,536 one-millisecond
+//! buckets had a push for a timer seconds ahead walk the page tables nearly every time. Pushing
+//! and popping cost O(1) amortized (an item moves at most once from the far wheel to the near
+//! one), where a binary heap of a hundred thousand entries misses the cache on every pop.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -49,26 +56,34 @@ impl<T> Ord for Entry<T> {
 }
 
 const BUCKET_MICROS: u64 = 1_000;
-const BUCKETS: usize = 1 << 16;
+/// Milliseconds per window: the near wheel's buckets.
+const NEAR: u64 = 256;
+/// Windows the far wheel spans, the current one included (whose far bucket stays empty).
+const FAR: u64 = 256;
 /// Most drained bucket buffers kept for reuse.
 const MAX_SPARE: usize = 1024;
 
 /// A min-queue of timed items.
 pub(crate) struct Queue<T> {
-    /// Bucket `i` holds keys whose time falls in the millisecond `base_ms + k` where
-    /// `(base_ms + k) % BUCKETS == i` and `k < BUCKETS`.
-    wheel: Vec<Vec<Entry<T>>>,
+    /// Bucket `i` holds the keys in millisecond `i` of the cursor's window.
+    near: Vec<Vec<Entry<T>>>,
+    /// Bucket `i` holds the keys in window `w` where `w % FAR == i`, for the windows after the
+    /// cursor's and before `window + FAR`.
+    far: Vec<Vec<Entry<T>>>,
     /// The millisecond the cursor is in; no queued key is earlier.
     cursor_ms: u64,
     /// Whether the cursor's bucket is sorted (descending, so the earliest pops off the end).
     cursor_sorted: bool,
-    /// Keys at or beyond `cursor_ms + BUCKETS` milliseconds.
+    /// Keys in window `cursor_ms / NEAR + FAR` or later.
     overflow: BinaryHeap<Reverse<Entry<T>>>,
-    /// Keys in the wheel.
-    in_wheel: usize,
-    /// Buffers of drained buckets, reused for the next buckets to fill, so the wheel holds
+    /// Keys in the near wheel and in the far one.
+    in_near: usize,
+    in_far: usize,
+    /// Buffers of drained buckets, reused for the next buckets to fill, so the wheels hold
     /// memory for the buckets in use, not for every bucket ever used.
     spare: Vec<Vec<Entry<T>>>,
+    /// The same for the far wheel, whose buckets are far larger.
+    far_spare: Vec<Vec<Entry<T>>>,
     seq: u64,
     /// Scratch for [`Queue::sort_cursor_bucket`], kept to reuse its memory.
     order: Vec<u64>,
@@ -78,12 +93,15 @@ pub(crate) struct Queue<T> {
 impl<T> Queue<T> {
     pub fn new() -> Self {
         Queue {
-            wheel: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            near: (0..NEAR).map(|_| Vec::new()).collect(),
+            far: (0..FAR).map(|_| Vec::new()).collect(),
             cursor_ms: 0,
             cursor_sorted: false,
             overflow: BinaryHeap::new(),
-            in_wheel: 0,
+            in_near: 0,
+            in_far: 0,
             spare: Vec::new(),
+            far_spare: Vec::new(),
             seq: 0,
             order: Vec::new(),
             moved: Vec::new(),
@@ -92,6 +110,10 @@ impl<T> Queue<T> {
 
     fn ms(at: Instant) -> u64 {
         at.as_micros() / BUCKET_MICROS
+    }
+
+    fn window(&self) -> u64 {
+        self.cursor_ms / NEAR
     }
 
     pub fn push(&mut self, at: Instant, item: T) {
@@ -104,11 +126,23 @@ impl<T> Queue<T> {
 
     fn file(&mut self, entry: Entry<T>) {
         let ms = Self::ms(entry.key.at);
-        if ms >= self.cursor_ms + BUCKETS as u64 {
+        let window = ms / NEAR;
+        if window >= self.window() + FAR {
             self.overflow.push(Reverse(entry));
             return;
         }
-        let bucket = &mut self.wheel[(ms % BUCKETS as u64) as usize];
+        if window > self.window() {
+            let bucket = &mut self.far[(window % FAR) as usize];
+            if bucket.capacity() == 0 {
+                if let Some(spare) = self.far_spare.pop() {
+                    *bucket = spare;
+                }
+            }
+            bucket.push(entry);
+            self.in_far += 1;
+            return;
+        }
+        let bucket = &mut self.near[(ms % NEAR) as usize];
         if bucket.capacity() == 0 {
             if let Some(spare) = self.spare.pop() {
                 *bucket = spare;
@@ -121,7 +155,13 @@ impl<T> Queue<T> {
         } else {
             bucket.push(entry);
         }
-        self.in_wheel += 1;
+        self.in_near += 1;
+    }
+
+    fn recycle(&mut self, buffer: Vec<Entry<T>>) {
+        if buffer.capacity() > 0 && self.spare.len() < MAX_SPARE {
+            self.spare.push(buffer);
+        }
     }
 
     /// Sorts the bucket the cursor entered, descending, so the earliest item pops off the end.
@@ -134,7 +174,7 @@ impl<T> Queue<T> {
     /// (300 items a millisecond) sorting was an eighth of all instructions.
     fn sort_cursor_bucket(&mut self, index: usize) {
         const FEW: usize = 32;
-        let bucket = &mut self.wheel[index];
+        let bucket = &mut self.near[index];
         if bucket.len() <= FEW {
             bucket.sort_unstable_by(|a, b| b.cmp(a));
             return;
@@ -164,23 +204,27 @@ impl<T> Queue<T> {
     /// The earliest item if it is due at or before `until`.
     pub fn pop_due(&mut self, until: Instant) -> Option<(Instant, T)> {
         loop {
-            let index = (self.cursor_ms % BUCKETS as u64) as usize;
-            if !self.wheel[index].is_empty() {
+            let index = (self.cursor_ms % NEAR) as usize;
+            if !self.near[index].is_empty() {
                 if !self.cursor_sorted {
                     self.sort_cursor_bucket(index);
                     self.cursor_sorted = true;
                 }
-                let at = self.wheel[index].last().expect("checked non-empty").key.at;
+                let at = self.near[index].last().expect("checked non-empty").key.at;
                 if at > until {
                     return None;
                 }
-                let entry = self.wheel[index].pop().expect("checked non-empty");
-                self.in_wheel -= 1;
+                let entry = self.near[index].pop().expect("checked non-empty");
+                self.in_near -= 1;
                 return Some((at, entry.item));
             }
             // The cursor's bucket is empty: move on, unless that would pass `until`.
-            let next_ms = if self.in_wheel > 0 {
+            let next_ms = if self.in_near > 0 {
+                // Later in this window.
                 self.cursor_ms + 1
+            } else if self.in_far > 0 {
+                // The next window.
+                (self.window() + 1) * NEAR
             } else {
                 // Skip straight to the overflow's earliest millisecond.
                 let Reverse(first) = self.overflow.peek()?;
@@ -189,20 +233,35 @@ impl<T> Queue<T> {
             if next_ms * BUCKET_MICROS > until.as_micros() {
                 return None;
             }
-            let drained = std::mem::take(&mut self.wheel[index]);
-            if drained.capacity() > 0 && self.spare.len() < MAX_SPARE {
-                self.spare.push(drained);
-            }
+            let drained = std::mem::take(&mut self.near[index]);
+            self.recycle(drained);
+            let entered = next_ms / NEAR > self.window();
             self.cursor_ms = next_ms;
             self.cursor_sorted = false;
-            // Overflow keys that now fall inside the wheel's window join it.
-            while let Some(Reverse(first)) = self.overflow.peek() {
-                if Self::ms(first.key.at) >= self.cursor_ms + BUCKETS as u64 {
-                    break;
-                }
-                let Reverse(entry) = self.overflow.pop().expect("peeked");
-                self.file(entry);
+            if entered {
+                self.enter_window();
             }
+        }
+    }
+
+    /// Moves the items of the window the cursor just entered to the near wheel, and the
+    /// overflow's items that the far wheel now spans to it.
+    fn enter_window(&mut self) {
+        let index = (self.window() % FAR) as usize;
+        let mut bucket = std::mem::take(&mut self.far[index]);
+        self.in_far -= bucket.len();
+        for entry in bucket.drain(..) {
+            self.file(entry);
+        }
+        if bucket.capacity() > 0 && self.far_spare.len() < FAR as usize {
+            self.far_spare.push(bucket);
+        }
+        while let Some(Reverse(first)) = self.overflow.peek() {
+            if Self::ms(first.key.at) / NEAR >= self.window() + FAR {
+                break;
+            }
+            let Reverse(entry) = self.overflow.pop().expect("peeked");
+            self.file(entry);
         }
     }
 
@@ -212,14 +271,14 @@ impl<T> Queue<T> {
         if !self.cursor_sorted {
             return None;
         }
-        let bucket = &self.wheel[(self.cursor_ms % BUCKETS as u64) as usize];
+        let bucket = &self.near[(self.cursor_ms % NEAR) as usize];
         let at = bucket.len().checked_sub(k + 1)?;
         Some(&bucket[at].item)
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.in_wheel + self.overflow.len()
+        self.in_near + self.in_far + self.overflow.len()
     }
 }
 
