@@ -13,7 +13,7 @@
 //! touches memory the hardware prefetcher has already fetched (a slab of payloads, tried first,
 //! cost a cache miss per pop at 100,000 nodes). And a push writes to the end of one of about 500
 //! buckets, whose last pages stay in the TLB, where a single wheel of 65,536 one-millisecond
-//! buckets had a push for a timer seconds ahead walk the page tables nearly every time. Pushing
+//! buckets had its pushes walk the page tables twice as often (callgrind). Pushing
 //! and popping cost O(1) amortized (an item moves at most once from the far wheel to the near
 //! one), where a binary heap of a hundred thousand entries misses the cache on every pop.
 
