@@ -180,9 +180,12 @@ impl<T> Queue<T> {
             return;
         }
         debug_assert!(
-            bucket
-                .windows(2)
-                .all(|w| w[0].key.at != w[1].key.at || w[0].key.seq < w[1].key.seq),
+            {
+                let mut last_seq = std::collections::BTreeMap::new();
+                bucket
+                    .iter()
+                    .all(|e| last_seq.insert(e.key.at, e.key.seq) < Some(e.key.seq))
+            },
             "items of equal time are in push order"
         );
         let start = self.cursor_ms * BUCKET_MICROS;
@@ -285,7 +288,6 @@ impl<T> Queue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use macula_proto::Rng;
 
     #[test]
     fn earliest_first_and_fifo_among_equals() {
@@ -322,36 +324,49 @@ mod tests {
 
     #[test]
     fn crowded_milliseconds_pop_in_time_then_push_order() {
-        // Hundreds of items in one millisecond, many at the same microsecond, some filed from
-        // the overflow (pushed over 65 s ahead) and some pushed once the millisecond is near.
+        // Hundreds of items in one millisecond, many at the same microsecond, reaching its
+        // bucket every way there is: from the overflow (pushed over 65 s ahead), through the
+        // far wheel, pushed straight into the near wheel, and inserted into the bucket while it
+        // is being drained.
         let mut rng = macula_proto::Rng::from_seed(7);
         let mut q = Queue::new();
         let mut reference = Vec::new();
-        let target_ms = 70_000u64;
+        let target = 70_000_000u64;
         let mut seq = 0u64;
-        let mut push = |q: &mut Queue<u64>, reference: &mut Vec<(u64, u64)>, rng: &mut Rng| {
-            let at = target_ms * 1_000 + rng.below(20) * 50;
+        let mut push = |q: &mut Queue<u64>, reference: &mut Vec<(u64, u64)>, at: u64| {
             seq += 1;
             q.push(Instant::from_micros(at), seq);
             reference.push((at, seq));
         };
+        let advance = |q: &mut Queue<u64>, to: u64| {
+            q.push(Instant::from_micros(to), 0);
+            assert_eq!(q.pop_due(Instant::from_micros(to)).map(|x| x.1), Some(0));
+        };
         for _ in 0..300 {
-            push(&mut q, &mut reference, &mut rng);
+            push(&mut q, &mut reference, target + rng.below(20) * 50);
         }
-        // Move the clock close enough for direct pushes, then push more.
-        q.push(Instant::from_micros(60_000_000), 0);
-        assert_eq!(
-            q.pop_due(Instant::from_micros(60_000_000)).map(|x| x.1),
-            Some(0)
-        );
+        advance(&mut q, 60_000_000); // the target is in the far wheel's range now
         for _ in 0..300 {
-            push(&mut q, &mut reference, &mut rng);
+            push(&mut q, &mut reference, target + rng.below(20) * 50);
+        }
+        advance(&mut q, 69_900_000); // and in the near wheel's window
+        assert!(q.in_near > 0 && q.in_far == 0, "the far bucket was spread");
+        for _ in 0..300 {
+            push(&mut q, &mut reference, target + rng.below(20) * 50);
         }
         reference.sort_unstable();
         let until = Instant::from_micros(u64::MAX / 2);
-        let popped: Vec<(u64, u64)> = std::iter::from_fn(|| q.pop_due(until))
-            .map(|(t, s)| (t.as_micros(), s))
-            .collect();
+        let mut popped: Vec<(u64, u64)> = Vec::new();
+        let (at, first) = q.pop_due(until).expect("queued");
+        popped.push((at.as_micros(), first));
+        // The bucket is sorted now: more items for it are inserted in place.
+        let mut late = Vec::new();
+        for _ in 0..100 {
+            push(&mut q, &mut late, target + 500 + rng.below(10) * 50);
+        }
+        popped.extend(std::iter::from_fn(|| q.pop_due(until)).map(|(t, s)| (t.as_micros(), s)));
+        reference.extend(late);
+        reference.sort_unstable();
         assert_eq!(popped, reference);
     }
 

@@ -14,8 +14,9 @@
 //! The timer index is a binary heap of `(deadline, link)` with lazy deletion: an entry is live
 //! only while its link is still filed under that deadline (`Link::scheduled`). Dead entries are
 //! dropped when they reach the top and the heap is rebuilt when they outnumber the live ones, so
-//! it never holds more than about twice as many entries as there are links. Its first
-//! [`INLINE_TIMERS`] entries also sit in the node.
+//! it never holds more than about twice as many entries as there are links. Up to
+//! [`INLINE_TIMERS`] entries sit in the node; a heap that outgrows them moves to a vector, and
+//! back when a rebuild finds few enough live ones.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -235,7 +236,7 @@ impl Timers {
         self.top = self.heap.peek().map_or(Instant::NEVER, |(at, _)| at);
     }
 
-    /// Keeps dead entries fewer than the links plus 16 (entries die when a link re-files an
+    /// Keeps the entries at most twice the links plus 16 (entries die when a link re-files an
     /// earlier deadline or goes away).
     fn bound(&mut self, links: &Links) {
         if self.heap.slice().len() > 2 * links.len() + 16 {

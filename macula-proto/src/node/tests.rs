@@ -964,8 +964,15 @@ fn prefetch_names_the_slot_of_the_link_an_input_arrives_on_and_of_the_next_timer
         Some(top)
     );
     assert!(named.0.contains(&slot_of(top)));
-    // A link the node no longer has names no slot.
+    // The Link stage names what the link points to: a second ping in flight, here.
     let (peer, now) = (net.id(1), net.now);
+    for _ in 0..2 {
+        net.nodes[0].ping(&peer, now).expect("a peer");
+    }
+    let mut named = Named::default();
+    net.nodes[0].prefetch(PrefetchStage::Link, Some(first), &mut named);
+    assert_eq!(named.0.len(), 1, "the second ping");
+    // A link the node no longer has names nothing.
     net.nodes[0].disconnect(&peer, now);
     net.drain(0);
     net.run_for(Duration::from_millis(100));
