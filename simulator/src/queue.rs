@@ -60,8 +60,6 @@ const BUCKET_MICROS: u64 = 1_000;
 const NEAR: u64 = 256;
 /// Windows the far wheel spans, the current one included (whose far bucket stays empty).
 const FAR: u64 = 256;
-/// Most drained bucket buffers kept for reuse.
-const MAX_SPARE: usize = 1024;
 
 /// A min-queue of timed items.
 pub(crate) struct Queue<T> {
@@ -80,9 +78,11 @@ pub(crate) struct Queue<T> {
     in_near: usize,
     in_far: usize,
     /// Buffers of drained buckets, reused for the next buckets to fill, so the wheels hold
-    /// memory for the buckets in use, not for every bucket ever used.
+    /// memory for the buckets in use, not for every bucket ever used. A bucket takes a kept
+    /// buffer before a new one is allocated, so no more buffers exist than buckets: at most
+    /// `NEAR` are kept here.
     spare: Vec<Vec<Entry<T>>>,
-    /// The same for the far wheel, whose buckets are far larger.
+    /// The same for the far wheel, whose buckets are far larger: at most `FAR`.
     far_spare: Vec<Vec<Entry<T>>>,
     seq: u64,
     /// Scratch for [`Queue::sort_cursor_bucket`], kept to reuse its memory.
@@ -133,21 +133,13 @@ impl<T> Queue<T> {
         }
         if window > self.window() {
             let bucket = &mut self.far[(window % FAR) as usize];
-            if bucket.capacity() == 0 {
-                if let Some(spare) = self.far_spare.pop() {
-                    *bucket = spare;
-                }
-            }
+            reuse(bucket, &mut self.far_spare);
             bucket.push(entry);
             self.in_far += 1;
             return;
         }
         let bucket = &mut self.near[(ms % NEAR) as usize];
-        if bucket.capacity() == 0 {
-            if let Some(spare) = self.spare.pop() {
-                *bucket = spare;
-            }
-        }
+        reuse(bucket, &mut self.spare);
         if ms == self.cursor_ms && self.cursor_sorted {
             // Keep the draining bucket sorted (descending): insert in place.
             let at = bucket.partition_point(|e| e.key > entry.key);
@@ -156,12 +148,6 @@ impl<T> Queue<T> {
             bucket.push(entry);
         }
         self.in_near += 1;
-    }
-
-    fn recycle(&mut self, buffer: Vec<Entry<T>>) {
-        if buffer.capacity() > 0 && self.spare.len() < MAX_SPARE {
-            self.spare.push(buffer);
-        }
     }
 
     /// Sorts the bucket the cursor entered, descending, so the earliest item pops off the end.
@@ -237,7 +223,7 @@ impl<T> Queue<T> {
                 return None;
             }
             let drained = std::mem::take(&mut self.near[index]);
-            self.recycle(drained);
+            recycle(drained, &mut self.spare);
             let entered = next_ms / NEAR > self.window();
             self.cursor_ms = next_ms;
             self.cursor_sorted = false;
@@ -256,9 +242,7 @@ impl<T> Queue<T> {
         for entry in bucket.drain(..) {
             self.file(entry);
         }
-        if bucket.capacity() > 0 && self.far_spare.len() < FAR as usize {
-            self.far_spare.push(bucket);
-        }
+        recycle(bucket, &mut self.far_spare);
         while let Some(Reverse(first)) = self.overflow.peek() {
             if Self::ms(first.key.at) / NEAR >= self.window() + FAR {
                 break;
@@ -282,6 +266,22 @@ impl<T> Queue<T> {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.in_near + self.in_far + self.overflow.len()
+    }
+}
+
+/// Gives an empty bucket a buffer from `spare`, if it has none of its own.
+fn reuse<E>(bucket: &mut Vec<E>, spare: &mut Vec<Vec<E>>) {
+    if bucket.capacity() == 0 {
+        if let Some(buffer) = spare.pop() {
+            *bucket = buffer;
+        }
+    }
+}
+
+/// Keeps a drained bucket's buffer in `spare` for the next bucket to fill.
+fn recycle<E>(buffer: Vec<E>, spare: &mut Vec<Vec<E>>) {
+    if buffer.capacity() > 0 {
+        spare.push(buffer);
     }
 }
 
@@ -368,6 +368,26 @@ mod tests {
         reference.extend(late);
         reference.sort_unstable();
         assert_eq!(popped, reference);
+    }
+
+    #[test]
+    fn kept_buffers_stay_bounded_under_a_flood() {
+        // Items in every millisecond of five minutes: every near and far bucket fills and
+        // drains many times, and each drained buffer is kept. They stay bounded only because a
+        // bucket takes a kept buffer before allocating one.
+        let mut q = Queue::new();
+        let mut rng = macula_proto::Rng::from_seed(5);
+        for _ in 0..200_000 {
+            q.push(Instant::from_micros(rng.below(300_000_000)), ());
+        }
+        let until = Instant::from_micros(300_000_000);
+        let mut popped = 0;
+        while q.pop_due(until).is_some() {
+            popped += 1;
+            assert!(q.spare.len() <= NEAR as usize && q.far_spare.len() <= FAR as usize);
+        }
+        assert_eq!(popped, 200_000);
+        assert!(q.spare.len() <= NEAR as usize && q.far_spare.len() <= FAR as usize);
     }
 
     #[test]

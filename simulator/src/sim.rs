@@ -320,28 +320,28 @@ impl Bindings {
         }
     }
 
+    fn slot_mut(&mut self, slot: usize) -> Option<&mut Option<Binding>> {
+        match slot.checked_sub(INLINE_BINDINGS) {
+            None => Some(&mut self.inline[slot]),
+            Some(s) => self.spill.get_mut(s),
+        }
+    }
+
     fn bind(&mut self, link: LinkId, wire: slab::Key, dir: u8) {
         let slot = link.slot();
-        let entry = match slot.checked_sub(INLINE_BINDINGS) {
-            None => &mut self.inline[slot],
-            Some(s) => {
-                if self.spill.len() <= s {
-                    self.spill.resize(s + 1, None);
-                }
-                &mut self.spill[s]
+        if let Some(s) = slot.checked_sub(INLINE_BINDINGS) {
+            if self.spill.len() <= s {
+                self.spill.resize(s + 1, None);
             }
-        };
+        }
+        let entry = self.slot_mut(slot).expect("the slot exists");
         if let Some(old) = entry.replace(Binding { link, wire, dir }) {
             self.displaced.push(old);
         }
     }
 
     fn unbind(&mut self, link: LinkId) {
-        let entry = match link.slot().checked_sub(INLINE_BINDINGS) {
-            None => Some(&mut self.inline[link.slot()]),
-            Some(s) => self.spill.get_mut(s),
-        };
-        match entry {
+        match self.slot_mut(link.slot()) {
             Some(entry) if entry.is_some_and(|b| b.link == link) => *entry = None,
             _ => self.displaced.retain(|b| b.link != link),
         }

@@ -358,7 +358,9 @@ impl Heap {
         self.slice().first().copied()
     }
 
-    fn push(&mut self, entry: TimerEntry) {
+    /// Adds `entry` at the end, moving to a vector when the inline room is full; the heap
+    /// order is the caller's to restore.
+    fn append(&mut self, entry: TimerEntry) {
         match self {
             Heap::Inline { len, items } if *len < INLINE_TIMERS => {
                 items[*len] = entry;
@@ -372,6 +374,10 @@ impl Heap {
             }
             Heap::Spilled(v) => v.push(entry),
         }
+    }
+
+    fn push(&mut self, entry: TimerEntry) {
+        self.append(entry);
         let heap = self.slice_mut();
         sift_up(heap, heap.len() - 1);
     }
@@ -395,18 +401,7 @@ impl Heap {
     fn rebuild(&mut self, entries: impl Iterator<Item = TimerEntry>) {
         let mut fresh = Heap::default();
         for entry in entries {
-            match &mut fresh {
-                Heap::Inline { len, items } if *len < INLINE_TIMERS => {
-                    items[*len] = entry;
-                    *len += 1;
-                }
-                Heap::Inline { items, .. } => {
-                    let mut spilled = items.to_vec();
-                    spilled.push(entry);
-                    fresh = Heap::Spilled(spilled);
-                }
-                Heap::Spilled(v) => v.push(entry),
-            }
+            fresh.append(entry);
         }
         let heap = fresh.slice_mut();
         for at in (0..heap.len() / 2).rev() {
