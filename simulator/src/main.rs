@@ -71,13 +71,23 @@ enum Command {
 /// per second. glibc asks the kernel for them only if `GLIBC_TUNABLES` says so when the process
 /// starts, hence the second process. A `GLIBC_TUNABLES` that is already set, even to nothing,
 /// is left as it is, and nothing is rerun.
+///
+/// The child is named plain `macula-sim` (its `argv[0]`), not by the long path of the binary.
+/// glibc 2.36 (Debian 12's) decides whether the kernel is in `madvise` mode by comparing the
+/// 23 bytes it reads from `/sys/kernel/mm/transparent_hugepage/enabled` with `strcmp`, without
+/// terminating them: the answer depends on the stack byte after the buffer, left there by the
+/// dynamic loader. Started by its absolute path, the child got no huge pages in about half of
+/// all runs (the byte varies with address-space randomisation); started as `macula-sim`, it got
+/// them in every run tried. The report's `anon_huge_bytes` says whether a run had them.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn rerun_with_huge_pages() -> Option<ExitCode> {
+    use std::os::unix::process::CommandExt;
     if std::env::var_os("GLIBC_TUNABLES").is_some() {
         return None;
     }
     let exe = std::env::current_exe().ok()?;
     let status = std::process::Command::new(exe)
+        .arg0("macula-sim")
         .args(std::env::args_os().skip(1))
         .env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
         .status()
