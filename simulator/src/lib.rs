@@ -32,6 +32,7 @@
 
 pub mod check;
 mod host;
+pub mod memory;
 pub mod net;
 mod queue;
 pub mod scenario;

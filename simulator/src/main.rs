@@ -62,50 +62,6 @@ enum Command {
     List,
 }
 
-/// Runs this command again in a child process with glibc's transparent huge pages on, and
-/// returns its exit status; `None` where that does not apply.
-///
-/// A large run is bound by memory latency, and much of it is address translation: with 4 KiB
-/// pages, every node's state sits on pages of its own, and the TLB misses come on top of the
-/// cache misses. With 2 MiB pages the `connect` scenario at 100,000 nodes ran 13-16% more events
-/// per second. glibc asks the kernel for them only if `GLIBC_TUNABLES` says so when the process
-/// starts, hence the second process. A `GLIBC_TUNABLES` that is already set, even to nothing,
-/// is left as it is, and nothing is rerun.
-///
-/// The child is named plain `macula-sim` (its `argv[0]`), not by the long path of the binary.
-/// glibc 2.36 (Debian 12's) decides whether the kernel is in `madvise` mode by comparing the
-/// 23 bytes it reads from `/sys/kernel/mm/transparent_hugepage/enabled` with `strcmp`, without
-/// terminating them: the answer depends on the stack byte after the buffer, left there by the
-/// dynamic loader. Started by its absolute path, the child got no huge pages in about half of
-/// all runs (the byte varies with address-space randomisation); started as `macula-sim`, it got
-/// them in every run tried. The report's `anon_huge_bytes` says whether a run had them.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn rerun_with_huge_pages() -> Option<ExitCode> {
-    use std::os::unix::process::CommandExt;
-    if std::env::var_os("GLIBC_TUNABLES").is_some() {
-        return None;
-    }
-    let exe = std::env::current_exe().ok()?;
-    let status = std::process::Command::new(exe)
-        .arg0("macula-sim")
-        .args(std::env::args_os().skip(1))
-        .env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
-        .status()
-        .ok()?;
-    // A child killed by a signal has no code; report a failure.
-    Some(ExitCode::from(
-        status
-            .code()
-            .and_then(|c| u8::try_from(c).ok())
-            .unwrap_or(1),
-    ))
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn rerun_with_huge_pages() -> Option<ExitCode> {
-    None
-}
-
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::List => {
@@ -136,7 +92,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             if nodes >= LARGE_MESH_NODES {
-                if let Some(code) = rerun_with_huge_pages() {
+                if let Some(code) = macula_sim::memory::rerun() {
                     return code;
                 }
             }

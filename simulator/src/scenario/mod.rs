@@ -183,8 +183,8 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
         "wall_secs": wall_secs,
         "setup_secs": setup_secs,
         "events_per_sec": if run_secs > 0.0 { (events as f64 / run_secs).round() } else { 0.0 },
-        "peak_rss_bytes": peak_rss_bytes(),
-        "anon_huge_bytes": anon_huge_bytes(),
+        "peak_rss_bytes": crate::memory::peak_rss_bytes(),
+        "anon_huge_bytes": crate::memory::anon_huge_bytes(),
         "trace_digest": sim.trace_digest(),
         "invariants": verdicts.iter().map(|v| json!({"name": v.name, "ok": v.ok, "detail": v.detail})).collect::<Vec<_>>(),
         "faults": {"loss": params.loss, "churn": params.churn, "partition": params.partition},
@@ -202,27 +202,4 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
     );
     figures.extend(scenario.figures(&sim));
     Ok(Report { json, ok, verdicts })
-}
-
-/// The process's peak resident set (Linux `VmHWM`), 0 where unknown.
-pub fn peak_rss_bytes() -> u64 {
-    proc_kib("/proc/self/status", "VmHWM:")
-}
-
-/// How much of the process's anonymous memory sits on transparent huge pages now (Linux
-/// `AnonHugePages`), 0 where unknown. A large run asks for them (see `macula-sim`'s `main`);
-/// this says whether it got them, which moves `events_per_sec` by a sixth or more.
-pub fn anon_huge_bytes() -> u64 {
-    proc_kib("/proc/self/smaps_rollup", "AnonHugePages:")
-}
-
-/// The value of a `NAME:   123 kB` line of a `/proc` file, in bytes; 0 where unknown.
-fn proc_kib(path: &str, name: &str) -> u64 {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return 0;
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
