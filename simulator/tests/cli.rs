@@ -1,4 +1,4 @@
-//! The `macula-sim` binary: what a large run's second process (see `rerun_with_huge_pages`)
+//! The `macula-sim` binary: what a large run's second process (see `macula_sim::memory::rerun`)
 //! prints and exits with is what the caller gets.
 
 use std::process::{Command, Output};
@@ -15,9 +15,16 @@ fn run(extra: &[&str], tunables: Option<&str>) -> Output {
     cmd.output().expect("macula-sim runs")
 }
 
+/// The report a `--json` run printed.
+fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
 fn digest(out: &Output) -> String {
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    json["trace_digest"].as_str().expect("a digest").to_owned()
+    report(out)["trace_digest"]
+        .as_str()
+        .expect("a digest")
+        .to_owned()
 }
 
 #[test]
@@ -37,6 +44,7 @@ fn a_large_run_gives_the_same_report_and_status_whether_rerun_or_not() {
 }
 
 /// The kernel's transparent huge page mode, the bracketed word of its `enabled` file.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn thp_mode() -> Option<String> {
     let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
     let start = text.find('[')? + 1;
@@ -44,11 +52,15 @@ fn thp_mode() -> Option<String> {
     Some(text[start..end].to_owned())
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn anon_huge_bytes(out: &Output) -> u64 {
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    json["anon_huge_bytes"].as_u64().expect("anon_huge_bytes")
+    report(out)["anon_huge_bytes"]
+        .as_u64()
+        .expect("anon_huge_bytes")
 }
 
+/// The rerun asks glibc for huge pages, so this holds where glibc is the C library.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn a_large_run_gets_huge_pages_every_time_it_reruns() {
     // Only the kernel's `madvise` mode tells the rerun apart: `always` gives every run huge
