@@ -444,8 +444,11 @@ enum Ev {
         ecn: Option<u8>,
         bytes: Vec<u8>,
     },
-    /// A scenario's timer.
-    Action(u64),
+    /// A scenario's timer, and the node it is about if the scenario named one.
+    Action {
+        tag: u64,
+        node: Option<NodeIdx>,
+    },
 }
 
 /// The mesh size from which a run's state no longer fits in the CPU's cache: from here on the
@@ -621,7 +624,16 @@ impl Sim {
 
     /// Schedules a scenario action; [`Sim::step`] returns it as `Step::Action(tag)` at `at`.
     pub fn schedule(&mut self, at: Instant, tag: u64) {
-        self.queue.push(at.max(self.now), Ev::Action(tag));
+        self.queue
+            .push(at.max(self.now), Ev::Action { tag, node: None });
+    }
+
+    /// [`Sim::schedule`] for an action that works on node `node`: the same, and a large run
+    /// has the CPU fetch that node's state a few events before the action falls due, as it
+    /// does for the node of a delivery or a timer (see [`SimBuilder::prefetch`]).
+    pub fn schedule_for(&mut self, at: Instant, node: NodeIdx, tag: u64) {
+        let node = Some(node).filter(|n| (*n as usize) < self.nodes.len());
+        self.queue.push(at.max(self.now), Ev::Action { tag, node });
     }
 
     /// Node `from` dials node `to`. Returns the link id, or `None` if `from` is down.
@@ -742,7 +754,7 @@ impl Sim {
         self.now = self.now.max(at);
         self.processed += 1;
         match ev {
-            Ev::Action(tag) => return Some(Step::Action(tag)),
+            Ev::Action { tag, .. } => return Some(Step::Action(tag)),
             Ev::Timer(n) => self.fire_timer(n, at),
             Ev::Inbound(wire) => self.deliver_inbound(wire),
             Ev::LinkUp(wire) => self.deliver_link_up(wire),
@@ -860,7 +872,7 @@ impl Sim {
                 Some((w.dialer.node, Some(w.dialer.link)))
             }
             Ev::Datagram { to, .. } => Some((*to, None)),
-            Ev::Action(_) => None,
+            Ev::Action { node, .. } => node.map(|n| (n, None)),
         }
     }
 

@@ -251,3 +251,22 @@ fn events_a_command_gives_at_once_reach_the_caller() {
         "{events:?}"
     );
 }
+
+#[test]
+fn actions_fall_due_in_order_whether_or_not_they_name_a_node() {
+    use macula_sim::Step;
+    let mut sim = SimBuilder::new().seed(3).nodes(20).prefetch(true).build();
+    let at = |ms| Instant::ZERO + Duration::from_millis(ms);
+    sim.schedule_for(at(30), 4, 1);
+    sim.schedule(at(10), 2);
+    // A node that does not exist is no error: the action comes as if no node were named.
+    sim.schedule_for(at(20), 1_000, 3);
+    sim.schedule_for(at(20), 19, 4);
+    let mut seen = Vec::new();
+    while let Some(step) = sim.step(at(40)) {
+        if let Step::Action(tag) = step {
+            seen.push((sim.now(), tag));
+        }
+    }
+    assert_eq!(seen, [(at(10), 2), (at(20), 3), (at(20), 4), (at(30), 1)]);
+}

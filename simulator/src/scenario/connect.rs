@@ -113,7 +113,7 @@ impl Connect {
             }
         }
         let next = sim.now() + TICK_EVERY;
-        sim.schedule(next, tag(TICK, n));
+        sim.schedule_for(next, n, tag(TICK, n));
     }
 }
 
@@ -138,7 +138,7 @@ impl Scenario for Connect {
         for n in self.bootstraps..self.nodes {
             let at =
                 Instant::ZERO + Duration::from_micros(self.rng().below(JOIN_WINDOW.as_micros()));
-            sim.schedule(at, tag(JOIN, n));
+            sim.schedule_for(at, n, tag(JOIN, n));
         }
         let mut members: Vec<NodeIdx> = (self.bootstraps..self.nodes).collect();
         let crashes = (members.len() as f64 * self.churn).round() as usize;
@@ -163,7 +163,7 @@ impl Scenario for Connect {
                 let b = self.bootstrap_of(n);
                 self.dial(sim, n, b);
                 let next = sim.now() + TICK_EVERY;
-                sim.schedule(next, tag(TICK, n));
+                sim.schedule_for(next, n, tag(TICK, n));
             }
             TICK => self.tick(sim, n),
             CRASH if sim.is_up(n) => {
@@ -177,7 +177,7 @@ impl Scenario for Connect {
                 let b = self.bootstrap_of(n);
                 self.dial(sim, n, b);
                 let next = sim.now() + TICK_EVERY;
-                sim.schedule(next, tag(TICK, n));
+                sim.schedule_for(next, n, tag(TICK, n));
             }
             PARTITION => {
                 let half = self.bootstraps + (self.nodes - self.bootstraps) / 2;

@@ -259,11 +259,11 @@ impl Scenario for Dht {
         let members: Vec<NodeIdx> = (self.bootstraps..self.nodes).collect();
         for &n in &members {
             let join = self.random_moment(0.0, 0.25);
-            sim.schedule(join, tag(JOIN, n));
+            sim.schedule_for(join, n, tag(JOIN, n));
             let lookup = self.random_moment(0.35, 0.85);
-            sim.schedule(lookup, tag(LOOKUP, n));
+            sim.schedule_for(lookup, n, tag(LOOKUP, n));
             let get = self.random_moment(0.6, 0.9);
-            sim.schedule(get, tag(GET, n));
+            sim.schedule_for(get, n, tag(GET, n));
         }
         let mut shuffled = members.clone();
         let putters = members.len().div_ceil(10);
@@ -271,7 +271,7 @@ impl Scenario for Dht {
         shuffle_front(self.rng(), &mut shuffled, putters);
         for &n in shuffled.iter().take(putters) {
             let at = self.random_moment(0.35, 0.5);
-            sim.schedule(at, tag(PUT, n));
+            sim.schedule_for(at, n, tag(PUT, n));
         }
         // The crashing nodes are a second draw, so putters crash as often as anyone.
         shuffle_front(self.rng(), &mut shuffled, crashes);
@@ -324,7 +324,7 @@ impl Scenario for Dht {
             {
                 self.join_retries += 1;
                 let at = sim.now() + Duration::from_secs(1);
-                sim.schedule(at, tag(JOIN, node));
+                sim.schedule_for(at, node, tag(JOIN, node));
             }
             _ => {}
         }

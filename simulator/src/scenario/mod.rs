@@ -83,7 +83,7 @@ fn crash_for_a_while(sim: &mut Sim, rng: &mut Rng, n: NodeIdx, restart: u64) {
     sim.crash(n);
     let down = Duration::from_secs(5) + Duration::from_micros(rng.below(10_000_000));
     let at = sim.now() + down;
-    sim.schedule(at, restart);
+    sim.schedule_for(at, n, restart);
 }
 
 /// One bootstrap node per 1,000 nodes: at least one, at most all of them.
