@@ -6,8 +6,9 @@
 //! each millisecond of the current window of 256 ms; the *far* wheel a bucket for each of the
 //! next 255 windows, so the two cover 65 s, and anything later waits in an overflow heap until
 //! the far wheel reaches it. When the clock enters a window, the window's far bucket is spread
-//! over the near buckets; a near bucket is sorted once when the clock enters it, and items
-//! scheduled into the bucket being drained are inserted in order.
+//! over the near buckets; a near bucket is sorted once, when the clock enters it or (so that
+//! [`Queue::ahead`] can name the items after the current millisecond's last ones) shortly
+//! before, and items scheduled into a sorted bucket are inserted in order.
 //!
 //! Items sit in their bucket beside their key: a bucket is read front to back, so popping
 //! touches memory the hardware prefetcher has already fetched (a slab of payloads, tried first,
@@ -60,6 +61,8 @@ const BUCKET_MICROS: u64 = 1_000;
 const NEAR: u64 = 256;
 /// Windows the far wheel spans, the current one included (whose far bucket stays empty).
 const FAR: u64 = 256;
+/// How far [`Queue::ahead`] sees past the end of the millisecond being drained.
+pub(crate) const LOOK_AHEAD: usize = 16;
 
 /// A min-queue of timed items.
 pub(crate) struct Queue<T> {
@@ -72,6 +75,10 @@ pub(crate) struct Queue<T> {
     cursor_ms: u64,
     /// Whether the cursor's bucket is sorted (descending, so the earliest pops off the end).
     cursor_sorted: bool,
+    /// Whether the next millisecond's bucket is sorted already, so that [`Queue::ahead`] can
+    /// see past the end of the cursor's (it is sorted early, when the cursor's bucket has
+    /// fewer than [`LOOK_AHEAD`] items left, if it lies in the same window).
+    next_sorted: bool,
     /// Keys in window `cursor_ms / NEAR + FAR` or later.
     overflow: BinaryHeap<Reverse<Entry<T>>>,
     /// Keys in the near wheel and in the far one.
@@ -97,6 +104,7 @@ impl<T> Queue<T> {
             far: (0..FAR).map(|_| Vec::new()).collect(),
             cursor_ms: 0,
             cursor_sorted: false,
+            next_sorted: false,
             overflow: BinaryHeap::new(),
             in_near: 0,
             in_far: 0,
@@ -140,8 +148,13 @@ impl<T> Queue<T> {
         }
         let bucket = &mut self.near[(ms % NEAR) as usize];
         reuse(bucket, &mut self.spare);
-        if ms == self.cursor_ms && self.cursor_sorted {
-            // Keep the draining bucket sorted (descending): insert in place.
+        let sorted = if ms == self.cursor_ms {
+            self.cursor_sorted
+        } else {
+            ms == self.cursor_ms + 1 && self.next_sorted
+        };
+        if sorted {
+            // Keep a sorted bucket sorted (descending): insert in place.
             let at = bucket.partition_point(|e| e.key > entry.key);
             bucket.insert(at, entry);
         } else {
@@ -150,7 +163,8 @@ impl<T> Queue<T> {
         self.in_near += 1;
     }
 
-    /// Sorts the bucket the cursor entered, descending, so the earliest item pops off the end.
+    /// Sorts the bucket of millisecond `ms` (the cursor's, or the next one), descending, so
+    /// the earliest item pops off the end.
     ///
     /// A bucket is in push order for items of equal time: an item reaches it either from the
     /// overflow, which hands items out in key order when the bucket's millisecond enters the
@@ -158,9 +172,9 @@ impl<T> Queue<T> {
     /// is ordering by key, and that sorts 8-byte integers and moves each item once, where
     /// sorting the items themselves swaps 80-byte entries a few times each: at 100,000 nodes
     /// (300 items a millisecond) sorting was an eighth of all instructions.
-    fn sort_cursor_bucket(&mut self, index: usize) {
+    fn sort_bucket(&mut self, ms: u64) {
         const FEW: usize = 32;
-        let bucket = &mut self.near[index];
+        let bucket = &mut self.near[(ms % NEAR) as usize];
         if bucket.len() <= FEW {
             bucket.sort_unstable_by(|a, b| b.cmp(a));
             return;
@@ -174,7 +188,7 @@ impl<T> Queue<T> {
             },
             "items of equal time are in push order"
         );
-        let start = self.cursor_ms * BUCKET_MICROS;
+        let start = ms * BUCKET_MICROS;
         self.order.clear();
         self.order
             .extend(bucket.iter().enumerate().map(|(position, entry)| {
@@ -196,7 +210,7 @@ impl<T> Queue<T> {
             let index = (self.cursor_ms % NEAR) as usize;
             if !self.near[index].is_empty() {
                 if !self.cursor_sorted {
-                    self.sort_cursor_bucket(index);
+                    self.sort_bucket(self.cursor_ms);
                     self.cursor_sorted = true;
                 }
                 let at = self.near[index].last().expect("checked non-empty").key.at;
@@ -205,6 +219,9 @@ impl<T> Queue<T> {
                 }
                 let entry = self.near[index].pop().expect("checked non-empty");
                 self.in_near -= 1;
+                if self.near[index].len() < LOOK_AHEAD && !self.next_sorted {
+                    self.sort_next_bucket();
+                }
                 return Some((at, entry.item));
             }
             // The cursor's bucket is empty: move on, unless that would pass `until`.
@@ -225,11 +242,22 @@ impl<T> Queue<T> {
             let drained = std::mem::take(&mut self.near[index]);
             recycle(drained, &mut self.spare);
             let entered = next_ms / NEAR > self.window();
+            self.cursor_sorted = next_ms == self.cursor_ms + 1 && self.next_sorted;
+            self.next_sorted = false;
             self.cursor_ms = next_ms;
-            self.cursor_sorted = false;
             if entered {
                 self.enter_window();
             }
+        }
+    }
+
+    /// Sorts the next millisecond's bucket ahead of time, if it is in the cursor's window and
+    /// holds anything (an empty one is tried again at the next pop).
+    fn sort_next_bucket(&mut self) {
+        let next = self.cursor_ms + 1;
+        if next / NEAR == self.window() && !self.near[(next % NEAR) as usize].is_empty() {
+            self.sort_bucket(next);
+            self.next_sorted = true;
         }
     }
 
@@ -252,15 +280,24 @@ impl<T> Queue<T> {
         }
     }
 
-    /// The item `k` places after the next in the millisecond being drained, if it has that
-    /// many: what will most likely pop then (an item pushed meanwhile may come first).
+    /// The item `k` places after the next, if the millisecond being drained and the one after
+    /// it hold that many (the next one is looked at once the current one has fewer than
+    /// [`LOOK_AHEAD`] items left, unless it starts a new window): what will most likely pop
+    /// then (an item pushed meanwhile may come first).
     pub fn ahead(&self, k: usize) -> Option<&T> {
         if !self.cursor_sorted {
             return None;
         }
         let bucket = &self.near[(self.cursor_ms % NEAR) as usize];
-        let at = bucket.len().checked_sub(k + 1)?;
-        Some(&bucket[at].item)
+        let Some(k) = k.checked_sub(bucket.len()) else {
+            return Some(&bucket[bucket.len() - 1 - k].item);
+        };
+        if !self.next_sorted {
+            return None;
+        }
+        let next = &self.near[((self.cursor_ms + 1) % NEAR) as usize];
+        let at = next.len().checked_sub(k + 1)?;
+        Some(&next[at].item)
     }
 
     #[cfg(test)]
@@ -303,23 +340,87 @@ mod tests {
     }
 
     #[test]
-    fn ahead_names_what_pops_next_within_the_current_millisecond() {
+    fn ahead_names_what_pops_next_in_this_millisecond_and_the_next() {
         let mut q = Queue::new();
-        for (at, item) in [(300, "c"), (100, "a"), (200, "b"), (1_500, "later")] {
+        for (at, item) in [
+            (300, "c"),
+            (100, "a"),
+            (200, "b"),
+            (1_500, "later"),
+            (2_100, "too late"),
+        ] {
             q.push(Instant::from_micros(at), item);
         }
-        // The first millisecond is sorted once its first item pops.
+        // The first millisecond is sorted once its first item pops; with so few left in it,
+        // the next millisecond is sorted too, and the one after that is not looked at.
         assert_eq!(q.ahead(0), None);
         let until = Instant::from_micros(10_000);
         assert_eq!(q.pop_due(until).map(|x| x.1), Some("a"));
         assert_eq!(
-            (q.ahead(0), q.ahead(1), q.ahead(2)),
-            (Some(&"b"), Some(&"c"), None)
+            (q.ahead(0), q.ahead(1), q.ahead(2), q.ahead(3)),
+            (Some(&"b"), Some(&"c"), Some(&"later"), None)
         );
-        assert_eq!(q.pop_due(until).map(|x| x.1), Some("b"));
-        assert_eq!(q.pop_due(until).map(|x| x.1), Some("c"));
-        assert_eq!(q.pop_due(until).map(|x| x.1), Some("later"));
+        // A push into the next millisecond, now sorted, lands in its place.
+        q.push(Instant::from_micros(1_200), "sooner");
+        q.push(Instant::from_micros(1_500), "with later");
+        assert_eq!(
+            (q.ahead(2), q.ahead(3), q.ahead(4), q.ahead(5)),
+            (Some(&"sooner"), Some(&"later"), Some(&"with later"), None)
+        );
+        let rest: Vec<_> = std::iter::from_fn(|| q.pop_due(until).map(|x| x.1)).collect();
+        assert_eq!(
+            rest,
+            ["b", "c", "sooner", "later", "with later", "too late"]
+        );
         assert_eq!(q.ahead(0), None);
+    }
+
+    #[test]
+    fn ahead_foretells_every_pop_when_nothing_is_pushed_in_between() {
+        // Dense milliseconds, some sparse ones and empty ones, and window boundaries: whatever
+        // `ahead(k)` names is what the k-th next pop returns.
+        let mut rng = macula_proto::Rng::from_seed(11);
+        let mut q = Queue::new();
+        for seq in 0..40_000u64 {
+            let at = match seq % 3 {
+                0 => rng.below(600_000),
+                1 => rng.below(3_000) * 200,
+                _ => 255_000 + rng.below(3_000),
+            };
+            q.push(Instant::from_micros(at), seq);
+        }
+        let until = Instant::from_micros(u64::MAX / 2);
+        let mut foretold: Vec<Option<u64>> = Vec::new();
+        let mut popped = Vec::new();
+        let mut seen = 0;
+        loop {
+            let names: Vec<_> = (0..LOOK_AHEAD).map(|k| q.ahead(k).copied()).collect();
+            let Some((_, item)) = q.pop_due(until) else {
+                break;
+            };
+            for (k, name) in names.into_iter().enumerate() {
+                let i = popped.len() + k;
+                if let Some(name) = name {
+                    seen += 1;
+                    if foretold.len() <= i {
+                        foretold.resize(i + 1, None);
+                    }
+                    assert!(
+                        !matches!(foretold[i], Some(f) if f != name),
+                        "two different items foretold for pop {i}"
+                    );
+                    foretold[i] = Some(name);
+                }
+            }
+            popped.push(item);
+        }
+        assert_eq!(popped.len(), 40_000);
+        for (i, f) in foretold.iter().enumerate() {
+            if let Some(f) = f {
+                assert_eq!(popped[i], *f, "pop {i}");
+            }
+        }
+        assert!(seen > 40_000 * 8, "ahead saw little: {seen}");
     }
 
     #[test]

@@ -459,6 +459,10 @@ pub const LARGE_MESH_NODES: usize = 4096;
 
 /// Events between two prefetch stages of one event (see [`Sim::prefetch_ahead`]).
 const PREFETCH_GAP: usize = 2;
+const _: () = assert!(
+    4 * PREFETCH_GAP < crate::queue::LOOK_AHEAD,
+    "the queue names the events the prefetch looks at"
+);
 
 /// Prefetches with the CPU's prefetch instruction, every cache line the object spans.
 struct Cpu;
