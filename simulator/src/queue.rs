@@ -392,9 +392,12 @@ mod tests {
         let until = Instant::from_micros(u64::MAX / 2);
         let mut foretold: Vec<Option<u64>> = Vec::new();
         let mut popped = Vec::new();
-        let mut seen = 0;
+        let (mut seen, mut crossed) = (0, 0);
         loop {
             let names: Vec<_> = (0..LOOK_AHEAD).map(|k| q.ahead(k).copied()).collect();
+            // Names past the current millisecond's items come from the next one.
+            let here = q.near[(q.cursor_ms % NEAR) as usize].len();
+            crossed += names.iter().skip(here).flatten().count();
             let Some((_, item)) = q.pop_due(until) else {
                 break;
             };
@@ -421,6 +424,10 @@ mod tests {
             }
         }
         assert!(seen > 40_000 * 8, "ahead saw little: {seen}");
+        assert!(
+            crossed > 10_000,
+            "ahead saw little past a millisecond: {crossed}"
+        );
     }
 
     #[test]

@@ -256,17 +256,26 @@ fn events_a_command_gives_at_once_reach_the_caller() {
 fn actions_fall_due_in_order_whether_or_not_they_name_a_node() {
     use macula_sim::Step;
     let mut sim = SimBuilder::new().seed(3).nodes(20).prefetch(true).build();
-    let at = |ms| Instant::ZERO + Duration::from_millis(ms);
-    sim.schedule_for(at(30), 4, 1);
-    sim.schedule(at(10), 2);
-    // A node that does not exist is no error: the action comes as if no node were named.
-    sim.schedule_for(at(20), 1_000, 3);
-    sim.schedule_for(at(20), 19, 4);
+    let at = |micros| Instant::ZERO + Duration::from_micros(micros);
+    sim.schedule_for(at(30_000), 4, 1);
+    sim.schedule(at(10_000), 2);
+    // Thirty actions in one millisecond, so that the engine's look-ahead (which prefetches the
+    // node an action names) reaches each of them, and among them one naming a node that does
+    // not exist: no error, the action comes as if no node were named.
+    for k in 0..30u64 {
+        let node = if k == 15 { 1_000 } else { k as u32 % 20 };
+        sim.schedule_for(at(20_000 + k), node, 100 + k);
+    }
     let mut seen = Vec::new();
-    while let Some(step) = sim.step(at(40)) {
+    while let Some(step) = sim.step(at(40_000)) {
         if let Step::Action(tag) = step {
             seen.push((sim.now(), tag));
         }
     }
-    assert_eq!(seen, [(at(10), 2), (at(20), 3), (at(20), 4), (at(30), 1)]);
+    let expected: Vec<_> = [(at(10_000), 2)]
+        .into_iter()
+        .chain((0..30).map(|k| (at(20_000 + k), 100 + k)))
+        .chain([(at(30_000), 1)])
+        .collect();
+    assert_eq!(seen, expected);
 }
