@@ -32,7 +32,7 @@ pub use config::{ApiKey, Config, ConfigError, Realm, Roles};
 pub use id::{Distance, Fingerprint, Identity, NodeId, ParseIdError, ShortId};
 pub use node::{
     ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, Node, PeerInfo,
-    PingError, PingId, Prefetch, PrefetchStage, RefusalCounts, Stats, Transmit,
+    PingError, PingId, Prefetch, RefusalCounts, Stats, Transmit,
 };
 pub use rng::Rng;
 pub use time::{Duration, Instant};

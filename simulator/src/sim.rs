@@ -8,7 +8,7 @@ use std::rc::Rc;
 use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::{
     Config, Duration, Event, Identity, Instant, LinkError, LinkId, LinkInfo, Node, NodeId,
-    PingError, PingId, Prefetch, PrefetchStage, Rng, Transmit,
+    PingError, PingId, Prefetch, Rng, Transmit,
 };
 
 use crate::check::{self, Checker, Observation, Verdict};
@@ -820,9 +820,10 @@ impl Sim {
     // ------------------------------------------------------------------ internals
 
     /// Has the CPU fetch what the next few events will read, in stages: the event
-    /// `k * PREFETCH_GAP` places ahead gets stage `k`, so each stage reads only memory an
-    /// earlier one fetched, `PREFETCH_GAP` events before. At 100,000 nodes nearly every
-    /// event's state has left the cache since it was last used; see `docs/simulator.md`.
+    /// `k * PREFETCH_GAP` places ahead gets stage `k` (the wire 4, the node's hot fields 3,
+    /// what [`Node::prefetch`] names 2), so each stage reads only memory an earlier one
+    /// fetched, `PREFETCH_GAP` events before. At 100,000 nodes nearly every event's state has
+    /// left the cache since it was last used; see `docs/simulator.md`.
     fn prefetch_ahead(&self) {
         let cpu = &mut Cpu;
         // `ahead(0)` is the event about to pop.
@@ -836,27 +837,23 @@ impl Sim {
         if let Some((n, _)) = self.target(3 * PREFETCH_GAP) {
             cpu.prefetch_prefix(&self.nodes[n as usize], SIM_NODE_HOT_BYTES);
         }
-        for (k, stage) in [(2, PrefetchStage::Tables), (1, PrefetchStage::Link)] {
-            let Some((n, link)) = self.target(k * PREFETCH_GAP) else {
-                continue;
-            };
-            let node = &self.nodes[n as usize];
-            let Some(Host::Frames(f)) = &node.host else {
-                continue;
-            };
-            let touched = f.prefetch(stage, link, cpu);
-            if stage == PrefetchStage::Tables {
-                if let Some(b) = touched.and_then(|l| node.links.slot(l.slot())) {
-                    cpu.prefetch(b);
-                }
-                // A timer mostly sends on the link it fires for (a keep-alive): its wire, as
-                // a delivery's was fetched above.
-                if link.is_none() {
-                    let wire = touched.and_then(|l| node.links.get(l)).map(|b| b.wire);
-                    if let Some(slot) = wire.and_then(|w| self.wires.slot(w)) {
-                        cpu.prefetch(slot);
-                    }
-                }
+        let Some((n, link)) = self.target(2 * PREFETCH_GAP) else {
+            return;
+        };
+        let node = &self.nodes[n as usize];
+        let Some(Host::Frames(f)) = &node.host else {
+            return;
+        };
+        let touched = f.prefetch(link, cpu);
+        if let Some(b) = touched.and_then(|l| node.links.slot(l.slot())) {
+            cpu.prefetch(b);
+        }
+        // A timer mostly sends on the link it fires for (a keep-alive): its wire, as a
+        // delivery's was fetched above.
+        if link.is_none() {
+            let wire = touched.and_then(|l| node.links.get(l)).map(|b| b.wire);
+            if let Some(slot) = wire.and_then(|w| self.wires.slot(w)) {
+                cpu.prefetch(slot);
             }
         }
     }

@@ -130,11 +130,6 @@ impl PingWindow {
         usize::from(self.oldest.is_some()) + self.rest.len()
     }
 
-    /// The first of the pings after the oldest, for a prefetch.
-    pub fn rest_first(&self) -> Option<&(u64, PendingPing)> {
-        self.rest.first()
-    }
-
     pub fn push(&mut self, id: u64, ping: PendingPing) {
         if self.oldest.is_none() {
             self.oldest = Some((id, ping));

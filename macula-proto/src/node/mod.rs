@@ -52,7 +52,7 @@ use crate::wire::{
 };
 
 use link::{Link, LinkState, PendingPing};
-pub use prefetch::{Prefetch, PrefetchStage};
+pub use prefetch::Prefetch;
 pub use stats::{RefusalCounts, Stats};
 use table::{LinkQueue, Links, Timers};
 

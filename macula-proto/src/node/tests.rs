@@ -947,7 +947,7 @@ fn prefetch_names_the_slot_of_the_link_an_input_arrives_on_and_of_the_next_timer
 
     for link in [first, second] {
         let mut named = Named::default();
-        let named_link = node.prefetch(PrefetchStage::Tables, Some(link), &mut named);
+        let named_link = node.prefetch(Some(link), &mut named);
         assert!(named.0.contains(&slot_of(link)), "{link:?}");
         assert_eq!(named_link, Some(link));
     }
@@ -959,27 +959,8 @@ fn prefetch_names_the_slot_of_the_link_an_input_arrives_on_and_of_the_next_timer
         .expect("two links, two timers")
         .1;
     let mut named = Named::default();
-    assert_eq!(
-        node.prefetch(PrefetchStage::Tables, None, &mut named),
-        Some(top)
-    );
+    assert_eq!(node.prefetch(None, &mut named), Some(top));
     assert!(named.0.contains(&slot_of(top)));
-    // The Link stage names what the link points to: a second ping in flight, here.
-    let (peer, now) = (net.id(1), net.now);
-    for _ in 0..2 {
-        net.nodes[0].ping(&peer, now).expect("a peer");
-    }
-    let mut named = Named::default();
-    net.nodes[0].prefetch(PrefetchStage::Link, Some(first), &mut named);
-    assert_eq!(named.0.len(), 1, "the second ping");
-    // A link the node no longer has names nothing.
-    net.nodes[0].disconnect(&peer, now);
-    net.drain(0);
-    net.run_for(Duration::from_millis(100));
-    let node = &net.nodes[0];
-    let mut named = Named::default();
-    node.prefetch(PrefetchStage::Link, Some(first), &mut named);
-    assert!(named.0.is_empty());
 }
 
 #[test]
