@@ -11,7 +11,7 @@
 //! then costs one page-table walk rather than one per allocation it touches (see
 //! `docs/simulator.md`). Slots past those are in a vector.
 //!
-//! The timer index is a binary heap of `(deadline, link)` with lazy deletion: an entry is live
+//! The timer index is a four-ary heap of `(deadline, link)` with lazy deletion: an entry is live
 //! only while its link is still filed under that deadline (`Link::scheduled`). Dead entries are
 //! dropped when they reach the top and the heap is rebuilt when they outnumber the live ones, so
 //! it never holds more than about twice as many entries as there are links. Up to
@@ -320,7 +320,7 @@ type TimerEntry = (Instant, LinkId);
 
 const NO_ENTRY: TimerEntry = (Instant::NEVER, LinkId(0));
 
-/// A binary min-heap whose first [`INLINE_TIMERS`] entries live inline; past that, all of them
+/// A four-ary min-heap (see [`ARITY`]) whose first [`INLINE_TIMERS`] entries live inline; past that, all of them
 /// move to a vector (until a rebuild finds few enough to move back).
 enum Heap {
     Inline {
@@ -404,44 +404,57 @@ impl Heap {
             fresh.append(entry);
         }
         let heap = fresh.slice_mut();
-        for at in (0..heap.len() / 2).rev() {
+        // Entries past `len / ARITY` have no children.
+        for at in (0..heap.len().div_ceil(ARITY)).rev() {
             sift_down(heap, at);
         }
         *self = fresh;
     }
 }
 
+/// Children per entry of the timer heap. Four children of 16 bytes share one or two cache
+/// lines, so a hub's heap of a thousand links is six levels deep rather than ten: where the heap
+/// has left the cache (many nodes in one process), a pop misses on half as many lines, for
+/// about as many comparisons.
+const ARITY: usize = 4;
+
 /// Moves `heap[at]` up to where the min-heap order holds.
 fn sift_up(heap: &mut [TimerEntry], mut at: usize) {
+    let entry = heap[at];
     while at > 0 {
-        let parent = (at - 1) / 2;
-        if heap[parent] <= heap[at] {
+        let parent = (at - 1) / ARITY;
+        if heap[parent] <= entry {
             break;
         }
-        heap.swap(parent, at);
+        heap[at] = heap[parent];
         at = parent;
     }
+    heap[at] = entry;
 }
 
 /// Moves `heap[at]` down to where the min-heap order holds.
 fn sift_down(heap: &mut [TimerEntry], mut at: usize) {
+    let Some(&entry) = heap.get(at) else {
+        return; // the heap is empty
+    };
     loop {
-        let left = 2 * at + 1;
-        if left >= heap.len() {
+        let first = ARITY * at + 1;
+        if first >= heap.len() {
             break;
         }
-        let right = left + 1;
-        let child = if right < heap.len() && heap[right] < heap[left] {
-            right
-        } else {
-            left
-        };
-        if heap[at] <= heap[child] {
+        let mut child = first;
+        for c in first + 1..(first + ARITY).min(heap.len()) {
+            if heap[c] < heap[child] {
+                child = c;
+            }
+        }
+        if entry <= heap[child] {
             break;
         }
-        heap.swap(at, child);
+        heap[at] = heap[child];
         at = child;
     }
+    heap[at] = entry;
 }
 
 #[cfg(test)]
