@@ -413,9 +413,9 @@ impl Heap {
 }
 
 /// Children per entry of the timer heap. Four children of 16 bytes share one or two cache
-/// lines, so a hub's heap of a thousand links is six levels deep rather than ten: where the heap
-/// has left the cache (many nodes in one process), a pop misses on half as many lines, for
-/// about as many comparisons.
+/// lines, so a hub's heap of a thousand links is five or six levels deep, not ten or eleven:
+/// where the heap has left the cache (many nodes in one process), a pop misses on half as many
+/// lines, for about as many comparisons.
 const ARITY: usize = 4;
 
 /// Moves `heap[at]` up to where the min-heap order holds.
