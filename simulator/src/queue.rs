@@ -7,7 +7,7 @@
 //! next 255 windows, so the two cover 65 s, and anything later waits in an overflow heap until
 //! the far wheel reaches it. When the clock enters a window, the window's far bucket is spread
 //! over the near buckets; a near bucket is sorted once, when the clock enters it or (so that
-//! [`Queue::ahead`] can name the items after the current millisecond's last ones) shortly
+//! [`Queue::ahead_each`] can name the items after the current millisecond's last ones) shortly
 //! before, and items scheduled into a sorted bucket are inserted in order.
 //!
 //! Items sit in their bucket beside their key: a bucket is read front to back, so popping
@@ -61,7 +61,7 @@ const BUCKET_MICROS: u64 = 1_000;
 const NEAR: u64 = 256;
 /// Windows the far wheel spans, the current one included (whose far bucket stays empty).
 const FAR: u64 = 256;
-/// How far [`Queue::ahead`] sees past the end of the millisecond being drained.
+/// How far [`Queue::ahead_each`] sees past the end of the millisecond being drained.
 pub(crate) const LOOK_AHEAD: usize = 16;
 
 /// A min-queue of timed items.
@@ -75,7 +75,7 @@ pub(crate) struct Queue<T> {
     cursor_ms: u64,
     /// Whether the cursor's bucket is sorted (descending, so the earliest pops off the end).
     cursor_sorted: bool,
-    /// Whether the next millisecond's bucket is sorted already, so that [`Queue::ahead`] can
+    /// Whether the next millisecond's bucket is sorted already, so that [`Queue::ahead_each`] can
     /// see past the end of the cursor's (it is sorted early, when the cursor's bucket has
     /// fewer than [`LOOK_AHEAD`] items left, if it lies in the same window).
     next_sorted: bool,
@@ -280,24 +280,31 @@ impl<T> Queue<T> {
         }
     }
 
-    /// The item `k` places after the next, if the millisecond being drained and the one after
-    /// it hold that many (the next one is looked at once the current one has fewer than
-    /// [`LOOK_AHEAD`] items left, unless it starts a new window): what will most likely pop
-    /// then (an item pushed meanwhile may come first).
+    /// One item of [`Queue::ahead_each`].
+    #[cfg(test)]
     pub fn ahead(&self, k: usize) -> Option<&T> {
+        self.ahead_each([k])[0]
+    }
+
+    /// For each `k` of `ks`, the item `k` places after the next, if the millisecond being
+    /// drained and the one after it hold that many (the next one is looked at once the current
+    /// one has fewer than [`LOOK_AHEAD`] items left, unless it starts a new window): what will
+    /// most likely pop then (an item pushed meanwhile may come first).
+    pub fn ahead_each<const N: usize>(&self, ks: [usize; N]) -> [Option<&T>; N] {
+        let mut items = [None; N];
         if !self.cursor_sorted {
-            return None;
+            return items;
         }
         let bucket = &self.near[(self.cursor_ms % NEAR) as usize];
-        let Some(k) = k.checked_sub(bucket.len()) else {
-            return Some(&bucket[bucket.len() - 1 - k].item);
-        };
-        if !self.next_sorted {
-            return None;
-        }
         let next = &self.near[((self.cursor_ms + 1) % NEAR) as usize];
-        let at = next.len().checked_sub(k + 1)?;
-        Some(&next[at].item)
+        for (item, k) in items.iter_mut().zip(ks) {
+            *item = match k.checked_sub(bucket.len()) {
+                None => Some(&bucket[bucket.len() - 1 - k].item),
+                Some(_) if !self.next_sorted => None,
+                Some(k) => next.len().checked_sub(k + 1).map(|at| &next[at].item),
+            };
+        }
+        items
     }
 
     #[cfg(test)]
@@ -378,7 +385,7 @@ mod tests {
     #[test]
     fn ahead_foretells_every_pop_when_nothing_is_pushed_in_between() {
         // Dense milliseconds, some sparse ones and empty ones, and window boundaries: whatever
-        // `ahead(k)` names is what the k-th next pop returns.
+        // `ahead_each` names `k` places ahead is what the k-th next pop returns.
         let mut rng = macula_proto::Rng::from_seed(11);
         let mut q = Queue::new();
         for seq in 0..40_000u64 {
@@ -394,7 +401,8 @@ mod tests {
         let mut popped = Vec::new();
         let (mut seen, mut crossed) = (0, 0);
         loop {
-            let names: Vec<_> = (0..LOOK_AHEAD).map(|k| q.ahead(k).copied()).collect();
+            let every: [usize; LOOK_AHEAD] = std::array::from_fn(|k| k);
+            let names: Vec<_> = q.ahead_each(every).map(|name| name.copied()).to_vec();
             // Names past the current millisecond's items come from the next one.
             let here = q.near[(q.cursor_ms % NEAR) as usize].len();
             crossed += names.iter().skip(here).flatten().count();

@@ -826,18 +826,17 @@ impl Sim {
     /// left the cache since it was last used; see `docs/simulator.md`.
     fn prefetch_ahead(&self) {
         let cpu = &mut Cpu;
-        // `ahead(0)` is the event about to pop.
-        if let Some(Ev::Wire { wire, .. } | Ev::Inbound(wire) | Ev::LinkUp(wire)) =
-            self.queue.ahead(4 * PREFETCH_GAP)
-        {
+        // `ahead 0` is the event about to pop.
+        let [wire, node, tables] = self.queue.ahead_each([4, 3, 2].map(|k| k * PREFETCH_GAP));
+        if let Some(Ev::Wire { wire, .. } | Ev::Inbound(wire) | Ev::LinkUp(wire)) = wire {
             if let Some(slot) = self.wires.slot(*wire) {
                 cpu.prefetch(slot);
             }
         }
-        if let Some((n, _)) = self.target(3 * PREFETCH_GAP) {
+        if let Some((n, _)) = node.and_then(|ev| self.target(ev)) {
             cpu.prefetch_prefix(&self.nodes[n as usize], SIM_NODE_HOT_BYTES);
         }
-        let Some((n, link)) = self.target(2 * PREFETCH_GAP) else {
+        let Some((n, link)) = tables.and_then(|ev| self.target(ev)) else {
             return;
         };
         let node = &self.nodes[n as usize];
@@ -858,10 +857,10 @@ impl Sim {
         }
     }
 
-    /// The node the event `k` places ahead is for, and the link it arrives on, as far as
-    /// known before it pops.
-    fn target(&self, k: usize) -> Option<(NodeIdx, Option<LinkId>)> {
-        match self.queue.ahead(k)? {
+    /// The node a queued event is for, and the link it arrives on, as far as known before it
+    /// pops.
+    fn target(&self, ev: &Ev) -> Option<(NodeIdx, Option<LinkId>)> {
+        match ev {
             Ev::Timer(n) => Some((*n, None)),
             Ev::Wire { wire, dir, .. } => {
                 let (node, end) = self.wires.get(*wire)?.receiver(*dir);
