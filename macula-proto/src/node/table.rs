@@ -320,8 +320,8 @@ type TimerEntry = (Instant, LinkId);
 
 const NO_ENTRY: TimerEntry = (Instant::NEVER, LinkId(0));
 
-/// A four-ary min-heap (see [`ARITY`]) whose first [`INLINE_TIMERS`] entries live inline; past that, all of them
-/// move to a vector (until a rebuild finds few enough to move back).
+/// A four-ary min-heap (see [`ARITY`]) whose first [`INLINE_TIMERS`] entries live inline; past
+/// that, all of them move to a vector (until a rebuild finds few enough to move back).
 enum Heap {
     Inline {
         len: usize,
