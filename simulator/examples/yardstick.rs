@@ -8,7 +8,7 @@
 //! drawn at random whose first `--lines` lines are read and written, then `--work` rounds of
 //! arithmetic (the default, 190, takes about as long as a `connect` event at 1,000 nodes on the
 //! machine it was written on: 2,700 instructions an event, callgrind says, against the engine's
-//! 2,000). With
+//! 2,150 in the steady state). With
 //! `--ahead N` (default 8; 0 turns it off) it prefetches the lines of the node N events ahead,
 //! as the engine does. Large runs of `macula-sim` get transparent huge pages; so does this.
 //!

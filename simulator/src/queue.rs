@@ -92,7 +92,7 @@ pub(crate) struct Queue<T> {
     /// The same for the far wheel, whose buckets are far larger: at most `FAR`.
     far_spare: Vec<Vec<Entry<T>>>,
     seq: u64,
-    /// Scratch for [`Queue::sort_cursor_bucket`], kept to reuse its memory.
+    /// Scratch for [`Queue::sort_bucket`], kept to reuse its memory.
     order: Vec<u64>,
     moved: Vec<Option<Entry<T>>>,
 }

@@ -826,7 +826,7 @@ impl Sim {
     /// left the cache since it was last used; see `docs/simulator.md`.
     fn prefetch_ahead(&self) {
         let cpu = &mut Cpu;
-        // `ahead 0` is the event about to pop.
+        // Place 0 is the event about to pop.
         let [wire, node, tables] = self.queue.ahead_each([4, 3, 2].map(|k| k * PREFETCH_GAP));
         if let Some(Ev::Wire { wire, .. } | Ev::Inbound(wire) | Ev::LinkUp(wire)) = wire {
             if let Some(slot) = self.wires.slot(*wire) {

@@ -404,7 +404,7 @@ impl Heap {
             fresh.append(entry);
         }
         let heap = fresh.slice_mut();
-        // Entries past `len / ARITY` have no children.
+        // Entries from `len.div_ceil(ARITY)` on have no children.
         for at in (0..heap.len().div_ceil(ARITY)).rev() {
             sift_down(heap, at);
         }
