@@ -150,13 +150,14 @@ impl SimBuilder {
         let mut master = Rng::from_seed(self.seed);
         let net_rng = master.child();
         let epoch = std::time::Instant::now();
+        let prefetch = self.prefetch.unwrap_or(self.nodes >= LARGE_MESH_NODES);
         let mut sim = Sim {
             mode: self.mode,
             seed: self.seed,
             now: Instant::ZERO,
             rng: net_rng,
             master,
-            queue: Queue::new(),
+            queue: Queue::new(prefetch),
             nodes: Vec::with_capacity(self.nodes),
             link: self.link.clone(),
             partition: None,
@@ -173,7 +174,7 @@ impl SimBuilder {
             events_out: Vec::new(),
             end: Instant::ZERO + self.duration,
             recorded: self.record_events.then(Vec::new),
-            prefetch: self.prefetch.unwrap_or(self.nodes >= LARGE_MESH_NODES),
+            prefetch,
         };
         for i in 0..self.nodes {
             let identity = Identity::from_seed(sim.master.child_seed());
@@ -465,7 +466,7 @@ const _: () = assert!(
 );
 
 /// Prefetches with the CPU's prefetch instruction, every cache line the object spans.
-struct Cpu;
+pub(crate) struct Cpu;
 
 /// Where [`Cpu`] computes addresses from (see there).
 static ANCHOR: [u8; 1] = [0];
@@ -533,7 +534,8 @@ pub struct Sim {
     end: Instant,
     /// Events kept for [`Sim::take_events`], when recording.
     recorded: Option<Vec<NodeEvent>>,
-    /// Whether [`Sim::prefetch_ahead`] runs (it changes nothing but speed).
+    /// Whether [`Sim::prefetch_ahead`] runs, and the queue prefetches where its pushes go (it
+    /// changes nothing but speed).
     prefetch: bool,
 }
 
@@ -972,7 +974,14 @@ impl Sim {
                 None => break,
             }
         }
-        while let Some(event) = self.with_host(n, Host::poll_event).flatten() {
+        while self.nodes[n as usize]
+            .host
+            .as_ref()
+            .is_some_and(Host::may_have_event)
+        {
+            let Some(event) = self.with_host(n, Host::poll_event).flatten() else {
+                break;
+            };
             self.digest.record(self.now.as_micros(), n, 0xe0);
             hash_event(&mut self.digest, &event);
             self.observe(&Observation::Event {
