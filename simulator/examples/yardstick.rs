@@ -6,9 +6,9 @@
 //! node's hot fields). At 1,000 nodes all pages sit in the cache and the TLB; at 100,000 they
 //! are 400 MB. This program keeps only that: one 4 KiB page per node, and per event a node
 //! drawn at random whose first `--lines` lines are read and written, then `--work` rounds of
-//! arithmetic (the default, 190, takes about as long as a `connect` event at 1,000 nodes on the
-//! machine it was written on: 2,700 instructions an event, callgrind says, against the engine's
-//! 2,150 in the steady state). With
+//! arithmetic (the default, 160, takes about as long as a `connect` event at 1,000 nodes on the
+//! project's machine: 2,300 instructions an event, cachegrind says, against the engine's 2,130
+//! in the steady state; it was 190 until the engine lost two stalls in commit `2af98ca`). With
 //! `--ahead N` (default 8; 0 turns it off) it prefetches the lines of the node N events ahead,
 //! as the engine does. Large runs of `macula-sim` get transparent huge pages; so does this.
 //!
@@ -53,7 +53,7 @@ struct Args {
     #[arg(long, default_value_t = 13, value_parser = clap::value_parser!(u8).range(1..=64))]
     lines: u8,
     /// Rounds of arithmetic per event.
-    #[arg(long, default_value_t = 190)]
+    #[arg(long, default_value_t = 160)]
     work: u32,
     /// How many events ahead a node's lines are prefetched; 0 turns prefetching off.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(0..=4096))]
