@@ -81,6 +81,10 @@ fn prefetch_tail<T>(bucket: &mut Vec<Entry<T>>) {
     }
 }
 
+/// Marks a place of [`Queue::sort_bucket`]'s permutation as filled (a key's microsecond
+/// takes at most 10 bits above the 32 of its position).
+const DONE: u64 = 1 << 63;
+
 /// A min-queue of timed items.
 pub(crate) struct Queue<T> {
     /// Bucket `i` holds the keys in millisecond `i` of the cursor's window.
@@ -113,7 +117,6 @@ pub(crate) struct Queue<T> {
     prefetch: bool,
     /// Scratch for [`Queue::sort_bucket`], kept to reuse its memory.
     order: Vec<u64>,
-    moved: Vec<Option<Entry<T>>>,
 }
 
 impl<T> Queue<T> {
@@ -134,7 +137,6 @@ impl<T> Queue<T> {
             far_spare: Vec::new(),
             seq: 0,
             order: Vec::new(),
-            moved: Vec::new(),
         }
     }
 
@@ -224,11 +226,21 @@ impl<T> Queue<T> {
                 micros << 32 | position as u64
             }));
         self.order.sort_unstable();
-        self.moved.clear();
-        self.moved.extend(bucket.drain(..).map(Some));
-        for key in self.order.iter().rev() {
-            let position = (key & u64::from(u32::MAX)) as usize;
-            bucket.push(self.moved[position].take().expect("each position once"));
+        // Descending: place `i` takes the item now at `order[i]`'s position. Follow each cycle
+        // of that permutation with swaps, so every item moves within the bucket, which the
+        // keys were just read from, rather than out to a scratch buffer and back.
+        self.order.reverse();
+        for start in 0..self.order.len() {
+            let mut at = start;
+            while self.order[at] & DONE == 0 {
+                let from = (self.order[at] & u64::from(u32::MAX)) as usize;
+                self.order[at] |= DONE;
+                if from == start {
+                    break;
+                }
+                bucket.swap(at, from);
+                at = from;
+            }
         }
     }
 
