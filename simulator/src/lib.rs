@@ -31,6 +31,7 @@
 //! See `docs/simulator.md` for scenarios, checkers and replaying a seed.
 
 pub mod check;
+mod cpu;
 mod host;
 pub mod memory;
 pub mod net;

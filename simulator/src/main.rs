@@ -49,8 +49,9 @@ enum Command {
         /// Split the mesh in two for 45 s, starting at 30% of the run.
         #[arg(long)]
         partition: bool,
-        /// Do not prefetch the next events' state (on by default from 4,096 nodes; same results,
-        /// slower at scale). For measuring what prefetching is worth.
+        /// Do not prefetch the next events' state nor where the queue's next pushes write (on
+        /// by default from 4,096 nodes; same results, slower at scale). For measuring what
+        /// prefetching is worth.
         #[arg(long)]
         no_prefetch: bool,
         /// A threshold on a reported figure, `NAME>=VALUE` or `NAME<=VALUE` (for example

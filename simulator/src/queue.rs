@@ -23,7 +23,7 @@ use std::collections::BinaryHeap;
 
 use macula_proto::{Instant, Prefetch};
 
-use crate::sim::Cpu;
+use crate::cpu::Cpu;
 
 /// What orders items: time, then the order they were pushed in.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -66,7 +66,8 @@ const FAR: u64 = 256;
 /// How far [`Queue::ahead_each`] sees past the end of the millisecond being drained.
 pub(crate) const LOOK_AHEAD: usize = 16;
 
-/// Has the CPU fetch the place the bucket's next push writes to.
+/// Appends `entry` to `bucket`; with `prefetch`, has the CPU fetch the place the bucket's next
+/// push writes to.
 ///
 /// A bucket's next push comes hundreds of events later at 100,000 nodes (300 items a
 /// millisecond over some 500 buckets), into memory last used when a bucket before it was
@@ -75,7 +76,11 @@ pub(crate) const LOOK_AHEAD: usize = 16;
 /// up and then the whole core waits (cachegrind, 20,000 nodes, steady state: 0.22 write
 /// misses an event in `file`, none after). Fetched at the push before, the line has arrived
 /// long before it is written.
-fn prefetch_tail<T>(bucket: &mut Vec<Entry<T>>) {
+fn push<T>(bucket: &mut Vec<Entry<T>>, entry: Entry<T>, prefetch: bool) {
+    bucket.push(entry);
+    if !prefetch {
+        return;
+    }
     if let Some(next) = bucket.spare_capacity_mut().first() {
         Cpu.prefetch(next);
     }
@@ -113,7 +118,7 @@ pub(crate) struct Queue<T> {
     /// The same for the far wheel, whose buckets are far larger: at most `FAR`.
     far_spare: Vec<Vec<Entry<T>>>,
     seq: u64,
-    /// Whether pushes prefetch (see [`prefetch_tail`]).
+    /// Whether pushes prefetch (see [`push`]).
     prefetch: bool,
     /// Scratch for [`Queue::sort_bucket`], kept to reuse its memory.
     order: Vec<u64>,
@@ -121,7 +126,7 @@ pub(crate) struct Queue<T> {
 
 impl<T> Queue<T> {
     /// A queue; with `prefetch`, each push to a bucket has the CPU fetch the place the
-    /// bucket's next push writes to (see [`prefetch_tail`]).
+    /// bucket's next push writes to (see [`push`]).
     pub fn new(prefetch: bool) -> Self {
         Queue {
             prefetch,
@@ -166,10 +171,7 @@ impl<T> Queue<T> {
         if window > self.window() {
             let bucket = &mut self.far[(window % FAR) as usize];
             reuse(bucket, &mut self.far_spare);
-            bucket.push(entry);
-            if self.prefetch {
-                prefetch_tail(bucket);
-            }
+            push(bucket, entry, self.prefetch);
             self.in_far += 1;
             return;
         }
@@ -185,10 +187,7 @@ impl<T> Queue<T> {
             let at = bucket.partition_point(|e| e.key > entry.key);
             bucket.insert(at, entry);
         } else {
-            bucket.push(entry);
-            if self.prefetch {
-                prefetch_tail(bucket);
-            }
+            push(bucket, entry, self.prefetch);
         }
         self.in_near += 1;
     }

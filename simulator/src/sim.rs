@@ -12,6 +12,7 @@ use macula_proto::{
 };
 
 use crate::check::{self, Checker, Observation, Verdict};
+use crate::cpu::Cpu;
 use crate::host::Host;
 use crate::net::{addr_of, chance, node_at, LinkModel, NodeIdx, Partition, PathProps};
 use crate::queue::Queue;
@@ -123,7 +124,8 @@ impl SimBuilder {
     }
 
     /// Whether the engine has the CPU prefetch the state of the next few events' nodes while
-    /// it handles the current one. By default it does from [`LARGE_MESH_NODES`] nodes on.
+    /// it handles the current one, and where the queue's next pushes will write. By default it
+    /// does from [`LARGE_MESH_NODES`] nodes on.
     /// It changes how fast a run goes, and nothing else: the trace digest is the same either
     /// way.
     pub fn prefetch(&mut self, prefetch: bool) -> &mut Self {
@@ -464,35 +466,6 @@ const _: () = assert!(
     4 * PREFETCH_GAP < crate::queue::LOOK_AHEAD,
     "the queue names the events the prefetch looks at"
 );
-
-/// Prefetches with the CPU's prefetch instruction, every cache line the object spans.
-pub(crate) struct Cpu;
-
-/// Where [`Cpu`] computes addresses from (see there).
-static ANCHOR: [u8; 1] = [0];
-
-impl Cpu {
-    /// Prefetches the cache lines of the first `bytes` of `at` (at most all of it).
-    fn prefetch_prefix<T>(&mut self, at: &T, bytes: usize) {
-        const LINE: usize = 64;
-        let first = at as *const T as usize;
-        let last = first + bytes.clamp(1, std::mem::size_of::<T>().max(1)) - 1;
-        // `prefetch_index` takes a slice and an index, and is defined for any index (the
-        // instruction never faults): an offset from a static byte names any address.
-        let base = ANCHOR.as_ptr() as usize;
-        let mut line = first & !(LINE - 1);
-        while line <= last {
-            prefetch_index::prefetch_index(&ANCHOR[..], line.wrapping_sub(base));
-            line += LINE;
-        }
-    }
-}
-
-impl Prefetch for Cpu {
-    fn prefetch<T>(&mut self, at: &T) {
-        self.prefetch_prefix(at, std::mem::size_of::<T>());
-    }
-}
 
 /// The bytes of a [`SimNode`] that nearly every event reads: the engine's bookkeeping and the
 /// node's hot fields after it (see [`Node::HOT_BYTES`]).
