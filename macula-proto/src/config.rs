@@ -159,8 +159,15 @@ pub struct Config {
     /// Most events queued for the application; the oldest are dropped (and counted) beyond it.
     /// Default: 4096.
     pub max_queued_events: usize,
+    /// A number that grows from one start of this node's identity to the next: the sequence
+    /// numbers of the records it signs start from it, so those of a restarted node replace
+    /// its older ones. Adapters use the Unix time in milliseconds at start. Default: 0.
+    pub start_epoch: u64,
     /// The DHT's settings (each with its own documented default).
     pub dht: DhtConfig,
+    /// Whether the node runs the test-only echo protocol.
+    #[cfg(feature = "test-protocols")]
+    pub test_echo: bool,
 }
 
 /// Most listen addresses a node advertises or accepts in a handshake.
@@ -185,7 +192,10 @@ impl Config {
             max_frame_size: 1 << 20,
             max_link_send_buffer: 4 << 20,
             max_queued_events: 4096,
+            start_epoch: 0,
             dht: DhtConfig::default(),
+            #[cfg(feature = "test-protocols")]
+            test_echo: false,
         }
     }
 
@@ -219,7 +229,7 @@ impl Config {
         if self.pool_idle_timeout == Duration::ZERO {
             return Err(ConfigError::Zero("pool_idle_timeout"));
         }
-        self.dht.validate()
+        self.dht.validate(self.max_frame_size)
     }
 }
 
@@ -247,6 +257,8 @@ pub enum ConfigError {
     KeepaliveNotBelowIdle,
     /// More than [`MAX_LISTEN_ADDRS`] listen addresses.
     TooManyListenAddrs,
+    /// DHT settings that contradict each other; the text says which and what to do.
+    Dht(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -265,6 +277,7 @@ impl fmt::Display for ConfigError {
                 "keepalive_interval must be non-zero and shorter than idle_timeout, \
                  or peers would time out between pings",
             ),
+            ConfigError::Dht(why) => f.write_str(why),
             ConfigError::TooManyListenAddrs => {
                 write!(
                     f,

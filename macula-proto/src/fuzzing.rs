@@ -5,27 +5,32 @@
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddr};
 
+use crate::dht::messages::DhtMessage;
 use crate::node::{LinkInfo, Node, Transmit};
-use crate::wire::{encode_into, Decoder, MAX_PREFIX_LEN};
+use crate::wire::{
+    decode_message, encode, Channel, Control, Decoder, Message, ProtocolId, RawFrame,
+    MAX_PREFIX_LEN,
+};
 use crate::{Config, Identity, Instant, NodeId};
 
 const MAX_FRAME: u32 = 4096;
 
 /// Decodes `data` as a stream cut into chunks whose sizes come from the data itself, then checks
-/// that every decoded frame re-encodes to bytes that decode to the same frame, and that the
-/// decoder's buffer stays within one frame plus one chunk.
+/// that every frame of a protocol this build knows that reads as a message re-encodes to bytes
+/// that read as the same message, and that the decoder's buffer stays within one frame plus
+/// one chunk.
 pub fn frame_decode(data: &[u8]) {
     let (chunking, stream) = match data.split_first() {
         Some((first, rest)) => (usize::from(*first % 64) + 1, rest),
         None => return,
     };
     let mut decoder = Decoder::new(MAX_FRAME);
-    let mut frames = Vec::new();
+    let mut frames: Vec<(ProtocolId, Vec<u8>)> = Vec::new();
     for chunk in stream.chunks(chunking) {
         decoder.push(chunk);
         loop {
             match decoder.next_frame() {
-                Ok(Some(frame)) => frames.push(frame),
+                Ok(Some(frame)) => frames.push((frame.protocol, frame.message.to_vec())),
                 Ok(None) => break,
                 Err(_) => {
                     assert_eq!(decoder.buffered(), 0, "a failed decoder keeps no bytes");
@@ -35,17 +40,32 @@ pub fn frame_decode(data: &[u8]) {
         }
         assert!(decoder.buffered() <= MAX_FRAME as usize + MAX_PREFIX_LEN + chunking);
     }
-    for frame in frames {
-        let mut bytes = Vec::new();
-        encode_into(&frame, &mut bytes);
-        let mut again = Decoder::new(u32::MAX);
-        again.push(&bytes);
-        assert_eq!(
-            again.next_frame(),
-            Ok(Some(frame)),
-            "re-encoding round-trips"
-        );
+    for (protocol, message) in frames {
+        let frame = RawFrame {
+            protocol,
+            message: &message,
+        };
+        match protocol {
+            ProtocolId::CONTROL => round_trips::<Control>(frame),
+            ProtocolId::DHT => round_trips::<DhtMessage>(frame),
+            _ => {}
+        }
     }
+}
+
+/// If `frame` reads as an `M`, encoding that message and reading it back gives it again.
+fn round_trips<M: Message + PartialEq + core::fmt::Debug>(frame: RawFrame<'_>) {
+    let Ok(message) = decode_message::<M>(frame) else {
+        return;
+    };
+    let bytes = encode(&message);
+    let mut again = Decoder::new(u32::MAX);
+    again.push(&bytes);
+    let frame = again
+        .next_frame()
+        .expect("re-encoded bytes decode")
+        .expect("a whole frame");
+    assert_eq!(decode_message::<M>(frame), Ok(message), "re-encoding round-trips");
 }
 
 /// Feeds `data` to a node as the bytes of an inbound link, before and (for a second link) after
@@ -70,7 +90,13 @@ pub fn node_link_data(data: &[u8]) {
     for (i, chunk) in data.chunks(13).enumerate() {
         now += crate::Duration::from_millis(u64::from(chunk[0]) * 50);
         let link = if i % 2 == 0 { fresh } else { established };
-        node.handle_link_data(link, chunk, now);
+        // The established link's bytes go to its control channel and to the DHT's in turn.
+        let channel = if i % 4 == 1 {
+            ProtocolId::DHT.channel()
+        } else {
+            Channel::CONTROL
+        };
+        node.handle_link_data(link, channel, chunk, now);
         node.handle_timeout(now);
         drain(&mut node);
         let stats = node.stats();
@@ -121,7 +147,7 @@ pub fn node_dht(data: &[u8]) {
             }
             _ => {}
         }
-        node.handle_link_data(link, chunk, now);
+        node.handle_link_data(link, ProtocolId::DHT.channel(), chunk, now);
         node.handle_timeout(now);
         drain(&mut node);
         let dht = node.dht();
@@ -161,18 +187,16 @@ fn connect(
     remote: NodeId,
     listen_addrs: Vec<crate::wire::WireAddr>,
 ) {
-    let mut bytes = Vec::new();
     let realm = node.config().realm.as_str().into();
-    encode_into(
-        &crate::wire::Frame::Connect(crate::wire::Connect {
-            version: crate::wire::PROTOCOL_VERSION,
-            node_id: remote,
-            realm,
-            auth: None,
-            listen_addrs,
-            roles: 0,
-        }),
-        &mut bytes,
-    );
-    node.handle_link_data(link, &bytes, Instant::ZERO);
+    let protocols = node.protocols();
+    let bytes = encode(&Control::Connect(crate::wire::Connect {
+        versions: crate::wire::Versions::OURS,
+        node_id: remote,
+        realm,
+        auth: None,
+        listen_addrs,
+        roles: 0,
+        protocols,
+    }));
+    node.handle_link_data(link, Channel::CONTROL, &bytes, Instant::ZERO);
 }

@@ -170,6 +170,22 @@ impl Identity {
     pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint(self.id)
     }
+
+    /// An Ed25519 signature of `message` by this identity.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.key.sign(message).to_bytes()
+    }
+}
+
+/// Whether `signature` is an Ed25519 signature of `message` by `public_key` (strict
+/// verification: no malleable or small-order forms).
+pub fn verify_signature(public_key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public_key) else {
+        return false;
+    };
+    let signature = ed25519_dalek::Signature::from_bytes(signature);
+    key.verify_strict(message, &signature).is_ok()
 }
 
 impl fmt::Debug for Identity {

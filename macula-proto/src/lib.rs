@@ -17,6 +17,8 @@ extern crate std;
 pub mod auth;
 pub mod config;
 pub mod dht;
+#[cfg(feature = "test-protocols")]
+pub mod echo;
 #[doc(hidden)]
 pub mod fuzzing;
 mod id;
@@ -29,11 +31,11 @@ pub mod wire;
 pub mod quic;
 
 pub use config::{ApiKey, Config, ConfigError, Realm, Roles};
-pub use id::{Distance, Fingerprint, Identity, NodeId, ParseIdError, ShortId};
+pub use id::{verify_signature, Distance, Fingerprint, Identity, NodeId, ParseIdError, ShortId};
 pub use node::{
     ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, Node, PeerInfo,
-    PingError, PingId, Prefetch, RefusalCounts, Stats, Transmit,
+    PingError, PingId, RefusalCounts, Stats, Transmit,
 };
 pub use rng::Rng;
 pub use time::{Duration, Instant};
-pub use wire::{CloseCode, RefuseReason};
+pub use wire::{Channel, CloseCode, ProtocolId, RefuseReason};

@@ -31,8 +31,11 @@ pub struct DhtConfig {
     pub refresh_interval: Duration,
     /// Most records the store holds for others. Default: 10,000.
     pub max_records: usize,
-    /// Most publishers kept under one key. Default: 20.
+    /// Most publishers kept under one key (answers to a get come in pages, so a key of
+    /// many providers is found whole). Default: 1,000.
     pub max_providers_per_key: usize,
+    /// Most records of one publisher the store keeps for it. Default: 256.
+    pub max_records_per_publisher: usize,
     /// Largest value accepted, in bytes. Default: 4096.
     pub max_value_size: usize,
     /// Requests (any DHT request) one peer may send per second on average. Default: 20.
@@ -62,7 +65,8 @@ impl Default for DhtConfig {
             republish_interval: Duration::from_secs(240),
             refresh_interval: Duration::from_secs(600),
             max_records: 10_000,
-            max_providers_per_key: 20,
+            max_providers_per_key: 1000,
+            max_records_per_publisher: 256,
             max_value_size: 4096,
             peer_request_rate: 20,
             peer_request_burst: 100,
@@ -74,16 +78,54 @@ impl Default for DhtConfig {
 }
 
 impl DhtConfig {
-    /// Checks for values that can't work.
+    /// Checks for values that can't work, for a node whose largest frame is
+    /// `max_frame_size` bytes.
     ///
     /// # Errors
-    /// [`ConfigError::Zero`] naming the first bound that is zero.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// [`ConfigError::Zero`] naming the first bound that is zero, [`ConfigError::Dht`] for
+    /// settings that contradict each other.
+    pub fn validate(&self, max_frame_size: u32) -> Result<(), ConfigError> {
+        self.validate_bounds()?;
+        if self.republish_interval >= self.record_ttl {
+            return Err(ConfigError::Dht(
+                "dht.republish_interval must be shorter than dht.record_ttl, \
+                 or records expire before they are stored again",
+            ));
+        }
+        if self.request_timeout >= self.lookup_timeout {
+            return Err(ConfigError::Dht(
+                "dht.request_timeout must be shorter than dht.lookup_timeout, \
+                 or a lookup ends before its first request times out",
+            ));
+        }
+        if self.largest_answer() > max_frame_size as usize {
+            return Err(ConfigError::Dht(
+                "the largest DHT answer (one record of dht.max_value_size and k contacts) \
+                 does not fit in max_frame_size: lower dht.max_value_size or dht.k",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bytes of the largest answer: one record of the largest value with every address,
+    /// and k contacts.
+    pub(crate) fn largest_answer(&self) -> usize {
+        let record = self.max_value_size + 16 * 19 + 160;
+        record + self.k * (32 + 19 + 2) + 64
+    }
+
+    fn validate_bounds(&self) -> Result<(), ConfigError> {
         let counts = [
             (self.k, "dht.k"),
             (self.alpha, "dht.alpha"),
             (self.max_records, "dht.max_records"),
             (self.max_providers_per_key, "dht.max_providers_per_key"),
+            (
+                self.max_records_per_publisher,
+                "dht.max_records_per_publisher",
+            ),
+            (self.diversity.per_bucket, "dht.diversity.per_bucket"),
+            (self.diversity.per_table, "dht.diversity.per_table"),
             (self.max_value_size, "dht.max_value_size"),
             (self.peer_request_rate as usize, "dht.peer_request_rate"),
             (self.peer_request_burst as usize, "dht.peer_request_burst"),

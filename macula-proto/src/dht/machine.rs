@@ -1,23 +1,28 @@
-//! The DHT state machine: answers peers' requests, runs this node's operations, keeps records
-//! alive. It never touches a link: it names the node to send each frame to, and the node it
-//! lives in finds or dials the link (and reports back whether that node could be reached).
+//! The DHT state machine: answers peers' requests, runs operations, keeps records alive. It is
+//! a [`Subsystem`]: it never touches a link, it names the node each message goes to and the
+//! node finds or dials the link, and tells it when that node could not be reached.
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use super::config::DhtConfig;
 use super::lookup::{Found, Lookup};
+use super::messages::{
+    Ack, DhtMessage, DhtRefusal, FindNode, FindValue, Nodes, Records, Refused, Store,
+    WireContact, WireRecord, Withdraw,
+};
 use super::store::{Record, RecordStore, StoreLimits};
 use super::table::{Contact, Insert, RoutingTable};
 use crate::config::MAX_LISTEN_ADDRS;
 use crate::id::NodeId;
+use crate::node::subsystem::{
+    Answer, Ask, Cx, Gone, Init, Peer, PeerChange, Subsystem, Ticket, Unreachable,
+};
+use crate::node::Event;
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
-use crate::wire::{
-    Ack, DhtRefusal, FindNode, FindValue, Frame, KeyBytes, Nodes, Records, Refused, Store,
-    WireContact, WireRecord, Withdraw,
-};
+use crate::wire::{KeyBytes, ProtocolId};
 
 /// Identifies one DHT operation of this node (a lookup, get, put, provide or withdraw).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,7 +83,7 @@ pub enum DhtEvent {
     Got {
         /// The operation.
         op: OpId,
-        /// The records found.
+        /// The records found, one per publisher (the newest), ordered by publisher.
         records: Vec<Record>,
     },
     /// A put, provide or withdraw finished: `acks` of the closest nodes confirmed it.
@@ -109,22 +114,25 @@ impl DhtEvent {
     }
 }
 
-/// What the DHT asks of the node it lives in.
+/// What a sibling subsystem may ask of the DHT; the answer is the operation's [`DhtEvent`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Send {
-    /// The node to send to (dial it at `addr` if there is no link).
-    pub to: NodeId,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// The frame.
-    pub frame: Frame,
+#[allow(dead_code)] // pub/sub and RPC will ask for providers
+pub(crate) enum DhtAsk {
+    /// The closest nodes to a target.
+    FindNode(KeyBytes),
+    /// The records under a key.
+    Get(KeyBytes),
+    /// Publish (and keep republishing) a value under a key.
+    Put(KeyBytes, Vec<u8>),
+    /// Withdraw this node's record under a key.
+    Withdraw(KeyBytes),
 }
 
 /// DHT counters and figures.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DhtStats {
-    /// Lookups finished (every operation starts with one).
+    /// Lookups finished or timed out (every operation starts with one).
     pub lookups: u64,
     /// Lookups that found at least one node that answered.
     pub lookups_ok: u64,
@@ -144,14 +152,16 @@ pub struct DhtStats {
     pub rate_limited: u64,
     /// Peers' records stored.
     pub stores_accepted: u64,
-    /// Peers' records refused (bounds or publisher).
+    /// Peers' records refused (bounds, publisher, signature, sequence).
     pub stores_refused: u64,
+    /// Records in answers whose signature did not verify; they were ignored.
+    pub forged_records: u64,
     /// Answers that matched no request of ours (late, or not for us).
     pub stray_answers: u64,
 }
 
 impl DhtStats {
-    /// Lookups that found someone, over lookups finished (1 when none finished).
+    /// Lookups that found someone, over lookups finished or timed out (1 when none did).
     pub fn success_ratio(&self) -> f64 {
         if self.lookups == 0 {
             1.0
@@ -177,16 +187,34 @@ enum Goal {
     Refresh,
 }
 
+/// Who hears an operation's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// The application, as an [`Event::Dht`].
+    App,
+    /// Nobody: the DHT's own upkeep (joining, refreshing, republishing).
+    Internal,
+    /// A sibling subsystem, as an [`Answer::Dht`].
+    Sibling(ProtocolId, Ticket),
+}
+
 #[derive(Debug)]
 struct Op {
     goal: Goal,
+    owner: Owner,
     lookup: Lookup,
     started: Instant,
     deadline: Instant,
     /// Once the lookup is done, for puts and withdraws: answers awaited and acks got.
     storing: Option<(usize, usize)>,
-    /// Records found by a get.
-    records: Vec<Record>,
+    /// Records found by a get, the newest of each publisher.
+    records: BTreeMap<NodeId, Record>,
+    /// Whether a remote node answered a get with records.
+    got_remote: bool,
+    /// Follow-up pages of records awaited.
+    pages: usize,
+    /// Whether the lookup was counted in the stats.
+    counted: bool,
 }
 
 #[derive(Debug)]
@@ -195,8 +223,10 @@ struct Request {
     addr: SocketAddr,
     op: Option<OpId>,
     deadline: Instant,
+    /// A follow-up page of a `FindValue`: its answer only adds records.
+    page: bool,
     /// The request as sent, for sending again if its link is replaced.
-    frame: Frame,
+    message: DhtMessage,
 }
 
 #[derive(Debug)]
@@ -206,10 +236,19 @@ struct TokenBucket {
     at: Instant,
 }
 
+/// Most peers whose request rate is remembered; past it the longest-idle one is forgotten
+/// (its bucket has refilled by then, so forgetting it changes nothing).
+const MAX_RATE_STATES: usize = 4096;
+
+/// Bytes of records in one page of an answer.
+const PAGE_BYTES: usize = 32 * 1024;
+
 /// A record this node publishes, stored again every `republish_interval`.
 #[derive(Debug)]
 struct Published {
     value: Vec<u8>,
+    /// The record as last signed.
+    record: Record,
     next: Instant,
 }
 
@@ -218,16 +257,20 @@ struct Published {
 pub struct Dht {
     config: DhtConfig,
     own: NodeId,
-    own_addrs: Vec<SocketAddr>,
     rng: Rng,
     table: RoutingTable,
     store: RecordStore,
     ops: BTreeMap<OpId, Op>,
     requests: BTreeMap<u64, Request>,
+    /// (addressee, correlation id) of every request.
+    by_peer: BTreeSet<(NodeId, u64)>,
+    /// (operation, correlation id) of every request of an operation.
+    by_op: BTreeSet<(OpId, u64)>,
     /// (deadline, correlation id) of every request.
     request_deadlines: BTreeSet<(Instant, u64)>,
     /// (deadline, op) of every operation.
     op_deadlines: BTreeSet<(Instant, OpId)>,
+    /// Request rates of peers, kept across reconnects.
     limits: BTreeMap<NodeId, TokenBucket>,
     published: BTreeMap<KeyBytes, Published>,
     /// The earliest `next` among `published` (`NEVER` if none), kept for `poll_timeout`.
@@ -240,37 +283,38 @@ pub struct Dht {
     refresh_due: Vec<usize>,
     refreshing: bool,
     next_id: u64,
-    sends: VecDeque<Send>,
-    events: VecDeque<DhtEvent>,
+    /// The sequence number of the next record this node signs.
+    next_seq: u64,
     stats: DhtStats,
 }
 
-impl Dht {
-    /// The DHT of node `own`, listening on `own_addrs`, its randomness from `seed`.
-    pub fn new(
-        config: DhtConfig,
-        own: NodeId,
-        own_addrs: Vec<SocketAddr>,
-        seed: u64,
-        now: Instant,
-    ) -> Self {
+impl Subsystem for Dht {
+    const PROTOCOL: ProtocolId = ProtocolId::DHT;
+    const VERSION: u16 = 1;
+    type Message = DhtMessage;
+
+    fn new(init: &Init<'_>) -> Self {
+        let config = init.config.dht.clone();
+        let own = init.identity.node_id();
         let table = RoutingTable::new(own, config.k, config.replacement_cache, config.diversity);
         let store = RecordStore::new(StoreLimits {
             max_records: config.max_records,
             max_providers_per_key: config.max_providers_per_key,
+            max_records_per_publisher: config.max_records_per_publisher,
             max_value_size: config.max_value_size,
             max_addrs: MAX_LISTEN_ADDRS,
         });
-        let next_refresh = now + config.refresh_interval;
+        let next_refresh = init.now + config.refresh_interval;
         Dht {
             config,
             own,
-            own_addrs,
-            rng: Rng::from_seed(seed),
+            rng: Rng::from_seed(init.seed),
             table,
             store,
             ops: BTreeMap::new(),
             requests: BTreeMap::new(),
+            by_peer: BTreeSet::new(),
+            by_op: BTreeSet::new(),
             request_deadlines: BTreeSet::new(),
             op_deadlines: BTreeSet::new(),
             limits: BTreeMap::new(),
@@ -281,12 +325,113 @@ impl Dht {
             refresh_due: Vec::new(),
             refreshing: false,
             next_id: 1,
-            sends: VecDeque::new(),
-            events: VecDeque::new(),
+            next_seq: init.config.start_epoch.saturating_mul(1 << 20),
             stats: DhtStats::default(),
         }
     }
 
+    fn on_peer(&mut self, change: PeerChange, cx: &mut Cx<'_>) {
+        match change {
+            PeerChange::Up { peer, contact } => {
+                // Only a peer that listens somewhere can be a contact for others.
+                if let Some(addr) = contact {
+                    self.peer_up(peer, addr, cx);
+                }
+            }
+            PeerChange::Down { peer, why } => match why {
+                Gone::Lost => self.fail_requests_to(&peer, true, cx),
+                // The peer closed a link idle on its side while our request was on its way,
+                // or this node closed it for room: the peer is fine, and the requests go
+                // again over a new link.
+                Gone::Goodbye | Gone::Closed => self.resend_to(&peer, cx),
+            },
+            PeerChange::Relinked { peer } => self.resend_to(&peer, cx),
+            PeerChange::Unreachable { peer, why } => match why {
+                Unreachable::DialFailed | Unreachable::NotSpoken => {
+                    self.table.remove(&peer);
+                    self.fail_requests_to(&peer, true, cx);
+                }
+                // This node's own reasons: the requests fail, the contact stays.
+                Unreachable::NoRoom => self.fail_requests_to(&peer, false, cx),
+            },
+        }
+    }
+
+    fn on_message(&mut self, from: Peer, message: DhtMessage, cx: &mut Cx<'_>) {
+        if message.is_request() {
+            self.handle_request(from, message, cx);
+            return;
+        }
+        let id = message.id();
+        let answer = match message {
+            DhtMessage::Nodes(Nodes { nodes, .. }) => Reply::Nodes(nodes, Vec::new(), false),
+            DhtMessage::Records(Records {
+                records,
+                nodes,
+                more,
+                ..
+            }) => Reply::Nodes(nodes, records, more),
+            DhtMessage::Ack(_) => Reply::Ack,
+            _ => Reply::Refused,
+        };
+        self.handle_answer(&from.id, id, answer, cx);
+    }
+
+    fn on_timeout(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now();
+        while let Some(&(at, corr)) = self.request_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.request_deadlines.pop_first();
+            if let Some(req) = self.take_request(corr) {
+                self.request_failed(req, true, cx);
+            }
+        }
+        while let Some(&(at, op)) = self.op_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.op_deadlines.pop_first();
+            self.finish(op, Some(DhtError::Timeout), cx);
+        }
+        self.store.expire(now);
+        if self.next_publish <= now {
+            self.republish(cx);
+        }
+        if now >= self.next_refresh {
+            self.next_refresh = now + self.config.refresh_interval;
+            self.refresh(cx);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let publish = Some(self.next_publish).filter(|t| *t != Instant::NEVER);
+        [
+            self.request_deadlines.first().map(|(at, _)| *at),
+            self.op_deadlines.first().map(|(at, _)| *at),
+            self.store.next_expiry(),
+            publish,
+            Some(self.next_refresh),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn on_ask(&mut self, asker: ProtocolId, ticket: Ticket, ask: Ask, cx: &mut Cx<'_>) {
+        let owner = Owner::Sibling(asker, ticket);
+        let Ask::Dht(ask) = ask;
+        match ask {
+            DhtAsk::FindNode(target) => self.find_node(target, owner, cx),
+            DhtAsk::Get(key) => self.get(key, owner, cx),
+            DhtAsk::Put(key, value) => self.put(key, value, owner, cx),
+            DhtAsk::Withdraw(key) => self.withdraw(key, owner, cx),
+        };
+    }
+}
+
+impl Dht {
     // ------------------------------------------------------------------ getters
 
     /// The routing table.
@@ -314,59 +459,82 @@ impl Dht {
         self.requests.len()
     }
 
+    /// Peers whose request rate is remembered (at most 4,096).
+    pub fn rate_states(&self) -> usize {
+        self.limits.len()
+    }
+
     // ------------------------------------------------------------------ commands
 
     /// Finds the nodes closest to `target`.
-    pub fn find_node(&mut self, target: KeyBytes, now: Instant) -> OpId {
-        self.start(Goal::FindNode, target, now)
+    pub(crate) fn find_node(&mut self, target: KeyBytes, owner: Owner, cx: &mut Cx<'_>) -> OpId {
+        self.start(Goal::FindNode, owner, target, cx)
     }
 
-    /// Finds the records under `key`.
-    pub fn get(&mut self, key: KeyBytes, now: Instant) -> OpId {
-        self.start(Goal::Get, key, now)
+    /// Finds the records under `key`: this node's own and those it holds, and those of the
+    /// nodes closest to the key.
+    pub(crate) fn get(&mut self, key: KeyBytes, owner: Owner, cx: &mut Cx<'_>) -> OpId {
+        let op = self.start(Goal::Get, owner, key, cx);
+        let now = cx.now();
+        let local: Vec<Record> = self.page(&key, None, usize::MAX, now).0;
+        if let Some(state) = self.ops.get_mut(&op) {
+            for record in local {
+                keep_newest(&mut state.records, record);
+            }
+        }
+        op
     }
 
     /// Publishes `value` under `key` at the closest nodes, and again every
-    /// `republish_interval` until withdrawn.
-    pub fn put(&mut self, key: KeyBytes, value: Vec<u8>, now: Instant) -> OpId {
+    /// `republish_interval` until withdrawn. The node keeps its own record, so its own gets
+    /// and the gets it answers find it.
+    pub(crate) fn put(
+        &mut self,
+        key: KeyBytes,
+        value: Vec<u8>,
+        owner: Owner,
+        cx: &mut Cx<'_>,
+    ) -> OpId {
+        // Nothing changes before a refusal.
         if value.len() > self.config.max_value_size {
-            return self.refuse(DhtError::ValueTooLarge);
+            return self.refuse(DhtError::ValueTooLarge, owner, cx);
         }
         if !self.published.contains_key(&key) && self.published.len() >= self.config.max_published {
-            return self.refuse(DhtError::TooManyPublished);
+            return self.refuse(DhtError::TooManyPublished, owner, cx);
         }
+        if self.ops.len() >= self.config.max_operations {
+            return self.refuse(DhtError::Busy, owner, cx);
+        }
+        let record = self.sign(&key, value.clone(), cx);
+        let next = cx.now() + self.config.republish_interval;
         self.published.insert(
             key,
             Published {
-                value: value.clone(),
-                next: now + self.config.republish_interval,
+                value,
+                record: record.clone(),
+                next,
             },
         );
         self.update_next_publish();
-        let record = self.own_record(value, now);
-        self.start(Goal::Put(record), key, now)
+        self.start(Goal::Put(record), owner, key, cx)
     }
 
     /// Withdraws this node's record under `key` from the closest nodes and stops republishing.
-    pub fn withdraw(&mut self, key: KeyBytes, now: Instant) -> OpId {
+    pub(crate) fn withdraw(&mut self, key: KeyBytes, owner: Owner, cx: &mut Cx<'_>) -> OpId {
+        if self.ops.len() >= self.config.max_operations {
+            return self.refuse(DhtError::Busy, owner, cx);
+        }
         self.published.remove(&key);
         self.update_next_publish();
         let own = self.own;
         self.store.withdraw(&key, &own);
-        self.start(Goal::Withdraw, key, now)
+        self.start(Goal::Withdraw, owner, key, cx)
     }
 
-    /// Joins: looks up our own id (which fills the buckets near us and makes us known there),
-    /// then refreshes every bucket, one lookup at a time, to fill the far ones.
-    pub fn bootstrap(&mut self, now: Instant) {
-        let own = self.own.0;
-        self.start(Goal::Join, own, now);
-    }
+    // ------------------------------------------------------------------ peers
 
-    // ------------------------------------------------------------------ inputs
-
-    /// A peer's handshake completed; `addr` is where it listens.
-    pub fn peer_up(&mut self, peer: NodeId, addr: SocketAddr, now: Instant) {
+    fn peer_up(&mut self, peer: NodeId, addr: SocketAddr, cx: &mut Cx<'_>) {
+        let now = cx.now();
         let contact = Contact {
             id: peer,
             addr,
@@ -376,154 +544,50 @@ impl Dht {
         if let Insert::Pending { oldest } = self.table.insert(contact) {
             // Is the oldest contact of the full bucket still there? Ask it something.
             if let Some(c) = self.table.get(&oldest).copied() {
-                if !self.requests.values().any(|r| r.to == oldest) {
+                if !self.has_requests_to(&oldest) {
                     let target = self.own.0;
-                    self.request(c.id, c.addr, None, now, |id| {
-                        Frame::FindNode(FindNode { id, target })
+                    self.request(c.id, c.addr, None, false, cx, |id| {
+                        DhtMessage::FindNode(FindNode { id, target })
                     });
                 }
             }
         }
         if was_empty && !self.table.is_empty() && self.config.join {
-            self.bootstrap(now);
+            // Join: look up our own id (which fills the buckets near us and makes us known
+            // there), then refresh every bucket, one lookup at a time, to fill the far ones.
+            let own = self.own.0;
+            self.start(Goal::Join, Owner::Internal, own, cx);
         }
     }
 
-    /// A peer's link went away: its answers can't come any more, and its rate state goes.
-    pub fn peer_down(&mut self, peer: &NodeId, now: Instant) {
-        self.limits.remove(peer);
-        self.fail_requests_to(peer, now, true);
+    fn has_requests_to(&self, peer: &NodeId) -> bool {
+        self.by_peer.range((*peer, 0)..=(*peer, u64::MAX)).next().is_some()
     }
 
-    /// `peer` closed its link with a clean goodbye (it was idle on its side, or it leaves): its
-    /// rate state goes, and requests still awaiting its answer are sent again, which dials it
-    /// anew. A peer that is really gone then fails that dial and leaves the table.
-    pub fn peer_left_cleanly(&mut self, peer: &NodeId) {
-        self.limits.remove(peer);
-        self.relinked(peer);
+    fn requests_to(&self, peer: &NodeId) -> Vec<u64> {
+        self.by_peer
+            .range((*peer, 0)..=(*peer, u64::MAX))
+            .map(|(_, id)| *id)
+            .collect()
     }
 
-    /// `peer` could not be reached at all (the dial failed): it leaves the table.
-    pub fn unreachable(&mut self, peer: &NodeId, now: Instant) {
-        self.table.remove(peer);
-        self.fail_requests_to(peer, now, true);
-    }
-
-    /// The link to `peer` was replaced by another (two links crossed, one was closed): what was
-    /// in flight on the closed one may be lost, so every request awaiting `peer`'s answer is sent
-    /// again (requests are idempotent; a second answer counts as a stray one).
-    pub fn relinked(&mut self, peer: &NodeId) {
-        for req in self.requests.values().filter(|r| r.to == *peer) {
-            self.sends.push_back(Send {
-                to: req.to,
-                addr: req.addr,
-                frame: req.frame.clone(),
-            });
-        }
-    }
-
-    /// This node could not send to `peer` for reasons of its own (no room for another link):
-    /// the requests to it fail, but it stays in the table.
-    pub fn undeliverable(&mut self, peer: &NodeId, now: Instant) {
-        self.fail_requests_to(peer, now, false);
-    }
-
-    /// A DHT frame from established peer `from`. Returns `false` for frames that are not the
-    /// DHT's.
-    pub fn handle_frame(
-        &mut self,
-        from: &NodeId,
-        from_addr: SocketAddr,
-        frame: Frame,
-        now: Instant,
-    ) -> bool {
-        match frame {
-            frame if frame.is_dht_request() => self.handle_request(from, from_addr, frame, now),
-            Frame::Nodes(Nodes { id, nodes }) => {
-                self.handle_answer(from, id, Answer::Nodes(nodes, Vec::new()), now);
-            }
-            Frame::Records(Records { id, records, nodes }) => {
-                self.handle_answer(from, id, Answer::Nodes(nodes, records), now);
-            }
-            Frame::Ack(Ack { id }) => self.handle_answer(from, id, Answer::Ack, now),
-            Frame::Refused(Refused { id, .. }) => {
-                self.handle_answer(from, id, Answer::Refused, now)
-            }
-            _ => return false,
-        }
-        true
-    }
-
-    /// Time passed: request and operation timeouts, record expiry, republishing, refreshes.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, corr)) = self.request_deadlines.first() {
-            if at > now {
-                break;
-            }
-            self.request_deadlines.pop_first();
-            if let Some(req) = self.requests.remove(&corr) {
-                self.request_failed(req, now, true);
+    /// Sends every request awaiting `peer`'s answer again (requests are idempotent; a second
+    /// answer counts as a stray one).
+    fn resend_to(&mut self, peer: &NodeId, cx: &mut Cx<'_>) {
+        for id in self.requests_to(peer) {
+            if let Some(req) = self.requests.get(&id) {
+                cx.send(req.to, Some(req.addr), &req.message);
             }
         }
-        while let Some(&(at, op)) = self.op_deadlines.first() {
-            if at > now {
-                break;
+    }
+
+    /// The requests to `peer` fail; `forget` removes it from the table too.
+    fn fail_requests_to(&mut self, peer: &NodeId, forget: bool, cx: &mut Cx<'_>) {
+        for id in self.requests_to(peer) {
+            if let Some(req) = self.take_request(id) {
+                self.request_failed(req, forget, cx);
             }
-            self.op_deadlines.pop_first();
-            self.finish(op, Some(DhtError::Timeout), now);
         }
-        self.store.expire(now);
-        let due: Vec<KeyBytes> = if self.next_publish <= now {
-            self.published
-                .iter()
-                .filter(|(_, p)| p.next <= now)
-                .map(|(k, _)| *k)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        for key in due {
-            let interval = self.config.republish_interval;
-            let Some(p) = self.published.get_mut(&key) else {
-                continue;
-            };
-            p.next = now + interval;
-            let value = p.value.clone();
-            let record = self.own_record(value, now);
-            self.start(Goal::Put(record), key, now);
-        }
-        self.update_next_publish();
-        if now >= self.next_refresh {
-            self.next_refresh = now + self.config.refresh_interval;
-            self.refresh(now);
-        }
-    }
-
-    // ------------------------------------------------------------------ outputs
-
-    /// The next frame to send.
-    pub fn poll_send(&mut self) -> Option<Send> {
-        self.sends.pop_front()
-    }
-
-    /// The next outcome.
-    pub fn poll_event(&mut self) -> Option<DhtEvent> {
-        self.events.pop_front()
-    }
-
-    /// When [`Dht::handle_timeout`] is next due.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let publish = Some(self.next_publish).filter(|t| *t != Instant::NEVER);
-        [
-            self.request_deadlines.first().map(|(at, _)| *at),
-            self.op_deadlines.first().map(|(at, _)| *at),
-            self.store.next_expiry(),
-            publish,
-            Some(self.next_refresh),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
     }
 
     // ------------------------------------------------------------------ internals
@@ -537,36 +601,61 @@ impl Dht {
             .unwrap_or(Instant::NEVER);
     }
 
+    /// Stores this node's records again, signed anew, once their interval has passed.
+    fn republish(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now();
+        let due: Vec<KeyBytes> = self
+            .published
+            .iter()
+            .filter(|(_, p)| p.next <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            if self.ops.len() >= self.config.max_operations {
+                break; // the rest wait for the next deadline
+            }
+            let Some(value) = self.published.get(&key).map(|p| p.value.clone()) else {
+                continue;
+            };
+            let record = self.sign(&key, value, cx);
+            let published = self.published.get_mut(&key).expect("listed above");
+            published.next = now + self.config.republish_interval;
+            published.record = record.clone();
+            self.start(Goal::Put(record), Owner::Internal, key, cx);
+        }
+        self.update_next_publish();
+    }
+
     fn new_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         id
     }
 
-    fn own_record(&self, value: Vec<u8>, now: Instant) -> Record {
-        Record {
-            publisher: self.own,
-            addrs: self
-                .own_addrs
-                .iter()
-                .take(MAX_LISTEN_ADDRS)
-                .copied()
-                .collect(),
-            value,
-            expires: now + self.config.record_ttl,
-        }
+    fn sign(&mut self, key: &KeyBytes, value: Vec<u8>, cx: &mut Cx<'_>) -> Record {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let addrs: Vec<SocketAddr> = cx
+            .listen_addrs()
+            .iter()
+            .take(MAX_LISTEN_ADDRS)
+            .copied()
+            .collect();
+        let ttl = self.config.record_ttl;
+        Record::sign(cx.identity(), key, &addrs, value, ttl, seq, cx.now())
     }
 
-    fn refuse(&mut self, error: DhtError) -> OpId {
+    fn refuse(&mut self, error: DhtError, owner: Owner, cx: &mut Cx<'_>) -> OpId {
         let op = OpId(self.new_id());
-        self.events.push_back(DhtEvent::Failed { op, error });
+        tell(owner, DhtEvent::Failed { op, error }, cx);
         op
     }
 
-    fn start(&mut self, goal: Goal, target: KeyBytes, now: Instant) -> OpId {
+    fn start(&mut self, goal: Goal, owner: Owner, target: KeyBytes, cx: &mut Cx<'_>) -> OpId {
         if self.ops.len() >= self.config.max_operations {
-            return self.refuse(DhtError::Busy);
+            return self.refuse(DhtError::Busy, owner, cx);
         }
+        let now = cx.now();
         let op = OpId(self.new_id());
         let seeds = self
             .table
@@ -585,82 +674,91 @@ impl Dht {
             op,
             Op {
                 goal,
+                owner,
                 lookup,
                 started: now,
                 deadline,
                 storing: None,
-                records: Vec::new(),
+                records: BTreeMap::new(),
+                got_remote: false,
+                pages: 0,
+                counted: false,
             },
         );
         self.op_deadlines.insert((deadline, op));
-        self.drive(op, now);
+        self.drive(op, cx);
         op
     }
 
     /// Sends what an operation's lookup wants next, or moves it on once the lookup is done.
-    fn drive(&mut self, op_id: OpId, now: Instant) {
+    fn drive(&mut self, op_id: OpId, cx: &mut Cx<'_>) {
         let Some(op) = self.ops.get_mut(&op_id) else {
             return;
         };
         if let Some((waiting, _)) = op.storing {
             if waiting == 0 {
-                self.finish(op_id, None, now);
+                self.finish(op_id, None, cx);
             }
             return;
         }
         let get = matches!(op.goal, Goal::Get);
         let target = op.lookup.target();
         for (to, addr) in op.lookup.next_queries() {
-            self.request(to, addr, Some(op_id), now, |id| {
+            self.request(to, addr, Some(op_id), false, cx, |id| {
                 if get {
-                    Frame::FindValue(FindValue { id, key: target })
+                    DhtMessage::FindValue(FindValue {
+                        id,
+                        key: target,
+                        after: None,
+                    })
                 } else {
-                    Frame::FindNode(FindNode { id, target })
+                    DhtMessage::FindNode(FindNode { id, target })
                 }
             });
         }
         let Some(op) = self.ops.get_mut(&op_id) else {
             return;
         };
-        let got_records = get && !op.records.is_empty();
-        if !op.lookup.is_done() && !got_records {
+        if op.pages > 0 || !(op.lookup.is_done() || op.got_remote) {
             return;
         }
         let found = op.lookup.found();
-        let elapsed = now.saturating_duration_since(op.started);
+        let elapsed = cx.now().saturating_duration_since(op.started);
+        op.counted = true;
         self.count_lookup(&found, elapsed);
+        let op = self.ops.get_mut(&op_id).expect("checked above");
         if found.closest.is_empty() {
-            // Nobody answered: nothing to store at, nothing found (`NoPeers`).
-            self.finish(op_id, None, now);
+            // Nobody answered: nothing to store at; a get has what this node holds.
+            self.finish(op_id, None, cx);
             return;
         }
-        let op = self.ops.get_mut(&op_id).expect("checked above");
+        let now = cx.now();
         match &op.goal {
             Goal::Put(record) => {
                 let wire = record.to_wire(now);
                 op.storing = Some((found.closest.len(), 0));
                 for (to, addr) in found.closest {
                     let record = wire.clone();
-                    self.request(to, addr, Some(op_id), now, |id| {
-                        Frame::Store(Store {
+                    self.request(to, addr, Some(op_id), false, cx, |id| {
+                        DhtMessage::Store(Store {
                             id,
                             key: target,
                             record,
                         })
                     });
                 }
-                self.drive(op_id, now);
+                self.drive(op_id, cx);
             }
             Goal::Withdraw => {
                 op.storing = Some((found.closest.len(), 0));
                 for (to, addr) in found.closest {
-                    self.request(to, addr, Some(op_id), now, |id| {
-                        Frame::Withdraw(Withdraw { id, key: target })
+                    self.request(to, addr, Some(op_id), false, cx, |id| {
+                        DhtMessage::Withdraw(Withdraw { id, key: target })
                     });
                 }
-                self.drive(op_id, now);
+                self.drive(op_id, cx);
             }
-            _ => self.finish(op_id, None, now),
+            _ => self.finish(op_id, None, cx),
         }
     }
 
@@ -674,40 +772,51 @@ impl Dht {
         }
     }
 
-    /// Ends an operation with its event (or `error`).
-    fn finish(&mut self, op_id: OpId, error: Option<DhtError>, now: Instant) {
+    /// Ends an operation with its outcome (or `error`).
+    fn finish(&mut self, op_id: OpId, error: Option<DhtError>, cx: &mut Cx<'_>) {
         let Some(op) = self.ops.remove(&op_id) else {
             return;
         };
         self.op_deadlines.remove(&(op.deadline, op_id));
+        if !op.counted {
+            // It timed out before its lookup was done: a failed lookup.
+            self.stats.lookups += 1;
+        }
         // Its requests still in flight answer nothing now.
-        for req in self.requests.values_mut() {
-            if req.op == Some(op_id) {
+        let orphans: Vec<u64> = self
+            .by_op
+            .range((op_id, 0)..=(op_id, u64::MAX))
+            .map(|(_, id)| *id)
+            .collect();
+        for id in orphans {
+            self.by_op.remove(&(op_id, id));
+            if let Some(req) = self.requests.get_mut(&id) {
                 req.op = None;
             }
         }
         let found = op.lookup.found();
-        self.next_bucket_refresh(now);
+        let now = cx.now();
+        self.next_bucket_refresh(cx);
         let event = match (op.goal, error) {
             (Goal::Join, _) => {
                 self.refreshed.clear();
-                self.refresh(now);
+                self.refresh(cx);
                 return;
             }
             (Goal::Refresh, _) => {
                 self.refreshing = false;
-                self.next_bucket_refresh(now);
+                self.next_bucket_refresh(cx);
                 return;
             }
             (_, Some(error)) => DhtEvent::Failed { op: op_id, error },
-            (_, None)
-                if found.closest.is_empty() && op.records.is_empty() && op.storing.is_none() =>
-            {
-                DhtEvent::Failed {
-                    op: op_id,
-                    error: DhtError::NoPeers,
-                }
-            }
+            (Goal::Get, None) if !op.records.is_empty() => DhtEvent::Got {
+                op: op_id,
+                records: op.records.into_values().collect(),
+            },
+            (_, None) if found.closest.is_empty() && op.storing.is_none() => DhtEvent::Failed {
+                op: op_id,
+                error: DhtError::NoPeers,
+            },
             (Goal::FindNode, None) => DhtEvent::NodesFound {
                 op: op_id,
                 closest: found.closest,
@@ -717,14 +826,14 @@ impl Dht {
             },
             (Goal::Get, None) => DhtEvent::Got {
                 op: op_id,
-                records: op.records,
+                records: Vec::new(),
             },
             (Goal::Put(_) | Goal::Withdraw, None) => DhtEvent::Stored {
                 op: op_id,
                 acks: op.storing.map_or(0, |(_, acks)| acks),
             },
         };
-        self.events.push_back(event);
+        tell(op.owner, event, cx);
     }
 
     fn request(
@@ -732,12 +841,14 @@ impl Dht {
         to: NodeId,
         addr: SocketAddr,
         op: Option<OpId>,
-        now: Instant,
-        frame: impl FnOnce(u64) -> Frame,
+        page: bool,
+        cx: &mut Cx<'_>,
+        message: impl FnOnce(u64) -> DhtMessage,
     ) {
         let id = self.new_id();
-        let deadline = now + self.config.request_timeout;
-        let frame = frame(id);
+        let deadline = cx.now() + self.config.request_timeout;
+        let message = message(id);
+        cx.send(to, Some(addr), &message);
         self.requests.insert(
             id,
             Request {
@@ -745,86 +856,105 @@ impl Dht {
                 addr,
                 op,
                 deadline,
-                frame: frame.clone(),
+                page,
+                message,
             },
         );
+        self.by_peer.insert((to, id));
+        if let Some(op) = op {
+            self.by_op.insert((op, id));
+        }
         self.request_deadlines.insert((deadline, id));
         self.stats.requests_sent += 1;
-        self.sends.push_back(Send { to, addr, frame });
     }
 
-    fn fail_requests_to(&mut self, peer: &NodeId, now: Instant, forget: bool) {
-        let failed: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.to == *peer)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in failed {
-            if let Some(req) = self.requests.remove(&id) {
-                self.request_deadlines.remove(&(req.deadline, id));
-                self.request_failed(req, now, forget);
-            }
+    /// Removes a request and its index entries.
+    fn take_request(&mut self, id: u64) -> Option<Request> {
+        let req = self.requests.remove(&id)?;
+        self.by_peer.remove(&(req.to, id));
+        if let Some(op) = req.op {
+            self.by_op.remove(&(op, id));
         }
+        self.request_deadlines.remove(&(req.deadline, id));
+        Some(req)
     }
 
     /// A request got no answer; `forget` removes its addressee from the table (it timed out or
     /// its link failed, so it is most likely gone).
-    fn request_failed(&mut self, req: Request, now: Instant, forget: bool) {
+    fn request_failed(&mut self, req: Request, forget: bool, cx: &mut Cx<'_>) {
         self.stats.requests_failed += 1;
         if forget {
             self.table.remove(&req.to);
         }
-        match req.op {
-            None => {}
-            Some(op_id) => {
-                let Some(op) = self.ops.get_mut(&op_id) else {
-                    return;
-                };
-                match &mut op.storing {
-                    Some((waiting, _)) => *waiting = waiting.saturating_sub(1),
-                    None => op.lookup.failed(&req.to),
-                }
-                self.drive(op_id, now);
+        let Some(op_id) = req.op else {
+            return;
+        };
+        let Some(op) = self.ops.get_mut(&op_id) else {
+            return;
+        };
+        if req.page {
+            op.pages -= 1;
+        } else {
+            match &mut op.storing {
+                Some((waiting, _)) => *waiting = waiting.saturating_sub(1),
+                None => op.lookup.failed(&req.to),
             }
         }
+        self.drive(op_id, cx);
     }
 
-    fn handle_answer(&mut self, from: &NodeId, id: u64, answer: Answer, now: Instant) {
-        let matches = self.requests.get(&id).is_some_and(|r| r.to == *from);
-        if !matches {
+    fn handle_answer(&mut self, from: &NodeId, id: u64, answer: Reply, cx: &mut Cx<'_>) {
+        if !self.requests.get(&id).is_some_and(|r| r.to == *from) {
             self.stats.stray_answers += 1;
             return;
         }
-        let req = self.requests.remove(&id).expect("checked above");
-        self.request_deadlines.remove(&(req.deadline, id));
+        let req = self.take_request(id).expect("checked above");
+        let now = cx.now();
         self.table.seen(from, now);
         let Some(op_id) = req.op else {
             return;
         };
         let max_ttl = self.config.record_ttl;
         let max_records = self.config.max_providers_per_key;
+        let k = self.config.k;
         let Some(op) = self.ops.get_mut(&op_id) else {
             return;
         };
+        let key = op.lookup.target();
+        let mut next_page = None;
         match answer {
-            Answer::Nodes(nodes, records) if op.storing.is_none() => {
-                let k = self.config.k;
-                let nodes = nodes
-                    .into_iter()
-                    .take(k)
-                    .map(|c| (c.id, SocketAddr::from(c.addr)));
-                op.lookup.answered(from, nodes);
+            Reply::Nodes(nodes, records, more) if op.storing.is_none() => {
+                if req.page {
+                    op.pages -= 1;
+                } else {
+                    let nodes = nodes
+                        .into_iter()
+                        .take(k)
+                        .map(|c| (c.id, SocketAddr::from(c.addr)));
+                    op.lookup.answered(from, nodes);
+                }
                 if matches!(op.goal, Goal::Get) {
+                    let mut last = None;
                     for r in records.into_iter().take(max_records) {
-                        let r = Record::from_wire(r, now, max_ttl);
-                        if !op.records.iter().any(|x| x.publisher == r.publisher) {
-                            op.records.push(r);
+                        match Record::from_wire(r, &key, now, max_ttl) {
+                            Ok(record) => {
+                                last = Some(record.publisher);
+                                op.got_remote = true;
+                                if op.records.len() < max_records
+                                    || op.records.contains_key(&record.publisher)
+                                {
+                                    keep_newest(&mut op.records, record);
+                                }
+                            }
+                            Err(_) => self.stats.forged_records += 1,
                         }
+                    }
+                    if more && op.records.len() < max_records {
+                        next_page = last;
                     }
                 }
             }
-            Answer::Ack if op.storing.is_some() => {
+            Reply::Ack if op.storing.is_some() => {
                 if let Some((waiting, acks)) = &mut op.storing {
                     *waiting = waiting.saturating_sub(1);
                     *acks += 1;
@@ -832,83 +962,119 @@ impl Dht {
             }
             // A refusal, or an answer of the wrong kind (an `Ack` to a lookup, `Nodes` to a
             // store): that query failed, and the operation goes on without it.
-            _ => match &mut op.storing {
-                Some((waiting, _)) => *waiting = waiting.saturating_sub(1),
-                None => op.lookup.failed(from),
-            },
+            _ => {
+                if req.page {
+                    op.pages -= 1;
+                } else {
+                    match &mut op.storing {
+                        Some((waiting, _)) => *waiting = waiting.saturating_sub(1),
+                        None => op.lookup.failed(from),
+                    }
+                }
+            }
         }
-        self.drive(op_id, now);
+        if let Some(after) = next_page {
+            if let Some(op) = self.ops.get_mut(&op_id) {
+                op.pages += 1;
+            }
+            self.request(req.to, req.addr, Some(op_id), true, cx, |id| {
+                DhtMessage::FindValue(FindValue {
+                    id,
+                    key,
+                    after: Some(after),
+                })
+            });
+        }
+        self.drive(op_id, cx);
     }
 
-    fn handle_request(&mut self, from: &NodeId, from_addr: SocketAddr, frame: Frame, now: Instant) {
+    fn handle_request(&mut self, from: Peer, message: DhtMessage, cx: &mut Cx<'_>) {
         self.stats.requests_received += 1;
-        let id = match &frame {
-            Frame::FindNode(f) => f.id,
-            Frame::FindValue(f) => f.id,
-            Frame::Store(s) => s.id,
-            Frame::Withdraw(w) => w.id,
-            _ => return,
-        };
-        if !self.allow(from, now) {
+        let now = cx.now();
+        let id = message.id();
+        if !self.allow(&from.id, now) {
             self.stats.rate_limited += 1;
-            self.reply(
-                from,
-                from_addr,
-                Frame::Refused(Refused {
-                    id,
-                    reason: DhtRefusal::RateLimited,
-                }),
-            );
+            let refused = DhtMessage::Refused(Refused {
+                id,
+                reason: DhtRefusal::RateLimited,
+            });
+            cx.reply(from.id, &refused);
             return;
         }
-        let answer = match frame {
-            Frame::FindNode(FindNode { id, target }) => Frame::Nodes(Nodes {
+        let answer = match message {
+            DhtMessage::FindNode(FindNode { id, target }) => DhtMessage::Nodes(Nodes {
                 id,
                 nodes: self.closest_wire(&target),
             }),
-            Frame::FindValue(FindValue { id, key }) => Frame::Records(Records {
-                id,
-                records: self
-                    .store
-                    .get(&key, now)
-                    .take(self.config.max_providers_per_key)
-                    .map(|r| r.to_wire(now))
-                    .collect(),
-                nodes: self.closest_wire(&key),
-            }),
-            Frame::Store(Store { id, key, record }) => {
-                let result = if record.publisher != *from {
+            DhtMessage::FindValue(FindValue { id, key, after }) => {
+                let (records, more) = self.page(&key, after, PAGE_BYTES, now);
+                DhtMessage::Records(Records {
+                    id,
+                    records: records.iter().map(|r| r.to_wire(now)).collect(),
+                    nodes: self.closest_wire(&key),
+                    more,
+                })
+            }
+            DhtMessage::Store(Store { id, key, record }) => {
+                let result = if NodeId::from_public_key(&record.publisher_key) != from.id {
                     Err(DhtRefusal::NotPublisher)
                 } else {
-                    self.store
-                        .put(key, Record::from_wire(record, now, self.config.record_ttl))
+                    Record::from_wire(record, &key, now, self.config.record_ttl)
+                        .and_then(|record| self.store.put(key, record))
                 };
                 match result {
                     Ok(()) => {
                         self.stats.stores_accepted += 1;
-                        Frame::Ack(Ack { id })
+                        DhtMessage::Ack(Ack { id })
                     }
                     Err(reason) => {
                         self.stats.stores_refused += 1;
-                        Frame::Refused(Refused { id, reason })
+                        DhtMessage::Refused(Refused { id, reason })
                     }
                 }
             }
-            Frame::Withdraw(Withdraw { id, key }) => {
-                self.store.withdraw(&key, from);
-                Frame::Ack(Ack { id })
+            DhtMessage::Withdraw(Withdraw { id, key }) => {
+                self.store.withdraw(&key, &from.id);
+                DhtMessage::Ack(Ack { id })
             }
             _ => return,
         };
-        self.reply(from, from_addr, answer);
+        cx.reply(from.id, &answer);
     }
 
-    fn reply(&mut self, to: &NodeId, addr: SocketAddr, frame: Frame) {
-        self.sends.push_back(Send {
-            to: *to,
-            addr,
-            frame,
-        });
+    /// The records under `key` after publisher `after`, in publisher order, this node's own
+    /// among them, up to `budget` bytes (at least one record); and whether more follow.
+    fn page(
+        &self,
+        key: &KeyBytes,
+        after: Option<NodeId>,
+        budget: usize,
+        now: Instant,
+    ) -> (Vec<Record>, bool) {
+        let mut all: Vec<&Record> = self
+            .store
+            .get(key, after, now)
+            .filter(|r| r.publisher != self.own)
+            .collect();
+        let own = self
+            .published
+            .get(key)
+            .map(|p| &p.record)
+            .filter(|r| after.map_or(true, |a| r.publisher > a) && r.expires > now);
+        if let Some(own) = own {
+            let at = all.partition_point(|r| r.publisher < own.publisher);
+            all.insert(at, own);
+        }
+        let mut used = 0;
+        let mut page = Vec::new();
+        for record in all {
+            if !page.is_empty() && used + record.wire_size() > budget {
+                return (page, true);
+            }
+            used += record.wire_size();
+            page.push(record.clone());
+        }
+        (page, false)
     }
 
     fn closest_wire(&self, target: &KeyBytes) -> Vec<WireContact> {
@@ -922,10 +1088,20 @@ impl Dht {
             .collect()
     }
 
-    /// Takes one request's worth from `peer`'s token bucket.
+    /// Takes one request's worth from `peer`'s token bucket. Buckets outlive links (a peer
+    /// that reconnects does not get a fresh burst); at most [`MAX_RATE_STATES`] are kept.
     fn allow(&mut self, peer: &NodeId, now: Instant) -> bool {
         let rate = u64::from(self.config.peer_request_rate);
         let burst = u64::from(self.config.peer_request_burst) * 1000;
+        if !self.limits.contains_key(peer) && self.limits.len() >= MAX_RATE_STATES {
+            let idle = self
+                .limits
+                .iter()
+                .min_by_key(|(id, b)| (b.at, **id))
+                .map(|(id, _)| *id)
+                .expect("the map is full");
+            self.limits.remove(&idle);
+        }
         let bucket = self.limits.entry(*peer).or_insert(TokenBucket {
             tokens: burst,
             at: now,
@@ -943,14 +1119,15 @@ impl Dht {
 
     /// Queues a lookup of a random id in every bucket no lookup has touched for
     /// `refresh_interval`, farthest bucket first.
-    fn refresh(&mut self, now: Instant) {
+    fn refresh(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now();
         let buckets = self.table.bucket_count();
         self.refreshed.resize(buckets, None);
         self.refresh_due = (0..buckets)
             .rev()
             .filter(|i| !self.fresh(*i, now))
             .collect();
-        self.next_bucket_refresh(now);
+        self.next_bucket_refresh(cx);
     }
 
     /// Whether a lookup touched bucket `index` within `refresh_interval`.
@@ -963,11 +1140,12 @@ impl Dht {
     }
 
     /// Starts the next queued bucket refresh, unless one is running.
-    fn next_bucket_refresh(&mut self, now: Instant) {
+    fn next_bucket_refresh(&mut self, cx: &mut Cx<'_>) {
         // With every operation slot taken, the queue waits for one to finish.
         if self.refreshing || self.ops.len() >= self.config.max_operations {
             return;
         }
+        let now = cx.now();
         while let Some(index) = self.refresh_due.pop() {
             // A lookup since it was queued may have refreshed it already.
             if self.fresh(index, now) || index >= self.table.bucket_count() {
@@ -975,7 +1153,7 @@ impl Dht {
             }
             let target = self.random_id_in_bucket(index);
             self.refreshing = true;
-            self.start(Goal::Refresh, target, now);
+            self.start(Goal::Refresh, Owner::Internal, target, cx);
             return;
         }
     }
@@ -994,8 +1172,29 @@ impl Dht {
     }
 }
 
-enum Answer {
-    Nodes(Vec<WireContact>, Vec<WireRecord>),
+/// Keeps `record` in `records` unless a newer one of its publisher is there.
+fn keep_newest(records: &mut BTreeMap<NodeId, Record>, record: Record) {
+    match records.get(&record.publisher) {
+        Some(have) if have.seq >= record.seq => {}
+        _ => {
+            records.insert(record.publisher, record);
+        }
+    }
+}
+
+/// Hands an operation's outcome to its owner.
+fn tell(owner: Owner, event: DhtEvent, cx: &mut Cx<'_>) {
+    match owner {
+        Owner::App => cx.emit(Event::Dht(event)),
+        Owner::Internal => {}
+        Owner::Sibling(asker, ticket) => cx.answer(asker, ticket, Answer::Dht(event)),
+    }
+}
+
+/// An answer to one of our requests.
+enum Reply {
+    /// Contacts, records and whether more records follow.
+    Nodes(Vec<WireContact>, Vec<WireRecord>, bool),
     Ack,
     Refused,
 }

@@ -1,8 +1,13 @@
-//! The Kademlia DHT: how nodes find each other and the records they publish (DESIGN.md §3.5).
+//! The Kademlia DHT: how nodes find each other and the records they publish.
+//!
+//! A subsystem of the node (see `docs/architecture.md`): its messages are in [`messages`], its
+//! state machine in [`Dht`], and the node's commands for it (`Node::dht_put`, ...) in `api.rs`.
 
+mod api;
 mod config;
 pub mod lookup;
 mod machine;
+pub mod messages;
 pub mod store;
 pub mod table;
 
@@ -10,6 +15,7 @@ pub mod table;
 mod tests;
 
 pub use config::DhtConfig;
-pub use machine::{Dht, DhtError, DhtEvent, DhtStats, OpId, Send};
+pub(crate) use machine::DhtAsk;
+pub use machine::{Dht, DhtError, DhtEvent, DhtStats, OpId};
 pub use store::{record_key, KeyKind, Record, RecordStore, StoreLimits};
 pub use table::{Contact, Diversity, Insert, RoutingTable};

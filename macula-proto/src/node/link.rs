@@ -6,9 +6,15 @@ use core::net::SocketAddr;
 use crate::config::Roles;
 use crate::id::NodeId;
 use crate::time::{Duration, Instant};
-use crate::wire::Decoder;
+use crate::wire::{Channel, Decoder, ProtocolOffer};
 
-use super::{Direction, Tuning};
+use super::layout::Tuning;
+use super::registry::Mask;
+use super::Direction;
+
+/// Most channels a peer may send on over one link; another one closes the link (a protocol
+/// violation). Room for every protocol this build knows and a few it does not.
+pub(super) const MAX_CHANNELS: usize = 16;
 
 pub(super) struct Link {
     pub direction: Direction,
@@ -17,9 +23,13 @@ pub(super) struct Link {
     /// The remote's proven id; known from link-up on.
     pub remote: Option<NodeId>,
     pub exporter: [u8; 32],
+    /// The control channel's decoder (the handshake and keep-alives).
     pub decoder: Decoder,
-    /// Encoded frames not yet handed to the transport; one `Transmit::Send` carries them all.
-    pub out: Vec<u8>,
+    /// Decoders of the other channels the peer sent on, made on first use.
+    pub decoders: Vec<(Channel, Decoder)>,
+    /// Encoded frames not yet handed to the transport, per channel; one `Transmit::Send` carries
+    /// each channel's.
+    pub out: Outbox,
     /// Whether the link sits in the node's dirty queue.
     pub dirty: bool,
     pub last_heard: Instant,
@@ -54,6 +64,10 @@ pub(super) struct Established {
     pub next_keepalive: Instant,
     /// Pings awaiting their pong, oldest first.
     pub pings: PingWindow,
+    /// The subsystems both ends run (the protocols both offered with the same version).
+    pub speaks: Mask,
+    /// Every protocol the peer offered, sorted.
+    pub protocols: Vec<ProtocolOffer>,
 }
 
 pub(super) struct PendingPing {
@@ -77,7 +91,8 @@ impl Link {
             remote: None,
             exporter: [0; 32],
             decoder: Decoder::new(max_frame_size),
-            out: Vec::new(),
+            decoders: Vec::new(),
+            out: Outbox::default(),
             dirty: false,
             last_heard: Instant::ZERO,
             pinned: false,
@@ -85,6 +100,24 @@ impl Link {
             deadline,
             scheduled: Instant::NEVER,
         }
+    }
+
+    /// The decoder of `channel`, made on first use; `None` if the peer already uses as many
+    /// channels as it may.
+    pub fn decoder(&mut self, channel: Channel) -> Option<&mut Decoder> {
+        if channel == Channel::CONTROL {
+            return Some(&mut self.decoder);
+        }
+        let at = match self.decoders.iter().position(|(c, _)| *c == channel) {
+            Some(at) => at,
+            None if self.decoders.len() + 1 < MAX_CHANNELS => {
+                let max = self.decoder.max_frame_size();
+                self.decoders.push((channel, Decoder::new(max)));
+                self.decoders.len() - 1
+            }
+            None => return None,
+        };
+        Some(&mut self.decoders[at].1)
     }
 
     /// Whether the node opened this link on its own, so closes it once unused.
@@ -172,5 +205,49 @@ impl PingWindow {
 
     pub fn into_inner(self) -> Vec<(u64, PendingPing)> {
         self.oldest.into_iter().chain(self.rest).collect()
+    }
+}
+
+/// A link's frames waiting for the transport, per channel, in the order channels got their
+/// first frame. Nearly always one channel, whose buffer sits inline.
+#[derive(Default)]
+pub(super) struct Outbox {
+    first: Option<(Channel, Vec<u8>)>,
+    rest: Vec<(Channel, Vec<u8>)>,
+}
+
+impl Outbox {
+    /// The buffer of `channel`, appended to by the caller.
+    pub fn channel(&mut self, channel: Channel) -> &mut Vec<u8> {
+        if self.first.is_none() && self.rest.is_empty() {
+            return &mut self.first.insert((channel, Vec::new())).1;
+        }
+        if let Some((c, _)) = &self.first {
+            if *c == channel {
+                return &mut self.first.as_mut().expect("checked").1;
+            }
+        }
+        let at = match self.rest.iter().position(|(c, _)| *c == channel) {
+            Some(at) => at,
+            None => {
+                self.rest.push((channel, Vec::new()));
+                self.rest.len() - 1
+            }
+        };
+        &mut self.rest[at].1
+    }
+
+    /// The next channel's bytes, oldest channel first.
+    pub fn take_next(&mut self) -> Option<(Channel, Vec<u8>)> {
+        loop {
+            let next = match self.first.take() {
+                Some(first) => first,
+                None if self.rest.is_empty() => return None,
+                None => self.rest.remove(0),
+            };
+            if !next.1.is_empty() {
+                return Some(next);
+            }
+        }
     }
 }

@@ -98,7 +98,15 @@ pub struct Stats {
     pub pool_idle_closes: u64,
     /// On-demand links closed to make room for a new peer at `max_peers`.
     pub pool_evictions: u64,
-    /// DHT frames not sent: no room for another link, too many queued for one dial, or an
-    /// answer to a peer that had gone.
-    pub dht_frames_dropped: u64,
+    /// Subsystem frames not sent: no room for another link, no address to dial, too many
+    /// held for one dial, or an answer to a peer that had gone. The subsystem was told (a
+    /// request among them fails or times out).
+    pub frames_undeliverable: u64,
+    /// Subsystem frames not sent because the peer does not speak their protocol.
+    pub frames_unspoken: u64,
+    /// Frames received of a protocol this node does not run or the peer did not offer; they
+    /// were skipped.
+    pub frames_skipped: u64,
+    /// Links closed because a frame named a message kind its protocol does not have.
+    pub unknown_kinds: u64,
 }

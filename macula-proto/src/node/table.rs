@@ -22,6 +22,7 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use super::link::Link;
+use super::registry::MAX_SUBSYSTEMS;
 use super::LinkId;
 use crate::time::Instant;
 
@@ -37,7 +38,6 @@ pub(super) type Slot = Option<(LinkId, Link)>;
 
 /// The slab of links. `repr(C)`, the bookkeeping first: the node keeps this struct last among
 /// its hot fields, so the bookkeeping shares their cache lines and the inline slots follow.
-#[derive(Default)]
 #[repr(C)]
 pub(super) struct Links {
     len: u32,
@@ -49,7 +49,23 @@ pub(super) struct Links {
     spill_free: Vec<u32>,
     /// Slots `INLINE_LINKS..`.
     spill: Vec<Slot>,
+    /// The deadline each subsystem is filed under in the timer heap (`NEVER`: not filed).
+    subsystems: [Instant; MAX_SUBSYSTEMS],
     inline: [Slot; INLINE_LINKS],
+}
+
+impl Default for Links {
+    fn default() -> Self {
+        Links {
+            len: 0,
+            made: 0,
+            inline_used: 0,
+            spill_free: Vec::new(),
+            spill: Vec::new(),
+            subsystems: [Instant::NEVER; MAX_SUBSYSTEMS],
+            inline: Default::default(),
+        }
+    }
 }
 
 const ALL_INLINE: u8 = ((1u16 << INLINE_LINKS) - 1) as u8;
@@ -158,6 +174,51 @@ impl Links {
         self.len as usize
     }
 
+    /// The deadline a timer key (a link, or a subsystem: see [`LinkId::subsystem`]) is filed
+    /// under; `NEVER` if none or if the link is gone.
+    pub fn scheduled(&self, key: LinkId) -> Instant {
+        match key.as_subsystem() {
+            Some(index) => self.subsystems[index],
+            None => self.get(key).map_or(Instant::NEVER, |l| l.scheduled),
+        }
+    }
+
+    /// Files a timer key under `at` (the caller pushes the heap entry).
+    pub fn set_scheduled(&mut self, key: LinkId, at: Instant) {
+        match key.as_subsystem() {
+            Some(index) => self.subsystems[index] = at,
+            None => {
+                if let Some(link) = self.get_mut(key) {
+                    link.scheduled = at;
+                }
+            }
+        }
+    }
+
+    /// Every key filed under a deadline, with it.
+    fn filed(&self) -> impl Iterator<Item = (Instant, LinkId)> + '_ {
+        let subsystems = self
+            .subsystems
+            .iter()
+            .enumerate()
+            .filter(|(_, at)| **at != Instant::NEVER)
+            .map(|(i, at)| (*at, LinkId::subsystem(i)));
+        self.iter()
+            .filter(|(_, l)| l.scheduled != Instant::NEVER)
+            .map(|(id, l)| (l.scheduled, id))
+            .chain(subsystems)
+    }
+
+    /// How many keys are filed under a deadline now, at most.
+    fn live_keys(&self) -> usize {
+        self.len() + self.subsystems.iter().filter(|at| **at != Instant::NEVER).count()
+    }
+
+    /// How many timer keys may be live: links and subsystems.
+    fn keys(&self) -> usize {
+        self.len() + MAX_SUBSYSTEMS
+    }
+
     /// Ids in slot order.
     pub fn ids(&self) -> impl Iterator<Item = LinkId> + '_ {
         self.iter().map(|(id, _)| id)
@@ -190,6 +251,10 @@ impl LinkQueue {
         }
     }
 
+    pub fn front(&self) -> Option<LinkId> {
+        self.first.or_else(|| self.rest.front().copied())
+    }
+
     pub fn pop_front(&mut self) -> Option<LinkId> {
         self.first.take().or_else(|| self.rest.pop_front())
     }
@@ -217,16 +282,17 @@ impl Default for Timers {
 }
 
 impl Timers {
-    /// Files `link` at `at`; the caller has set `link.scheduled = at`.
-    pub fn push(&mut self, at: Instant, link: LinkId, links: &Links) {
-        debug_assert!(links.get(link).is_some_and(|l| l.scheduled == at));
+    /// Files `key` (a link or a subsystem) at `at`; the caller has filed it under `at` in
+    /// `links`.
+    pub fn push(&mut self, at: Instant, key: LinkId, links: &Links) {
+        debug_assert!(links.scheduled(key) == at);
         let full_inline = matches!(&self.heap, Heap::Inline { len, .. } if *len == INLINE_TIMERS);
-        if full_inline && links.len() < INLINE_TIMERS {
+        if full_inline && links.live_keys() < INLINE_TIMERS {
             // Dead entries fill the node's own room: drop them rather than move out of it.
             // The rebuild files `link` too.
             self.rebuild(links);
         } else {
-            self.heap.push((at, link));
+            self.heap.push((at, key));
             self.bound(links);
         }
         self.refresh_top();
@@ -236,22 +302,17 @@ impl Timers {
         self.top = self.heap.peek().map_or(Instant::NEVER, |(at, _)| at);
     }
 
-    /// Keeps the entries at most twice the links plus 16 (entries die when a link re-files an
-    /// earlier deadline or goes away).
+    /// Keeps the entries at most twice the keys plus 16 (entries die when a key re-files an
+    /// earlier deadline or its link goes away).
     fn bound(&mut self, links: &Links) {
-        if self.heap.slice().len() > 2 * links.len() + 16 {
+        if self.heap.slice().len() > 2 * links.keys() + 16 {
             self.rebuild(links);
         }
     }
 
-    /// Rebuilds the heap from the links themselves: only live entries survive.
+    /// Rebuilds the heap from the links and subsystems themselves: only live entries survive.
     fn rebuild(&mut self, links: &Links) {
-        self.heap.rebuild(
-            links
-                .iter()
-                .filter(|(_, l)| l.scheduled != Instant::NEVER)
-                .map(|(id, l)| (l.scheduled, id)),
-        );
+        self.heap.rebuild(links.filed());
     }
 
     /// Drops dead entries from the top, so [`Timers::first`] is a live deadline, and keeps the
@@ -259,7 +320,7 @@ impl Timers {
     pub fn prune(&mut self, links: &Links) {
         self.bound(links);
         while let Some((at, id)) = self.heap.peek() {
-            if links.get(id).is_some_and(|l| l.scheduled == at) {
+            if links.scheduled(id) == at {
                 break;
             }
             self.heap.pop();
@@ -277,7 +338,7 @@ impl Timers {
         (self.top != Instant::NEVER).then_some(self.top)
     }
 
-    /// Takes the next live entry due at or before `now`, clearing its link's `scheduled`.
+    /// Takes the next live entry due at or before `now`, clearing its key's deadline on file.
     pub fn pop_due(&mut self, now: Instant, links: &mut Links) -> Option<LinkId> {
         let due = loop {
             let Some((at, id)) = self.heap.peek() else {
@@ -287,8 +348,8 @@ impl Timers {
                 break None;
             }
             self.heap.pop();
-            if let Some(link) = links.get_mut(id).filter(|l| l.scheduled == at) {
-                link.scheduled = Instant::NEVER;
+            if links.scheduled(id) == at {
+                links.set_scheduled(id, Instant::NEVER);
                 break Some(id);
             }
         };
@@ -311,7 +372,7 @@ impl Timers {
     pub fn live(&self, links: &Links) -> usize {
         self.slice()
             .iter()
-            .filter(|(at, id)| links.get(*id).is_some_and(|l| l.scheduled == *at))
+            .filter(|(at, id)| links.scheduled(*id) == *at)
             .count()
     }
 }

@@ -15,6 +15,7 @@
 //! [`Instant`] onto them from an `epoch` the driver supplies, so the core itself reads no clock.
 
 mod seeded;
+mod streams;
 #[doc(hidden)]
 pub mod testing;
 #[cfg(test)]
@@ -37,7 +38,8 @@ use quinn_proto::{
 
 use crate::node::{Event, LinkError, LinkId, LinkInfo, Node, Transmit};
 use crate::time::{Duration, Instant};
-use crate::wire::CloseCode;
+use crate::wire::{Channel, CloseCode};
+use streams::Streams;
 use crate::{Config, ConfigError, Identity, NodeId};
 
 /// One UDP datagram to send, or with `segment_size` a GSO batch: several datagrams of that size
@@ -171,9 +173,8 @@ struct Conn {
     link: Option<LinkId>,
     /// For outbound connections, the link the node asked to open.
     outbound: bool,
-    control: Option<StreamId>,
-    /// Bytes the control stream did not take yet.
-    pending: Vec<u8>,
+    /// The link's channels as streams.
+    streams: Streams,
     /// The connection's next timer, in core time.
     timeout: Option<Instant>,
     /// TLS completed.
@@ -220,8 +221,8 @@ impl fmt::Debug for Endpoint {
 /// payload limit (a larger batch is refused by the kernel as a whole).
 pub const MAX_GSO_SEGMENTS: usize = 10;
 
-/// Control-stream reads are done in chunks of at most this size.
-const READ_CHUNK: usize = 64 * 1024;
+/// Most channel streams a peer may have open towards this node.
+const MAX_CHANNELS: u32 = 16;
 
 impl Endpoint {
     /// An endpoint for a node, started at `now`.
@@ -396,15 +397,16 @@ impl Endpoint {
         self.max_datagrams = n.clamp(1, MAX_GSO_SEGMENTS);
     }
 
-    /// Writes `bytes` on a link's control stream exactly as given, bypassing the node's encoder.
-    /// For hostile-peer tests and fuzzing: a well-behaved application never needs it.
+    /// Writes `bytes` on one of a link's channels exactly as given, bypassing the node's
+    /// encoder. For hostile-peer tests and fuzzing: a well-behaved application never needs it.
     #[doc(hidden)]
-    pub fn send_raw(&mut self, link: LinkId, bytes: &[u8], now: Instant) {
+    pub fn send_raw(&mut self, link: LinkId, channel: Channel, bytes: &[u8], now: Instant) {
         self.advance(now);
         let std_now = self.std_instant(self.now);
         self.carry_out(
             Transmit::Send {
                 link,
+                channel,
                 bytes: bytes.to_vec(),
             },
             now,
@@ -703,36 +705,25 @@ impl Endpoint {
         match ev {
             quinn_proto::Event::Connected => self.on_connected(handle, now),
             quinn_proto::Event::ConnectionLost { reason } => self.on_lost(handle, reason, now),
-            quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+            quinn_proto::Event::Stream(StreamEvent::Opened { .. }) => {
                 self.accept_streams(handle, now);
             }
-            quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => {
-                let Some(c) = self.conns.get_mut(&handle) else {
-                    return;
-                };
-                while let Some(id) = c.conn.streams().accept(Dir::Uni) {
-                    let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(0));
-                    self.stats.streams_rejected += 1;
-                }
-            }
             quinn_proto::Event::Stream(StreamEvent::Readable { id }) => {
-                self.read_control(handle, id, now)
+                self.read_stream(handle, id, now)
             }
             quinn_proto::Event::Stream(StreamEvent::Stopped { id, .. }) => {
-                // The peer refuses our control stream: the link can't carry frames any more.
+                // The peer refuses one of our streams: the link can't carry frames any more.
                 let Some(c) = self.conns.get(&handle) else {
                     return;
                 };
-                if let (Some(link), Some(control)) = (c.link, c.control) {
-                    if control == id {
-                        self.node
-                            .close_link(link, CloseCode::ProtocolViolation, now);
-                    }
+                if let Some(link) = c.link.filter(|_| c.streams.is_ours(id)) {
+                    self.node
+                        .close_link(link, CloseCode::ProtocolViolation, now);
                 }
             }
-            quinn_proto::Event::Stream(StreamEvent::Writable { .. }) => {
-                self.flush_pending(handle, now)
-            }
+            quinn_proto::Event::Stream(
+                StreamEvent::Writable { .. } | StreamEvent::Available { dir: Dir::Uni },
+            ) => self.flush_pending(handle, now),
             _ => {}
         }
     }
@@ -772,9 +763,9 @@ impl Endpoint {
             exporter,
         };
         if c.outbound {
-            c.control = c.conn.streams().open(Dir::Bi);
+            c.streams.control = c.conn.streams().open(Dir::Bi);
             let link = c.link.expect("outbound connections are made for a link");
-            let opened = c.control.is_some();
+            let opened = c.streams.control.is_some();
             self.node.handle_link_up(link, info, now);
             if !opened {
                 // The peer allows no bidirectional stream: it can't speak Macula.
@@ -830,93 +821,59 @@ impl Endpoint {
         if c.link.is_none() {
             return;
         }
-        while let Some(id) = c.conn.streams().accept(Dir::Bi) {
-            if c.control.is_none() && !c.outbound {
-                c.control = Some(id);
-            } else {
-                let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(0));
-                self.stats.streams_rejected += 1;
-            }
-        }
-        if let Some(id) = c.control {
-            self.read_control(handle, id, now);
+        self.stats.streams_rejected += c.streams.accept(&mut c.conn, c.outbound);
+        for id in c.streams.readable() {
+            self.read_stream(handle, id, now);
         }
     }
 
-    fn read_control(&mut self, handle: ConnectionHandle, id: StreamId, now: Instant) {
+    /// Hands what stream `id` holds to the node, on its channel.
+    fn read_stream(&mut self, handle: ConnectionHandle, id: StreamId, now: Instant) {
         let Some(c) = self.conns.get_mut(&handle) else {
             return;
         };
-        let (Some(link), Some(control)) = (c.link, c.control) else {
+        let Some(link) = c.link else {
             return;
         };
-        if id != control {
-            return;
-        }
-        let mut received: Vec<Bytes> = Vec::new();
-        let mut finished = false;
-        let mut stream = c.conn.recv_stream(id);
-        if let Ok(mut chunks) = stream.read(true) {
-            loop {
-                match chunks.next(READ_CHUNK) {
-                    Ok(Some(chunk)) => received.push(chunk.bytes),
-                    Ok(None) => {
-                        finished = true;
-                        break;
-                    }
-                    Err(quinn_proto::ReadError::Blocked) => break,
-                    Err(quinn_proto::ReadError::Reset(_)) => {
-                        finished = true;
-                        break;
-                    }
-                }
+        let read = match c.streams.read(&mut c.conn, id) {
+            Ok(Some(read)) => read,
+            Ok(None) => return,
+            Err(_) => {
+                self.node
+                    .close_link(link, CloseCode::ProtocolViolation, now);
+                return;
             }
-            let _ = chunks.finalize();
+        };
+        if let Some(channel) = read.channel {
+            for bytes in read.chunks {
+                self.node.handle_link_data(link, channel, &bytes, now);
+            }
         }
-        for bytes in received {
-            self.node.handle_link_data(link, &bytes, now);
-        }
-        if finished {
-            // A peer that ends its control stream ends the link.
+        if read.finished {
+            // A peer that ends one of its streams ends the link.
             self.node
                 .close_link(link, CloseCode::ProtocolViolation, now);
         }
     }
 
-    /// Writes what the control stream will take of the link's pending bytes.
+    /// Writes what the link's streams will take of its pending bytes.
     fn flush_pending(&mut self, handle: ConnectionHandle, now: Instant) {
         let max = self.node.config().max_link_send_buffer;
         let Some(c) = self.conns.get_mut(&handle) else {
             return;
         };
-        let Some(control) = c.control else { return };
-        // Write until the stream takes everything or says it is blocked: only a `Blocked`
-        // answer registers the stream for a `Writable` event, so a short write must be retried.
-        let mut failed = false;
-        while !c.pending.is_empty() {
-            match c.conn.send_stream(control).write(&c.pending) {
-                Ok(0) | Err(quinn_proto::WriteError::Blocked) => break,
-                Ok(n) => {
-                    c.pending.drain(..n);
-                }
-                Err(_) => {
-                    // Stopped or closed: the link can't carry frames any more.
-                    c.pending.clear();
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if failed {
+        if c.streams.flush(&mut c.conn).is_err() {
+            // Stopped or closed: the link can't carry frames any more.
+            c.streams.clear();
             if let Some(link) = c.link {
                 self.node
                     .close_link(link, CloseCode::ProtocolViolation, now);
             }
             return;
         }
-        if c.pending.len() > max {
+        if c.streams.pending() > max {
             if let Some(link) = c.link {
-                c.pending.clear();
+                c.streams.clear();
                 self.node.close_link(link, CloseCode::SendBufferFull, now);
             }
         }
@@ -937,14 +894,18 @@ impl Endpoint {
                     Err(_) => self.node.handle_link_down(link, LinkError::DialFailed, now),
                 }
             }
-            Transmit::Send { link, bytes } => {
+            Transmit::Send {
+                link,
+                channel,
+                bytes,
+            } => {
                 let Some(&handle) = self.links.get(&link) else {
                     return;
                 };
                 let Some(c) = self.conns.get_mut(&handle) else {
                     return;
                 };
-                c.pending.extend_from_slice(&bytes);
+                c.streams.queue(channel, &bytes);
                 self.active.insert(handle);
                 self.flush_pending(handle, now);
             }
@@ -976,8 +937,7 @@ impl Conn {
             conn,
             link,
             outbound,
-            control: None,
-            pending: Vec::new(),
+            streams: Streams::default(),
             timeout: None,
             connected: false,
             tls_deadline: Instant::NEVER,
@@ -1020,7 +980,8 @@ fn transport_config(config: &Config) -> TransportConfig {
     let idle = config.idle_timeout + Duration::from_secs(5);
     let idle = VarInt::from_u64(idle.as_millis()).unwrap_or(VarInt::MAX);
     t.max_idle_timeout(Some(idle.into()));
-    t.max_concurrent_bidi_streams(VarInt::from_u32(4));
-    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    // The control stream, and a unidirectional stream per channel each way.
+    t.max_concurrent_bidi_streams(VarInt::from_u32(1));
+    t.max_concurrent_uni_streams(VarInt::from_u32(MAX_CHANNELS));
     t
 }

@@ -1,15 +1,34 @@
-//! Length-prefixed framing and the streaming decoder.
+//! Length-prefixed framing, the envelope, and the streaming decoder.
+//!
+//! A frame is `len` (LEB128, at most five bytes, canonical) followed by `len` bytes of body.
+//! The body is the envelope: the protocol id (LEB128, a `u16`), then the message in postcard,
+//! which begins with its kind (postcard's variant index, LEB128). The decoder checks only the
+//! length and the protocol id; which kinds exist and what their fields are is the protocol's
+//! business ([`decode_message`]).
 
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::Frame;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::ProtocolId;
 
 /// Longest length prefix: a `u32` in LEB128 takes at most five bytes.
 pub const MAX_PREFIX_LEN: usize = 5;
 
-/// Why a byte stream could not be decoded. After an error the decoder stays failed: the stream
-/// is out of step and the link must be closed.
+/// One protocol's messages: an enum whose variant index is the message kind on the wire.
+///
+/// Variants are only ever appended, so an older peer knows a prefix of the kinds.
+pub trait Message: Serialize + DeserializeOwned {
+    /// The protocol these messages belong to.
+    const PROTOCOL: ProtocolId;
+    /// How many kinds there are: a kind at or above it is unknown to this build.
+    const KINDS: u32;
+}
+
+/// Why a byte stream could not be split into frames. After an error the decoder stays failed:
+/// the stream is out of step and the link must be closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -22,7 +41,7 @@ pub enum DecodeError {
     },
     /// The length prefix is not canonical LEB128 or does not fit in 32 bits.
     BadPrefix,
-    /// The body is not a valid postcard `Frame`, or has bytes left over.
+    /// The body does not start with a well-formed protocol id and message kind.
     BadFrame,
 }
 
@@ -33,17 +52,55 @@ impl fmt::Display for DecodeError {
                 write!(f, "frame of {len} bytes announced, the maximum is {max}")
             }
             DecodeError::BadPrefix => f.write_str("malformed frame length prefix"),
-            DecodeError::BadFrame => f.write_str("malformed frame body"),
+            DecodeError::BadFrame => f.write_str("malformed frame envelope"),
         }
     }
 }
 
-/// Appends `frame`, length prefix first, to `out`.
-pub fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
+/// Why a frame of a known protocol could not be read as one of its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The kind is not one this build knows for the protocol (close code `unknown_kind`).
+    UnknownKind(u32),
+    /// The fields do not decode, or bytes are left over (close code `malformed_frame`).
+    Malformed,
+}
+
+impl fmt::Display for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MessageError::UnknownKind(kind) => write!(f, "unknown message kind {kind}"),
+            MessageError::Malformed => f.write_str("malformed message"),
+        }
+    }
+}
+
+/// A frame split off the stream, not yet read as a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    /// The protocol it belongs to.
+    pub protocol: ProtocolId,
+    /// The message: its kind (LEB128) and then its fields.
+    pub message: &'a [u8],
+}
+
+impl RawFrame<'_> {
+    /// The message kind.
+    pub fn kind(&self) -> u32 {
+        read_varint(self.message, 5)
+            .and_then(|(kind, _)| u32::try_from(kind).ok())
+            .expect("the decoder checked the kind")
+    }
+}
+
+/// Appends `message`, length prefix and protocol id first, to `out`.
+pub fn encode_into<M: Message>(message: &M, out: &mut Vec<u8>) {
+    let body = (M::PROTOCOL.0, message);
     // Small frames (pings, acks, most control traffic) are serialized on the stack, so the
     // prefix can be written first without a second pass or a move.
     let mut small = [0u8; 256];
-    if let Ok(body) = postcard::to_slice(frame, &mut small) {
+    if let Ok(body) = postcard::to_slice(&body, &mut small) {
         let mut prefix = [0u8; MAX_PREFIX_LEN];
         let prefix_len = write_prefix(body.len() as u32, &mut prefix);
         out.reserve(prefix_len + body.len());
@@ -56,7 +113,7 @@ pub fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
     // back to sit right after the real prefix.
     out.extend_from_slice(&[0; MAX_PREFIX_LEN]);
     let body_start = out.len();
-    let written = postcard::to_extend(frame, core::mem::take(out))
+    let written = postcard::to_extend(&body, core::mem::take(out))
         .expect("encoding into a Vec cannot fail: the writer grows and every field is sized");
     *out = written;
     let body_len = out.len() - body_start;
@@ -67,11 +124,28 @@ pub fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
     out[start..start + prefix_len].copy_from_slice(&prefix[..prefix_len]);
 }
 
-/// `frame`, length prefix first, as a new buffer.
-pub fn encode(frame: &Frame) -> Vec<u8> {
+/// `message`, length prefix first, as a new buffer.
+pub fn encode<M: Message>(message: &M) -> Vec<u8> {
     let mut out = Vec::with_capacity(32);
-    encode_into(frame, &mut out);
+    encode_into(message, &mut out);
     out
+}
+
+/// Reads a frame of protocol `M::PROTOCOL` as one of its messages.
+///
+/// # Errors
+/// [`MessageError::UnknownKind`] for a kind past `M::KINDS`; [`MessageError::Malformed`] if
+/// the fields do not decode exactly.
+pub fn decode_message<M: Message>(frame: RawFrame<'_>) -> Result<M, MessageError> {
+    debug_assert_eq!(frame.protocol, M::PROTOCOL);
+    let kind = frame.kind();
+    if kind >= M::KINDS {
+        return Err(MessageError::UnknownKind(kind));
+    }
+    match postcard::take_from_bytes::<M>(frame.message) {
+        Ok((message, [])) => Ok(message),
+        _ => Err(MessageError::Malformed),
+    }
 }
 
 fn write_prefix(mut value: u32, out: &mut [u8; MAX_PREFIX_LEN]) -> usize {
@@ -86,6 +160,20 @@ fn write_prefix(mut value: u32, out: &mut [u8; MAX_PREFIX_LEN]) -> usize {
         out[i] = byte | 0x80;
         i += 1;
     }
+}
+
+/// Reads a canonical LEB128 value of at most `max_len` bytes from the start of `bytes`:
+/// `None` if it is cut short, overlong or not canonical; else the value and its length.
+fn read_varint(bytes: &[u8], max_len: usize) -> Option<(u64, usize)> {
+    let mut value: u64 = 0;
+    for (i, &byte) in bytes.iter().take(max_len).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            // Canonical: no redundant trailing zero group.
+            return (i == 0 || byte != 0).then_some((value, i + 1));
+        }
+    }
+    None
 }
 
 /// Reads a prefix from the start of `bytes`: `Ok(None)` if more bytes are needed, else the
@@ -109,11 +197,26 @@ fn read_prefix(bytes: &[u8]) -> Result<Option<(u64, usize)>, DecodeError> {
     }
 }
 
+/// Splits a frame's body into its protocol id and its message, checking the kind is readable.
+fn split_body(body: &[u8]) -> Result<RawFrame<'_>, DecodeError> {
+    let (protocol, used) = read_varint(body, 3).ok_or(DecodeError::BadFrame)?;
+    let protocol = u16::try_from(protocol).map_err(|_| DecodeError::BadFrame)?;
+    let message = &body[used..];
+    match read_varint(message, 5) {
+        Some((kind, _)) if kind <= u64::from(u32::MAX) => Ok(RawFrame {
+            protocol: ProtocolId(protocol),
+            message,
+        }),
+        _ => Err(DecodeError::BadFrame),
+    }
+}
+
 /// Reassembles frames from a byte stream cut into chunks of any size.
 ///
 /// Feed chunks with [`Decoder::push`] and take frames with [`Decoder::next_frame`] until it
-/// returns `Ok(None)`. The buffer never holds more than one partial frame (at most the maximum
-/// frame size plus the prefix) beyond the chunk last pushed.
+/// returns `Ok(None)`, or hand each chunk to [`Decoder::next_frame_from`]. The buffer never
+/// holds more than one partial frame (at most the maximum frame size plus the prefix) beyond
+/// the chunk last pushed.
 #[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,
@@ -149,6 +252,11 @@ impl Decoder {
         self.buf.extend_from_slice(chunk);
     }
 
+    /// The largest frame it accepts.
+    pub fn max_frame_size(&self) -> u32 {
+        self.max_frame_size
+    }
+
     /// Bytes buffered and not yet decoded.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
@@ -158,44 +266,47 @@ impl Decoder {
     ///
     /// # Errors
     /// A [`DecodeError`] if the stream is malformed; every later call returns the same error.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
+    pub fn next_frame(&mut self) -> Result<Option<RawFrame<'_>>, DecodeError> {
         if let Some(err) = self.failed {
             return Err(err);
         }
-        let result = self.try_next();
-        if let Err(err) = result {
-            self.failed = Some(err);
-            // Release the buffer: a failed stream is never read again.
-            self.buf = Vec::new();
-            self.start = 0;
+        let (body_at, len) = match frame_bounds(&self.buf[self.start..], self.max_frame_size) {
+            Ok(Some((prefix_len, len))) => (self.start + prefix_len, len),
+            Ok(None) => return Ok(None),
+            Err(err) => return Err(self.fail(err)),
+        };
+        if let Err(err) = split_body(&self.buf[body_at..body_at + len]) {
+            return Err(self.fail(err));
         }
-        result
+        self.start = body_at + len;
+        Ok(split_body(&self.buf[body_at..body_at + len]).ok())
     }
 
     /// The next complete frame from what is buffered followed by `input`, taking from `input`
-    /// only what it uses. While nothing is buffered, frames are decoded straight from `input`,
+    /// only what it uses. While nothing is buffered, frames are read straight from `input`,
     /// never copied; only a partial frame at its end is buffered. The frames and errors are
     /// those of [`Decoder::push`] of `input` followed by [`Decoder::next_frame`] calls.
     ///
     /// # Errors
     /// As [`Decoder::next_frame`]; the rest of `input` is then dropped.
-    pub fn next_frame_from(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, DecodeError> {
+    pub fn next_frame_from<'s, 'i: 's>(
+        &'s mut self,
+        input: &mut &'i [u8],
+    ) -> Result<Option<RawFrame<'s>>, DecodeError> {
         if let Some(err) = self.failed {
             return Err(err);
         }
         if self.buffered() == 0 && !input.is_empty() {
-            match decode_one(input, self.max_frame_size) {
+            let whole: &'i [u8] = input;
+            match decode_one(whole, self.max_frame_size) {
                 Ok(Some((frame, used))) => {
-                    *input = &input[used..];
+                    *input = &whole[used..];
                     return Ok(Some(frame));
                 }
                 Ok(None) => {}
                 Err(err) => {
                     *input = &[];
-                    self.failed = Some(err);
-                    self.buf = Vec::new();
-                    self.start = 0;
-                    return Err(err);
+                    return Err(self.fail(err));
                 }
             }
         }
@@ -206,19 +317,18 @@ impl Decoder {
         self.next_frame()
     }
 
-    fn try_next(&mut self) -> Result<Option<Frame>, DecodeError> {
-        match decode_one(&self.buf[self.start..], self.max_frame_size)? {
-            Some((frame, used)) => {
-                self.start += used;
-                Ok(Some(frame))
-            }
-            None => Ok(None),
-        }
+    fn fail(&mut self, err: DecodeError) -> DecodeError {
+        self.failed = Some(err);
+        // Release the buffer: a failed stream is never read again.
+        self.buf = Vec::new();
+        self.start = 0;
+        err
     }
 }
 
-/// The frame at the start of `pending` and the bytes it took, `None` if it is not all there.
-fn decode_one(pending: &[u8], max_frame_size: u32) -> Result<Option<(Frame, usize)>, DecodeError> {
+/// Where the frame at the start of `pending` is: its prefix's length and its body's, `None` if
+/// it is not all there yet.
+fn frame_bounds(pending: &[u8], max_frame_size: u32) -> Result<Option<(usize, usize)>, DecodeError> {
     let Some((len, prefix_len)) = read_prefix(pending)? else {
         return Ok(None);
     };
@@ -229,297 +339,17 @@ fn decode_one(pending: &[u8], max_frame_size: u32) -> Result<Option<(Frame, usiz
         });
     }
     let len = len as usize;
-    let Some(body) = pending.get(prefix_len..prefix_len + len) else {
-        return Ok(None);
-    };
-    let (frame, rest) =
-        postcard::take_from_bytes::<Frame>(body).map_err(|_| DecodeError::BadFrame)?;
-    if !rest.is_empty() {
-        return Err(DecodeError::BadFrame);
-    }
-    Ok(Some((frame, prefix_len + len)))
+    Ok((pending.len() >= prefix_len + len).then_some((prefix_len, len)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wire::{
-        Ack, Connect, ConnectAck, ConnectError, DhtRefusal, FindNode, FindValue, Nodes, Ping,
-        Records, RefuseReason, Refused, Store, WireAddr, WireContact, WireRecord, Withdraw,
+/// The frame at the start of `pending` and the bytes it took, `None` if it is not all there.
+fn decode_one(
+    pending: &[u8],
+    max_frame_size: u32,
+) -> Result<Option<(RawFrame<'_>, usize)>, DecodeError> {
+    let Some((prefix_len, len)) = frame_bounds(pending, max_frame_size)? else {
+        return Ok(None);
     };
-    use crate::NodeId;
-    use alloc::string::String;
-    use alloc::vec;
-    use proptest::prelude::*;
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| alloc::format!("{b:02x}")).collect()
-    }
-
-    fn sample_frames() -> Vec<Frame> {
-        vec![
-            Frame::Connect(Connect {
-                version: 1,
-                node_id: NodeId([0xab; 32]),
-                realm: "io.example".into(),
-                auth: Some([0x11; 32]),
-                listen_addrs: vec![WireAddr::V4([127, 0, 0, 1], 4433), WireAddr::V6([0; 16], 1)],
-                roles: 1,
-            }),
-            Frame::ConnectAck(ConnectAck {
-                version: 1,
-                node_id: NodeId([0x01; 32]),
-                listen_addrs: vec![],
-                roles: 0,
-            }),
-            Frame::ConnectError(ConnectError {
-                reason: RefuseReason::Capacity,
-                message: "full".into(),
-            }),
-            Frame::Ping(Ping { id: 300 }),
-            Frame::Pong(Ping { id: u64::MAX }),
-            Frame::FindNode(FindNode {
-                id: 1,
-                target: [0x5a; 32],
-            }),
-            Frame::FindValue(FindValue {
-                id: 2,
-                key: [0xa5; 32],
-            }),
-            Frame::Nodes(Nodes {
-                id: 1,
-                nodes: vec![WireContact {
-                    id: NodeId([0x02; 32]),
-                    addr: WireAddr::V4([198, 18, 0, 2], 4433),
-                }],
-            }),
-            Frame::Records(Records {
-                id: 2,
-                records: vec![WireRecord {
-                    publisher: NodeId([0x03; 32]),
-                    addrs: vec![WireAddr::V6([0; 16], 9)],
-                    value: b"value".to_vec(),
-                    ttl_secs: 300,
-                }],
-                nodes: vec![],
-            }),
-            Frame::Store(Store {
-                id: 3,
-                key: [0x11; 32],
-                record: WireRecord {
-                    publisher: NodeId([0x04; 32]),
-                    addrs: vec![],
-                    value: vec![],
-                    ttl_secs: 0,
-                },
-            }),
-            Frame::Withdraw(Withdraw {
-                id: 4,
-                key: [0x22; 32],
-            }),
-            Frame::Ack(Ack { id: 3 }),
-            Frame::Refused(Refused {
-                id: 5,
-                reason: DhtRefusal::NotPublisher,
-            }),
-        ]
-    }
-
-    /// Golden vectors: these bytes are the protocol. A change here breaks interoperability and
-    /// needs a new protocol version, not a new vector.
-    #[test]
-    fn golden_vectors_pin_the_encoding() {
-        let ping = encode(&Frame::Ping(Ping { id: 300 }));
-        assert_eq!(hex(&ping), "0303ac02");
-        let pong = encode(&Frame::Pong(Ping { id: u64::MAX }));
-        assert_eq!(hex(&pong), "0b04ffffffffffffffffff01");
-        let err = encode(&Frame::ConnectError(ConnectError {
-            reason: RefuseReason::Capacity,
-            message: "full".into(),
-        }));
-        assert_eq!(hex(&err), "0702030466756c6c");
-        let ack = encode(&Frame::ConnectAck(ConnectAck {
-            version: 1,
-            node_id: NodeId([0x01; 32]),
-            listen_addrs: vec![WireAddr::V4([127, 0, 0, 1], 4433)],
-            roles: 2,
-        }));
-        assert_eq!(
-            hex(&ack),
-            alloc::format!("2b0101{}01007f000001d12202", "01".repeat(32))
-        );
-        let connect = encode(&Frame::Connect(Connect {
-            version: 1,
-            node_id: NodeId([0xab; 32]),
-            realm: "io.x".into(),
-            auth: None,
-            listen_addrs: vec![WireAddr::V6([0; 16], 1)],
-            roles: 0,
-        }));
-        assert_eq!(
-            hex(&connect),
-            alloc::format!(
-                "3c0001{}04696f2e78000101{}0100",
-                "ab".repeat(32),
-                "00".repeat(16)
-            )
-        );
-        let find = encode(&Frame::FindNode(FindNode {
-            id: 7,
-            target: [0x5a; 32],
-        }));
-        assert_eq!(hex(&find), alloc::format!("220507{}", "5a".repeat(32)));
-        let nodes = encode(&Frame::Nodes(Nodes {
-            id: 7,
-            nodes: vec![WireContact {
-                id: NodeId([0x02; 32]),
-                addr: WireAddr::V4([198, 18, 0, 2], 4433),
-            }],
-        }));
-        assert_eq!(
-            hex(&nodes),
-            alloc::format!("2a070701{}00c6120002d122", "02".repeat(32))
-        );
-        let store = encode(&Frame::Store(Store {
-            id: 8,
-            key: [0x11; 32],
-            record: WireRecord {
-                publisher: NodeId([0x04; 32]),
-                addrs: vec![],
-                value: b"hi".to_vec(),
-                ttl_secs: 300,
-            },
-        }));
-        assert_eq!(
-            hex(&store),
-            alloc::format!("480908{}{}00026869ac02", "11".repeat(32), "04".repeat(32))
-        );
-        let refused = encode(&Frame::Refused(Refused {
-            id: 9,
-            reason: DhtRefusal::RateLimited,
-        }));
-        assert_eq!(hex(&refused), "030c0900");
-    }
-
-    #[test]
-    fn every_sample_round_trips() {
-        for frame in sample_frames() {
-            let bytes = encode(&frame);
-            let mut d = Decoder::new(1 << 20);
-            d.push(&bytes);
-            assert_eq!(d.next_frame(), Ok(Some(frame)));
-            assert_eq!(d.next_frame(), Ok(None));
-            assert_eq!(d.buffered(), 0);
-        }
-    }
-
-    #[test]
-    fn a_huge_prefix_is_refused_before_buffering() {
-        let mut d = Decoder::new(1 << 20);
-        // 4 GiB - 1 announced; only the five prefix bytes ever arrive.
-        d.push(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
-        assert_eq!(
-            d.next_frame(),
-            Err(DecodeError::FrameTooLarge {
-                len: u64::from(u32::MAX),
-                max: 1 << 20
-            })
-        );
-        d.push(&[0u8; 64]);
-        assert_eq!(d.buffered(), 0, "a failed decoder drops what it is fed");
-        assert!(d.next_frame().is_err());
-    }
-
-    #[test]
-    fn malformed_prefixes_and_bodies_are_errors() {
-        for bad in [
-            &[0x80, 0x00][..],
-            &[0xff, 0xff, 0xff, 0xff, 0x7f],
-            &[0x80; 6],
-        ] {
-            let mut d = Decoder::new(u32::MAX);
-            d.push(bad);
-            assert_eq!(d.next_frame(), Err(DecodeError::BadPrefix), "{bad:?}");
-        }
-        let mut d = Decoder::new(1024);
-        d.push(&[0x02, 0x63, 0x00]); // frame type 99
-        assert_eq!(d.next_frame(), Err(DecodeError::BadFrame));
-        let mut d = Decoder::new(1024);
-        d.push(&[0x03, 0x03, 0x01, 0x00]); // a ping with a stray byte
-        assert_eq!(d.next_frame(), Err(DecodeError::BadFrame));
-    }
-
-    fn arb_frame() -> impl Strategy<Value = Frame> {
-        prop_oneof![
-            any::<u64>().prop_map(|id| Frame::Ping(Ping { id })),
-            any::<u64>().prop_map(|id| Frame::Pong(Ping { id })),
-            (
-                any::<[u8; 32]>(),
-                "[a-z.]{0,40}",
-                any::<Option<[u8; 32]>>(),
-                any::<u8>()
-            )
-                .prop_map(|(id, realm, auth, roles)| Frame::Connect(Connect {
-                    version: 1,
-                    node_id: NodeId(id),
-                    realm,
-                    auth,
-                    listen_addrs: vec![WireAddr::V4([10, 0, 0, 1], 9)],
-                    roles,
-                })),
-            (0usize..5, ".{0,300}").prop_map(|(r, message)| Frame::ConnectError(ConnectError {
-                reason: RefuseReason::ALL[r],
-                message,
-            })),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn any_chunking_decodes_to_the_same_frames(
-            frames in proptest::collection::vec(arb_frame(), 1..20),
-            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..40),
-        ) {
-            let mut stream = Vec::new();
-            for f in &frames {
-                encode_into(f, &mut stream);
-            }
-            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
-            points.push(0);
-            points.push(stream.len());
-            points.sort_unstable();
-            let mut d = Decoder::new(1 << 20);
-            let mut out = Vec::new();
-            for w in points.windows(2) {
-                d.push(&stream[w[0]..w[1]]);
-                while let Some(f) = d.next_frame().unwrap() {
-                    out.push(f);
-                }
-            }
-            prop_assert_eq!(&out, &frames);
-            prop_assert_eq!(d.buffered(), 0);
-            // Decoding straight from the chunks gives the same frames.
-            let mut d = Decoder::new(1 << 20);
-            let mut direct = Vec::new();
-            for w in points.windows(2) {
-                let mut input = &stream[w[0]..w[1]];
-                while let Some(f) = d.next_frame_from(&mut input).unwrap() {
-                    direct.push(f);
-                }
-                prop_assert!(input.is_empty());
-            }
-            prop_assert_eq!(direct, frames);
-            prop_assert_eq!(d.buffered(), 0);
-        }
-
-        #[test]
-        fn arbitrary_bytes_never_panic_and_stay_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            let mut d = Decoder::new(1024);
-            for chunk in bytes.chunks(7) {
-                d.push(chunk);
-                while let Ok(Some(_)) = d.next_frame() {}
-                prop_assert!(d.buffered() <= 1024 + MAX_PREFIX_LEN + 7);
-            }
-        }
-    }
+    let frame = split_body(&pending[prefix_len..prefix_len + len])?;
+    Ok(Some((frame, prefix_len + len)))
 }

@@ -1,0 +1,1379 @@
+//! The link core: links, the realm handshake, keep-alive, one timer structure for links and
+//! subsystems, and sending to a node by its id (dialing on demand).
+//!
+//! It knows subsystems only as indices into the registry's list: it tells them about peers by
+//! queueing [`PeerChange`] notices, which the node hands on after each call, and it files
+//! their deadlines in the same timer heap as the links'.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+
+use super::layout::{Traffic, Tuning};
+use super::link::{self, Link, LinkState, PendingPing};
+use super::registry::{index_of, protocol_at, shared, Mask, MAX_SUBSYSTEMS};
+use super::subsystem::{Answer, Ask, Gone, Peer, PeerChange, Ticket, Unreachable};
+use super::table::{LinkQueue, Links, Timers};
+use super::{
+    ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, PeerInfo,
+    PingError, PingId, Stats, Transmit,
+};
+use crate::auth::{realm_proof, verify_realm_proof};
+use crate::config::{Config, Roles, MAX_LISTEN_ADDRS};
+use crate::id::{Identity, NodeId};
+use crate::rng::Rng;
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    encode, encode_into, Channel, CloseCode, Connect, ConnectAck, ConnectError, Control, Message,
+    Ping, ProtocolId, ProtocolOffer, RefuseReason, Versions, WireAddr,
+};
+
+/// The link core of a [`Node`](super::Node). See the [module documentation](self).
+///
+/// The fields every input reads or writes come first, and `repr(C)` keeps them in that order
+/// (see [`layout`](super::layout), which owns what this order is for).
+#[repr(C)]
+pub(crate) struct Core {
+    // ---- hot: touched by nearly every input
+    now: Instant,
+    /// When each link and each subsystem next needs `handle_timeout`. An entry may be early (a
+    /// deadline that moved later is not re-filed) but never late.
+    timers: Timers,
+    transmits: VecDeque<Transmit>,
+    /// Links with frames queued on a channel, in the order they got them.
+    dirty: LinkQueue,
+    events: VecDeque<Event>,
+    /// Established peers and the link each is on.
+    peers: BTreeMap<NodeId, LinkId>,
+    pub(super) traffic: Traffic,
+    pub(super) tuning: Tuning,
+    next_ping: u64,
+    closed: bool,
+    /// Subsystems a call gave work to since their deadlines were last filed.
+    pub(super) touched: Mask,
+    /// The links, last: their bookkeeping ends the hot fields, and the first few links follow
+    /// it inline.
+    pub(super) links: Links,
+    // ---- cold: handshakes, failures, commands
+    config: Config,
+    identity: Identity,
+    rng: Rng,
+    /// The counters other than `traffic`'s (whose fields here stay zero; [`Core::stats`]
+    /// merges the two) and without the gauges, which are read off the tables.
+    pub(super) stats: Stats,
+    /// The subsystems that run, and what the handshake offers peers.
+    running: Mask,
+    offers: Vec<ProtocolOffer>,
+    /// Links being dialed to reach a node by id, and the frames waiting for each.
+    dials: BTreeMap<NodeId, Dial>,
+    /// Peers whose link was closed as a duplicate while it was theirs: their subsystems hear
+    /// [`PeerChange::Relinked`] once the other link is up. At most `max_peers`.
+    relinked: BTreeSet<NodeId>,
+    /// What subsystems have to hear, with the subsystems to tell.
+    pub(super) notices: VecDeque<(Mask, PeerChange)>,
+    pub(super) asks: VecDeque<(ProtocolId, ProtocolId, Ticket, Ask)>,
+    pub(super) answers: VecDeque<(ProtocolId, Ticket, Answer)>,
+    next_ticket: u64,
+}
+
+/// An on-demand link under way and the frames it will carry once up, with the subsystem each
+/// came from.
+struct Dial {
+    link: LinkId,
+    frames: Vec<(usize, Vec<u8>)>,
+}
+
+/// Most frames held for one link being dialed; more are dropped and counted (a request among
+/// them times out like an unanswered one).
+const MAX_FRAMES_PER_DIAL: usize = 64;
+
+/// A link a subsystem used this recently is never evicted to make room for another.
+const POOL_MIN_IDLE: Duration = Duration::from_secs(1);
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.identity.node_id())
+            .field("links", &self.links.len())
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// A core for a validated `config`; `offers` are the running subsystems' protocols.
+    pub fn new(
+        config: Config,
+        identity: Identity,
+        rng: &mut Rng,
+        running: Mask,
+        offers: Vec<ProtocolOffer>,
+        now: Instant,
+    ) -> Self {
+        // Correlation ids start at a random point so two runs with different seeds differ on the
+        // wire from the first ping; they are not secret (pongs come over authenticated links).
+        let next_ping = rng.next_u64() >> 16;
+        Core {
+            now,
+            links: Links::default(),
+            timers: Timers::default(),
+            transmits: VecDeque::new(),
+            dirty: LinkQueue::default(),
+            events: VecDeque::new(),
+            peers: BTreeMap::new(),
+            traffic: Traffic::default(),
+            tuning: Tuning::of(&config),
+            next_ping,
+            closed: false,
+            touched: Mask::NONE,
+            config,
+            identity,
+            rng: rng.child(),
+            stats: Stats::default(),
+            running,
+            offers,
+            dials: BTreeMap::new(),
+            relinked: BTreeSet::new(),
+            notices: VecDeque::new(),
+            asks: VecDeque::new(),
+            answers: VecDeque::new(),
+            next_ticket: 1,
+        }
+    }
+
+    // ---------------------------------------------------------------- getters
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.config.listen_addrs
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    pub fn child_seed(&mut self) -> u64 {
+        self.rng.child_seed()
+    }
+
+    pub fn peer_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers.keys().copied()
+    }
+
+    pub fn peer(&self, id: &NodeId) -> Option<PeerInfo> {
+        let link_id = self.peers.get(id)?;
+        let link = self.links.get(*link_id)?;
+        let LinkState::Established(est) = &link.state else {
+            return None;
+        };
+        Some(PeerInfo {
+            id: *id,
+            link: *link_id,
+            addr: link.addr,
+            direction: link.direction,
+            listen_addrs: est.listen_addrs.clone(),
+            roles: est.roles,
+            rtt: est.rtt,
+            since: est.since,
+            protocols: est.protocols.clone(),
+        })
+    }
+
+    /// The peers up that speak the protocol of subsystem `protocol`.
+    pub fn peers_speaking(&self, protocol: ProtocolId) -> Vec<(NodeId, LinkId)> {
+        let Some(index) = index_of(protocol) else {
+            return Vec::new();
+        };
+        self.peers
+            .iter()
+            .filter(|(_, l)| self.link_speaks(**l, index))
+            .map(|(id, l)| (*id, *l))
+            .collect()
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn pending_handshakes(&self) -> usize {
+        self.links.len() - self.peers.len()
+    }
+
+    pub fn queued_events(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let t = self.traffic;
+        Stats {
+            peers: self.peers.len(),
+            pending_handshakes: self.pending_handshakes(),
+            frames_sent: t.frames_sent,
+            frames_received: t.frames_received,
+            bytes_sent: t.bytes_sent,
+            bytes_received: t.bytes_received,
+            pings_sent: t.pings_sent,
+            pongs_received: t.pongs_received,
+            ..self.stats.clone()
+        }
+    }
+
+    /// Whether `link` is established with a peer that speaks subsystem `index`'s protocol.
+    pub fn link_speaks(&self, link: LinkId, index: usize) -> bool {
+        self.links
+            .get(link)
+            .is_some_and(|l| matches!(&l.state, LinkState::Established(e) if e.speaks.has(index)))
+    }
+
+    /// The established peer on `link`, as a subsystem sees it.
+    pub fn peer_on(&self, link: LinkId) -> Option<Peer> {
+        let l = self.links.get(link)?;
+        match l.state {
+            LinkState::Established(_) => Some(Peer { id: l.remote? }),
+            _ => None,
+        }
+    }
+
+    pub fn is_established(&self, link: LinkId) -> Option<bool> {
+        self.links
+            .get(link)
+            .map(|l| matches!(l.state, LinkState::Established(_)))
+    }
+
+    /// The timer heap's entries, its top first (for [`Node::prefetch`](super::Node::prefetch)).
+    pub fn timers_slice(&self) -> &[(Instant, LinkId)] {
+        self.timers.slice()
+    }
+
+    /// Prefetches the fronts of the output queues.
+    pub fn prefetch_queues(&self, to: &mut impl super::layout::Prefetch) {
+        if let Some(t) = self.transmits.front() {
+            to.prefetch(t);
+        }
+        if let Some(e) = self.events.front() {
+            to.prefetch(e);
+        }
+    }
+
+    // ---------------------------------------------------------------- time
+
+    pub fn advance(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    /// Files subsystem `index`'s deadline (a closed node keeps no time for them).
+    pub fn file_subsystem(&mut self, index: usize, due: Option<Instant>) {
+        let due = if self.closed {
+            Instant::NEVER
+        } else {
+            due.unwrap_or(Instant::NEVER)
+        };
+        let key = LinkId::subsystem(index);
+        if due < self.links.scheduled(key) {
+            self.links.set_scheduled(key, due);
+            self.timers.push(due, key, &self.links);
+            self.timers.prune(&self.links);
+        }
+    }
+
+    /// Runs the link timers due at `now`; returns the subsystems whose deadline came.
+    pub fn handle_timeout(&mut self) -> Mask {
+        let mut due = Mask::NONE;
+        while let Some(key) = self.timers.pop_due(self.now, &mut self.links) {
+            match key.as_subsystem() {
+                Some(index) => due.0 |= 1 << index,
+                None => {
+                    self.link_timers(key);
+                    self.schedule(key);
+                }
+            }
+        }
+        self.timers.prune(&self.links);
+        due
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.transmits.is_empty() || !self.dirty.is_empty() || !self.events.is_empty() {
+            return Some(self.now);
+        }
+        self.timers.first()
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(t) = self.transmits.pop_front() {
+            return Some(t);
+        }
+        while let Some(link_id) = self.dirty.front() {
+            if let Some(link) = self.links.get_mut(link_id) {
+                if let Some((channel, bytes)) = link.out.take_next() {
+                    return Some(Transmit::Send {
+                        link: link_id,
+                        channel,
+                        bytes,
+                    });
+                }
+                link.dirty = false;
+            }
+            self.dirty.pop_front();
+        }
+        None
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn push_event(&mut self, event: Event) {
+        if self.events.len() >= self.tuning.max_queued_events {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    /// Starts an outbound link; `pinned` for the application's own.
+    pub fn open_link(&mut self, addr: SocketAddr, expected: Option<NodeId>, pinned: bool) -> LinkId {
+        let link = self.links.next_id();
+        if self.closed {
+            self.push_event(Event::ConnectFailed {
+                link,
+                addr,
+                failure: ConnectFailure::Aborted(CloseCode::Goodbye),
+            });
+            return link;
+        }
+        let deadline = self.now + self.config.handshake_timeout;
+        let mut new = Link::new(
+            Direction::Outbound,
+            addr,
+            LinkState::Dialing { expected },
+            deadline,
+            self.config.max_frame_size,
+        );
+        new.pinned = pinned;
+        self.links.insert(link, new);
+        self.schedule(link);
+        self.transmits.push_back(Transmit::Open {
+            link,
+            addr,
+            expected,
+        });
+        link
+    }
+
+    pub fn ping(&mut self, peer: &NodeId) -> Result<PingId, PingError> {
+        let link_id = *self.peers.get(peer).ok_or(PingError::NotConnected)?;
+        let id = self.send_ping(link_id, true)?;
+        Ok(PingId(id))
+    }
+
+    pub fn disconnect(&mut self, peer: &NodeId) -> bool {
+        match self.peers.get(peer) {
+            Some(&link) => {
+                self.abort_link(link, CloseCode::Goodbye);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn close(&mut self) {
+        self.closed = true;
+        let links: Vec<LinkId> = self.links.ids().collect();
+        for link in links {
+            self.abort_link(link, CloseCode::Goodbye);
+        }
+    }
+
+    pub fn queue_ask(&mut self, asker: ProtocolId, to: ProtocolId, ask: Ask) -> Ticket {
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        self.asks.push_back((asker, to, ticket, ask));
+        ticket
+    }
+
+    pub fn queue_answer(&mut self, asker: ProtocolId, ticket: Ticket, answer: Answer) {
+        self.answers.push_back((asker, ticket, answer));
+    }
+
+    // ---------------------------------------------------------------- sending by node id
+
+    /// Sends a subsystem's message to `to`, dialing `addr` if there is no link (see
+    /// [`Cx::send`](super::subsystem::Cx::send)).
+    pub fn send_to<M: Message>(&mut self, to: NodeId, addr: Option<SocketAddr>, message: &M) {
+        let index = index_of(M::PROTOCOL).expect("subsystems send their own protocol");
+        if let Some(&link_id) = self.peers.get(&to) {
+            if self.link_speaks(link_id, index) {
+                self.use_link(link_id);
+                self.send_frame(link_id, message);
+            } else {
+                self.stats.frames_unspoken += 1;
+                self.notify_one(index, to, Unreachable::NotSpoken);
+            }
+            return;
+        }
+        if let Some(dial) = self.dials.get_mut(&to) {
+            if dial.frames.len() < MAX_FRAMES_PER_DIAL {
+                dial.frames.push((index, encode(message)));
+            } else {
+                self.stats.frames_undeliverable += 1;
+            }
+            return;
+        }
+        let Some(addr) = addr else {
+            self.stats.frames_undeliverable += 1;
+            self.notify_one(index, to, Unreachable::DialFailed);
+            return;
+        };
+        if self.closed || !self.make_room() {
+            self.stats.frames_undeliverable += 1;
+            self.notify_one(index, to, Unreachable::NoRoom);
+            return;
+        }
+        let link = self.open_link(addr, Some(to), false);
+        self.dials.insert(
+            to,
+            Dial {
+                link,
+                frames: alloc::vec![(index, encode(message))],
+            },
+        );
+    }
+
+    /// Sends a subsystem's message to `to` over an established link only.
+    pub fn reply_to<M: Message>(&mut self, to: NodeId, message: &M) -> bool {
+        let index = index_of(M::PROTOCOL).expect("subsystems send their own protocol");
+        match self.peers.get(&to) {
+            Some(&link_id) if self.link_speaks(link_id, index) => {
+                self.use_link(link_id);
+                self.send_frame(link_id, message);
+                true
+            }
+            _ => {
+                // An answer to a peer whose link has gone meanwhile: nobody awaits it.
+                self.stats.frames_undeliverable += 1;
+                false
+            }
+        }
+    }
+
+    /// Notes that a subsystem used `link` (an on-demand link in use is not closed as idle).
+    pub fn use_link(&mut self, link: LinkId) {
+        let now = self.now;
+        if let Some(link) = self.links.get_mut(link) {
+            link.last_used = now;
+        }
+    }
+
+    fn notify_one(&mut self, index: usize, peer: NodeId, why: Unreachable) {
+        self.notices
+            .push_back((Mask(1 << index), PeerChange::Unreachable { peer, why }));
+    }
+
+    /// An outbound link failed before its handshake completed; if frames waited for it, they go
+    /// over the link the peer turned out to have, or their subsystems learn the outcome.
+    fn dial_failed(&mut self, link_id: LinkId, target: NodeId, failure: &ConnectFailure) {
+        if self.dials.get(&target).map(|d| d.link) != Some(link_id) {
+            return;
+        }
+        let dial = self.dials.remove(&target).expect("checked above");
+        let why = match failure {
+            ConnectFailure::AlreadyConnected(_) => match self.peers.get(&target).copied() {
+                Some(link) => {
+                    self.flush_dial(link, target, dial.frames);
+                    return;
+                }
+                None => Unreachable::NoRoom,
+            },
+            // Reasons of this node's own, or a peer that is there but full: keep the contact.
+            ConnectFailure::Aborted(CloseCode::Goodbye)
+            | ConnectFailure::Refused {
+                reason: RefuseReason::Capacity,
+                ..
+            } => Unreachable::NoRoom,
+            _ => Unreachable::DialFailed,
+        };
+        let mut mask = Mask::NONE;
+        for (index, _) in &dial.frames {
+            mask.0 |= 1 << index;
+        }
+        self.notices
+            .push_back((mask, PeerChange::Unreachable { peer: target, why }));
+    }
+
+    /// Sends frames held for a dial over `link`; those of protocols the peer does not speak
+    /// fail.
+    fn flush_dial(&mut self, link: LinkId, peer: NodeId, frames: Vec<(usize, Vec<u8>)>) {
+        let mut unspoken = Mask::NONE;
+        for (index, bytes) in frames {
+            if self.link_speaks(link, index) {
+                self.send_encoded(link, protocol_at(index).channel(), &bytes);
+            } else {
+                self.stats.frames_unspoken += 1;
+                unspoken.0 |= 1 << index;
+            }
+        }
+        if unspoken != Mask::NONE {
+            let why = Unreachable::NotSpoken;
+            self.notices
+                .push_back((unspoken, PeerChange::Unreachable { peer, why }));
+        }
+    }
+
+    /// Whether another on-demand link fits under `max_peers` and `max_pending_handshakes`,
+    /// evicting the least recently used on-demand link if that makes room.
+    fn make_room(&mut self) -> bool {
+        if self.pending_handshakes() >= self.config.max_pending_handshakes {
+            return false;
+        }
+        let fits = |c: &Core| c.peers.len() + c.dials.len() < c.config.max_peers;
+        fits(self) || (self.evict_one() && fits(self))
+    }
+
+    /// Closes the on-demand link (one this node opened to reach a node by id) that was used
+    /// least recently, and not within [`POOL_MIN_IDLE`]. Links the application asked for, here
+    /// or at the remote end, are never evicted. Returns whether there was one.
+    fn evict_one(&mut self) -> bool {
+        let now = self.now;
+        let victim = self
+            .peers
+            .values()
+            .filter_map(|&id| {
+                let link = self.links.get(id)?;
+                (link.on_demand() && link.last_used + POOL_MIN_IDLE <= now)
+                    .then_some((link.last_used, id))
+            })
+            .min();
+        let Some((_, link)) = victim else {
+            return false;
+        };
+        self.stats.pool_evictions += 1;
+        self.abort_link(link, CloseCode::Goodbye);
+        true
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    pub fn handle_link_up(&mut self, link_id: LinkId, info: LinkInfo) {
+        let own = self.node_id();
+        let Some(link) = self.links.get_mut(link_id) else {
+            // Closed by us meanwhile; the transport has (or will get) the Close.
+            return;
+        };
+        let LinkState::Dialing { expected } = link.state else {
+            return;
+        };
+        link.remote = Some(info.remote_id);
+        link.addr = info.remote_addr;
+        link.exporter = info.exporter;
+        link.last_heard = self.now;
+        if info.remote_id == own {
+            self.fail_outbound(link_id, ConnectFailure::SelfDial, CloseCode::UnexpectedPeer);
+            return;
+        }
+        if let Some(expected) = expected.filter(|e| *e != info.remote_id) {
+            let failure = ConnectFailure::UnexpectedPeer {
+                expected,
+                found: info.remote_id,
+            };
+            self.fail_outbound(link_id, failure, CloseCode::UnexpectedPeer);
+            return;
+        }
+        let auth = self
+            .config
+            .api_key
+            .as_ref()
+            .map(|key| realm_proof(key, self.config.realm.as_str(), &own, &info.exporter));
+        let connect = Control::Connect(Connect {
+            versions: Versions::OURS,
+            node_id: own,
+            realm: self.config.realm.as_str().into(),
+            auth,
+            listen_addrs: self.wire_listen_addrs(),
+            roles: self.config.roles.0,
+            protocols: self.offers.clone(),
+        });
+        if let Some(link) = self.links.get_mut(link_id) {
+            link.state = LinkState::AwaitingAck;
+        }
+        self.send_frame(link_id, &connect);
+    }
+
+    pub fn handle_inbound(&mut self, info: LinkInfo) -> Result<LinkId, CloseCode> {
+        if self.closed {
+            return Err(CloseCode::Goodbye);
+        }
+        if self.pending_handshakes() >= self.config.max_pending_handshakes {
+            self.stats.handshake_slots_full += 1;
+            return Err(CloseCode::Refused(RefuseReason::Capacity));
+        }
+        let link_id = self.links.next_id();
+        let deadline = self.now + self.config.handshake_timeout;
+        let mut link = Link::new(
+            Direction::Inbound,
+            info.remote_addr,
+            LinkState::AwaitingConnect,
+            deadline,
+            self.config.max_frame_size,
+        );
+        link.remote = Some(info.remote_id);
+        link.exporter = info.exporter;
+        link.last_heard = self.now;
+        self.links.insert(link_id, link);
+        self.schedule(link_id);
+        Ok(link_id)
+    }
+
+    /// Bytes arrived on `link`: returns whether the node reads them (not for an unknown link
+    /// or one still dialing, which is a transport bug, not the peer's).
+    pub fn accept_bytes(&mut self, link_id: LinkId, len: usize) -> bool {
+        let Some(link) = self.links.get_mut(link_id) else {
+            return false;
+        };
+        if matches!(link.state, LinkState::Dialing { .. }) {
+            return false;
+        }
+        link.last_heard = self.now;
+        self.traffic.bytes_received += len as u64;
+        true
+    }
+
+    pub fn handle_link_down(&mut self, link_id: LinkId, error: LinkError) {
+        let Some(link) = self.links.get(link_id) else {
+            return;
+        };
+        match link.state {
+            LinkState::Dialing { .. } | LinkState::AwaitingAck => {
+                let failure = match error {
+                    LinkError::ClosedByPeer(CloseCode::Duplicate)
+                        if link.remote.is_some_and(|r| self.peers.contains_key(&r)) =>
+                    {
+                        ConnectFailure::AlreadyConnected(link.remote.expect("checked above"))
+                    }
+                    LinkError::ClosedByPeer(CloseCode::Refused(reason)) => {
+                        self.stats.refused_by_peer.bump(reason);
+                        ConnectFailure::Refused {
+                            reason,
+                            message: String::new(),
+                        }
+                    }
+                    other => ConnectFailure::Link(other),
+                };
+                self.forget_outbound(link_id, failure);
+            }
+            LinkState::AwaitingConnect => {
+                self.take_link(link_id);
+                self.stats.handshakes_abandoned += 1;
+            }
+            LinkState::Established(_) => self.forget_peer(link_id, DownReason::Link(error)),
+        }
+    }
+
+    /// A control-protocol message arrived on `link`.
+    pub fn handle_control(&mut self, link_id: LinkId, message: Control) {
+        self.traffic.frames_received += 1;
+        let Some(link) = self.links.get(link_id) else {
+            return;
+        };
+        match (&link.state, message) {
+            (LinkState::AwaitingConnect, Control::Connect(connect)) => {
+                self.answer_connect(link_id, connect);
+            }
+            (LinkState::AwaitingAck, Control::ConnectAck(ack)) => {
+                self.complete_outbound(link_id, ack)
+            }
+            (LinkState::AwaitingAck, Control::ConnectError(err)) => {
+                self.stats.refused_by_peer.bump(err.reason);
+                let message = truncate(err.message, 256);
+                let failure = ConnectFailure::Refused {
+                    reason: err.reason,
+                    message,
+                };
+                self.fail_outbound(link_id, failure, CloseCode::Goodbye);
+            }
+            (LinkState::Established(_), Control::Ping(ping)) => {
+                self.send_frame(link_id, &Control::Pong(ping));
+            }
+            (LinkState::Established(_), Control::Pong(pong)) => {
+                self.handle_pong(link_id, pong.id)
+            }
+            _ => self.violation(link_id, CloseCode::ProtocolViolation),
+        }
+    }
+
+    /// A frame of subsystem `index`'s protocol arrived on `link`: the peer it came from, if the
+    /// link may carry it. A frame before the handshake is a violation; one of a protocol the
+    /// link did not agree on is counted and skipped.
+    pub fn admit_subsystem_frame(&mut self, link_id: LinkId, index: usize) -> Option<Peer> {
+        self.traffic.frames_received += 1;
+        match self.is_established(link_id)? {
+            false => {
+                self.violation(link_id, CloseCode::ProtocolViolation);
+                None
+            }
+            true if !self.link_speaks(link_id, index) => {
+                self.stats.frames_skipped += 1;
+                None
+            }
+            true => {
+                self.use_link(link_id);
+                self.touched.0 |= 1 << index;
+                self.peer_on(link_id)
+            }
+        }
+    }
+
+    /// A frame of a protocol this node does not run arrived on `link`: skipped and counted once
+    /// the handshake is done, a violation before.
+    pub fn skip_frame(&mut self, link_id: LinkId) {
+        self.traffic.frames_received += 1;
+        match self.is_established(link_id) {
+            Some(true) => self.stats.frames_skipped += 1,
+            Some(false) => self.violation(link_id, CloseCode::ProtocolViolation),
+            None => {}
+        }
+    }
+
+    /// Closes `link` for a peer's fault, counting it by `code`.
+    pub fn violation(&mut self, link_id: LinkId, code: CloseCode) {
+        match code {
+            CloseCode::FrameTooLarge => self.stats.oversized_frames += 1,
+            CloseCode::MalformedFrame => self.stats.malformed_frames += 1,
+            CloseCode::UnknownKind => self.stats.unknown_kinds += 1,
+            _ => self.stats.protocol_violations += 1,
+        }
+        self.abort_link(link_id, code);
+    }
+
+    /// Closes one link with `code`, reporting what the application needs to know.
+    pub fn close_link(&mut self, link_id: LinkId, code: CloseCode) {
+        self.abort_link(link_id, code);
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    /// Files the link's next deadline if it is earlier than the one on file.
+    fn schedule(&mut self, link_id: LinkId) {
+        let Some(link) = self.links.get_mut(link_id) else {
+            return;
+        };
+        let due = link.next_deadline(&self.tuning);
+        if due < link.scheduled {
+            link.scheduled = due;
+            self.timers.push(due, link_id, &self.links);
+            self.timers.prune(&self.links);
+        }
+    }
+
+    /// Removes a link and its timer.
+    fn take_link(&mut self, link_id: LinkId) -> Option<Link> {
+        let link = self.links.remove(link_id)?;
+        self.timers.prune(&self.links);
+        Some(link)
+    }
+
+    fn wire_listen_addrs(&self) -> Vec<WireAddr> {
+        self.config
+            .listen_addrs
+            .iter()
+            .take(MAX_LISTEN_ADDRS)
+            .map(|a| WireAddr::from(*a))
+            .collect()
+    }
+
+    fn send_frame<M: Message>(&mut self, link_id: LinkId, message: &M) {
+        let channel = M::PROTOCOL.channel();
+        let Some(link) = self.links.get_mut(link_id) else {
+            return;
+        };
+        let out = link.out.channel(channel);
+        let before = out.len();
+        encode_into(message, out);
+        let written = out.len() - before;
+        self.traffic.frames_sent += 1;
+        self.traffic.bytes_sent += written as u64;
+        if !link.dirty {
+            link.dirty = true;
+            self.dirty.push_back(link_id);
+        }
+    }
+
+    /// Queues an already encoded frame.
+    fn send_encoded(&mut self, link_id: LinkId, channel: Channel, bytes: &[u8]) {
+        let Some(link) = self.links.get_mut(link_id) else {
+            return;
+        };
+        link.out.channel(channel).extend_from_slice(bytes);
+        self.traffic.frames_sent += 1;
+        self.traffic.bytes_sent += bytes.len() as u64;
+        if !link.dirty {
+            link.dirty = true;
+            self.dirty.push_back(link_id);
+        }
+    }
+
+    /// Queues a ping on an established link. Returns its correlation id.
+    fn send_ping(&mut self, link_id: LinkId, from_app: bool) -> Result<u64, PingError> {
+        let now = self.now;
+        let max = self.tuning.max_pings_in_flight;
+        let deadline = now + self.tuning.ping_timeout;
+        let link = self.links.get_mut(link_id).ok_or(PingError::NotConnected)?;
+        let LinkState::Established(est) = &mut link.state else {
+            return Err(PingError::NotConnected);
+        };
+        if est.pings.len() >= max {
+            return Err(PingError::TooManyInFlight);
+        }
+        let id = self.next_ping;
+        self.next_ping = self.next_ping.wrapping_add(1);
+        est.pings.push(
+            id,
+            PendingPing {
+                sent: now,
+                deadline,
+                from_app,
+            },
+        );
+        self.traffic.pings_sent += 1;
+        self.send_frame(link_id, &Control::Ping(Ping { id }));
+        self.schedule(link_id);
+        Ok(id)
+    }
+
+    fn answer_connect(&mut self, link_id: LinkId, connect: Connect) {
+        let Some(link) = self.links.get(link_id) else {
+            return;
+        };
+        let remote = link
+            .remote
+            .expect("inbound links get their remote id on creation");
+        let addr = link.addr;
+        let exporter = link.exporter;
+        let version = connect.versions.common(Versions::OURS);
+        let refusal = if version.is_none() {
+            Some((
+                RefuseReason::Version,
+                alloc::format!(
+                    "this node speaks link versions {}..={}, not {}..={}",
+                    Versions::OURS.min,
+                    Versions::OURS.max,
+                    connect.versions.min,
+                    connect.versions.max
+                ),
+            ))
+        } else if connect.node_id != remote {
+            Some((
+                RefuseReason::IdentityMismatch,
+                "the node id in Connect is not the one your certificate proves".into(),
+            ))
+        } else if connect.realm != self.config.realm.as_str() {
+            Some((
+                RefuseReason::WrongRealm,
+                alloc::format!(
+                    "this node serves another realm than '{}'",
+                    truncate(connect.realm.clone(), 64)
+                ),
+            ))
+        } else if !self.credentials_ok(&connect, &exporter) {
+            Some((
+                RefuseReason::BadCredentials,
+                "the realm's API key proof is missing or wrong".into(),
+            ))
+        } else if connect.listen_addrs.len() > MAX_LISTEN_ADDRS
+            || connect.protocols.len() > crate::wire::control::MAX_PROTOCOLS
+        {
+            self.violation(link_id, CloseCode::ProtocolViolation);
+            return;
+        } else if !self.peers.contains_key(&remote)
+            && self.peers.len() >= self.config.max_peers
+            && !self.evict_one()
+        {
+            Some((
+                RefuseReason::Capacity,
+                alloc::format!(
+                    "this node is at its limit of {} peers",
+                    self.config.max_peers
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, message)) = refusal {
+            self.stats.refused_by_us.bump(reason);
+            self.send_frame(
+                link_id,
+                &Control::ConnectError(ConnectError { reason, message }),
+            );
+            self.flush_and_close(link_id, CloseCode::Refused(reason));
+            self.push_event(Event::InboundRefused {
+                link: link_id,
+                addr,
+                peer: remote,
+                reason,
+            });
+            return;
+        }
+        if !self.resolve_duplicate(link_id, remote) {
+            return;
+        }
+        let ack = Control::ConnectAck(ConnectAck {
+            version: version.expect("checked above"),
+            node_id: self.node_id(),
+            listen_addrs: self.wire_listen_addrs(),
+            roles: self.config.roles.0,
+            protocols: self.offers.clone(),
+        });
+        self.send_frame(link_id, &ack);
+        let hello = Hello {
+            addrs: connect.listen_addrs,
+            roles: Roles(connect.roles),
+            protocols: connect.protocols,
+        };
+        self.establish(link_id, remote, hello);
+    }
+
+    fn credentials_ok(&self, connect: &Connect, exporter: &[u8; 32]) -> bool {
+        match (&self.config.api_key, &connect.auth) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(key), Some(proof)) => verify_realm_proof(
+                key,
+                self.config.realm.as_str(),
+                &connect.node_id,
+                exporter,
+                proof,
+            ),
+        }
+    }
+
+    fn complete_outbound(&mut self, link_id: LinkId, ack: ConnectAck) {
+        let Some(link) = self.links.get(link_id) else {
+            return;
+        };
+        let remote = link
+            .remote
+            .expect("links awaiting an ack learned their remote at link-up");
+        let version_ok = Versions::OURS.common(Versions {
+            min: ack.version,
+            max: ack.version,
+        }) == Some(ack.version);
+        if ack.node_id != remote
+            || !version_ok
+            || ack.listen_addrs.len() > MAX_LISTEN_ADDRS
+            || ack.protocols.len() > crate::wire::control::MAX_PROTOCOLS
+        {
+            self.stats.protocol_violations += 1;
+            self.fail_outbound(
+                link_id,
+                ConnectFailure::Aborted(CloseCode::ProtocolViolation),
+                CloseCode::ProtocolViolation,
+            );
+            return;
+        }
+        let on_demand = link.on_demand();
+        if on_demand
+            && !self.peers.contains_key(&remote)
+            && self.peers.len() >= self.config.max_peers
+            && !self.evict_one()
+        {
+            // Inbound peers filled the table while this on-demand dial was under way.
+            self.fail_outbound(
+                link_id,
+                ConnectFailure::Aborted(CloseCode::Goodbye),
+                CloseCode::Goodbye,
+            );
+            return;
+        }
+        if !self.resolve_duplicate(link_id, remote) {
+            return;
+        }
+        let hello = Hello {
+            addrs: ack.listen_addrs,
+            roles: Roles(ack.roles),
+            protocols: ack.protocols,
+        };
+        self.establish(link_id, remote, hello);
+    }
+
+    /// When `remote` already has an established link, keeps one of the two so both ends agree:
+    /// of two links in the same direction the newer wins (the peer reconnected). Two crossing
+    /// links are a simultaneous dial only while the older one is young (established less than
+    /// `handshake_timeout` ago): then the one dialed by the smaller node id wins. An older link
+    /// always yields to the new one, since the peer that dialed again most likely restarted and
+    /// the old link is dead. Returns whether `link_id` survives.
+    fn resolve_duplicate(&mut self, link_id: LinkId, remote: NodeId) -> bool {
+        let Some(&old) = self.peers.get(&remote) else {
+            return true;
+        };
+        let Some(new_dir) = self.links.get(link_id).map(|l| l.direction) else {
+            return false;
+        };
+        let old_dir = self.links.get(old).map(|l| l.direction);
+        let old_is_young = self.links.get(old).is_some_and(|l| match &l.state {
+            LinkState::Established(est) => self.now - est.since < self.config.handshake_timeout,
+            _ => false,
+        });
+        let keep_new = match old_dir {
+            None => true,
+            Some(d) if d == new_dir => true,
+            Some(_) if !old_is_young => true,
+            Some(_) => {
+                let dialer_of_new = if new_dir == Direction::Outbound {
+                    self.node_id()
+                } else {
+                    remote
+                };
+                let dialer_of_old = if new_dir == Direction::Outbound {
+                    remote
+                } else {
+                    self.node_id()
+                };
+                dialer_of_new < dialer_of_old
+            }
+        };
+        self.stats.duplicate_links += 1;
+        if keep_new {
+            // The application's wish to keep the peer outlives the link that carried it.
+            if self.links.get(old).is_some_and(|l| l.pinned) {
+                if let Some(new) = self.links.get_mut(link_id) {
+                    new.pinned = true;
+                }
+            }
+            self.abort_link(old, CloseCode::Duplicate);
+            true
+        } else {
+            if new_dir == Direction::Outbound {
+                self.forget_outbound(link_id, ConnectFailure::AlreadyConnected(remote));
+            }
+            self.flush_and_close(link_id, CloseCode::Duplicate);
+            false
+        }
+    }
+
+    fn establish(&mut self, link_id: LinkId, remote: NodeId, hello: Hello) {
+        let now = self.now;
+        let next_keepalive = now + self.tuning.keepalive_interval;
+        let speaks = shared(self.running, &hello.protocols);
+        let Some(link) = self.links.get_mut(link_id) else {
+            return;
+        };
+        let listen_addrs: Vec<SocketAddr> = hello.addrs.into_iter().map(SocketAddr::from).collect();
+        let contact = contact_addr(link.addr, &listen_addrs);
+        let mut protocols = hello.protocols;
+        protocols.sort_unstable();
+        protocols.dedup();
+        link.state = LinkState::Established(link::Established {
+            since: now,
+            listen_addrs,
+            roles: hello.roles,
+            rtt: None,
+            next_keepalive,
+            pings: link::PingWindow::default(),
+            speaks,
+            protocols,
+        });
+        link.last_used = now;
+        let addr = link.addr;
+        let direction = link.direction;
+        self.peers.insert(remote, link_id);
+        self.schedule(link_id);
+        self.stats.handshakes_completed += 1;
+        self.push_event(Event::PeerUp {
+            peer: remote,
+            link: link_id,
+            addr,
+            direction,
+        });
+        self.notices.push_back((
+            speaks,
+            PeerChange::Up {
+                peer: remote,
+                contact,
+            },
+        ));
+        // Frames queued for this peer while a link to it was being dialed.
+        if let Some(dial) = self.dials.remove(&remote) {
+            self.flush_dial(link_id, remote, dial.frames);
+        }
+        if self.relinked.remove(&remote) {
+            self.notices
+                .push_back((speaks, PeerChange::Relinked { peer: remote }));
+        }
+    }
+
+    fn handle_pong(&mut self, link_id: LinkId, id: u64) {
+        let now = self.now;
+        let Some(link) = self.links.get_mut(link_id) else {
+            return;
+        };
+        let remote = link.remote;
+        let LinkState::Established(est) = &mut link.state else {
+            return;
+        };
+        let Some(ping) = est.pings.remove(id) else {
+            self.stats.unmatched_pongs += 1;
+            return;
+        };
+        let rtt = now - ping.sent;
+        est.rtt = Some(rtt);
+        self.traffic.pongs_received += 1;
+        if ping.from_app {
+            let peer = remote.expect("established links know their remote");
+            self.push_event(Event::PingResult {
+                id: PingId(id),
+                peer,
+                result: Ok(rtt),
+            });
+        }
+    }
+
+    fn link_timers(&mut self, link_id: LinkId) {
+        let now = self.now;
+        let Some(link) = self.links.get_mut(link_id) else {
+            return;
+        };
+        let pool_deadline = link.pool_deadline(&self.tuning);
+        match &mut link.state {
+            LinkState::Established(est) => {
+                if now >= link.last_heard + self.tuning.idle_timeout {
+                    self.stats.idle_timeouts += 1;
+                    self.abort_link(link_id, CloseCode::IdleTimeout);
+                    return;
+                }
+                if now >= pool_deadline {
+                    self.stats.pool_idle_closes += 1;
+                    self.abort_link(link_id, CloseCode::Goodbye);
+                    return;
+                }
+                let peer = link.remote.expect("established links know their remote");
+                for (id, from_app) in est.pings.expire(now) {
+                    if from_app {
+                        self.events.push_back(Event::PingResult {
+                            id: PingId(id),
+                            peer,
+                            result: Err(PingError::Timeout),
+                        });
+                    }
+                }
+                if now >= est.next_keepalive {
+                    est.next_keepalive = now + self.tuning.keepalive_interval;
+                    // A full ping window already proves we are asking; skip this keep-alive.
+                    let _ = self.send_ping(link_id, false);
+                }
+                self.trim_events();
+            }
+            LinkState::Dialing { .. } | LinkState::AwaitingAck => {
+                if now >= link.deadline {
+                    self.stats.handshake_timeouts += 1;
+                    self.fail_outbound(
+                        link_id,
+                        ConnectFailure::Aborted(CloseCode::HandshakeTimeout),
+                        CloseCode::HandshakeTimeout,
+                    );
+                }
+            }
+            LinkState::AwaitingConnect => {
+                if now >= link.deadline {
+                    self.stats.handshake_timeouts += 1;
+                    self.abort_link(link_id, CloseCode::HandshakeTimeout);
+                }
+            }
+        }
+    }
+
+    fn trim_events(&mut self) {
+        while self.events.len() > self.tuning.max_queued_events {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+    }
+
+    /// Ends an outbound attempt that has not completed: reports `failure` and closes with `code`.
+    fn fail_outbound(&mut self, link_id: LinkId, failure: ConnectFailure, code: CloseCode) {
+        self.forget_outbound(link_id, failure);
+        self.flush_and_close(link_id, code);
+    }
+
+    fn forget_outbound(&mut self, link_id: LinkId, failure: ConnectFailure) {
+        if let Some(link) = self.take_link(link_id) {
+            let target = match link.state {
+                LinkState::Dialing { expected } => expected,
+                _ => link.remote,
+            };
+            if let Some(target) = target {
+                self.dial_failed(link_id, target, &failure);
+            }
+            self.stats.connect_failures += 1;
+            self.push_event(Event::ConnectFailed {
+                link: link_id,
+                addr: link.addr,
+                failure,
+            });
+        }
+    }
+
+    /// Closes a link in whatever state it is, reporting what the application needs to know.
+    fn abort_link(&mut self, link_id: LinkId, code: CloseCode) {
+        let Some(link) = self.links.get(link_id) else {
+            return;
+        };
+        match link.state {
+            LinkState::Established(_) => {
+                self.forget_peer(link_id, DownReason::Local(code));
+            }
+            LinkState::Dialing { .. } | LinkState::AwaitingAck => {
+                self.forget_outbound(link_id, ConnectFailure::Aborted(code));
+            }
+            LinkState::AwaitingConnect => {
+                self.take_link(link_id);
+                self.stats.handshakes_abandoned += 1;
+            }
+        }
+        self.flush_and_close(link_id, code);
+    }
+
+    /// Removes an established link and its peer, failing its pings.
+    fn forget_peer(&mut self, link_id: LinkId, reason: DownReason) {
+        let Some(link) = self.take_link(link_id) else {
+            return;
+        };
+        let peer = link.remote.expect("established links know their remote");
+        let LinkState::Established(est) = link.state else {
+            unreachable!("forget_peer is called for established links only");
+        };
+        if self.peers.get(&peer) == Some(&link_id) {
+            self.peers.remove(&peer);
+            // A link replaced by a duplicate leaves the peer connected over the other one:
+            // what was sent on it is sent again there once it is up.
+            let replaced = matches!(
+                reason,
+                DownReason::Local(CloseCode::Duplicate)
+                    | DownReason::Link(LinkError::ClosedByPeer(CloseCode::Duplicate))
+            );
+            if replaced {
+                if self.relinked.len() >= self.config.max_peers {
+                    self.relinked.pop_first();
+                }
+                self.relinked.insert(peer);
+            } else {
+                let why = match reason {
+                    DownReason::Link(LinkError::ClosedByPeer(CloseCode::Goodbye)) => Gone::Goodbye,
+                    DownReason::Local(CloseCode::Goodbye) => Gone::Closed,
+                    _ => Gone::Lost,
+                };
+                self.notices
+                    .push_back((est.speaks, PeerChange::Down { peer, why }));
+            }
+        } else if self.peers.contains_key(&peer) {
+            // The peer is up over the link that replaced this one.
+            self.notices
+                .push_back((est.speaks, PeerChange::Relinked { peer }));
+        }
+        for (id, ping) in est.pings.into_inner() {
+            if ping.from_app {
+                self.push_event(Event::PingResult {
+                    id: PingId(id),
+                    peer,
+                    result: Err(PingError::PeerGone),
+                });
+            }
+        }
+        self.push_event(Event::PeerDown {
+            peer,
+            link: link_id,
+            reason,
+        });
+        // Keep the link's queued bytes: `flush_and_close` may still deliver them.
+        self.queue_unsent(link_id, link.out);
+    }
+
+    /// Queues what a link had not yet handed to the transport.
+    fn queue_unsent(&mut self, link_id: LinkId, mut out: link::Outbox) {
+        while let Some((channel, bytes)) = out.take_next() {
+            self.transmits.push_back(Transmit::Send {
+                link: link_id,
+                channel,
+                bytes,
+            });
+        }
+    }
+
+    /// Queues a link's pending bytes (if it is still known) and then its close.
+    fn flush_and_close(&mut self, link_id: LinkId, code: CloseCode) {
+        if let Some(link) = self.take_link(link_id) {
+            self.queue_unsent(link_id, link.out);
+        }
+        self.transmits.push_back(Transmit::Close {
+            link: link_id,
+            code,
+        });
+    }
+}
+
+/// What a peer told about itself in the handshake.
+struct Hello {
+    addrs: Vec<WireAddr>,
+    roles: Roles,
+    protocols: Vec<ProtocolOffer>,
+}
+
+
+impl LinkId {
+    /// The timer key of subsystem `index`: an id no link ever has (links count from 1 in
+    /// their high half).
+    pub(super) fn subsystem(index: usize) -> LinkId {
+        debug_assert!(index < MAX_SUBSYSTEMS);
+        LinkId(index as u64)
+    }
+
+    /// The subsystem index this timer key stands for, if it is one.
+    pub(super) fn as_subsystem(self) -> Option<usize> {
+        (self.0 >> 32 == 0).then_some((self.0 & 0xffff_ffff) as usize)
+    }
+}
+
+/// Where others can reach a peer seen at `seen`: its first listen address, with the address the
+/// link came from when it listens on every interface (`0.0.0.0:port`). `None` if it listens
+/// nowhere.
+fn contact_addr(seen: SocketAddr, listen_addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    let first = *listen_addrs.first()?;
+    Some(if first.ip().is_unspecified() {
+        SocketAddr::new(seen.ip(), first.port())
+    } else {
+        first
+    })
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}

@@ -1,0 +1,202 @@
+//! The contract every subsystem keeps, and the context ([`Cx`]) the node lends it for a call.
+//!
+//! A subsystem (the DHT, later pub/sub, RPC, ...) is a sub-machine of the node. It never sees a
+//! link, a channel or a timer heap: it names the node it wants to reach and the message, and
+//! learns about peers through [`PeerChange`]s. The node calls it through five entry points and
+//! drains what it asked for inside the same call, so no subsystem needs a pump:
+//!
+//! - [`Subsystem::on_peer`]: a peer that speaks its protocol came or went, or could not be
+//!   reached for frames it sent;
+//! - [`Subsystem::on_message`]: one of its messages arrived;
+//! - [`Subsystem::on_timeout`]: its [`Subsystem::poll_timeout`] came due;
+//! - [`Subsystem::on_ask`] / [`Subsystem::on_answer`]: a sibling's request, and the answer to
+//!   one of its own.
+//!
+//! Each subsystem owns its messages (an enum implementing [`Message`]) in its own module and
+//! its own RNG, seeded from the node's at creation.
+
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use super::link_core::Core;
+use super::{Event, LinkId};
+use crate::config::Config;
+use crate::id::{Identity, NodeId};
+use crate::time::Instant;
+use crate::wire::{Message, ProtocolId};
+
+/// What a subsystem is made from.
+pub(crate) struct Init<'a> {
+    pub config: &'a Config,
+    pub identity: &'a Identity,
+    /// The subsystem's own seed, derived from the node's.
+    pub seed: u64,
+    pub now: Instant,
+}
+
+/// A peer a message came from: an established peer that speaks the protocol.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer {
+    pub id: NodeId,
+}
+
+/// Something that happened to a peer, as far as one protocol is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PeerChange {
+    /// The handshake completed and the peer speaks this protocol. `contact` is where it
+    /// listens (`None`: nowhere, so it can't be handed to others).
+    Up {
+        peer: NodeId,
+        contact: Option<SocketAddr>,
+    },
+    /// The peer's link is gone.
+    Down { peer: NodeId, why: Gone },
+    /// The peer's link was replaced by a newer one (two links crossed): what was sent on the
+    /// old one may be lost, and may be sent again now.
+    Relinked { peer: NodeId },
+    /// Frames this protocol sent to the peer with [`Cx::send`] were not delivered.
+    Unreachable { peer: NodeId, why: Unreachable },
+}
+
+/// Why a peer's link went away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Gone {
+    /// Timed out, reset, or closed for a fault: the peer is most likely gone.
+    Lost,
+    /// The peer said goodbye (it is leaving, or closed a link idle on its side).
+    Goodbye,
+    /// This node closed it to make room or because it was idle: the peer is fine.
+    Closed,
+}
+
+/// Why frames could not be delivered to a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unreachable {
+    /// Nobody (or somebody else) answered at the address: the peer is most likely gone.
+    DialFailed,
+    /// This node or the peer had no room for another link, or this node is closing: the peer
+    /// may well be there.
+    NoRoom,
+    /// The peer does not speak this protocol.
+    NotSpoken,
+}
+
+/// A request from one subsystem to a sibling; its answer comes back to the asker alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(dead_code)] // the DHT serves asks; the first asker in production is pub/sub
+pub(crate) enum Ask {
+    /// An operation of the DHT.
+    Dht(crate::dht::DhtAsk),
+}
+
+/// The answer to an [`Ask`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// The outcome of a DHT operation.
+    Dht(crate::dht::DhtEvent),
+}
+
+/// Names one ask of a subsystem; its answer carries it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Ticket(pub u64);
+
+/// The contract of a subsystem. See the [module documentation](self).
+pub(crate) trait Subsystem {
+    /// Its protocol on the wire.
+    const PROTOCOL: ProtocolId;
+    /// Its protocol's version: peers exchange its frames only when both speak the same one.
+    const VERSION: u16;
+    /// Its messages.
+    type Message: Message;
+
+    /// A new instance.
+    fn new(init: &Init<'_>) -> Self;
+
+    /// Whether a node with `config` runs it (and offers its protocol to peers).
+    fn enabled(_config: &Config) -> bool {
+        true
+    }
+
+    /// A peer that speaks the protocol came or went, or was unreachable.
+    fn on_peer(&mut self, change: PeerChange, cx: &mut Cx<'_>);
+
+    /// One of its messages arrived from an established peer.
+    fn on_message(&mut self, from: Peer, message: Self::Message, cx: &mut Cx<'_>);
+
+    /// Its deadline came due.
+    fn on_timeout(&mut self, cx: &mut Cx<'_>);
+
+    /// When [`Subsystem::on_timeout`] is next due.
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// A sibling asks something of it; the answer goes back with [`Cx::answer`].
+    fn on_ask(&mut self, _asker: ProtocolId, _ticket: Ticket, _ask: Ask, _cx: &mut Cx<'_>) {}
+
+    /// The answer to one of its own asks.
+    fn on_answer(&mut self, _ticket: Ticket, _answer: Answer, _cx: &mut Cx<'_>) {}
+}
+
+/// What a subsystem may do during a call: the node lends it for that call only.
+pub(crate) struct Cx<'a> {
+    core: &'a mut Core,
+    protocol: ProtocolId,
+}
+
+impl<'a> Cx<'a> {
+    pub(super) fn new(core: &'a mut Core, protocol: ProtocolId) -> Self {
+        Cx { core, protocol }
+    }
+
+    /// The time of the call.
+    pub fn now(&self) -> Instant {
+        self.core.now()
+    }
+
+    /// This node's identity (to sign with).
+    pub fn identity(&self) -> &Identity {
+        self.core.identity()
+    }
+
+    /// Where this node listens, as it tells peers.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        self.core.listen_addrs()
+    }
+
+    /// Sends `message` to `to`. Without a link to it, dials `addr` and holds a bounded number
+    /// of frames until the link is up. Frames that can't be delivered come back as
+    /// [`PeerChange::Unreachable`], never synchronously.
+    pub fn send<M: Message>(&mut self, to: NodeId, addr: Option<SocketAddr>, message: &M) {
+        debug_assert_eq!(M::PROTOCOL, self.protocol, "a subsystem sends its own messages");
+        self.core.send_to(to, addr, message);
+    }
+
+    /// Sends `message` to `to` if a link to it is up (an answer, which is not worth a dial).
+    /// Returns whether it was sent.
+    pub fn reply<M: Message>(&mut self, to: NodeId, message: &M) -> bool {
+        debug_assert_eq!(M::PROTOCOL, self.protocol, "a subsystem sends its own messages");
+        self.core.reply_to(to, message)
+    }
+
+    /// Hands `event` to the application.
+    pub fn emit(&mut self, event: Event) {
+        self.core.push_event(event);
+    }
+
+    /// Asks sibling `to` for something; the answer comes to [`Subsystem::on_answer`] with
+    /// the returned ticket.
+    #[allow(dead_code)] // the first production asker is pub/sub
+    pub fn ask(&mut self, to: ProtocolId, ask: Ask) -> Ticket {
+        self.core.queue_ask(self.protocol, to, ask)
+    }
+
+    /// Answers a sibling's ask.
+    pub fn answer(&mut self, asker: ProtocolId, ticket: Ticket, answer: Answer) {
+        self.core.queue_answer(asker, ticket, answer);
+    }
+
+    /// The peers up that speak this protocol.
+    #[allow(dead_code)]
+    pub fn peers(&self) -> Vec<(NodeId, LinkId)> {
+        self.core.peers_speaking(self.protocol)
+    }
+}

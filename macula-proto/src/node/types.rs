@@ -1,0 +1,293 @@
+//! The node's public vocabulary: ids, what the transport reports and is asked to do, events.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+
+use crate::config::Roles;
+use crate::dht::DhtEvent;
+use crate::id::NodeId;
+use crate::time::{Duration, Instant};
+use crate::wire::{Channel, CloseCode, ProtocolOffer, RefuseReason};
+
+/// Identifies one link (one transport connection) for the node's whole life; never reused.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct LinkId(pub u64);
+
+impl LinkId {
+    /// A small index for per-link tables: among the node's live links no two share one, and
+    /// every one is below the most links the node has held at once, so a transport can keep
+    /// its own per-link state in a `Vec` indexed by it. Unlike the id, a slot is reused once
+    /// its link is gone: check the id stored there.
+    pub fn slot(self) -> usize {
+        (self.0 & u64::from(u32::MAX)) as usize
+    }
+}
+
+/// Identifies one application ping.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct PingId(pub u64);
+
+/// Who opened a link.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Direction {
+    /// This node dialed.
+    Outbound,
+    /// The remote dialed this node.
+    Inbound,
+}
+
+/// What the transport proved about a link before handing it to the node.
+#[derive(Clone, Debug)]
+pub struct LinkInfo {
+    /// The remote's node id, proven by the transport (the TLS certificate's key).
+    pub remote_id: NodeId,
+    /// The remote's address as the transport sees it.
+    pub remote_addr: SocketAddr,
+    /// 32 bytes both ends derive from the connection's TLS session (an exporter value); the realm
+    /// proof is bound to it. Both ends of a link must see the same value.
+    pub exporter: [u8; 32],
+}
+
+/// Work for the transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Transmit {
+    /// Open a link to `addr`; report the outcome with [`Node::handle_link_up`] or
+    /// [`Node::handle_link_down`].
+    Open {
+        /// The id the node gave the link.
+        link: LinkId,
+        /// Where to dial.
+        addr: SocketAddr,
+        /// The node expected there, if the application named one.
+        expected: Option<NodeId>,
+    },
+    /// Write `bytes` to one of the link's channels, after everything written on it before.
+    /// Channels are independent: bytes of one never wait for another's.
+    Send {
+        /// The link.
+        link: LinkId,
+        /// The channel.
+        channel: Channel,
+        /// Encoded frames, in order.
+        bytes: Vec<u8>,
+    },
+    /// Close the link with `code`, after delivering every earlier `Send`. The node has forgotten
+    /// the link: a later report about it is ignored.
+    Close {
+        /// The link.
+        link: LinkId,
+        /// Why; the transport passes it to the remote (the QUIC application error code).
+        code: CloseCode,
+    },
+}
+
+/// How a link failed, as reported by the transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The transport could not establish the link (unreachable, TLS failure, bad certificate).
+    DialFailed,
+    /// The remote closed the link with this code.
+    ClosedByPeer(CloseCode),
+    /// The transport timed the link out.
+    TimedOut,
+    /// Any other transport failure (reset, protocol error below the node).
+    Reset,
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkError::DialFailed => f.write_str("could not establish a connection"),
+            LinkError::ClosedByPeer(code) => write!(f, "closed by peer ({code})"),
+            LinkError::TimedOut => f.write_str("transport timed out"),
+            LinkError::Reset => f.write_str("transport failure"),
+        }
+    }
+}
+
+/// Why an outbound connection attempt failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// The remote refused the handshake.
+    Refused {
+        /// The reason it gave.
+        reason: RefuseReason,
+        /// Its explanation (empty if only the close code arrived).
+        message: String,
+    },
+    /// Another node than the expected one answered at the address.
+    UnexpectedPeer {
+        /// The node the application asked for.
+        expected: NodeId,
+        /// The node that answered.
+        found: NodeId,
+    },
+    /// The address belongs to this node itself.
+    SelfDial,
+    /// The node answered, but it was already a peer over another link (two nodes dialed each
+    /// other at once); that link was kept. Not an error for most callers.
+    AlreadyConnected(NodeId),
+    /// The transport failed.
+    Link(LinkError),
+    /// This node gave up (handshake timeout, a malformed or unexpected answer).
+    Aborted(CloseCode),
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectFailure::Refused { reason, message } if message.is_empty() => {
+                write!(f, "refused by peer: {reason}")
+            }
+            ConnectFailure::Refused { reason, message } => {
+                write!(f, "refused by peer: {reason} ({message})")
+            }
+            ConnectFailure::UnexpectedPeer { expected, found } => write!(
+                f,
+                "expected node {} but {} answered",
+                expected.short(),
+                found.short()
+            ),
+            ConnectFailure::SelfDial => f.write_str("the address is this node's own"),
+            ConnectFailure::AlreadyConnected(peer) => {
+                write!(f, "already connected to {} over another link", peer.short())
+            }
+            ConnectFailure::Link(err) => write!(f, "{err}"),
+            ConnectFailure::Aborted(code) => write!(f, "gave up: {code}"),
+        }
+    }
+}
+
+/// Why a peer went away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DownReason {
+    /// This node closed the link with this code.
+    Local(CloseCode),
+    /// The transport reported the link lost (a peer's clean close is `ClosedByPeer(Goodbye)`).
+    Link(LinkError),
+}
+
+impl fmt::Display for DownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DownReason::Local(code) => write!(f, "closed here: {code}"),
+            DownReason::Link(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+/// Why a ping failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PingError {
+    /// There is no established peer with that id.
+    NotConnected,
+    /// Too many pings to that peer await their pong ([`Config::max_pings_in_flight`]).
+    TooManyInFlight,
+    /// No pong arrived within [`Config::ping_timeout`].
+    Timeout,
+    /// The peer went away before answering.
+    PeerGone,
+}
+
+impl fmt::Display for PingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PingError::NotConnected => "not connected to that peer",
+            PingError::TooManyInFlight => "too many pings to that peer are awaiting answers",
+            PingError::Timeout => "no answer within the ping timeout",
+            PingError::PeerGone => "the peer disconnected before answering",
+        })
+    }
+}
+
+/// Something the application may want to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A handshake completed: `peer` is now a member of the peer table.
+    PeerUp {
+        /// The peer's id.
+        peer: NodeId,
+        /// The link it is reached over.
+        link: LinkId,
+        /// Its address as the transport sees it.
+        addr: SocketAddr,
+        /// Who dialed.
+        direction: Direction,
+    },
+    /// A peer left the peer table.
+    PeerDown {
+        /// The peer's id.
+        peer: NodeId,
+        /// The link that carried it.
+        link: LinkId,
+        /// Why.
+        reason: DownReason,
+    },
+    /// An outbound [`Node::connect`] failed.
+    ConnectFailed {
+        /// The link the attempt used.
+        link: LinkId,
+        /// The address dialed.
+        addr: SocketAddr,
+        /// Why.
+        failure: ConnectFailure,
+    },
+    /// This node refused an inbound handshake.
+    InboundRefused {
+        /// The refused link.
+        link: LinkId,
+        /// The remote's address.
+        addr: SocketAddr,
+        /// The remote's (TLS-proven) id.
+        peer: NodeId,
+        /// Why.
+        reason: RefuseReason,
+    },
+    /// An application ping got its answer, or failed.
+    PingResult {
+        /// The id [`Node::ping`] returned.
+        id: PingId,
+        /// The pinged peer.
+        peer: NodeId,
+        /// The round-trip time, or why there is none.
+        result: Result<Duration, PingError>,
+    },
+    /// A DHT operation (started with one of the `dht_*` commands) finished.
+    Dht(DhtEvent),
+    /// The test-only echo protocol.
+    #[cfg(feature = "test-protocols")]
+    Echo(crate::echo::EchoEvent),
+}
+
+/// A peer in the peer table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's id.
+    pub id: NodeId,
+    /// The link it is reached over.
+    pub link: LinkId,
+    /// Its address as the transport sees it.
+    pub addr: SocketAddr,
+    /// Who dialed.
+    pub direction: Direction,
+    /// The addresses it says it listens on.
+    pub listen_addrs: Vec<SocketAddr>,
+    /// Its advertised roles.
+    pub roles: Roles,
+    /// The latest measured round-trip time, once a ping came back.
+    pub rtt: Option<Duration>,
+    /// When the handshake completed.
+    pub since: Instant,
+    /// The protocols it offered in the handshake, with their versions, sorted (the node
+    /// exchanges those it runs too, at the same version).
+    pub protocols: Vec<ProtocolOffer>,
+}
+
