@@ -75,6 +75,10 @@ pub fn node_link_data(data: &[u8]) {
     let config = Config {
         max_frame_size: MAX_FRAME,
         max_queued_events: 16,
+        dht: crate::dht::DhtConfig {
+            max_value_size: 1024,
+            ..crate::dht::DhtConfig::default()
+        },
         ..Config::default()
     };
     let mut node = Node::new(config.clone(), Identity::from_seed(1), 1, Instant::ZERO)

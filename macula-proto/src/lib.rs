@@ -24,6 +24,8 @@ pub mod fuzzing;
 mod id;
 pub mod node;
 mod rng;
+#[cfg(test)]
+mod testnet;
 pub mod time;
 pub mod wire;
 

@@ -1,7 +1,7 @@
 //! The CPU's prefetch instruction, behind [`Prefetch`]: how the engine and its queue have memory
 //! fetched before they read or write it (see `docs/simulator.md`).
 
-use macula_proto::Prefetch;
+use macula_proto::node::layout::Prefetch;
 
 /// Prefetches with the CPU's prefetch instruction, every cache line the object spans.
 pub(crate) struct Cpu;

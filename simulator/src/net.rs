@@ -69,6 +69,9 @@ pub struct LinkModel {
     pub reorder: f64,
     /// Each node's uplink in bytes per second; `None` is unlimited.
     pub bandwidth: Option<u64>,
+    /// With `bandwidth`, the bytes an uplink queues before it drops datagrams (drop-tail, QUIC
+    /// mode); `None` queues without limit. Frames mode's pipes are reliable and never drop.
+    pub buffer: Option<u64>,
     /// Explicit properties for particular (from, to) pairs.
     pub overrides: BTreeMap<(NodeIdx, NodeIdx), PathProps>,
 }
@@ -88,6 +91,7 @@ impl Default for LinkModel {
             duplicate: 0.0,
             reorder: 0.0,
             bandwidth: None,
+            buffer: None,
             overrides: BTreeMap::new(),
         }
     }

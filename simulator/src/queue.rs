@@ -21,7 +21,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use macula_proto::{Instant, Prefetch};
+use macula_proto::node::layout::Prefetch;
+use macula_proto::Instant;
 
 use crate::cpu::Cpu;
 

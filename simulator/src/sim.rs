@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
+use macula_proto::node::layout::Prefetch;
 use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::{
-    Config, Duration, Event, Identity, Instant, LinkError, LinkId, LinkInfo, Node, NodeId,
-    PingError, PingId, Prefetch, Rng, Transmit,
+    Channel, Config, Duration, Event, Identity, Instant, LinkError, LinkId, LinkInfo, Node,
+    NodeId, PingError, PingId, Rng, Transmit,
 };
 
 use crate::check::{self, Checker, Observation, Verdict};
@@ -232,8 +233,9 @@ struct SimNode {
     timer: Instant,
     /// Bumped at every crash: messages for an earlier incarnation find no one.
     incarnation: u32,
-    /// When the node's uplink is free again (bandwidth model).
-    uplink_free: Instant,
+    /// When the node's uplink is free again, per lane (bandwidth model; QUIC mode's datagrams
+    /// all take lane 0).
+    uplink_free: [Instant; LANES],
     handshake_timeout: Duration,
     limits: Limits,
     /// Frames mode: the wire carrying each of the node's links.
@@ -247,7 +249,7 @@ impl SimNode {
         SimNode {
             timer: Instant::NEVER,
             incarnation: 0,
-            uplink_free: Instant::ZERO,
+            uplink_free: [Instant::ZERO; LANES],
             handshake_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             links: Bindings::default(),
@@ -371,8 +373,9 @@ struct Wire {
     listener_node: NodeIdx,
     listener: Option<End>,
     exporter: [u8; 32],
-    /// Latest arrival scheduled per direction (0: dialer to listener), for FIFO delivery.
-    last: [Instant; 2],
+    /// Latest arrival scheduled per direction (0: dialer to listener) and lane, for FIFO
+    /// delivery within a channel (see [`lane`]).
+    last: [[Instant; LANES]; 2],
     /// Whether each side is finished with the wire (closed, told it is down, or crashed).
     done: [bool; 2],
 }
@@ -387,6 +390,17 @@ impl Wire {
             (self.dialer.node, Some(self.dialer))
         }
     }
+}
+
+/// Lanes of a wire per direction: channels 0, 1 and 2 have one each (the control channel, the
+/// DHT's, the next protocol's), later channels share the last. Messages are delivered in order
+/// within a lane, and a lane never waits for another: QUIC's independent streams, to the
+/// precision of channels that share a lane.
+const LANES: usize = 4;
+
+/// The lane of `channel`.
+fn lane(channel: Channel) -> usize {
+    usize::from(channel.0).min(LANES - 1)
 }
 
 enum Msg {
@@ -434,10 +448,12 @@ enum Ev {
     Inbound(u64),
     /// Frames mode: the dialer's link is up.
     LinkUp(u64),
-    /// Frames mode: a message on a wire, direction 0 (to the listener) or 1 (to the dialer).
+    /// Frames mode: a message on a wire, direction 0 (to the listener) or 1 (to the dialer),
+    /// on one of the link's channels.
     Wire {
         wire: u64,
         dir: u8,
+        channel: u16,
         msg: Msg,
     },
     /// QUIC mode.
@@ -490,8 +506,8 @@ pub struct Sim {
     link: LinkModel,
     partition: Option<Partition>,
     wires: Slab<Wire>,
-    /// Messages held by the partition, per wire and direction, in order.
-    held: BTreeMap<slab::Key, [Vec<Msg>; 2]>,
+    /// Messages held by the partition, per wire and direction, in order, with their channels.
+    held: BTreeMap<slab::Key, [Vec<(Channel, Msg)>; 2]>,
     /// Every node's identity (kept across restarts) and id, apart from the hot state.
     identities: Vec<Identity>,
     ids: Vec<NodeId>,
@@ -706,8 +722,8 @@ impl Sim {
         self.digest.record(self.now.as_micros(), 0, 0xd1);
         for (wire, held) in std::mem::take(&mut self.held) {
             for (dir, msgs) in held.into_iter().enumerate() {
-                for msg in msgs {
-                    self.send_on_wire(wire, dir as u8, msg);
+                for (channel, msg) in msgs {
+                    self.send_on_wire(wire, dir as u8, channel, msg);
                 }
             }
         }
@@ -737,7 +753,12 @@ impl Sim {
             Ev::Timer(n) => self.fire_timer(n, at),
             Ev::Inbound(wire) => self.deliver_inbound(wire),
             Ev::LinkUp(wire) => self.deliver_link_up(wire),
-            Ev::Wire { wire, dir, msg } => self.deliver_on_wire(wire, dir, msg),
+            Ev::Wire {
+                wire,
+                dir,
+                channel,
+                msg,
+            } => self.deliver_on_wire(wire, dir, Channel(channel), msg),
             Ev::Datagram {
                 to,
                 from,
@@ -1013,17 +1034,31 @@ impl Sim {
         self.partition.as_ref().is_some_and(|p| p.blocks(from, to))
     }
 
-    /// One-way delay for `bytes` from `from` to `to`, with jitter, bandwidth and (frames mode)
-    /// retransmission delays for modelled loss.
-    fn delay(&mut self, from: NodeIdx, to: NodeIdx, bytes: usize, retransmit: bool) -> Duration {
+    /// One-way delay for `bytes` from `from` to `to` in one of `from`'s uplink lanes, with
+    /// jitter, bandwidth and (frames mode) retransmission delays for modelled loss. `None` when
+    /// the lane's drop-tail buffer is full (the datagram is lost).
+    fn delay(
+        &mut self,
+        from: NodeIdx,
+        to: NodeIdx,
+        lane: usize,
+        bytes: usize,
+        retransmit: bool,
+    ) -> Option<Duration> {
         let p = self.path(from, to);
         let jitter = Duration::from_micros(self.rng.below(p.jitter.as_micros() + 1));
         let mut delay = p.latency + jitter;
         if let Some(bw) = self.link.bandwidth.filter(|bw| *bw > 0) {
             let node = &mut self.nodes[from as usize];
-            let start = node.uplink_free.max(self.now);
+            let start = node.uplink_free[lane].max(self.now);
+            if let Some(buffer) = self.link.buffer.filter(|_| !retransmit) {
+                let queued = (start - self.now).as_micros() * bw / 1_000_000;
+                if queued + bytes as u64 > buffer {
+                    return None;
+                }
+            }
             let done = start + Duration::from_micros(bytes as u64 * 1_000_000 / bw);
-            node.uplink_free = done;
+            node.uplink_free[lane] = done;
             delay = delay + (done - self.now);
         }
         if retransmit && p.loss > 0.0 {
@@ -1036,7 +1071,7 @@ impl Sim {
                 self.stats.retransmitted += 1;
             }
         }
-        delay
+        Some(delay)
     }
 
     fn frames_transmit(&mut self, n: NodeIdx, t: Transmit) {
@@ -1049,15 +1084,20 @@ impl Sim {
                 });
                 self.open_wire(n, link, addr)
             }
-            Transmit::Send { link, bytes } => {
+            Transmit::Send {
+                link,
+                channel,
+                bytes,
+            } => {
                 if let Some((wire, dir)) = self.wire_of(n, link) {
-                    self.send_on_wire(wire, dir, Msg::data(bytes));
+                    self.send_on_wire(wire, dir, channel, Msg::data(bytes));
                 }
             }
             Transmit::Close { link, code } => {
                 if let Some((wire, dir)) = self.wire_of(n, link) {
                     self.nodes[n as usize].links.unbind(link);
-                    self.send_on_wire(wire, dir, Msg::Down(LinkError::ClosedByPeer(code)));
+                    let down = Msg::Down(LinkError::ClosedByPeer(code));
+                    self.send_on_wire(wire, dir, Channel::CONTROL, down);
                     self.side_done(wire, n);
                 }
             }
@@ -1088,7 +1128,7 @@ impl Sim {
             listener_node: target,
             listener: None,
             exporter,
-            last: [self.now; 2],
+            last: [[self.now; LANES]; 2],
             done: [false, false],
         };
         let wire = self.wires.insert(w);
@@ -1098,18 +1138,19 @@ impl Sim {
             return;
         }
         // QUIC + TLS: the dialer is up after one round trip, the listener half a trip later.
-        let out = self.delay(n, target, 1200, true);
-        let back = self.delay(target, n, 1200, true);
+        // Frames mode never drops (its `delay` is always `Some`).
+        let out = self.delay(n, target, 0, 1200, true).unwrap_or_default();
+        let back = self.delay(target, n, 0, 1200, true).unwrap_or_default();
         let up_at = self.now + out + back;
-        let inbound_at = up_at + self.delay(n, target, 100, true);
+        let inbound_at = up_at + self.delay(n, target, 0, 100, true).unwrap_or_default();
         if let Some(w) = self.wires.get_mut(wire) {
-            w.last = [inbound_at, up_at];
+            w.last = [[inbound_at; LANES], [up_at; LANES]];
         }
         self.queue.push(up_at, Ev::LinkUp(wire));
         self.queue.push(inbound_at, Ev::Inbound(wire));
     }
 
-    fn send_on_wire(&mut self, wire: u64, dir: u8, msg: Msg) {
+    fn send_on_wire(&mut self, wire: u64, dir: u8, channel: Channel, msg: Msg) {
         let Some(w) = self.wires.get(wire) else {
             return;
         };
@@ -1120,15 +1161,35 @@ impl Sim {
         };
         if self.blocked(from, to) {
             self.stats.partitioned += 1;
-            self.held.entry(wire).or_default()[dir as usize].push(msg);
+            self.held.entry(wire).or_default()[dir as usize].push((channel, msg));
             return;
         }
         let len = msg.bytes().map_or(40, <[u8]>::len);
-        let delay = self.delay(from, to, len, true);
+        let delay = self
+            .delay(from, to, lane(channel), len, true)
+            .unwrap_or_default();
         let w = self.wires.get_mut(wire).expect("looked up above");
-        let at = (self.now + delay).max(w.last[dir as usize]);
-        w.last[dir as usize] = at;
-        self.queue.push(at, Ev::Wire { wire, dir, msg });
+        let lanes = &mut w.last[dir as usize];
+        let at = if msg.bytes().is_some() {
+            let at = (self.now + delay).max(lanes[lane(channel)]);
+            lanes[lane(channel)] = at;
+            at
+        } else {
+            // A close comes after everything sent before it, on every channel.
+            let at = lanes.iter().fold(self.now + delay, |a, l| a.max(*l));
+            *lanes = [at; LANES];
+            at
+        };
+        let channel = channel.0;
+        self.queue.push(
+            at,
+            Ev::Wire {
+                wire,
+                dir,
+                channel,
+                msg,
+            },
+        );
     }
 
     /// Marks node `n`'s side of a wire finished; forgets the wire once both sides are.
@@ -1187,7 +1248,8 @@ impl Sim {
                 }
             }
             Err(code) => {
-                self.send_on_wire(wire, 1, Msg::Down(LinkError::ClosedByPeer(code)));
+                let down = Msg::Down(LinkError::ClosedByPeer(code));
+                self.send_on_wire(wire, 1, Channel::CONTROL, down);
                 self.side_done(wire, target);
             }
         }
@@ -1216,7 +1278,7 @@ impl Sim {
         self.drain(dialer.node);
     }
 
-    fn deliver_on_wire(&mut self, wire: u64, dir: u8, msg: Msg) {
+    fn deliver_on_wire(&mut self, wire: u64, dir: u8, channel: Channel, msg: Msg) {
         let Some(w) = self.wires.get(wire) else {
             return;
         };
@@ -1225,7 +1287,7 @@ impl Sim {
             // The receiving process is gone. A restarted one answers a stray packet with a
             // stateless reset, which the sender sees as a reset link.
             if msg.bytes().is_some() && self.is_up(target_node) {
-                self.send_on_wire(wire, 1 - dir, Msg::Down(LinkError::Reset));
+                self.send_on_wire(wire, 1 - dir, Channel::CONTROL, Msg::Down(LinkError::Reset));
             }
             return;
         };
@@ -1237,7 +1299,7 @@ impl Sim {
                 self.digest.record(now.as_micros(), end.node, 0x12);
                 self.digest.bytes(bytes);
                 self.with_host(end.node, |h| match h {
-                    Host::Frames(node) => node.handle_link_data(end.link, bytes, now),
+                    Host::Frames(node) => node.handle_link_data(end.link, channel, bytes, now),
                     Host::Quic(_) => unreachable!("wires exist in frames mode only"),
                 });
             }
@@ -1269,7 +1331,10 @@ impl Sim {
             self.stats.lost += 1;
             return;
         }
-        let mut delay = self.delay(from, target, bytes.len(), false);
+        let Some(mut delay) = self.delay(from, target, 0, bytes.len(), false) else {
+            self.stats.lost += 1;
+            return;
+        };
         if p.reorder > 0.0 && chance(&mut self.rng) < p.reorder {
             delay = delay + Duration::from_micros(self.rng.below(p.latency.as_micros() * 4 + 1));
         }

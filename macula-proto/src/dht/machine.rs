@@ -474,15 +474,9 @@ impl Dht {
     /// Finds the records under `key`: this node's own and those it holds, and those of the
     /// nodes closest to the key.
     pub(crate) fn get(&mut self, key: KeyBytes, owner: Owner, cx: &mut Cx<'_>) -> OpId {
-        let op = self.start(Goal::Get, owner, key, cx);
-        let now = cx.now();
-        let local: Vec<Record> = self.page(&key, None, usize::MAX, now).0;
-        if let Some(state) = self.ops.get_mut(&op) {
-            for record in local {
-                keep_newest(&mut state.records, record);
-            }
-        }
-        op
+        let local = self.page(&key, None, usize::MAX, cx.now()).0;
+        let local = local.into_iter().map(|r| (r.publisher, r)).collect();
+        self.start_with(Goal::Get, owner, key, local, cx)
     }
 
     /// Publishes `value` under `key` at the closest nodes, and again every
@@ -652,6 +646,18 @@ impl Dht {
     }
 
     fn start(&mut self, goal: Goal, owner: Owner, target: KeyBytes, cx: &mut Cx<'_>) -> OpId {
+        self.start_with(goal, owner, target, BTreeMap::new(), cx)
+    }
+
+    /// Starts an operation that already knows `records` (a get, this node's own).
+    fn start_with(
+        &mut self,
+        goal: Goal,
+        owner: Owner,
+        target: KeyBytes,
+        records: BTreeMap<NodeId, Record>,
+        cx: &mut Cx<'_>,
+    ) -> OpId {
         if self.ops.len() >= self.config.max_operations {
             return self.refuse(DhtError::Busy, owner, cx);
         }
@@ -679,7 +685,7 @@ impl Dht {
                 started: now,
                 deadline,
                 storing: None,
-                records: BTreeMap::new(),
+                records,
                 got_remote: false,
                 pages: 0,
                 counted: false,

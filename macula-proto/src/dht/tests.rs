@@ -350,363 +350,259 @@ mod lookups {
     }
 }
 
-/// Whole DHTs talking through a perfect in-memory network: every send is delivered at once, a
-/// first send between two nodes "connects" them (both learn the other, as a handshake would
-/// tell them).
+/// The DHT driven through whole nodes on the in-crate harness.
 mod machines {
-    use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
     use alloc::vec::Vec;
-    use core::net::SocketAddr;
 
-    use crate::dht::{record_key, Dht, DhtConfig, DhtError, DhtEvent, KeyKind, Send};
-    use crate::id::NodeId;
-    use crate::rng::Rng;
-    use crate::time::Instant;
-    use crate::wire::{DhtRefusal, FindNode, Frame, Refused, Store, WireRecord};
+    use crate::config::{Config, Realm};
+    use crate::dht::messages::{DhtMessage, DhtRefusal, Refused, Store};
+    use crate::dht::{DhtConfig, DhtError, DhtEvent, KeyKind, Record};
+    use crate::node::Event;
+    use crate::testnet::{addr, handshake_from, Net};
+    use crate::time::Duration;
+    use crate::wire::{encode, ProtocolId};
+    use crate::Identity;
 
-    struct Net {
-        dhts: Vec<Dht>,
-        ids: Vec<NodeId>,
-        index: BTreeMap<NodeId, usize>,
-        linked: BTreeSet<(usize, usize)>,
-        events: Vec<Vec<DhtEvent>>,
-        now: Instant,
+    fn listening(n: usize, dht: DhtConfig) -> Vec<Config> {
+        (0..n)
+            .map(|i| {
+                let mut c = Config::new(Realm::new("io.test").unwrap());
+                c.listen_addrs = alloc::vec![addr(i)];
+                c.dht = dht.clone();
+                c
+            })
+            .collect()
     }
 
-    fn addr(i: usize) -> SocketAddr {
-        SocketAddr::new(core::net::Ipv4Addr::LOCALHOST.into(), 2000 + i as u16)
+    fn outcomes(events: &[Event]) -> Vec<DhtEvent> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Dht(d) => Some(d.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
-    impl Net {
-        fn new(n: usize, seed: u64, config: &DhtConfig) -> Self {
-            let mut rng = Rng::from_seed(seed);
-            let ids: Vec<NodeId> = (0..n)
-                .map(|_| {
-                    let mut b = [0u8; 32];
-                    rng.fill(&mut b);
-                    NodeId(b)
-                })
-                .collect();
-            let dhts = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| {
-                    Dht::new(
-                        config.clone(),
-                        *id,
-                        alloc::vec![addr(i)],
-                        seed + i as u64,
-                        Instant::ZERO,
-                    )
-                })
-                .collect();
-            Net {
-                index: ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
-                dhts,
-                ids,
-                linked: BTreeSet::new(),
-                events: (0..n).map(|_| Vec::new()).collect(),
-                now: Instant::ZERO,
-            }
-        }
-
-        fn link(&mut self, a: usize, b: usize) {
-            if self.linked.insert((a.min(b), a.max(b))) {
-                let now = self.now;
-                self.dhts[a].peer_up(self.ids[b], addr(b), now);
-                self.dhts[b].peer_up(self.ids[a], addr(a), now);
-            }
-        }
-
-        fn pump(&mut self) {
-            loop {
-                let mut queue: VecDeque<(usize, Send)> = VecDeque::new();
-                for (i, d) in self.dhts.iter_mut().enumerate() {
-                    while let Some(s) = d.poll_send() {
-                        queue.push_back((i, s));
-                    }
-                    while let Some(e) = d.poll_event() {
-                        self.events[i].push(e);
-                    }
-                }
-                if queue.is_empty() {
-                    return;
-                }
-                while let Some((from, send)) = queue.pop_front() {
-                    let to = self.index[&send.to];
-                    self.link(from, to);
-                    let now = self.now;
-                    let from_id = self.ids[from];
-                    assert!(self.dhts[to].handle_frame(&from_id, addr(from), send.frame, now));
-                }
-            }
-        }
+    fn outcome(net: &Net, node: usize, op: crate::dht::OpId) -> Option<DhtEvent> {
+        outcomes(&net.events[node]).into_iter().find(|e| e.op() == op)
     }
 
     #[test]
-    fn a_put_with_nobody_to_store_at_fails_with_no_peers() {
-        let config = DhtConfig::default();
-        let mut d = Dht::new(
-            config,
-            NodeId([1; 32]),
-            alloc::vec![addr(0)],
-            1,
-            Instant::ZERO,
-        );
-        let put = d.put([9; 32], b"v".to_vec(), Instant::ZERO);
-        let events: Vec<DhtEvent> = core::iter::from_fn(|| d.poll_event()).collect();
+    fn alone_a_put_fails_with_no_peers_and_a_get_finds_the_own_record() {
+        let mut net = Net::new(listening(1, DhtConfig::default()));
+        let put = net.command(0, |n, now| n.dht_put(b"k", b"v".to_vec(), now));
         assert_eq!(
-            events,
-            alloc::vec![DhtEvent::Failed {
+            outcome(&net, 0, put),
+            Some(DhtEvent::Failed {
                 op: put,
                 error: DhtError::NoPeers
-            }]
+            })
         );
-    }
-
-    #[test]
-    fn an_answer_of_the_wrong_kind_fails_that_query_at_once() {
-        let config = DhtConfig::default();
-        let peer = NodeId([2; 32]);
-        let mut d = Dht::new(
-            config,
-            NodeId([1; 32]),
-            alloc::vec![addr(0)],
-            1,
-            Instant::ZERO,
-        );
-        d.peer_up(peer, addr(1), Instant::ZERO);
-        // Joining asked the peer; it answers the FindNode with an `Ack`.
-        let join = d.poll_send().expect("the join's query");
-        let Frame::FindNode(FindNode { id, .. }) = join.frame else {
-            panic!("a FindNode, got {:?}", join.frame);
+        let get = net.command(0, |n, now| n.dht_get(b"k", now));
+        let Some(DhtEvent::Got { records, .. }) = outcome(&net, 0, get) else {
+            panic!("{:?}", net.events[0]);
         };
-        let find = d.find_node([3; 32], Instant::ZERO);
-        let mut ids = alloc::vec![id];
-        while let Some(s) = d.poll_send() {
-            if let Frame::FindNode(f) = s.frame {
-                ids.push(f.id);
-            }
-        }
-        for id in ids {
-            d.handle_frame(
-                &peer,
-                addr(1),
-                Frame::Ack(crate::wire::Ack { id }),
-                Instant::ZERO,
-            );
-        }
-        // The lookup ends now, not at `lookup_timeout`, and the peer stays a contact.
-        let events: Vec<DhtEvent> = core::iter::from_fn(|| d.poll_event()).collect();
-        assert!(
-            events.iter().any(
-                |e| matches!(e, DhtEvent::Failed { op, error: DhtError::NoPeers } if *op == find)
-            ),
-            "{events:?}"
-        );
-        assert!(d.table().get(&peer).is_some());
+        assert_eq!(records.len(), 1, "the publisher keeps its own record");
+        assert_eq!(records[0].value, b"v");
     }
 
     #[test]
     fn nodes_join_through_one_seed_and_a_put_is_got_everywhere() {
-        let config = DhtConfig::default();
-        let mut net = Net::new(120, 5, &config);
-        for i in 1..120 {
-            net.link(i, 0);
-            net.pump();
+        let n = 120;
+        let mut net = Net::new(listening(n, DhtConfig::default()));
+        for i in 1..n {
+            // One after another: the seed takes at most 64 handshakes at once.
+            net.connect(i, 0);
+            net.run_for(Duration::from_millis(100));
         }
-        // Tables filled beyond the seed.
-        let filled = net.dhts.iter().filter(|d| d.table().len() >= 20).count();
+        net.run_for(Duration::from_secs(30));
+        let filled = net
+            .nodes
+            .iter()
+            .filter(|d| d.dht().table().len() >= 20)
+            .count();
+        assert!(filled >= 110, "{filled} of {n} tables hold 20 or more contacts");
+        let put = net.command(7, |node, now| node.dht_put(b"greeting", b"hello".to_vec(), now));
+        net.run_for(Duration::from_secs(10));
         assert!(
-            filled >= 110,
-            "{filled} of 120 tables hold 20 or more contacts"
-        );
-        let key = record_key("io.test", KeyKind::Value, b"greeting");
-        let put = net.dhts[7].put(key, b"hello".to_vec(), net.now);
-        net.pump();
-        assert!(
-            net.events[7]
-                .iter()
-                .any(|e| matches!(e, DhtEvent::Stored { op, acks } if *op == put && *acks >= 15)),
+            matches!(outcome(&net, 7, put), Some(DhtEvent::Stored { acks, .. }) if acks >= 15),
             "{:?}",
-            net.events[7]
+            outcome(&net, 7, put)
         );
-        let holders = net.dhts.iter().filter(|d| d.store().len() == 1).count();
-        assert!(
-            (15..=20).contains(&holders),
-            "{holders} nodes hold the record"
-        );
-        for i in (20..120).step_by(9) {
-            let get = net.dhts[i].get(key, net.now);
-            net.pump();
-            let got = net.events[i].iter().find_map(|e| match e {
-                DhtEvent::Got { op, records } if *op == get => Some(records.clone()),
-                _ => None,
-            });
-            let records = got.expect("the get finished");
+        let holders = net.nodes.iter().filter(|d| d.dht().store().len() == 1).count();
+        assert!((15..=20).contains(&holders), "{holders} nodes hold the record");
+        for i in (20..n).step_by(9) {
+            let get = net.command(i, |node, now| node.dht_get(b"greeting", now));
+            net.run_for(Duration::from_secs(10));
+            let Some(DhtEvent::Got { records, .. }) = outcome(&net, i, get) else {
+                panic!("node {i}'s get: {:?}", outcome(&net, i, get));
+            };
             assert_eq!(records.len(), 1);
             assert_eq!(records[0].value, b"hello");
-            assert_eq!(records[0].publisher, net.ids[7]);
+            assert_eq!(records[0].publisher, net.id(7));
         }
-        for d in &net.dhts {
-            assert_eq!(d.table().check(), Ok(()));
-            assert_eq!(d.store().check(), Ok(()));
-            assert_eq!(d.requests_in_flight(), 0);
-            assert_eq!(d.operations(), 0);
+        for d in &net.nodes {
+            assert_eq!(d.dht().table().check(), Ok(()));
+            assert_eq!(d.dht().store().check(), Ok(()));
+            assert_eq!(d.dht().operations(), 0);
         }
     }
 
     #[test]
-    fn a_request_flood_from_one_peer_is_rate_limited_and_bounded() {
-        let config = DhtConfig::default();
-        let mut net = Net::new(2, 1, &config);
-        net.link(0, 1);
-        net.pump();
-        let flooder = net.ids[1];
-        let mut answered = 0;
-        let mut refused = 0;
-        for id in 0..1_000u64 {
-            let frame = Frame::FindNode(FindNode {
-                id,
-                target: [id as u8; 32],
-            });
-            net.dhts[0].handle_frame(&flooder, addr(1), frame, net.now);
-            while let Some(s) = net.dhts[0].poll_send() {
-                match s.frame {
-                    Frame::Nodes(_) => answered += 1,
-                    Frame::Refused(_) => refused += 1,
-                    _ => {}
-                }
-            }
+    fn a_key_with_a_thousand_providers_is_stored_paged_and_found_whole() {
+        let mut configs = listening(4, DhtConfig::default());
+        configs[0].max_peers = 2_000;
+        let mut net = Net::new(configs);
+        for i in 1..4 {
+            net.connect(i, 0);
         }
-        // The burst, less what node 1's own bootstrap lookup already spent; no time passes, so
-        // nothing refills.
-        let burst = config.peer_request_burst as usize;
-        assert!(
-            (burst - 3..=burst).contains(&answered),
-            "{answered} answered"
-        );
-        assert_eq!(refused, 1_000 - answered);
-        assert_eq!(net.dhts[0].stats().rate_limited, refused as u64);
-        assert_eq!(net.dhts[0].table().check(), Ok(()));
-        assert_eq!(
-            net.dhts[0].table().len(),
-            1,
-            "only the flooder is a contact"
-        );
-    }
-
-    #[test]
-    fn a_store_flood_is_rate_limited_and_the_store_stays_bounded() {
-        let config = DhtConfig {
-            max_records: 50,
-            peer_request_rate: 1_000,
-            peer_request_burst: 1_000,
-            ..DhtConfig::default()
-        };
-        let mut net = Net::new(2, 1, &config);
-        net.link(0, 1);
-        net.pump();
-        let flooder = net.ids[1];
-        let (mut acks, mut full, mut limited) = (0, 0, 0);
-        for id in 0..5_000u64 {
-            let mut key = [0u8; 32];
-            key[..8].copy_from_slice(&id.to_be_bytes());
-            let record = WireRecord {
-                publisher: flooder,
-                addrs: alloc::vec![],
-                value: alloc::vec![1; 64],
-                ttl_secs: u32::MAX,
-            };
-            let frame = Frame::Store(Store { id, key, record });
-            net.dhts[0].handle_frame(&flooder, addr(1), frame, net.now);
-            while let Some(s) = net.dhts[0].poll_send() {
-                match s.frame {
-                    Frame::Ack(_) => acks += 1,
-                    Frame::Refused(Refused {
-                        reason: DhtRefusal::StoreFull,
-                        ..
-                    }) => full += 1,
-                    Frame::Refused(Refused {
-                        reason: DhtRefusal::RateLimited,
-                        ..
-                    }) => limited += 1,
-                    other => panic!("unexpected answer {other:?}"),
-                }
-            }
-        }
-        assert_eq!(acks, 50, "exactly max_records are kept");
-        assert!(
-            full > 0 && limited > 0,
-            "{full} full, {limited} rate-limited"
-        );
-        assert_eq!(net.dhts[0].store().len(), 50);
-        assert_eq!(net.dhts[0].store().check(), Ok(()));
-        // A record from a node that did not publish it is refused.
-        let forged = WireRecord {
-            publisher: NodeId([9; 32]),
-            addrs: alloc::vec![],
-            value: alloc::vec![],
-            ttl_secs: 1,
-        };
-        let mut d = Dht::new(config, net.ids[0], alloc::vec![addr(0)], 3, net.now);
-        d.handle_frame(
-            &flooder,
-            addr(1),
-            Frame::Store(Store {
+        net.run_for(Duration::from_secs(5));
+        // A thousand publishers, each over its own link, store a provider record at node 0.
+        let key = net.nodes[0].dht_key(KeyKind::Provider, b"service");
+        let now = net.now;
+        for p in 0..1_000u64 {
+            let who = Identity::from_seed(10_000 + p);
+            let link = handshake_from(&mut net.nodes[0], &who, addr(20 + p as usize), now);
+            let ttl = Duration::from_secs(300);
+            let record = Record::sign(&who, &key, &[addr(9)], alloc::vec![1; 64], ttl, 1, now);
+            let store = DhtMessage::Store(Store {
                 id: 1,
-                key: [0; 32],
-                record: forged,
-            }),
-            net.now,
-        );
-        assert!(matches!(
-            d.poll_send().map(|s| s.frame),
-            Some(Frame::Refused(Refused {
-                reason: DhtRefusal::NotPublisher,
-                ..
-            }))
-        ));
+                key,
+                record: record.to_wire(now),
+            });
+            let channel = ProtocolId::DHT.channel();
+            net.nodes[0].handle_link_data(link, channel, &encode(&store), now);
+            net.nodes[0].close_link(link, crate::CloseCode::Goodbye, now);
+            while net.nodes[0].poll_transmit().is_some() {}
+        }
+        assert_eq!(net.nodes[0].dht().store().len(), 1_000);
+        let get = net.command(2, |node, now| node.dht_find_providers(b"service", now));
+        net.run_for(Duration::from_secs(10));
+        let Some(DhtEvent::Got { records, .. }) = outcome(&net, 2, get) else {
+            panic!("{:?}", outcome(&net, 2, get));
+        };
+        assert_eq!(records.len(), 1_000, "every provider, over several pages");
+        let pages = net
+            .log
+            .iter()
+            .filter(|(i, t)| *i == 2 && matches!(t, crate::Transmit::Send { channel, .. } if *channel == ProtocolId::DHT.channel()))
+            .count();
+        assert!(pages > 1);
     }
 
     #[test]
-    fn own_operations_are_bounded_and_errors_arrive_as_events() {
+    fn forged_and_foreign_records_are_refused_on_store() {
+        let mut net = Net::new(listening(2, DhtConfig::default()));
+        let link = net.connect(1, 0);
+        net.run_for(Duration::from_secs(1));
+        let key = [5u8; 32];
+        let now = net.now;
+        let ttl = Duration::from_secs(60);
+        let own = net.nodes[1].identity().clone();
+        let other = Identity::from_seed(77);
+        let foreign = Record::sign(&other, &key, &[], alloc::vec![1], ttl, 1, now).to_wire(now);
+        let mut forged = Record::sign(&own, &key, &[], alloc::vec![1], ttl, 1, now).to_wire(now);
+        forged.value = alloc::vec![2];
+        let &(_, remote) = net.wires.get(&(1, link)).unwrap();
+        for (id, record) in [(1, foreign), (2, forged)] {
+            let bytes = encode(&DhtMessage::Store(Store { id, key, record }));
+            net.nodes[0].handle_link_data(remote, ProtocolId::DHT.channel(), &bytes, now);
+        }
+        let answers: Vec<DhtMessage> = core::iter::from_fn(|| net.nodes[0].poll_transmit())
+            .filter_map(|t| match t {
+                crate::Transmit::Send { bytes, .. } => Some(bytes),
+                _ => None,
+            })
+            .flat_map(|bytes| {
+                let mut d = crate::wire::Decoder::new(1 << 20);
+                d.push(&bytes);
+                let mut out = Vec::new();
+                while let Ok(Some(f)) = d.next_frame() {
+                    if f.protocol == ProtocolId::DHT {
+                        out.push(crate::wire::decode_message::<DhtMessage>(f).unwrap());
+                    }
+                }
+                out
+            })
+            .collect();
+        let reasons: Vec<(u64, DhtRefusal)> = answers
+            .iter()
+            .filter_map(|m| match m {
+                DhtMessage::Refused(Refused { id, reason }) => Some((*id, *reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [(1, DhtRefusal::NotPublisher), (2, DhtRefusal::BadSignature)]
+        );
+        assert!(net.nodes[0].dht().store().is_empty());
+    }
+
+    #[test]
+    fn own_operations_are_bounded_and_refusals_change_nothing() {
         let config = DhtConfig {
             max_operations: 2,
             max_published: 1,
+            join: false,
             ..DhtConfig::default()
         };
-        let mut net = Net::new(3, 2, &config);
-        net.link(0, 1);
-        net.pump();
+        let mut net = Net::new(listening(2, config.clone()));
+        net.connect(0, 1);
+        net.run_for(Duration::from_secs(1));
         net.events[0].clear();
-        let now = net.now;
-        let d = &mut net.dhts[0];
-        let too_big = d.put([1; 32], alloc::vec![0; config.max_value_size + 1], now);
-        // Nothing is delivered until the net pumps, so operations stay under way.
-        let a = d.find_node([2; 32], now);
-        let b = d.find_node([3; 32], now);
-        let busy = d.find_node([4; 32], now);
-        assert_eq!(d.operations(), 2);
-        let mut failed = alloc::collections::BTreeMap::new();
-        while let Some(e) = d.poll_event() {
-            if let DhtEvent::Failed { op, error } = e {
-                failed.insert(op, error);
-            }
-        }
-        assert_eq!(failed.get(&too_big), Some(&DhtError::ValueTooLarge));
-        assert_eq!(failed.get(&busy), Some(&DhtError::Busy));
-        assert!(!failed.contains_key(&a) && !failed.contains_key(&b));
-        net.pump();
-        let d = &mut net.dhts[0];
-        d.put([5; 32], alloc::vec![1], now);
-        let second = d.put([6; 32], alloc::vec![1], now);
-        let refused = core::iter::from_fn(|| d.poll_event()).any(|e| {
-            e == DhtEvent::Failed {
-                op: second,
-                error: DhtError::TooManyPublished,
-            }
+        let too_big = net.command(0, |n, now| {
+            n.dht_put(b"big", alloc::vec![0; config.max_value_size + 1], now)
         });
-        assert!(refused, "max_published holds");
+        let a = net.command(0, |n, now| n.dht_find_node(&crate::NodeId([2; 32]), now));
+        let b = net.command(0, |n, now| n.dht_find_node(&crate::NodeId([3; 32]), now));
+        let busy = net.command(0, |n, now| n.dht_put(b"busy", alloc::vec![1], now));
+        assert_eq!(net.nodes[0].dht().operations(), 2);
+        let failed = |net: &Net, op| match outcome(net, 0, op) {
+            Some(DhtEvent::Failed { error, .. }) => Some(error),
+            _ => None,
+        };
+        assert_eq!(failed(&net, too_big), Some(DhtError::ValueTooLarge));
+        assert_eq!(failed(&net, busy), Some(DhtError::Busy));
+        assert!(failed(&net, a).is_none() && failed(&net, b).is_none());
+        net.run_for(Duration::from_secs(1));
+        // The refused put published nothing: a get finds no record of it, here or anywhere.
+        let get = net.command(0, |n, now| n.dht_get(b"busy", now));
+        net.run_for(Duration::from_secs(1));
+        assert!(
+            matches!(outcome(&net, 0, get), Some(DhtEvent::Got { records, .. }) if records.is_empty()),
+            "{:?}",
+            outcome(&net, 0, get)
+        );
+        net.command(0, |n, now| n.dht_put(b"one", alloc::vec![1], now));
+        let second = net.command(0, |n, now| n.dht_put(b"two", alloc::vec![1], now));
+        assert_eq!(failed(&net, second), Some(DhtError::TooManyPublished));
+    }
+
+    #[test]
+    fn republishing_tells_the_application_nothing_and_timeouts_count_as_failed_lookups() {
+        let mut net = Net::new(listening(3, DhtConfig::default()));
+        net.connect(1, 0);
+        net.connect(2, 0);
+        net.run_for(Duration::from_secs(5));
+        let put = net.command(1, |n, now| n.dht_put(b"k", b"v".to_vec(), now));
+        net.run_for(Duration::from_secs(700));
+        let ops: Vec<_> = outcomes(&net.events[1]).iter().map(DhtEvent::op).collect();
+        assert_eq!(ops, [put], "republishes are the node's own business");
+        // Node 2 stops answering (its link to 0 is cut one way); a lookup that asks only
+        // it times out and counts as a failed lookup.
+        let before = net.nodes[0].dht().stats().clone();
+        let link = net.nodes[2].peer(&net.id(0)).unwrap().link;
+        net.wires.remove(&(2, link));
+        net.nodes[1].close(net.now);
+        net.drain(1);
+        net.run_for(Duration::from_secs(1));
+        let target = net.id(2);
+        net.command(0, |n, now| n.dht_find_node(&target, now));
+        net.run_for(Duration::from_secs(40));
+        let after = net.nodes[0].dht().stats();
+        assert!(after.lookups > before.lookups);
+        assert!(after.lookups - before.lookups > after.lookups_ok - before.lookups_ok);
     }
 }

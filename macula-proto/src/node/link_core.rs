@@ -406,6 +406,12 @@ impl Core {
         for link in links {
             self.abort_link(link, CloseCode::Goodbye);
         }
+        // A closed node keeps no time: its subsystems' operations failed with its links.
+        for index in 0..MAX_SUBSYSTEMS {
+            self.links
+                .set_scheduled(LinkId::subsystem(index), Instant::NEVER);
+        }
+        self.timers.prune(&self.links);
     }
 
     pub fn queue_ask(&mut self, asker: ProtocolId, to: ProtocolId, ask: Ask) -> Ticket {
@@ -1330,6 +1336,37 @@ impl Core {
             link: link_id,
             code,
         });
+    }
+}
+
+#[cfg(test)]
+impl Core {
+    pub fn check_invariants(&self) {
+        let truth = self
+            .links
+            .iter()
+            .map(|(_, l)| l.next_deadline(&self.tuning))
+            .min();
+        if let Some(truth) = truth {
+            let filed = self
+                .poll_timeout()
+                .expect("a node with links has a deadline");
+            assert!(filed <= truth, "timer filed at {filed:?}, due at {truth:?}");
+        }
+        let subsystems = (0..MAX_SUBSYSTEMS)
+            .filter(|i| self.links.scheduled(LinkId::subsystem(*i)) != Instant::NEVER)
+            .count();
+        assert_eq!(
+            self.timers.live(&self.links),
+            self.links.len() + subsystems,
+            "a live timer entry for every link and filed subsystem"
+        );
+        assert!(
+            self.timers.len() <= 2 * (self.links.len() + MAX_SUBSYSTEMS) + 16,
+            "dead timer entries are bounded"
+        );
+        assert!(self.peers.len() <= self.config.max_peers, "peers within max_peers");
+        assert!(self.dials.len() <= self.config.max_peers, "dials within max_peers");
     }
 }
 

@@ -338,6 +338,22 @@ impl Node {
 
     // ---------------------------------------------------------------- internals
 
+    /// Checks what must hold between any two calls: the timer heap is never late for a link
+    /// or a subsystem, its dead entries are bounded, and the tables are within their bounds.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        self.core.check_invariants();
+        if self.core.is_closed() {
+            return;
+        }
+        self.subsystems.each_ref(|index, tenant| {
+            let filed = self.core.links.scheduled(LinkId::subsystem(index));
+            if let Some(due) = tenant.poll_timeout() {
+                assert!(filed <= due, "subsystem {index} filed at {filed:?}, due {due:?}");
+            }
+        });
+    }
+
     /// Reads the frames in `input` off `channel` of `link`, handing each to the control
     /// protocol or its subsystem.
     fn read_frames(&mut self, link: LinkId, channel: Channel, mut input: &[u8]) {

@@ -127,6 +127,17 @@ macro_rules! subsystems {
                 } )*
             }
 
+            /// Calls `f` for each running subsystem, to read.
+            #[cfg(test)]
+            pub(crate) fn each_ref(&self, mut f: impl FnMut(usize, &dyn Tenant)) {
+                $( $(#[$attr])* {
+                    let index = index_of(<$ty as Subsystem>::PROTOCOL).expect("listed");
+                    if self.enabled.has(index) {
+                        f(index, &self.$field);
+                    }
+                } )*
+            }
+
             /// The running subsystem at `index`.
             pub(crate) fn at(&mut self, index: usize) -> Option<&mut dyn Tenant> {
                 if !self.enabled.has(index) {

@@ -1,227 +1,15 @@
 //! Drives nodes through the handshake over in-memory links, jumping time to the next deadline.
 
-use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::{Ipv4Addr, SocketAddr};
 
 use super::*;
 use crate::config::{ApiKey, Realm};
-use crate::wire::encode;
-
-const LATENCY: Duration = Duration::from_millis(10);
-
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 10_000 + i as u16)
-}
-
-enum Delivery {
-    Data(LinkId, Vec<u8>),
-    Down(LinkId, LinkError),
-    Up(LinkId, LinkInfo),
-}
-
-/// A handful of nodes joined by perfect pipes with fixed latency.
-struct Net {
-    now: Instant,
-    nodes: Vec<Node>,
-    /// (node, link) -> (node, link) for both directions.
-    wires: BTreeMap<(usize, LinkId), (usize, LinkId)>,
-    /// Deliveries by time, FIFO within one instant.
-    queue: VecDeque<(Instant, usize, Delivery)>,
-    events: Vec<Vec<Event>>,
-    /// Every transmit, in order, for determinism checks.
-    log: Vec<(usize, Transmit)>,
-    exporter_counter: u8,
-}
-
-impl Net {
-    fn new(configs: Vec<Config>) -> Self {
-        let nodes = configs
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
-                Node::new(
-                    c,
-                    Identity::from_seed(i as u64),
-                    100 + i as u64,
-                    Instant::ZERO,
-                )
-                .unwrap()
-            })
-            .collect::<Vec<_>>();
-        let n = nodes.len();
-        Net {
-            now: Instant::ZERO,
-            nodes,
-            wires: BTreeMap::new(),
-            queue: VecDeque::new(),
-            events: vec![Vec::new(); n],
-            log: Vec::new(),
-            exporter_counter: 0,
-        }
-    }
-
-    fn id(&self, i: usize) -> NodeId {
-        self.nodes[i].node_id()
-    }
-
-    fn deliver_at(&mut self, at: Instant, to: usize, d: Delivery) {
-        let pos = self
-            .queue
-            .iter()
-            .position(|(t, _, _)| *t > at)
-            .unwrap_or(self.queue.len());
-        self.queue.insert(pos, (at, to, d));
-    }
-
-    /// Carries out everything node `i` wants done.
-    fn drain(&mut self, i: usize) {
-        while let Some(t) = self.nodes[i].poll_transmit() {
-            self.log.push((i, t.clone()));
-            match t {
-                Transmit::Open { link, addr: a, .. } => {
-                    let target = (0..self.nodes.len()).find(|j| addr(*j) == a);
-                    let Some(j) = target else {
-                        self.deliver_at(
-                            self.now + LATENCY,
-                            i,
-                            Delivery::Down(link, LinkError::DialFailed),
-                        );
-                        continue;
-                    };
-                    self.exporter_counter += 1;
-                    let exporter = [self.exporter_counter; 32];
-                    let info_at_j = LinkInfo {
-                        remote_id: self.id(i),
-                        remote_addr: addr(i),
-                        exporter,
-                    };
-                    match self.nodes[j].handle_inbound(info_at_j, self.now) {
-                        Ok(remote_link) => {
-                            self.wires.insert((i, link), (j, remote_link));
-                            self.wires.insert((j, remote_link), (i, link));
-                            let info = LinkInfo {
-                                remote_id: self.id(j),
-                                remote_addr: a,
-                                exporter,
-                            };
-                            self.deliver_at(self.now + LATENCY, i, Delivery::Up(link, info));
-                        }
-                        Err(code) => self.deliver_at(
-                            self.now + LATENCY,
-                            i,
-                            Delivery::Down(link, LinkError::ClosedByPeer(code)),
-                        ),
-                    }
-                    self.drain(j);
-                }
-                Transmit::Send { link, bytes } => {
-                    if let Some(&(j, remote)) = self.wires.get(&(i, link)) {
-                        self.deliver_at(self.now + LATENCY, j, Delivery::Data(remote, bytes));
-                    }
-                }
-                Transmit::Close { link, code } => {
-                    if let Some((j, remote)) = self.wires.remove(&(i, link)) {
-                        self.wires.remove(&(j, remote));
-                        self.deliver_at(
-                            self.now + LATENCY,
-                            j,
-                            Delivery::Down(remote, LinkError::ClosedByPeer(code)),
-                        );
-                    }
-                }
-            }
-        }
-        while let Some(e) = self.nodes[i].poll_event() {
-            self.events[i].push(e);
-        }
-        assert_timers_never_late(&self.nodes[i]);
-        let node = &self.nodes[i];
-        assert!(
-            node.peer_count() <= node.config.max_peers,
-            "peers within max_peers"
-        );
-        assert!(
-            node.dht_dials.len() <= node.config.max_peers,
-            "dials within max_peers"
-        );
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let timers = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
-        let queued = self.queue.front().map(|(t, _, _)| *t);
-        match (timers, queued) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Runs until `until`, jumping from deadline to deadline.
-    fn run_until(&mut self, until: Instant) {
-        while let Some(t) = self.next_deadline().filter(|t| *t <= until) {
-            self.now = self.now.max(t);
-            while self.queue.front().is_some_and(|(at, _, _)| *at <= self.now) {
-                let (_, to, d) = self.queue.pop_front().unwrap();
-                let now = self.now;
-                match d {
-                    Delivery::Data(link, bytes) => {
-                        self.nodes[to].handle_link_data(link, &bytes, now)
-                    }
-                    Delivery::Down(link, err) => {
-                        self.wires.remove(&(to, link));
-                        self.nodes[to].handle_link_down(link, err, now)
-                    }
-                    Delivery::Up(link, info) => self.nodes[to].handle_link_up(link, info, now),
-                }
-                self.drain(to);
-            }
-            for i in 0..self.nodes.len() {
-                if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
-                    self.nodes[i].handle_timeout(self.now);
-                }
-                self.drain(i);
-            }
-        }
-        self.now = self.now.max(until);
-    }
-
-    fn run_for(&mut self, d: Duration) {
-        let until = self.now + d;
-        self.run_until(until);
-    }
-
-    fn connect(&mut self, from: usize, to: usize) -> LinkId {
-        let link = self.nodes[from].connect(addr(to), None, self.now);
-        self.drain(from);
-        link
-    }
-}
-
-/// The timer index may fire early but never late: `poll_timeout` is at or before every link's
-/// real deadline.
-fn assert_timers_never_late(node: &Node) {
-    let truth = node
-        .links
-        .iter()
-        .map(|(_, l)| l.next_deadline(&node.tuning))
-        .min();
-    if let Some(truth) = truth {
-        let filed = node
-            .poll_timeout()
-            .expect("a node with links has a deadline");
-        assert!(filed <= truth, "timer filed at {filed:?}, due at {truth:?}");
-    }
-    assert_eq!(
-        node.timers.live(&node.links),
-        node.links.len(),
-        "one live timer entry per link"
-    );
-    assert!(
-        node.timers.len() <= 2 * node.links.len() + 16,
-        "dead timer entries are bounded"
-    );
-}
+use crate::dht::messages::{DhtMessage, FindNode, Store};
+use crate::dht::{DhtEvent, Record};
+use crate::testnet::{addr, Net, LATENCY};
+use crate::time::Duration;
+use crate::wire::{encode, encode_into, Control, Ping, RefuseReason};
 
 fn config(realm: &str) -> Config {
     Config::new(Realm::new(realm).unwrap())
@@ -393,7 +181,7 @@ fn a_proof_replayed_on_another_link_is_refused() {
         exporter: [0xee; 32],
     };
     let link = net.nodes[1].handle_inbound(info, net.now).unwrap();
-    net.nodes[1].handle_link_data(link, &connect_bytes, net.now);
+    net.nodes[1].handle_link_data(link, Channel::CONTROL, &connect_bytes, net.now);
     net.drain(1);
     assert_eq!(net.nodes[1].stats().refused_by_us.bad_credentials, 1);
 }
@@ -460,7 +248,8 @@ fn nothing_but_the_handshake_is_accepted_before_it_completes() {
         exporter: [0; 32],
     };
     let link = node.handle_inbound(info, Instant::ZERO).unwrap();
-    node.handle_link_data(link, &encode(&Frame::Ping(Ping { id: 1 })), Instant::ZERO);
+    let ping = encode(&Control::Ping(Ping { id: 1 }));
+    node.handle_link_data(link, Channel::CONTROL, &ping, Instant::ZERO);
     assert_eq!(
         node.poll_transmit(),
         Some(Transmit::Close {
@@ -481,9 +270,12 @@ fn garbage_and_huge_prefixes_close_only_that_link() {
     let link_of_1 = net.nodes[0].peer(&net.id(1)).unwrap().link;
     let link_of_2 = net.nodes[0].peer(&net.id(2)).unwrap().link;
     let now = net.now;
-    net.nodes[0].handle_link_data(link_of_1, &[0xff, 0xff, 0xff, 0xff, 0x0f], now);
+    let huge = [0xff, 0xff, 0xff, 0xff, 0x0f];
+    net.nodes[0].handle_link_data(link_of_1, Channel::CONTROL, &huge, now);
     net.drain(0);
-    net.nodes[0].handle_link_data(link_of_2, b"\x05garbage-bytes", now);
+    // A frame whose protocol id does not end within three bytes.
+    let garbage = b"\x05\xff\xff\xffbytes";
+    net.nodes[0].handle_link_data(link_of_2, Channel::CONTROL, garbage, now);
     net.drain(0);
     let s = net.nodes[0].stats();
     assert_eq!((s.oversized_frames, s.malformed_frames, s.peers), (1, 1, 0));
@@ -826,11 +618,12 @@ fn dht_frames_before_the_handshake_close_the_link() {
     // Node 1 gets a FindNode where it waits for Connect.
     net.drain(0);
     let &(_, remote) = net.wires.get(&(0, link)).unwrap();
-    let frame = encode(&Frame::FindNode(crate::wire::FindNode {
+    let frame = encode(&DhtMessage::FindNode(FindNode {
         id: 1,
         target: [0; 32],
     }));
-    net.nodes[1].handle_link_data(remote, &frame, net.now);
+    let channel = ProtocolId::DHT.channel();
+    net.nodes[1].handle_link_data(remote, channel, &frame, net.now);
     net.drain(1);
     assert_eq!(net.nodes[1].stats().protocol_violations, 1);
     assert_eq!(net.nodes[1].dht().stats().requests_received, 0);
@@ -843,30 +636,28 @@ fn a_dht_flood_over_a_link_is_rate_limited_and_leaves_table_and_store_bounded() 
     let mut net = Net::new(configs);
     let link = net.connect(1, 0);
     net.run_for(Duration::from_secs(1));
-    let flooder = net.id(1);
+    let flooder = net.nodes[1].identity().clone();
     // Node 1 writes 2,000 requests at once on its link: half FindNode, half Store.
     let mut bytes = Vec::new();
     for id in 0..2_000u64 {
         let mut key = [0u8; 32];
         key[..8].copy_from_slice(&id.to_be_bytes());
         let frame = if id % 2 == 0 {
-            Frame::FindNode(crate::wire::FindNode { id, target: key })
+            DhtMessage::FindNode(FindNode { id, target: key })
         } else {
-            Frame::Store(crate::wire::Store {
+            let ttl = Duration::from_secs(300);
+            let record = Record::sign(&flooder, &key, &[addr(1)], vec![7; 32], ttl, id, net.now);
+            DhtMessage::Store(Store {
                 id,
                 key,
-                record: crate::wire::WireRecord {
-                    publisher: flooder,
-                    addrs: vec![addr(1).into()],
-                    value: vec![7; 32],
-                    ttl_secs: 300,
-                },
+                record: record.to_wire(net.now),
             })
         };
         encode_into(&frame, &mut bytes);
     }
     let &(_, remote) = net.wires.get(&(1, link)).unwrap();
-    net.nodes[0].handle_link_data(remote, &bytes, net.now);
+    let channel = ProtocolId::DHT.channel();
+    net.nodes[0].handle_link_data(remote, channel, &bytes, net.now);
     net.drain(0);
     net.run_for(Duration::from_secs(1));
     let node = &net.nodes[0];
@@ -893,6 +684,7 @@ fn a_request_racing_an_idle_close_is_sent_again_over_a_new_link() {
         .find_map(|(a, b)| {
             let id_b = net.id(b);
             net.nodes[a]
+                .core
                 .links
                 .iter()
                 .find(|(_, l)| l.remote == Some(id_b) && l.on_demand())
@@ -943,7 +735,8 @@ fn prefetch_names_the_slot_of_the_link_an_input_arrives_on_and_of_the_next_timer
     let second = net.connect(0, 2);
     net.run_for(Duration::from_millis(100));
     let node = &net.nodes[0];
-    let slot_of = |l: LinkId| node.links.slot(l).expect("a live link") as *const _ as usize;
+    let slot_of =
+        |l: LinkId| node.core.links.slot(l).expect("a live link") as *const _ as usize;
 
     for link in [first, second] {
         let mut named = Named::default();
@@ -953,8 +746,8 @@ fn prefetch_names_the_slot_of_the_link_an_input_arrives_on_and_of_the_next_timer
     }
     // A timer is for the link at the top of the timer heap.
     let top = node
-        .timers
-        .slice()
+        .core
+        .timers_slice()
         .first()
         .expect("two links, two timers")
         .1;
@@ -967,7 +760,9 @@ fn prefetch_names_the_slot_of_the_link_an_input_arrives_on_and_of_the_next_timer
 fn the_fields_inputs_touch_share_the_first_eight_cache_lines() {
     // `Node` is `repr(C)` with its hot fields first (see there); the last is the links'
     // bookkeeping, followed by the inline links and then the cold fields.
-    let hot = core::mem::offset_of!(Node, links) + table::Links::SLOTS_OFFSET;
+    let hot = core::mem::offset_of!(Node, core)
+        + core::mem::offset_of!(link_core::Core, links)
+        + table::Links::SLOTS_OFFSET;
     assert!(hot <= Node::HOT_BYTES, "hot fields span {hot} bytes");
     assert_eq!(Node::HOT_BYTES % 64, 0, "whole cache lines");
     assert!(

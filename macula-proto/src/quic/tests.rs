@@ -226,7 +226,7 @@ fn a_peer_that_does_not_read_is_dropped_at_the_send_buffer_limit() {
     // Endpoint 1 goes silent: nothing it sends (acks, flow-control credit) arrives any more.
     m.mute(1);
     // Far more than the stream's flow-control window: the rest must wait in the endpoint.
-    m.eps[0].send_raw(link, &vec![0u8; 3 << 20], m.now);
+    m.eps[0].send_raw(link, Channel::CONTROL, &vec![0u8; 3 << 20], m.now);
     m.drain(0);
     m.run_for(Duration::from_millis(100));
     assert!(
@@ -250,7 +250,7 @@ fn gso_batches_stay_under_the_udp_size_limit() {
     m.run_for(Duration::from_millis(50));
     let link = m.eps[0].node().peer(&m.eps[1].node_id()).unwrap().link;
     m.eps[0].set_max_datagrams(64);
-    m.eps[0].send_raw(link, &vec![0u8; 256 * 1024], m.now);
+    m.eps[0].send_raw(link, Channel::CONTROL, &vec![0u8; 256 * 1024], m.now);
     let batches: Vec<Datagram> = core::iter::from_fn(|| m.eps[0].poll_transmit()).collect();
     assert!(
         batches.iter().any(|d| d.segments().count() > 1),

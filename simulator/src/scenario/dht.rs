@@ -353,7 +353,7 @@ impl Scenario for Dht {
             }
             rate_limited += dht.stats().rate_limited;
             refused += dht.stats().stores_refused;
-            dropped += node.stats().dht_frames_dropped;
+            dropped += node.stats().frames_undeliverable;
             evictions += node.stats().pool_evictions;
         }
         let live = table_bytes.len() as u64;
@@ -413,7 +413,7 @@ impl Scenario for Dht {
         }
         m.insert("dht_rate_limited".into(), json!(rate_limited));
         m.insert("dht_stores_refused".into(), json!(refused));
-        m.insert("dht_frames_dropped".into(), json!(dropped));
+        m.insert("frames_undeliverable".into(), json!(dropped));
         m.insert("pool_evictions".into(), json!(evictions));
         m.insert("restarted".into(), json!(self.restarted));
         m.insert("join_retries".into(), json!(self.join_retries));
