@@ -65,7 +65,11 @@ fn round_trips<M: Message + PartialEq + core::fmt::Debug>(frame: RawFrame<'_>) {
         .next_frame()
         .expect("re-encoded bytes decode")
         .expect("a whole frame");
-    assert_eq!(decode_message::<M>(frame), Ok(message), "re-encoding round-trips");
+    assert_eq!(
+        decode_message::<M>(frame),
+        Ok(message),
+        "re-encoding round-trips"
+    );
 }
 
 /// Feeds `data` to a node as the bytes of an inbound link, before and (for a second link) after

@@ -206,7 +206,6 @@ impl Net {
         self.drain(i);
         r
     }
-
 }
 
 /// Completes the handshake of an inbound link from `remote` (seen at `from`) on `node`, as a
@@ -223,7 +222,9 @@ pub(crate) fn handshake_from(
         remote_addr: from,
         exporter: [7; 32],
     };
-    let link = node.handle_inbound(info, now).expect("room for a handshake");
+    let link = node
+        .handle_inbound(info, now)
+        .expect("room for a handshake");
     let connect = Control::Connect(Connect {
         versions: Versions::OURS,
         node_id: remote.node_id(),
@@ -234,6 +235,9 @@ pub(crate) fn handshake_from(
         protocols: node.protocols(),
     });
     node.handle_link_data(link, Channel::CONTROL, &encode(&connect), now);
-    assert!(node.peer(&remote.node_id()).is_some(), "the handshake completed");
+    assert!(
+        node.peer(&remote.node_id()).is_some(),
+        "the handshake completed"
+    );
     link
 }

@@ -8,8 +8,8 @@ use std::rc::Rc;
 use macula_proto::node::layout::Prefetch;
 use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::{
-    Channel, Config, Duration, Event, Identity, Instant, LinkError, LinkId, LinkInfo, Node,
-    NodeId, PingError, PingId, Rng, Transmit,
+    Channel, Config, Duration, Event, Identity, Instant, LinkError, LinkId, LinkInfo, Node, NodeId,
+    PingError, PingId, Rng, Transmit,
 };
 
 use crate::check::{self, Checker, Observation, Verdict};

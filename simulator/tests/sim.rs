@@ -154,7 +154,8 @@ fn a_bandwidth_limit_stretches_round_trips() {
         let mut sim = SimBuilder::new().seed(3).nodes(2).link_model(link).build();
         sim.connect(1, 0);
         let t = |s| Instant::ZERO + Duration::from_secs(s);
-        assert!(sim.run_until(t(5), |s| s.node(1).is_some_and(|n| n.peer_count() == 1)));
+        let up = sim.run_until(t(5), |s| s.node(1).is_some_and(|n| n.peer_count() == 1));
+        assert!(up, "{:?} {:?}", sim.now(), sim.node(1).unwrap().stats());
         sim.run_until(t(20), |_| false);
         let rtt = sim.node(1).unwrap().peers().next().unwrap().rtt.unwrap();
         rtt

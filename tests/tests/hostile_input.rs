@@ -93,7 +93,8 @@ async fn hostile_bytes_close_only_that_link<R: Runtime>(
     );
     let link = peer_up(&raw.events).expect("checked above");
     let now = raw.now();
-    raw.endpoint.send_raw(link, bytes, now);
+    raw.endpoint
+        .send_raw(link, macula_proto::Channel::CONTROL, bytes, now);
     assert!(
         raw.drive_until(LIMIT, |e| closed_with(e, code)).await?,
         "the target closes the hostile link with {code}: {:?}",
@@ -107,7 +108,8 @@ async fn hostile_bytes_close_only_that_link<R: Runtime>(
 
 async fn garbage_on_the_control_stream_closes_that_link_only<R: Runtime>() -> anyhow::Result<()> {
     hostile_bytes_close_only_that_link::<R>(
-        b"\x10this is not a macula frame",
+        // A 16-byte frame whose protocol id does not end within three bytes.
+        b"\x10\xff\xff\xff\xffnot a frame!",
         CloseCode::MalformedFrame,
     )
     .await

@@ -46,7 +46,12 @@ async fn a_burst_is_sent_in_gso_batches<R: Runtime>() -> anyhow::Result<()> {
         .expect("checked above");
     // 64 KiB in one write: more than a congestion window's worth of full-size packets at once.
     let now = raw.now();
-    raw.endpoint.send_raw(link, &vec![0u8; 64 * 1024], now);
+    raw.endpoint.send_raw(
+        link,
+        macula_proto::Channel::CONTROL,
+        &vec![0u8; 64 * 1024],
+        now,
+    );
     raw.drive_until(Duration::from_millis(500), |_| false)
         .await?;
     let stats = raw.endpoint.stats();

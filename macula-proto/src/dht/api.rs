@@ -30,7 +30,9 @@ impl Node {
     /// `Failed`).
     pub fn dht_find_node(&mut self, target: &NodeId, now: Instant) -> OpId {
         let target = target.0;
-        self.run(now, |dht: &mut Dht, cx| dht.find_node(target, Owner::App, cx))
+        self.run(now, |dht: &mut Dht, cx| {
+            dht.find_node(target, Owner::App, cx)
+        })
     }
 
     /// Publishes `value` under `name` in this realm, at the closest nodes, republished until

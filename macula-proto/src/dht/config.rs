@@ -4,7 +4,7 @@ use super::table::Diversity;
 use crate::config::ConfigError;
 use crate::time::Duration;
 
-/// Settings of the DHT, given to [`Dht::new`](super::Dht::new); a node takes them from
+/// Settings of the DHT; a node takes them from
 /// [`Config::dht`](crate::Config::dht).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]

@@ -9,8 +9,8 @@ use core::net::SocketAddr;
 use super::config::DhtConfig;
 use super::lookup::{Found, Lookup};
 use super::messages::{
-    Ack, DhtMessage, DhtRefusal, FindNode, FindValue, Nodes, Records, Refused, Store,
-    WireContact, WireRecord, Withdraw,
+    Ack, DhtMessage, DhtRefusal, FindNode, FindValue, Nodes, Records, Refused, Store, WireContact,
+    WireRecord, Withdraw,
 };
 use super::store::{Record, RecordStore, StoreLimits};
 use super::table::{Contact, Insert, RoutingTable};
@@ -555,7 +555,10 @@ impl Dht {
     }
 
     fn has_requests_to(&self, peer: &NodeId) -> bool {
-        self.by_peer.range((*peer, 0)..=(*peer, u64::MAX)).next().is_some()
+        self.by_peer
+            .range((*peer, 0)..=(*peer, u64::MAX))
+            .next()
+            .is_some()
     }
 
     fn requests_to(&self, peer: &NodeId) -> Vec<u64> {

@@ -300,7 +300,10 @@ impl RecordStore {
                 }
                 self.per_publisher.insert(publisher, held + 1);
                 self.expiries.insert((record.expires, key, publisher));
-                self.records.entry(key).or_default().insert(publisher, record);
+                self.records
+                    .entry(key)
+                    .or_default()
+                    .insert(publisher, record);
                 self.len += 1;
             }
         }
@@ -460,7 +463,10 @@ mod tests {
         });
         assert_eq!(s.put([1; 32], rec(1, 1, 10)), Ok(()));
         assert_eq!(s.put([2; 32], rec(1, 1, 10)), Ok(()));
-        assert_eq!(s.put([3; 32], rec(1, 1, 10)), Err(DhtRefusal::PublisherQuota));
+        assert_eq!(
+            s.put([3; 32], rec(1, 1, 10)),
+            Err(DhtRefusal::PublisherQuota)
+        );
         assert_eq!(s.put([3; 32], rec(2, 1, 10)), Ok(()), "others still fit");
         assert!(s.withdraw(&[1; 32], &Identity::from_seed(1).node_id()));
         assert_eq!(s.put([3; 32], rec(1, 1, 10)), Ok(()), "room again");
@@ -474,7 +480,10 @@ mod tests {
         s.put(k, rec(1, 1, 10)).unwrap();
         s.put(k, rec(2, 1, 30)).unwrap();
         assert_eq!(s.next_expiry(), Some(Instant::from_micros(10)));
-        let order: Vec<NodeId> = s.get(&k, None, Instant::ZERO).map(|r| r.publisher).collect();
+        let order: Vec<NodeId> = s
+            .get(&k, None, Instant::ZERO)
+            .map(|r| r.publisher)
+            .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]));
         let rest: Vec<NodeId> = s
             .get(&k, Some(order[0]), Instant::ZERO)
@@ -510,7 +519,11 @@ mod tests {
         assert_eq!(w.left_secs, 295);
         let max = Duration::from_secs(300);
         let back = Record::from_wire(w.clone(), &key, now, max).expect("it verifies");
-        assert_eq!(back.expires, now + Duration::from_secs(295), "the time left");
+        assert_eq!(
+            back.expires,
+            now + Duration::from_secs(295),
+            "the time left"
+        );
         // The time left is not signed: a holder may lower it, and raising it gains nothing
         // past the signed TTL.
         let longer = WireRecord {

@@ -385,7 +385,9 @@ mod machines {
     }
 
     fn outcome(net: &Net, node: usize, op: crate::dht::OpId) -> Option<DhtEvent> {
-        outcomes(&net.events[node]).into_iter().find(|e| e.op() == op)
+        outcomes(&net.events[node])
+            .into_iter()
+            .find(|e| e.op() == op)
     }
 
     #[test]
@@ -422,16 +424,28 @@ mod machines {
             .iter()
             .filter(|d| d.dht().table().len() >= 20)
             .count();
-        assert!(filled >= 110, "{filled} of {n} tables hold 20 or more contacts");
-        let put = net.command(7, |node, now| node.dht_put(b"greeting", b"hello".to_vec(), now));
+        assert!(
+            filled >= 110,
+            "{filled} of {n} tables hold 20 or more contacts"
+        );
+        let put = net.command(7, |node, now| {
+            node.dht_put(b"greeting", b"hello".to_vec(), now)
+        });
         net.run_for(Duration::from_secs(10));
         assert!(
             matches!(outcome(&net, 7, put), Some(DhtEvent::Stored { acks, .. }) if acks >= 15),
             "{:?}",
             outcome(&net, 7, put)
         );
-        let holders = net.nodes.iter().filter(|d| d.dht().store().len() == 1).count();
-        assert!((15..=20).contains(&holders), "{holders} nodes hold the record");
+        let holders = net
+            .nodes
+            .iter()
+            .filter(|d| d.dht().store().len() == 1)
+            .count();
+        assert!(
+            (15..=20).contains(&holders),
+            "{holders} nodes hold the record"
+        );
         for i in (20..n).step_by(9) {
             let get = net.command(i, |node, now| node.dht_get(b"greeting", now));
             net.run_for(Duration::from_secs(10));

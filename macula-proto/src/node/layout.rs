@@ -4,7 +4,7 @@
 //! Everything that serves that purpose lives here, and nothing a subsystem writes depends on
 //! it. The link core's fields that nearly every input touches come first in it (`repr(C)`),
 //! with the first few links and timers inline; the [`Config`] values inputs read are copied
-//! beside them ([`Tuning`]), and so are the counters keep-alives move ([`Traffic`]); the
+//! beside them (`Tuning`), and so are the counters keep-alives move (`Traffic`); the
 //! subsystems sit behind one pointer, as most inputs (keep-alives, pings) never touch them.
 //! A node with a handful of links then keeps nearly all it touches in one 3.5 KB stretch of
 //! memory, where each input otherwise found its state spread over several allocations, out of

@@ -1,5 +1,6 @@
 //! Per-link state.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
@@ -22,11 +23,11 @@ pub(super) struct Link {
     pub state: LinkState,
     /// The remote's proven id; known from link-up on.
     pub remote: Option<NodeId>,
-    pub exporter: [u8; 32],
     /// The control channel's decoder (the handshake and keep-alives).
     pub decoder: Decoder,
-    /// Decoders of the other channels the peer sent on, made on first use.
-    pub decoders: Vec<(Channel, Decoder)>,
+    /// Decoders of the other channels the peer sent on, made on first use (out of line: a
+    /// link mostly carries keep-alives).
+    pub decoders: Option<Box<Decoders>>,
     /// Encoded frames not yet handed to the transport, per channel; one `Transmit::Send` carries
     /// each channel's.
     pub out: Outbox,
@@ -51,8 +52,11 @@ pub(super) enum LinkState {
     },
     /// Outbound, `Connect` sent.
     AwaitingAck,
-    /// Inbound, waiting for `Connect`.
-    AwaitingConnect,
+    /// Inbound, waiting for `Connect`, whose realm proof is bound to `exporter` (the value
+    /// the transport exported from the connection's TLS session).
+    AwaitingConnect {
+        exporter: [u8; 32],
+    },
     Established(Established),
 }
 
@@ -67,7 +71,7 @@ pub(super) struct Established {
     /// The subsystems both ends run (the protocols both offered with the same version).
     pub speaks: Mask,
     /// Every protocol the peer offered, sorted.
-    pub protocols: Vec<ProtocolOffer>,
+    pub protocols: Box<[ProtocolOffer]>,
 }
 
 pub(super) struct PendingPing {
@@ -89,9 +93,8 @@ impl Link {
             addr,
             state,
             remote: None,
-            exporter: [0; 32],
             decoder: Decoder::new(max_frame_size),
-            decoders: Vec::new(),
+            decoders: None,
             out: Outbox::default(),
             dirty: false,
             last_heard: Instant::ZERO,
@@ -108,16 +111,17 @@ impl Link {
         if channel == Channel::CONTROL {
             return Some(&mut self.decoder);
         }
-        let at = match self.decoders.iter().position(|(c, _)| *c == channel) {
+        let max = self.decoder.max_frame_size();
+        let decoders = &mut self.decoders.get_or_insert_with(Box::default).0;
+        let at = match decoders.iter().position(|(c, _)| *c == channel) {
             Some(at) => at,
-            None if self.decoders.len() + 1 < MAX_CHANNELS => {
-                let max = self.decoder.max_frame_size();
-                self.decoders.push((channel, Decoder::new(max)));
-                self.decoders.len() - 1
+            None if decoders.len() + 1 < MAX_CHANNELS => {
+                decoders.push((channel, Decoder::new(max)));
+                decoders.len() - 1
             }
             None => return None,
         };
-        Some(&mut self.decoders[at].1)
+        Some(&mut decoders[at].1)
     }
 
     /// Whether the node opened this link on its own, so closes it once unused.
@@ -209,32 +213,40 @@ impl PingWindow {
 }
 
 /// A link's frames waiting for the transport, per channel, in the order channels got their
-/// first frame. Nearly always one channel, whose buffer sits inline.
+/// first frame. Nearly always one channel, whose buffer sits inline; the rest are out of line.
 #[derive(Default)]
 pub(super) struct Outbox {
     first: Option<(Channel, Vec<u8>)>,
-    rest: Vec<(Channel, Vec<u8>)>,
+    rest: Option<Box<Queued>>,
 }
+
+/// Decoders of a link's channels other than the control channel.
+#[derive(Default)]
+pub(super) struct Decoders(pub Vec<(Channel, Decoder)>);
+
+/// Frames queued on channels other than an outbox's first.
+#[derive(Default)]
+pub(super) struct Queued(Vec<(Channel, Vec<u8>)>);
 
 impl Outbox {
     /// The buffer of `channel`, appended to by the caller.
     pub fn channel(&mut self, channel: Channel) -> &mut Vec<u8> {
-        if self.first.is_none() && self.rest.is_empty() {
+        let rest_empty = self.rest.as_ref().map_or(true, |r| r.0.is_empty());
+        if self.first.is_none() && rest_empty {
             return &mut self.first.insert((channel, Vec::new())).1;
         }
-        if let Some((c, _)) = &self.first {
-            if *c == channel {
-                return &mut self.first.as_mut().expect("checked").1;
-            }
+        if self.first.as_ref().is_some_and(|(c, _)| *c == channel) {
+            return &mut self.first.as_mut().expect("checked").1;
         }
-        let at = match self.rest.iter().position(|(c, _)| *c == channel) {
+        let rest = &mut self.rest.get_or_insert_with(Box::default).0;
+        let at = match rest.iter().position(|(c, _)| *c == channel) {
             Some(at) => at,
             None => {
-                self.rest.push((channel, Vec::new()));
-                self.rest.len() - 1
+                rest.push((channel, Vec::new()));
+                rest.len() - 1
             }
         };
-        &mut self.rest[at].1
+        &mut rest[at].1
     }
 
     /// The next channel's bytes, oldest channel first.
@@ -242,8 +254,10 @@ impl Outbox {
         loop {
             let next = match self.first.take() {
                 Some(first) => first,
-                None if self.rest.is_empty() => return None,
-                None => self.rest.remove(0),
+                None => match self.rest.as_mut().filter(|r| !r.0.is_empty()) {
+                    Some(rest) => rest.0.remove(0),
+                    None => return None,
+                },
             };
             if !next.1.is_empty() {
                 return Some(next);

@@ -13,12 +13,12 @@ use core::net::SocketAddr;
 
 use super::layout::{Traffic, Tuning};
 use super::link::{self, Link, LinkState, PendingPing};
-use super::registry::{index_of, protocol_at, shared, Mask, MAX_SUBSYSTEMS};
+use super::registry::{index_of, offers, protocol_at, shared, Mask, MAX_SUBSYSTEMS};
 use super::subsystem::{Answer, Ask, Gone, Peer, PeerChange, Ticket, Unreachable};
 use super::table::{LinkQueue, Links, Timers};
 use super::{
-    ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, PeerInfo,
-    PingError, PingId, Stats, Transmit,
+    ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, PeerInfo, PingError,
+    PingId, Stats, Transmit,
 };
 use crate::auth::{realm_proof, verify_realm_proof};
 use crate::config::{Config, Roles, MAX_LISTEN_ADDRS};
@@ -63,9 +63,8 @@ pub(crate) struct Core {
     /// The counters other than `traffic`'s (whose fields here stay zero; [`Core::stats`]
     /// merges the two) and without the gauges, which are read off the tables.
     pub(super) stats: Stats,
-    /// The subsystems that run, and what the handshake offers peers.
+    /// The subsystems that run (the handshake offers their protocols).
     running: Mask,
-    offers: Vec<ProtocolOffer>,
     /// Links being dialed to reach a node by id, and the frames waiting for each.
     dials: BTreeMap<NodeId, Dial>,
     /// Peers whose link was closed as a duplicate while it was theirs: their subsystems hear
@@ -103,13 +102,12 @@ impl fmt::Debug for Core {
 }
 
 impl Core {
-    /// A core for a validated `config`; `offers` are the running subsystems' protocols.
+    /// A core for a validated `config`, running the subsystems in `running`.
     pub fn new(
         config: Config,
         identity: Identity,
         rng: &mut Rng,
         running: Mask,
-        offers: Vec<ProtocolOffer>,
         now: Instant,
     ) -> Self {
         // Correlation ids start at a random point so two runs with different seeds differ on the
@@ -133,7 +131,6 @@ impl Core {
             rng: rng.child(),
             stats: Stats::default(),
             running,
-            offers,
             dials: BTreeMap::new(),
             relinked: BTreeSet::new(),
             notices: VecDeque::new(),
@@ -192,7 +189,7 @@ impl Core {
             roles: est.roles,
             rtt: est.rtt,
             since: est.since,
-            protocols: est.protocols.clone(),
+            protocols: est.protocols.to_vec(),
         })
     }
 
@@ -249,6 +246,13 @@ impl Core {
             LinkState::Established(_) => Some(Peer { id: l.remote? }),
             _ => None,
         }
+    }
+
+    /// Whether `link` is an outbound link whose `Connect` awaits its answer.
+    pub fn awaiting_ack(&self, link: LinkId) -> bool {
+        self.links
+            .get(link)
+            .is_some_and(|l| matches!(l.state, LinkState::AwaitingAck))
     }
 
     pub fn is_established(&self, link: LinkId) -> Option<bool> {
@@ -355,7 +359,12 @@ impl Core {
     // ---------------------------------------------------------------- commands
 
     /// Starts an outbound link; `pinned` for the application's own.
-    pub fn open_link(&mut self, addr: SocketAddr, expected: Option<NodeId>, pinned: bool) -> LinkId {
+    pub fn open_link(
+        &mut self,
+        addr: SocketAddr,
+        expected: Option<NodeId>,
+        pinned: bool,
+    ) -> LinkId {
         let link = self.links.next_id();
         if self.closed {
             self.push_event(Event::ConnectFailed {
@@ -594,7 +603,6 @@ impl Core {
         };
         link.remote = Some(info.remote_id);
         link.addr = info.remote_addr;
-        link.exporter = info.exporter;
         link.last_heard = self.now;
         if info.remote_id == own {
             self.fail_outbound(link_id, ConnectFailure::SelfDial, CloseCode::UnexpectedPeer);
@@ -620,7 +628,7 @@ impl Core {
             auth,
             listen_addrs: self.wire_listen_addrs(),
             roles: self.config.roles.0,
-            protocols: self.offers.clone(),
+            protocols: offers(self.running),
         });
         if let Some(link) = self.links.get_mut(link_id) {
             link.state = LinkState::AwaitingAck;
@@ -641,12 +649,13 @@ impl Core {
         let mut link = Link::new(
             Direction::Inbound,
             info.remote_addr,
-            LinkState::AwaitingConnect,
+            LinkState::AwaitingConnect {
+                exporter: info.exporter,
+            },
             deadline,
             self.config.max_frame_size,
         );
         link.remote = Some(info.remote_id);
-        link.exporter = info.exporter;
         link.last_heard = self.now;
         self.links.insert(link_id, link);
         self.schedule(link_id);
@@ -690,7 +699,7 @@ impl Core {
                 };
                 self.forget_outbound(link_id, failure);
             }
-            LinkState::AwaitingConnect => {
+            LinkState::AwaitingConnect { .. } => {
                 self.take_link(link_id);
                 self.stats.handshakes_abandoned += 1;
             }
@@ -705,7 +714,7 @@ impl Core {
             return;
         };
         match (&link.state, message) {
-            (LinkState::AwaitingConnect, Control::Connect(connect)) => {
+            (LinkState::AwaitingConnect { .. }, Control::Connect(connect)) => {
                 self.answer_connect(link_id, connect);
             }
             (LinkState::AwaitingAck, Control::ConnectAck(ack)) => {
@@ -723,9 +732,7 @@ impl Core {
             (LinkState::Established(_), Control::Ping(ping)) => {
                 self.send_frame(link_id, &Control::Pong(ping));
             }
-            (LinkState::Established(_), Control::Pong(pong)) => {
-                self.handle_pong(link_id, pong.id)
-            }
+            (LinkState::Established(_), Control::Pong(pong)) => self.handle_pong(link_id, pong.id),
             _ => self.violation(link_id, CloseCode::ProtocolViolation),
         }
     }
@@ -877,7 +884,9 @@ impl Core {
             .remote
             .expect("inbound links get their remote id on creation");
         let addr = link.addr;
-        let exporter = link.exporter;
+        let LinkState::AwaitingConnect { exporter } = link.state else {
+            return;
+        };
         let version = connect.versions.common(Versions::OURS);
         let refusal = if version.is_none() {
             Some((
@@ -950,7 +959,7 @@ impl Core {
             node_id: self.node_id(),
             listen_addrs: self.wire_listen_addrs(),
             roles: self.config.roles.0,
-            protocols: self.offers.clone(),
+            protocols: offers(self.running),
         });
         self.send_frame(link_id, &ack);
         let hello = Hello {
@@ -1099,7 +1108,7 @@ impl Core {
             next_keepalive,
             pings: link::PingWindow::default(),
             speaks,
-            protocols,
+            protocols: protocols.into_boxed_slice(),
         });
         link.last_used = now;
         let addr = link.addr;
@@ -1201,7 +1210,7 @@ impl Core {
                     );
                 }
             }
-            LinkState::AwaitingConnect => {
+            LinkState::AwaitingConnect { .. } => {
                 if now >= link.deadline {
                     self.stats.handshake_timeouts += 1;
                     self.abort_link(link_id, CloseCode::HandshakeTimeout);
@@ -1253,7 +1262,7 @@ impl Core {
             LinkState::Dialing { .. } | LinkState::AwaitingAck => {
                 self.forget_outbound(link_id, ConnectFailure::Aborted(code));
             }
-            LinkState::AwaitingConnect => {
+            LinkState::AwaitingConnect { .. } => {
                 self.take_link(link_id);
                 self.stats.handshakes_abandoned += 1;
             }
@@ -1365,8 +1374,14 @@ impl Core {
             self.timers.len() <= 2 * (self.links.len() + MAX_SUBSYSTEMS) + 16,
             "dead timer entries are bounded"
         );
-        assert!(self.peers.len() <= self.config.max_peers, "peers within max_peers");
-        assert!(self.dials.len() <= self.config.max_peers, "dials within max_peers");
+        assert!(
+            self.peers.len() <= self.config.max_peers,
+            "peers within max_peers"
+        );
+        assert!(
+            self.dials.len() <= self.config.max_peers,
+            "dials within max_peers"
+        );
     }
 }
 
@@ -1376,7 +1391,6 @@ struct Hello {
     roles: Roles,
     protocols: Vec<ProtocolOffer>,
 }
-
 
 impl LinkId {
     /// The timer key of subsystem `index`: an id no link ever has (links count from 1 in

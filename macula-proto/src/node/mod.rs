@@ -10,9 +10,9 @@
 //!
 //! The link core ([`core`]) owns links, the handshake, keep-alive, the one timer heap and
 //! sending to a node by its id. Every subsystem (the [DHT](crate::dht), later pub/sub, RPC,
-//! ...) is a sub-machine with the same contract ([`subsystem`]); the node hands them their
+//! ...) is a sub-machine with the same contract (`node/subsystem.rs`); the node hands them their
 //! messages, peers and deadlines and drains what they asked for inside its own calls. The list
-//! of subsystems is in [`registry`].
+//! of subsystems is in `node/registry.rs`; `docs/architecture.md` describes the whole.
 //!
 //! # Method kinds
 //!
@@ -35,9 +35,9 @@
 //!
 //! Same seed, same identity, same config and the same inputs give the same outputs, bit for bit.
 
-mod link_core;
 pub mod layout;
 mod link;
+mod link_core;
 pub(crate) mod registry;
 mod stats;
 pub(crate) mod subsystem;
@@ -64,8 +64,8 @@ use registry::{index_of, Incoming, Mask, Pick, Subsystems};
 pub use stats::{RefusalCounts, Stats};
 use subsystem::{Cx, Init};
 pub use types::{
-    ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, PeerInfo,
-    PingError, PingId, Transmit,
+    ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, PeerInfo, PingError,
+    PingId, Transmit,
 };
 
 /// A Macula node's protocol state. See the [module documentation](self) for the contract.
@@ -117,8 +117,7 @@ impl Node {
             &mut rng,
         ));
         let running = subsystems.enabled;
-        let offers = registry::offers(running);
-        let core = Core::new(config, identity, &mut rng, running, offers, now);
+        let core = Core::new(config, identity, &mut rng, running, now);
         let mut node = Node { core, subsystems };
         node.core.touched = running;
         node.settle();
@@ -254,7 +253,10 @@ impl Node {
         self.core.advance(now);
         let index = index_of(S::PROTOCOL).expect("a listed subsystem");
         self.core.touched.0 |= 1 << index;
-        let r = f(self.subsystems.pick(), &mut Cx::new(&mut self.core, S::PROTOCOL));
+        let r = f(
+            self.subsystems.pick(),
+            &mut Cx::new(&mut self.core, S::PROTOCOL),
+        );
         self.settle();
         r
     }
@@ -279,12 +281,25 @@ impl Node {
     }
 
     /// Bytes arrived on one of a link's channels (any chunking).
+    ///
+    /// Channels are independent, so a dialer may hear a subsystem's first frames before the
+    /// `ConnectAck` that completes its handshake: it holds them (at most one frame's worth per
+    /// channel) and reads them once the handshake is done.
     pub fn handle_link_data(&mut self, link: LinkId, channel: Channel, bytes: &[u8], now: Instant) {
         self.core.advance(now);
-        if self.core.accept_bytes(link, bytes.len()) {
-            self.read_frames(link, channel, bytes);
-            self.settle();
+        if !self.core.accept_bytes(link, bytes.len()) {
+            return;
         }
+        let awaiting_ack = self.core.awaiting_ack(link);
+        if awaiting_ack && channel != Channel::CONTROL {
+            self.hold(link, channel, bytes);
+        } else {
+            self.read_frames(link, channel, bytes);
+            if awaiting_ack && self.core.is_established(link) == Some(true) {
+                self.read_held(link);
+            }
+        }
+        self.settle();
     }
 
     /// The transport lost a link (or could not open it).
@@ -349,9 +364,41 @@ impl Node {
         self.subsystems.each_ref(|index, tenant| {
             let filed = self.core.links.scheduled(LinkId::subsystem(index));
             if let Some(due) = tenant.poll_timeout() {
-                assert!(filed <= due, "subsystem {index} filed at {filed:?}, due {due:?}");
+                assert!(
+                    filed <= due,
+                    "subsystem {index} filed at {filed:?}, due {due:?}"
+                );
             }
         });
+    }
+
+    /// Keeps bytes that came on a subsystem's channel before the handshake completed.
+    fn hold(&mut self, link: LinkId, channel: Channel, bytes: &[u8]) {
+        let Some(state) = self.core.links.get_mut(link) else {
+            return;
+        };
+        let limit = state.decoder.max_frame_size() as usize + crate::wire::MAX_PREFIX_LEN;
+        match state.decoder(channel) {
+            Some(decoder) if decoder.buffered() + bytes.len() <= limit => decoder.push(bytes),
+            _ => self.core.violation(link, CloseCode::ProtocolViolation),
+        }
+    }
+
+    /// Reads what [`Node::hold`] kept, now that the handshake is done.
+    fn read_held(&mut self, link: LinkId) {
+        let Some(state) = self.core.links.get(link) else {
+            return;
+        };
+        let held: alloc::vec::Vec<Channel> = state
+            .decoders
+            .iter()
+            .flat_map(|d| d.0.iter())
+            .filter(|(_, d)| d.buffered() > 0)
+            .map(|(c, _)| *c)
+            .collect();
+        for channel in held {
+            self.read_frames(link, channel, &[]);
+        }
     }
 
     /// Reads the frames in `input` off `channel` of `link`, handing each to the control

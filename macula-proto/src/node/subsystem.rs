@@ -166,14 +166,22 @@ impl<'a> Cx<'a> {
     /// of frames until the link is up. Frames that can't be delivered come back as
     /// [`PeerChange::Unreachable`], never synchronously.
     pub fn send<M: Message>(&mut self, to: NodeId, addr: Option<SocketAddr>, message: &M) {
-        debug_assert_eq!(M::PROTOCOL, self.protocol, "a subsystem sends its own messages");
+        debug_assert_eq!(
+            M::PROTOCOL,
+            self.protocol,
+            "a subsystem sends its own messages"
+        );
         self.core.send_to(to, addr, message);
     }
 
     /// Sends `message` to `to` if a link to it is up (an answer, which is not worth a dial).
     /// Returns whether it was sent.
     pub fn reply<M: Message>(&mut self, to: NodeId, message: &M) -> bool {
-        debug_assert_eq!(M::PROTOCOL, self.protocol, "a subsystem sends its own messages");
+        debug_assert_eq!(
+            M::PROTOCOL,
+            self.protocol,
+            "a subsystem sends its own messages"
+        );
         self.core.reply_to(to, message)
     }
 

@@ -212,7 +212,12 @@ impl Links {
 
     /// How many keys are filed under a deadline now, at most.
     fn live_keys(&self) -> usize {
-        self.len() + self.subsystems.iter().filter(|at| **at != Instant::NEVER).count()
+        self.len()
+            + self
+                .subsystems
+                .iter()
+                .filter(|at| **at != Instant::NEVER)
+                .count()
     }
 
     /// How many timer keys may be live: links and subsystems.
@@ -536,7 +541,7 @@ mod tests {
         Link::new(
             Direction::Inbound,
             "198.18.0.1:1".parse().unwrap(),
-            LinkState::AwaitingConnect,
+            LinkState::AwaitingConnect { exporter: [0; 32] },
             Instant::ZERO,
             1024,
         )

@@ -735,8 +735,7 @@ fn prefetch_names_the_slot_of_the_link_an_input_arrives_on_and_of_the_next_timer
     let second = net.connect(0, 2);
     net.run_for(Duration::from_millis(100));
     let node = &net.nodes[0];
-    let slot_of =
-        |l: LinkId| node.core.links.slot(l).expect("a live link") as *const _ as usize;
+    let slot_of = |l: LinkId| node.core.links.slot(l).expect("a live link") as *const _ as usize;
 
     for link in [first, second] {
         let mut named = Named::default();
@@ -769,4 +768,61 @@ fn the_fields_inputs_touch_share_the_first_eight_cache_lines() {
         core::mem::size_of::<Node>() > 4 * hot,
         "most of a node is links and cold fields"
     );
+}
+
+#[test]
+fn a_subsystem_frame_that_overtakes_the_connect_ack_is_read_once_the_handshake_is_done() {
+    let mut node = Node::new(config("a.b"), Identity::from_seed(1), 1, Instant::ZERO).unwrap();
+    let peer = Identity::from_seed(2);
+    let link = node.connect(addr(2), None, Instant::ZERO);
+    let info = LinkInfo {
+        remote_id: peer.node_id(),
+        remote_addr: addr(2),
+        exporter: [3; 32],
+    };
+    node.handle_link_up(link, info, Instant::ZERO);
+    while node.poll_transmit().is_some() {}
+    // The listener's DHT request comes on its own channel before the `ConnectAck`.
+    let find = encode(&DhtMessage::FindNode(FindNode {
+        id: 41,
+        target: [9; 32],
+    }));
+    let dht = ProtocolId::DHT.channel();
+    node.handle_link_data(link, dht, &find, Instant::ZERO);
+    assert_eq!(node.stats().protocol_violations, 0, "held, not refused");
+    assert_eq!(node.dht().stats().requests_received, 0, "not read yet");
+    let ack = encode(&Control::ConnectAck(crate::wire::ConnectAck {
+        version: crate::wire::Versions::OURS.max,
+        node_id: peer.node_id(),
+        listen_addrs: vec![addr(2).into()],
+        roles: 0,
+        protocols: node.protocols(),
+    }));
+    node.handle_link_data(link, Channel::CONTROL, &ack, Instant::ZERO);
+    assert_eq!(node.peer_count(), 1);
+    assert_eq!(
+        node.dht().stats().requests_received,
+        1,
+        "read once established"
+    );
+    let answered = core::iter::from_fn(|| node.poll_transmit())
+        .any(|t| matches!(t, Transmit::Send { channel, .. } if channel == dht));
+    assert!(answered);
+}
+
+#[test]
+fn an_inbound_link_may_carry_nothing_but_the_handshake_before_connect() {
+    let mut node = Node::new(config("a.b"), Identity::from_seed(1), 1, Instant::ZERO).unwrap();
+    let info = LinkInfo {
+        remote_id: NodeId([5; 32]),
+        remote_addr: addr(5),
+        exporter: [0; 32],
+    };
+    let link = node.handle_inbound(info, Instant::ZERO).unwrap();
+    let find = encode(&DhtMessage::FindNode(FindNode {
+        id: 1,
+        target: [0; 32],
+    }));
+    node.handle_link_data(link, ProtocolId::DHT.channel(), &find, Instant::ZERO);
+    assert_eq!(node.stats().protocol_violations, 1);
 }

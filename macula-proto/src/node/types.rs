@@ -5,6 +5,10 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
 
+#[cfg(doc)]
+use super::Node;
+#[cfg(doc)]
+use crate::config::Config;
 use crate::config::Roles;
 use crate::dht::DhtEvent;
 use crate::id::NodeId;
@@ -290,4 +294,3 @@ pub struct PeerInfo {
     /// exchanges those it runs too, at the same version).
     pub protocols: Vec<ProtocolOffer>,
 }
-

@@ -39,8 +39,8 @@ use quinn_proto::{
 use crate::node::{Event, LinkError, LinkId, LinkInfo, Node, Transmit};
 use crate::time::{Duration, Instant};
 use crate::wire::{Channel, CloseCode};
-use streams::Streams;
 use crate::{Config, ConfigError, Identity, NodeId};
+use streams::Streams;
 
 /// One UDP datagram to send, or with `segment_size` a GSO batch: several datagrams of that size
 /// back to back (the last may be shorter). Batches are only made after

@@ -209,11 +209,7 @@ impl Streams {
             }));
         }
         // A channel stream whose header is not known yet.
-        let stream = self
-            .inbound
-            .iter_mut()
-            .find(|s| s.id == id)
-            .ok_or(Broken)?;
+        let stream = self.inbound.iter_mut().find(|s| s.id == id).ok_or(Broken)?;
         let mut rest: Vec<Bytes> = Vec::new();
         for mut chunk in chunks {
             if stream.channel.is_none() {
@@ -237,7 +233,11 @@ impl Streams {
         let channel = stream.channel;
         if let Some(c) = channel {
             let id = stream.id;
-            if self.inbound.iter().any(|s| s.id != id && s.channel == Some(c)) {
+            if self
+                .inbound
+                .iter()
+                .any(|s| s.id != id && s.channel == Some(c))
+            {
                 return Err(Broken);
             }
         }

@@ -328,7 +328,10 @@ impl Decoder {
 
 /// Where the frame at the start of `pending` is: its prefix's length and its body's, `None` if
 /// it is not all there yet.
-fn frame_bounds(pending: &[u8], max_frame_size: u32) -> Result<Option<(usize, usize)>, DecodeError> {
+fn frame_bounds(
+    pending: &[u8],
+    max_frame_size: u32,
+) -> Result<Option<(usize, usize)>, DecodeError> {
     let Some((len, prefix_len)) = read_prefix(pending)? else {
         return Ok(None);
     };

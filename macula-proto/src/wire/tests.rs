@@ -8,8 +8,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::dht::messages::{
-    Ack, DhtMessage, DhtRefusal, FindNode, FindValue, Nodes, Records, Refused, Store,
-    WireContact, WireRecord, Withdraw,
+    Ack, DhtMessage, DhtRefusal, FindNode, FindValue, Nodes, Records, Refused, Store, WireContact,
+    WireRecord, Withdraw,
 };
 use crate::NodeId;
 
@@ -230,7 +230,10 @@ fn frames_of_any_protocol_are_split_off_the_stream() {
     assert_eq!(first.protocol, ProtocolId(0x1234));
     assert_eq!(first.kind(), 0);
     let second = d.next_frame().unwrap().unwrap();
-    assert_eq!(decode_message::<Control>(second), Ok(Control::Ping(Ping { id: 1 })));
+    assert_eq!(
+        decode_message::<Control>(second),
+        Ok(Control::Ping(Ping { id: 1 }))
+    );
     assert_eq!(d.next_frame(), Ok(None));
 }
 
@@ -285,21 +288,23 @@ fn arb_control() -> impl Strategy<Value = Control> {
             any::<u8>(),
             proptest::collection::vec((any::<u16>(), any::<u16>()), 0..4),
         )
-            .prop_map(|(id, realm, auth, roles, protocols)| Control::Connect(Connect {
-                versions: Versions::OURS,
-                node_id: NodeId(id),
-                realm,
-                auth,
-                listen_addrs: vec![WireAddr::V4([10, 0, 0, 1], 9)],
-                roles,
-                protocols: protocols
-                    .into_iter()
-                    .map(|(id, version)| ProtocolOffer {
-                        id: ProtocolId(id),
-                        version,
-                    })
-                    .collect(),
-            })),
+            .prop_map(
+                |(id, realm, auth, roles, protocols)| Control::Connect(Connect {
+                    versions: Versions::OURS,
+                    node_id: NodeId(id),
+                    realm,
+                    auth,
+                    listen_addrs: vec![WireAddr::V4([10, 0, 0, 1], 9)],
+                    roles,
+                    protocols: protocols
+                        .into_iter()
+                        .map(|(id, version)| ProtocolOffer {
+                            id: ProtocolId(id),
+                            version,
+                        })
+                        .collect(),
+                })
+            ),
         (0usize..5, ".{0,300}").prop_map(|(r, message)| Control::ConnectError(ConnectError {
             reason: RefuseReason::ALL[r],
             message,
