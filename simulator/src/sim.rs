@@ -263,19 +263,20 @@ impl SimNode {
 /// otherwise touch.
 #[derive(Clone, Copy, Default)]
 struct Limits {
-    peers: usize,
-    pending: usize,
-    events: usize,
-    records: usize,
+    peers: u32,
+    pending: u32,
+    events: u32,
+    records: u32,
 }
 
 impl Limits {
     fn of(config: &Config) -> Self {
+        let small = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Limits {
-            peers: config.max_peers,
-            pending: config.max_pending_handshakes,
-            events: config.max_queued_events,
-            records: config.dht.max_records,
+            peers: small(config.max_peers),
+            pending: small(config.max_pending_handshakes),
+            events: small(config.max_queued_events),
+            records: small(config.dht.max_records),
         }
     }
 }
@@ -937,10 +938,10 @@ impl Sim {
         let o = Observation::Gauges {
             node: n,
             at: self.now,
-            peers: (node.peer_count(), limits.peers),
-            pending: (node.pending_count(), limits.pending),
-            events: (node.queued_events(), limits.events),
-            records: (node.dht_records(), limits.records),
+            peers: (node.peer_count(), limits.peers as usize),
+            pending: (node.pending_count(), limits.pending as usize),
+            events: (node.queued_events(), limits.events as usize),
+            records: (node.records_held(), limits.records as usize),
         };
         self.observe(&o);
     }
@@ -1446,7 +1447,12 @@ mod layout_tests {
 
     #[test]
     fn a_node_is_one_page_and_its_hot_bytes_come_first() {
-        assert_eq!(std::mem::size_of::<SimNode>(), 4096);
+        let unpadded = std::mem::offset_of!(SimNode, host) + std::mem::size_of::<Option<Host>>();
+        assert_eq!(
+            std::mem::size_of::<SimNode>(),
+            4096,
+            "{unpadded} bytes unpadded"
+        );
         assert_eq!(
             std::mem::size_of::<Option<Host>>(),
             std::mem::size_of::<Host>(),

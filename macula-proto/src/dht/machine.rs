@@ -419,6 +419,10 @@ impl Subsystem for Dht {
         .min()
     }
 
+    fn stored(&self) -> usize {
+        self.store.len()
+    }
+
     fn on_ask(&mut self, asker: ProtocolId, ticket: Ticket, ask: Ask, cx: &mut Cx<'_>) {
         let owner = Owner::Sibling(asker, ticket);
         let Ask::Dht(ask) = ask;

@@ -6,6 +6,9 @@
 //! [`Config::test_echo`](crate::Config::test_echo) is set, so two nodes can differ in the
 //! protocols they speak.
 
+#[cfg(test)]
+mod tests;
+
 use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};

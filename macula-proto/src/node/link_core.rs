@@ -53,6 +53,11 @@ pub(crate) struct Core {
     closed: bool,
     /// Subsystems a call gave work to since their deadlines were last filed.
     pub(super) touched: Mask,
+    /// Whether notices, asks or answers wait for subsystems (so a call that queued none
+    /// does not read those cold queues).
+    pub(super) queued: bool,
+    /// Gauge: the records all subsystems keep for others, refreshed when they are called.
+    pub(super) stored: usize,
     /// The links, last: their bookkeeping ends the hot fields, and the first few links follow
     /// it inline.
     pub(super) links: Links,
@@ -126,6 +131,8 @@ impl Core {
             next_ping,
             closed: false,
             touched: Mask::NONE,
+            queued: false,
+            stored: 0,
             config,
             identity,
             rng: rng.child(),
@@ -426,11 +433,13 @@ impl Core {
     pub fn queue_ask(&mut self, asker: ProtocolId, to: ProtocolId, ask: Ask) -> Ticket {
         let ticket = Ticket(self.next_ticket);
         self.next_ticket += 1;
+        self.queued = true;
         self.asks.push_back((asker, to, ticket, ask));
         ticket
     }
 
     pub fn queue_answer(&mut self, asker: ProtocolId, ticket: Ticket, answer: Answer) {
+        self.queued = true;
         self.answers.push_back((asker, ticket, answer));
     }
 
@@ -503,9 +512,14 @@ impl Core {
         }
     }
 
+    /// Queues `change` for the subsystems in `mask`.
+    fn notify(&mut self, (mask, change): (Mask, PeerChange)) {
+        self.queued = true;
+        self.notices.push_back((mask, change));
+    }
+
     fn notify_one(&mut self, index: usize, peer: NodeId, why: Unreachable) {
-        self.notices
-            .push_back((Mask(1 << index), PeerChange::Unreachable { peer, why }));
+        self.notify((Mask(1 << index), PeerChange::Unreachable { peer, why }));
     }
 
     /// An outbound link failed before its handshake completed; if frames waited for it, they go
@@ -535,8 +549,7 @@ impl Core {
         for (index, _) in &dial.frames {
             mask.0 |= 1 << index;
         }
-        self.notices
-            .push_back((mask, PeerChange::Unreachable { peer: target, why }));
+        self.notify((mask, PeerChange::Unreachable { peer: target, why }));
     }
 
     /// Sends frames held for a dial over `link`; those of protocols the peer does not speak
@@ -553,8 +566,7 @@ impl Core {
         }
         if unspoken != Mask::NONE {
             let why = Unreachable::NotSpoken;
-            self.notices
-                .push_back((unspoken, PeerChange::Unreachable { peer, why }));
+            self.notify((unspoken, PeerChange::Unreachable { peer, why }));
         }
     }
 
@@ -1122,7 +1134,7 @@ impl Core {
             addr,
             direction,
         });
-        self.notices.push_back((
+        self.notify((
             speaks,
             PeerChange::Up {
                 peer: remote,
@@ -1134,8 +1146,7 @@ impl Core {
             self.flush_dial(link_id, remote, dial.frames);
         }
         if self.relinked.remove(&remote) {
-            self.notices
-                .push_back((speaks, PeerChange::Relinked { peer: remote }));
+            self.notify((speaks, PeerChange::Relinked { peer: remote }));
         }
     }
 
@@ -1299,13 +1310,11 @@ impl Core {
                     DownReason::Local(CloseCode::Goodbye) => Gone::Closed,
                     _ => Gone::Lost,
                 };
-                self.notices
-                    .push_back((est.speaks, PeerChange::Down { peer, why }));
+                self.notify((est.speaks, PeerChange::Down { peer, why }));
             }
         } else if self.peers.contains_key(&peer) {
             // The peer is up over the link that replaced this one.
-            self.notices
-                .push_back((est.speaks, PeerChange::Relinked { peer }));
+            self.notify((est.speaks, PeerChange::Relinked { peer }));
         }
         for (id, ping) in est.pings.into_inner() {
             if ping.from_app {

@@ -173,6 +173,12 @@ impl Node {
         self.core.pending_handshakes()
     }
 
+    /// Gauge: the records this node keeps for others, in all its subsystems (cheaper than
+    /// asking each, such as [`Node::dht_records`]).
+    pub fn records_held(&self) -> usize {
+        self.core.stored
+    }
+
     /// Gauge: events queued for the application.
     pub fn queued_events(&self) -> usize {
         self.core.queued_events()
@@ -361,6 +367,10 @@ impl Node {
         if self.core.is_closed() {
             return;
         }
+        let mut stored = 0;
+        self.subsystems
+            .each_ref(|_, tenant| stored += tenant.stored());
+        assert_eq!(self.core.stored, stored, "the stored gauge is up to date");
         self.subsystems.each_ref(|index, tenant| {
             let filed = self.core.links.scheduled(LinkId::subsystem(index));
             if let Some(due) = tenant.poll_timeout() {
@@ -454,7 +464,7 @@ impl Node {
     /// with it: it is how the node drains its children inside its own calls.
     fn settle(&mut self) {
         let Node { core, subsystems } = self;
-        loop {
+        while core.queued {
             if let Some((mask, change)) = core.notices.pop_front() {
                 subsystems.each(|index, tenant| {
                     if mask.has(index) {
@@ -482,16 +492,20 @@ impl Node {
                 }
                 continue;
             }
-            break;
+            core.queued = false;
         }
         let touched = core.touched;
         if touched != Mask::NONE {
             core.touched = Mask::NONE;
+            let mut stored = subsystems.stored;
             subsystems.each(|index, tenant| {
                 if touched.has(index) {
                     core.file_subsystem(index, tenant.poll_timeout());
+                    stored[index] = tenant.stored();
                 }
             });
+            subsystems.stored = stored;
+            core.stored = stored.iter().sum();
         }
     }
 }

@@ -23,6 +23,7 @@ pub(crate) trait Tenant {
     fn on_peer(&mut self, change: PeerChange, cx: &mut Cx<'_>);
     fn on_timeout(&mut self, cx: &mut Cx<'_>);
     fn poll_timeout(&self) -> Option<Instant>;
+    fn stored(&self) -> usize;
     fn on_ask(&mut self, asker: ProtocolId, ticket: Ticket, ask: Ask, cx: &mut Cx<'_>);
     fn on_answer(&mut self, ticket: Ticket, answer: Answer, cx: &mut Cx<'_>);
 }
@@ -39,6 +40,9 @@ impl<S: Subsystem> Tenant for S {
     }
     fn poll_timeout(&self) -> Option<Instant> {
         Subsystem::poll_timeout(self)
+    }
+    fn stored(&self) -> usize {
+        Subsystem::stored(self)
     }
     fn on_ask(&mut self, asker: ProtocolId, ticket: Ticket, ask: Ask, cx: &mut Cx<'_>) {
         Subsystem::on_ask(self, asker, ticket, ask, cx);
@@ -72,6 +76,8 @@ macro_rules! subsystems {
         pub(crate) struct Subsystems {
             /// The subsystems the configuration runs.
             pub(crate) enabled: Mask,
+            /// Each one's [`Tenant::stored`] when last asked (the core keeps their sum).
+            pub(crate) stored: [usize; MAX_SUBSYSTEMS],
             $( $(#[$attr])* pub(crate) $field: $ty, )*
         }
 
@@ -110,6 +116,7 @@ macro_rules! subsystems {
                 } )*
                 Subsystems {
                     enabled,
+                    stored: [0; MAX_SUBSYSTEMS],
                     $( $(#[$attr])* $field: <$ty as Subsystem>::new(&Init {
                         seed: rng.child_seed(),
                         ..*init

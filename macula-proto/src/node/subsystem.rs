@@ -129,6 +129,11 @@ pub(crate) trait Subsystem {
     /// When [`Subsystem::on_timeout`] is next due.
     fn poll_timeout(&self) -> Option<Instant>;
 
+    /// Gauge: the records it keeps for other nodes (bounded by its configuration).
+    fn stored(&self) -> usize {
+        0
+    }
+
     /// A sibling asks something of it; the answer goes back with [`Cx::answer`].
     fn on_ask(&mut self, _asker: ProtocolId, _ticket: Ticket, _ask: Ask, _cx: &mut Cx<'_>) {}
 
