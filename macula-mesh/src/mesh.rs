@@ -155,6 +155,12 @@ impl<R: Runtime> Mesh<R> {
             None => u64::from_le_bytes(random_bytes::<8>()?),
         };
         let mut node = config.node;
+        if node.start_epoch == 0 {
+            // Records this node signs must outrank those of its earlier runs.
+            node.start_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        }
         if !config.advertise {
             node.listen_addrs.clear();
         } else if !node.listen_addrs.contains(&local_addr) {

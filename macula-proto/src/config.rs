@@ -313,6 +313,26 @@ mod tests {
         c.keepalive_interval = c.idle_timeout;
         assert_eq!(c.validate(), Err(ConfigError::KeepaliveNotBelowIdle));
         assert_eq!(ApiKey::new(b"short"), Err(ConfigError::WeakApiKey));
+        // DHT settings that contradict each other are named too.
+        let mut c = Config::default();
+        c.dht.republish_interval = c.dht.record_ttl;
+        assert!(matches!(c.validate(), Err(ConfigError::Dht(m)) if m.contains("republish")));
+        let mut c = Config::default();
+        c.dht.request_timeout = c.dht.lookup_timeout;
+        assert!(matches!(c.validate(), Err(ConfigError::Dht(m)) if m.contains("request_timeout")));
+        let mut c = Config {
+            max_frame_size: 4096,
+            ..Config::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::Dht(m)) if m.contains("max_frame_size")));
+        c.dht.max_value_size = 1024;
+        assert_eq!(c.validate(), Ok(()), "a smaller value fits");
+        let mut c = Config::default();
+        c.dht.diversity.per_bucket = 0;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Zero("dht.diversity.per_bucket"))
+        );
         assert_eq!(
             alloc::format!("{:?}", ApiKey::new(b"0123456789abcdef").unwrap()),
             "ApiKey(<redacted>)"

@@ -877,6 +877,8 @@ impl Sim {
         let seed = self.master.child_seed();
         let mut config = Config::default();
         config.listen_addrs = vec![addr_of(n)];
+        // A restart starts later than the run before it, so its records outrank the old ones.
+        config.start_epoch = self.now.as_micros() / 1_000 + 1;
         (self.configure)(n, &mut config);
         let identity = self.identities[n as usize].clone();
         let now = self.now;
