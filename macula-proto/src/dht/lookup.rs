@@ -88,16 +88,6 @@ impl Lookup {
         self.target.0
     }
 
-    /// Queries in flight.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
-    /// Queries sent so far.
-    pub fn queries(&self) -> u32 {
-        self.queries
-    }
-
     /// The next nodes to ask, marking them asked: as many as keep `α` in flight.
     pub fn next_queries(&mut self) -> Vec<(NodeId, SocketAddr)> {
         let mut out = Vec::new();

@@ -240,6 +240,9 @@ struct TokenBucket {
 /// (its bucket has refilled by then, so forgetting it changes nothing).
 const MAX_RATE_STATES: usize = 4096;
 
+/// How soon a republish that found no room for its operation tries again.
+const REPUBLISH_RETRY: Duration = Duration::from_secs(1);
+
 /// Bytes of records in one page of an answer.
 const PAGE_BYTES: usize = 32 * 1024;
 
@@ -613,7 +616,12 @@ impl Dht {
             .collect();
         for key in due {
             if self.ops.len() >= self.config.max_operations {
-                break; // the rest wait for the next deadline
+                // No room for the operation: this record tries again a second from now
+                // (waiting a whole interval would let it expire first).
+                if let Some(p) = self.published.get_mut(&key) {
+                    p.next = now + REPUBLISH_RETRY;
+                }
+                continue;
             }
             let Some(value) = self.published.get(&key).map(|p| p.value.clone()) else {
                 continue;

@@ -246,6 +246,7 @@ impl RecordStore {
     }
 
     /// Keys held.
+    #[cfg(test)]
     pub fn key_count(&self) -> usize {
         self.records.len()
     }

@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
 
 use crate::id::{Distance, NodeId};
-use crate::time::{Duration, Instant};
+use crate::time::Instant;
 
 /// A node the table knows: its id (proven by TLS when it was added) and where to reach it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,13 +155,9 @@ impl RoutingTable {
     }
 
     /// The fill of each bucket, from the farthest (index 0: ids differing in the first bit).
+    #[cfg(test)]
     pub fn bucket_fill(&self) -> Vec<usize> {
         self.buckets.iter().map(|b| b.contacts.len()).collect()
-    }
-
-    /// Contacts not heard from for `age` or more at `now`.
-    pub fn stale(&self, now: Instant, age: Duration) -> usize {
-        self.iter().filter(|c| now - c.last_seen >= age).count()
     }
 
     /// The bucket `id` belongs in.

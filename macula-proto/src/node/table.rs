@@ -90,11 +90,11 @@ impl Links {
 
     /// The id the next [`Links::insert`] will use. Each call gives a new id, whether or not
     /// a link is then inserted under it.
+    ///
+    /// The count wraps after four billion links, skipping 0 (the high half of the
+    /// subsystems' timer keys). A new id can't be a live link's: the slot it names is free.
     pub fn next_id(&mut self) -> LinkId {
-        self.made = self
-            .made
-            .checked_add(1)
-            .expect("fewer than 4 billion links per node");
+        self.made = self.made.wrapping_add(1).max(1);
         let slot = u32::try_from(self.next_slot()).expect("slot count fits u32");
         LinkId(u64::from(self.made) << 32 | u64::from(slot))
     }
@@ -562,6 +562,24 @@ mod tests {
         assert!(links.get(b).is_some() && links.get(c).is_some());
         assert_eq!(links.ids().collect::<Vec<_>>(), [c, b]);
         assert_eq!(links.len(), 2);
+    }
+
+    #[test]
+    fn link_ids_wrap_without_panicking_and_never_name_a_subsystem() {
+        let mut links = Links::default();
+        let kept = links.next_id();
+        links.insert(kept, link());
+        links.made = u32::MAX - 2;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let id = links.next_id();
+            links.insert(id, link());
+            assert!(id.as_subsystem().is_none(), "{id:?}");
+            assert!(links.remove(id).is_some());
+            seen.push(id.0 >> 32);
+        }
+        assert_eq!(seen, [u32::MAX as u64 - 1, u32::MAX as u64, 1, 2, 3, 4]);
+        assert!(links.get(kept).is_some(), "the live link is untouched");
     }
 
     #[test]

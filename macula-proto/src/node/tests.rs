@@ -667,7 +667,10 @@ fn a_dht_flood_over_a_link_is_rate_limited_and_leaves_table_and_store_bounded() 
     assert!(node.dht().store().len() <= 40);
     assert_eq!(node.dht().store().check(), Ok(()));
     assert_eq!(node.dht().table().check(), Ok(()));
-    assert_eq!(node.dht().table().len(), 1);
+    assert!(
+        node.dht().table().get(&net.id(1)).is_some(),
+        "refusing does not drop the flooder as a contact"
+    );
     // Refusing is not closing: the flooder stays a peer.
     assert_eq!(node.peer_count(), 1);
 }
@@ -825,4 +828,103 @@ fn an_inbound_link_may_carry_nothing_but_the_handshake_before_connect() {
     }));
     node.handle_link_data(link, ProtocolId::DHT.channel(), &find, Instant::ZERO);
     assert_eq!(node.stats().protocol_violations, 1);
+}
+
+/// Finds the DHT requests among what a node sent on `link`.
+fn dht_sent(node: &mut Node, link: LinkId) -> Vec<DhtMessage> {
+    let mut out = Vec::new();
+    while let Some(t) = node.poll_transmit() {
+        let Transmit::Send {
+            link: l,
+            channel,
+            bytes,
+        } = t
+        else {
+            continue;
+        };
+        if l != link || channel != ProtocolId::DHT.channel() {
+            continue;
+        }
+        let mut d = crate::wire::Decoder::new(1 << 20);
+        d.push(&bytes);
+        while let Ok(Some(frame)) = d.next_frame() {
+            out.push(crate::wire::decode_message::<DhtMessage>(frame).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_link_closed_for_room_keeps_its_contact_and_sends_its_requests_again() {
+    let mut node = Node::new(
+        listening(1).remove(0),
+        Identity::from_seed(1),
+        1,
+        Instant::ZERO,
+    )
+    .unwrap();
+    let peer = Identity::from_seed(2);
+    let link = crate::testnet::handshake_from(&mut node, &peer, addr(2), Instant::ZERO);
+    // The join asks the peer; its answer never comes.
+    let asked = dht_sent(&mut node, link);
+    assert!(
+        matches!(asked.as_slice(), [DhtMessage::FindNode(_)]),
+        "{asked:?}"
+    );
+    // This node closes the link to make room (what an eviction does) while the request waits.
+    let now = Instant::ZERO + Duration::from_secs(2);
+    node.close_link(link, CloseCode::Goodbye, now);
+    let dht = node.dht();
+    assert!(
+        dht.table().get(&peer.node_id()).is_some(),
+        "the contact stays"
+    );
+    assert_eq!(dht.stats().requests_failed, 0, "the request did not fail");
+    // It goes again: the node dials the peer anew.
+    let redial = core::iter::from_fn(|| node.poll_transmit())
+        .any(|t| matches!(t, Transmit::Open { addr: a, expected: Some(e), .. } if a == addr(2) && e == peer.node_id()));
+    assert!(redial);
+}
+
+#[test]
+fn a_peer_that_reconnects_gets_no_fresh_burst_of_requests() {
+    let mut node = Node::new(
+        listening(1).remove(0),
+        Identity::from_seed(1),
+        1,
+        Instant::ZERO,
+    )
+    .unwrap();
+    let peer = Identity::from_seed(2);
+    let burst = node.config().dht.peer_request_burst as u64;
+    let flood = |node: &mut Node, link: LinkId, n: u64| {
+        let mut bytes = Vec::new();
+        for id in 0..n {
+            let find = DhtMessage::FindNode(FindNode {
+                id,
+                target: [0; 32],
+            });
+            encode_into(&find, &mut bytes);
+        }
+        node.handle_link_data(link, ProtocolId::DHT.channel(), &bytes, Instant::ZERO);
+        let refused = dht_sent(node, link)
+            .iter()
+            .filter(|m| matches!(m, DhtMessage::Refused(_)))
+            .count();
+        refused as u64
+    };
+    let link = crate::testnet::handshake_from(&mut node, &peer, addr(2), Instant::ZERO);
+    assert_eq!(
+        flood(&mut node, link, burst + 10),
+        10,
+        "the burst, then refusals"
+    );
+    node.close_link(link, CloseCode::Goodbye, Instant::ZERO);
+    while node.poll_transmit().is_some() {}
+    let again = crate::testnet::handshake_from(&mut node, &peer, addr(2), Instant::ZERO);
+    assert_eq!(
+        flood(&mut node, again, 10),
+        10,
+        "no time passed: still empty"
+    );
 }
