@@ -9,11 +9,12 @@ use core::net::SocketAddr;
 use super::config::DhtConfig;
 use super::lookup::{Found, Lookup};
 use super::messages::{
-    Ack, DhtMessage, DhtRefusal, FindNode, FindValue, Nodes, Records, Refused, Store, WireContact,
-    WireRecord, Withdraw,
+    DhtMessage, FindNode, FindValue, Nodes, Records, Store, WireContact, WireRecord, Withdraw,
 };
+use super::serve::TokenBucket;
 use super::store::{Record, RecordStore, StoreLimits};
 use super::table::{Contact, Insert, RoutingTable};
+use super::types::{DhtAsk, DhtError, DhtEvent, DhtStats, OpId};
 use crate::config::MAX_LISTEN_ADDRS;
 use crate::id::NodeId;
 use crate::node::subsystem::{
@@ -23,153 +24,6 @@ use crate::node::Event;
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use crate::wire::{KeyBytes, ProtocolId};
-
-/// Identifies one DHT operation of this node (a lookup, get, put, provide or withdraw).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OpId(pub u64);
-
-/// Why an operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DhtError {
-    /// The routing table is empty: join the mesh first.
-    NoPeers,
-    /// The operation ran past `lookup_timeout`.
-    Timeout,
-    /// `max_operations` are under way.
-    Busy,
-    /// The value is over `max_value_size`.
-    ValueTooLarge,
-    /// `max_published` records are published already.
-    TooManyPublished,
-}
-
-impl core::fmt::Display for DhtError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            DhtError::NoPeers => "no peers in the routing table (join the mesh first)",
-            DhtError::Timeout => {
-                "no answer within dht.lookup_timeout: check that the node has peers in the mesh"
-            }
-            DhtError::Busy => "max_operations DHT operations are under way: wait for one to finish",
-            DhtError::ValueTooLarge => {
-                "the value is larger than max_value_size: store a smaller value or a reference"
-            }
-            DhtError::TooManyPublished => {
-                "max_published records are published already: withdraw one first"
-            }
-        })
-    }
-}
-
-/// The outcome of an operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DhtEvent {
-    /// A find-node lookup finished.
-    NodesFound {
-        /// The operation.
-        op: OpId,
-        /// The closest nodes that answered, closest first.
-        closest: Vec<(NodeId, SocketAddr)>,
-        /// Hops to the closest one.
-        hops: u8,
-        /// Queries the lookup sent.
-        queries: u32,
-        /// How long it took.
-        elapsed: Duration,
-    },
-    /// A get or find-providers finished; `records` is empty if none was found.
-    Got {
-        /// The operation.
-        op: OpId,
-        /// The records found, one per publisher (the newest), ordered by publisher.
-        records: Vec<Record>,
-    },
-    /// A put, provide or withdraw finished: `acks` of the closest nodes confirmed it.
-    Stored {
-        /// The operation.
-        op: OpId,
-        /// How many nodes acknowledged.
-        acks: usize,
-    },
-    /// An operation failed.
-    Failed {
-        /// The operation.
-        op: OpId,
-        /// Why.
-        error: DhtError,
-    },
-}
-
-impl DhtEvent {
-    /// The operation this is the outcome of.
-    pub fn op(&self) -> OpId {
-        match self {
-            DhtEvent::NodesFound { op, .. }
-            | DhtEvent::Got { op, .. }
-            | DhtEvent::Stored { op, .. }
-            | DhtEvent::Failed { op, .. } => *op,
-        }
-    }
-}
-
-/// What a sibling subsystem may ask of the DHT; the answer is the operation's [`DhtEvent`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // pub/sub and RPC will ask for providers
-pub(crate) enum DhtAsk {
-    /// The closest nodes to a target.
-    FindNode(KeyBytes),
-    /// The records under a key.
-    Get(KeyBytes),
-    /// Publish (and keep republishing) a value under a key.
-    Put(KeyBytes, Vec<u8>),
-    /// Withdraw this node's record under a key.
-    Withdraw(KeyBytes),
-}
-
-/// DHT counters and figures.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DhtStats {
-    /// Lookups finished or timed out (every operation starts with one).
-    pub lookups: u64,
-    /// Lookups that found at least one node that answered.
-    pub lookups_ok: u64,
-    /// Lookups by hops to the closest node found (index 15 holds 15 and more).
-    pub hops: [u64; 16],
-    /// Queries sent by the lookups finished.
-    pub lookup_queries: u64,
-    /// Time the lookups finished took, summed.
-    pub lookup_time: Duration,
-    /// Requests this node sent.
-    pub requests_sent: u64,
-    /// Its requests that timed out or could not be delivered.
-    pub requests_failed: u64,
-    /// Requests peers sent us.
-    pub requests_received: u64,
-    /// Peers' requests refused for their rate.
-    pub rate_limited: u64,
-    /// Peers' records stored.
-    pub stores_accepted: u64,
-    /// Peers' records refused (bounds, publisher, signature, sequence).
-    pub stores_refused: u64,
-    /// Records in answers whose signature did not verify; they were ignored.
-    pub forged_records: u64,
-    /// Answers that matched no request of ours (late, or not for us).
-    pub stray_answers: u64,
-}
-
-impl DhtStats {
-    /// Lookups that found someone, over lookups finished or timed out (1 when none did).
-    pub fn success_ratio(&self) -> f64 {
-        if self.lookups == 0 {
-            1.0
-        } else {
-            self.lookups_ok as f64 / self.lookups as f64
-        }
-    }
-}
 
 #[derive(Debug)]
 enum Goal {
@@ -229,40 +83,26 @@ struct Request {
     message: DhtMessage,
 }
 
-#[derive(Debug)]
-struct TokenBucket {
-    /// In thousandths of a request.
-    tokens: u64,
-    at: Instant,
-}
-
-/// Most peers whose request rate is remembered; past it the longest-idle one is forgotten
-/// (its bucket has refilled by then, so forgetting it changes nothing).
-const MAX_RATE_STATES: usize = 4096;
-
 /// How soon a republish that found no room for its operation tries again.
 const REPUBLISH_RETRY: Duration = Duration::from_secs(1);
 
-/// Bytes of records in one page of an answer.
-const PAGE_BYTES: usize = 32 * 1024;
-
 /// A record this node publishes, stored again every `republish_interval`.
 #[derive(Debug)]
-struct Published {
+pub(super) struct Published {
     value: Vec<u8>,
     /// The record as last signed.
-    record: Record,
+    pub(super) record: Record,
     next: Instant,
 }
 
 /// The DHT: a routing table, a record store, and this node's operations under way.
 #[derive(Debug)]
 pub struct Dht {
-    config: DhtConfig,
-    own: NodeId,
+    pub(super) config: DhtConfig,
+    pub(super) own: NodeId,
     rng: Rng,
-    table: RoutingTable,
-    store: RecordStore,
+    pub(super) table: RoutingTable,
+    pub(super) store: RecordStore,
     ops: BTreeMap<OpId, Op>,
     requests: BTreeMap<u64, Request>,
     /// (addressee, correlation id) of every request.
@@ -274,8 +114,8 @@ pub struct Dht {
     /// (deadline, op) of every operation.
     op_deadlines: BTreeSet<(Instant, OpId)>,
     /// Request rates of peers, kept across reconnects.
-    limits: BTreeMap<NodeId, TokenBucket>,
-    published: BTreeMap<KeyBytes, Published>,
+    pub(super) limits: BTreeMap<NodeId, TokenBucket>,
+    pub(super) published: BTreeMap<KeyBytes, Published>,
     /// The earliest `next` among `published` (`NEVER` if none), kept for `poll_timeout`.
     next_publish: Instant,
     /// When each bucket was last looked into.
@@ -288,7 +128,7 @@ pub struct Dht {
     next_id: u64,
     /// The sequence number of the next record this node signs.
     next_seq: u64,
-    stats: DhtStats,
+    pub(super) stats: DhtStats,
 }
 
 impl Subsystem for Dht {
@@ -1007,135 +847,6 @@ impl Dht {
             });
         }
         self.drive(op_id, cx);
-    }
-
-    fn handle_request(&mut self, from: Peer, message: DhtMessage, cx: &mut Cx<'_>) {
-        self.stats.requests_received += 1;
-        let now = cx.now();
-        let id = message.id();
-        if !self.allow(&from.id, now) {
-            self.stats.rate_limited += 1;
-            let refused = DhtMessage::Refused(Refused {
-                id,
-                reason: DhtRefusal::RateLimited,
-            });
-            cx.reply(from.id, &refused);
-            return;
-        }
-        let answer = match message {
-            DhtMessage::FindNode(FindNode { id, target }) => DhtMessage::Nodes(Nodes {
-                id,
-                nodes: self.closest_wire(&target),
-            }),
-            DhtMessage::FindValue(FindValue { id, key, after }) => {
-                let (records, more) = self.page(&key, after, PAGE_BYTES, now);
-                DhtMessage::Records(Records {
-                    id,
-                    records: records.iter().map(|r| r.to_wire(now)).collect(),
-                    nodes: self.closest_wire(&key),
-                    more,
-                })
-            }
-            DhtMessage::Store(Store { id, key, record }) => {
-                let result = if NodeId::from_public_key(&record.publisher_key) != from.id {
-                    Err(DhtRefusal::NotPublisher)
-                } else {
-                    Record::from_wire(record, &key, now, self.config.record_ttl)
-                        .and_then(|record| self.store.put(key, record))
-                };
-                match result {
-                    Ok(()) => {
-                        self.stats.stores_accepted += 1;
-                        DhtMessage::Ack(Ack { id })
-                    }
-                    Err(reason) => {
-                        self.stats.stores_refused += 1;
-                        DhtMessage::Refused(Refused { id, reason })
-                    }
-                }
-            }
-            DhtMessage::Withdraw(Withdraw { id, key }) => {
-                self.store.withdraw(&key, &from.id);
-                DhtMessage::Ack(Ack { id })
-            }
-            _ => return,
-        };
-        cx.reply(from.id, &answer);
-    }
-
-    /// The records under `key` after publisher `after`, in publisher order, this node's own
-    /// among them, up to `budget` bytes (at least one record); and whether more follow.
-    fn page(
-        &self,
-        key: &KeyBytes,
-        after: Option<NodeId>,
-        budget: usize,
-        now: Instant,
-    ) -> (Vec<Record>, bool) {
-        let mut all: Vec<&Record> = self
-            .store
-            .get(key, after, now)
-            .filter(|r| r.publisher != self.own)
-            .collect();
-        let own = self
-            .published
-            .get(key)
-            .map(|p| &p.record)
-            .filter(|r| after.map_or(true, |a| r.publisher > a) && r.expires > now);
-        if let Some(own) = own {
-            let at = all.partition_point(|r| r.publisher < own.publisher);
-            all.insert(at, own);
-        }
-        let mut used = 0;
-        let mut page = Vec::new();
-        for record in all {
-            if !page.is_empty() && used + record.wire_size() > budget {
-                return (page, true);
-            }
-            used += record.wire_size();
-            page.push(record.clone());
-        }
-        (page, false)
-    }
-
-    fn closest_wire(&self, target: &KeyBytes) -> Vec<WireContact> {
-        self.table
-            .closest(&NodeId(*target), self.config.k)
-            .into_iter()
-            .map(|c| WireContact {
-                id: c.id,
-                addr: c.addr.into(),
-            })
-            .collect()
-    }
-
-    /// Takes one request's worth from `peer`'s token bucket. Buckets outlive links (a peer
-    /// that reconnects does not get a fresh burst); at most [`MAX_RATE_STATES`] are kept.
-    fn allow(&mut self, peer: &NodeId, now: Instant) -> bool {
-        let rate = u64::from(self.config.peer_request_rate);
-        let burst = u64::from(self.config.peer_request_burst) * 1000;
-        if !self.limits.contains_key(peer) && self.limits.len() >= MAX_RATE_STATES {
-            let idle = self
-                .limits
-                .iter()
-                .min_by_key(|(id, b)| (b.at, **id))
-                .map(|(id, _)| *id)
-                .expect("the map is full");
-            self.limits.remove(&idle);
-        }
-        let bucket = self.limits.entry(*peer).or_insert(TokenBucket {
-            tokens: burst,
-            at: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.at).as_micros();
-        bucket.tokens = (bucket.tokens + elapsed.saturating_mul(rate) / 1000).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1000 {
-            bucket.tokens -= 1000;
-            true
-        } else {
-            false
-        }
     }
 
     /// Queues a lookup of a random id in every bucket no lookup has touched for

@@ -8,14 +8,17 @@ mod config;
 pub mod lookup;
 mod machine;
 pub mod messages;
+mod serve;
 pub mod store;
 pub mod table;
+mod types;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::DhtConfig;
-pub(crate) use machine::DhtAsk;
-pub use machine::{Dht, DhtError, DhtEvent, DhtStats, OpId};
+pub use machine::Dht;
 pub use store::{record_key, KeyKind, Record, RecordStore, StoreLimits};
 pub use table::{Contact, Diversity, Insert, RoutingTable};
+pub(crate) use types::DhtAsk;
+pub use types::{DhtError, DhtEvent, DhtStats, OpId};

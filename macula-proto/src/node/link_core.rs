@@ -11,23 +11,24 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
 
+use super::dial::Dial;
 use super::layout::{Traffic, Tuning};
 use super::link::{self, Link, LinkState, PendingPing};
-use super::registry::{index_of, offers, protocol_at, shared, Mask, MAX_SUBSYSTEMS};
-use super::subsystem::{Answer, Ask, Gone, Peer, PeerChange, Ticket, Unreachable};
+use super::registry::{index_of, offers, Mask, MAX_SUBSYSTEMS};
+use super::subsystem::{Answer, Ask, Gone, Peer, PeerChange, Ticket};
 use super::table::{LinkQueue, Links, Timers};
 use super::{
     ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, PeerInfo, PingError,
     PingId, Stats, Transmit,
 };
-use crate::auth::{realm_proof, verify_realm_proof};
-use crate::config::{Config, Roles, MAX_LISTEN_ADDRS};
+use crate::auth::realm_proof;
+use crate::config::{Config, MAX_LISTEN_ADDRS};
 use crate::id::{Identity, NodeId};
 use crate::rng::Rng;
-use crate::time::{Duration, Instant};
+use crate::time::Instant;
 use crate::wire::{
-    encode, encode_into, Channel, CloseCode, Connect, ConnectAck, ConnectError, Control, Message,
-    Ping, ProtocolId, ProtocolOffer, RefuseReason, Versions, WireAddr,
+    encode_into, Channel, CloseCode, Connect, Control, Message, Ping, ProtocolId, RefuseReason,
+    Versions, WireAddr,
 };
 
 /// The link core of a [`Node`](super::Node). See the [module documentation](self).
@@ -37,20 +38,20 @@ use crate::wire::{
 #[repr(C)]
 pub(crate) struct Core {
     // ---- hot: touched by nearly every input
-    now: Instant,
+    pub(super) now: Instant,
     /// When each link and each subsystem next needs `handle_timeout`. An entry may be early (a
     /// deadline that moved later is not re-filed) but never late.
-    timers: Timers,
-    transmits: VecDeque<Transmit>,
+    pub(super) timers: Timers,
+    pub(super) transmits: VecDeque<Transmit>,
     /// Links with frames queued on a channel, in the order they got them.
-    dirty: LinkQueue,
-    events: VecDeque<Event>,
+    pub(super) dirty: LinkQueue,
+    pub(super) events: VecDeque<Event>,
     /// Established peers and the link each is on.
-    peers: BTreeMap<NodeId, LinkId>,
+    pub(super) peers: BTreeMap<NodeId, LinkId>,
     pub(super) traffic: Traffic,
     pub(super) tuning: Tuning,
-    next_ping: u64,
-    closed: bool,
+    pub(super) next_ping: u64,
+    pub(super) closed: bool,
     /// Subsystems a call gave work to since their deadlines were last filed.
     pub(super) touched: Mask,
     /// Whether notices, asks or answers wait for subsystems (so a call that queued none
@@ -62,39 +63,25 @@ pub(crate) struct Core {
     /// it inline.
     pub(super) links: Links,
     // ---- cold: handshakes, failures, commands
-    config: Config,
-    identity: Identity,
-    rng: Rng,
+    pub(super) config: Config,
+    pub(super) identity: Identity,
+    pub(super) rng: Rng,
     /// The counters other than `traffic`'s (whose fields here stay zero; [`Core::stats`]
     /// merges the two) and without the gauges, which are read off the tables.
     pub(super) stats: Stats,
     /// The subsystems that run (the handshake offers their protocols).
-    running: Mask,
+    pub(super) running: Mask,
     /// Links being dialed to reach a node by id, and the frames waiting for each.
-    dials: BTreeMap<NodeId, Dial>,
+    pub(super) dials: BTreeMap<NodeId, Dial>,
     /// Peers whose link was closed as a duplicate while it was theirs: their subsystems hear
     /// [`PeerChange::Relinked`] once the other link is up. At most `max_peers`.
-    relinked: BTreeSet<NodeId>,
+    pub(super) relinked: BTreeSet<NodeId>,
     /// What subsystems have to hear, with the subsystems to tell.
     pub(super) notices: VecDeque<(Mask, PeerChange)>,
     pub(super) asks: VecDeque<(ProtocolId, ProtocolId, Ticket, Ask)>,
     pub(super) answers: VecDeque<(ProtocolId, Ticket, Answer)>,
-    next_ticket: u64,
+    pub(super) next_ticket: u64,
 }
-
-/// An on-demand link under way and the frames it will carry once up, with the subsystem each
-/// came from.
-struct Dial {
-    link: LinkId,
-    frames: Vec<(usize, Vec<u8>)>,
-}
-
-/// Most frames held for one link being dialed; more are dropped and counted (a request among
-/// them times out like an unanswered one).
-const MAX_FRAMES_PER_DIAL: usize = 64;
-
-/// A link a subsystem used this recently is never evicted to make room for another.
-const POOL_MIN_IDLE: Duration = Duration::from_secs(1);
 
 impl fmt::Debug for Core {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -443,165 +430,6 @@ impl Core {
         self.answers.push_back((asker, ticket, answer));
     }
 
-    // ---------------------------------------------------------------- sending by node id
-
-    /// Sends a subsystem's message to `to`, dialing `addr` if there is no link (see
-    /// [`Cx::send`](super::subsystem::Cx::send)).
-    pub fn send_to<M: Message>(&mut self, to: NodeId, addr: Option<SocketAddr>, message: &M) {
-        let index = index_of(M::PROTOCOL).expect("subsystems send their own protocol");
-        if let Some(&link_id) = self.peers.get(&to) {
-            if self.link_speaks(link_id, index) {
-                self.use_link(link_id);
-                self.send_frame(link_id, message);
-            } else {
-                self.stats.frames_unspoken += 1;
-                self.notify_one(index, to, Unreachable::NotSpoken);
-            }
-            return;
-        }
-        if let Some(dial) = self.dials.get_mut(&to) {
-            if dial.frames.len() < MAX_FRAMES_PER_DIAL {
-                dial.frames.push((index, encode(message)));
-            } else {
-                self.stats.frames_undeliverable += 1;
-            }
-            return;
-        }
-        let Some(addr) = addr else {
-            self.stats.frames_undeliverable += 1;
-            self.notify_one(index, to, Unreachable::DialFailed);
-            return;
-        };
-        if self.closed || !self.make_room() {
-            self.stats.frames_undeliverable += 1;
-            self.notify_one(index, to, Unreachable::NoRoom);
-            return;
-        }
-        let link = self.open_link(addr, Some(to), false);
-        self.dials.insert(
-            to,
-            Dial {
-                link,
-                frames: alloc::vec![(index, encode(message))],
-            },
-        );
-    }
-
-    /// Sends a subsystem's message to `to` over an established link only.
-    pub fn reply_to<M: Message>(&mut self, to: NodeId, message: &M) -> bool {
-        let index = index_of(M::PROTOCOL).expect("subsystems send their own protocol");
-        match self.peers.get(&to) {
-            Some(&link_id) if self.link_speaks(link_id, index) => {
-                self.use_link(link_id);
-                self.send_frame(link_id, message);
-                true
-            }
-            _ => {
-                // An answer to a peer whose link has gone meanwhile: nobody awaits it.
-                self.stats.frames_undeliverable += 1;
-                false
-            }
-        }
-    }
-
-    /// Notes that a subsystem used `link` (an on-demand link in use is not closed as idle).
-    pub fn use_link(&mut self, link: LinkId) {
-        let now = self.now;
-        if let Some(link) = self.links.get_mut(link) {
-            link.last_used = now;
-        }
-    }
-
-    /// Queues `change` for the subsystems in `mask`.
-    fn notify(&mut self, (mask, change): (Mask, PeerChange)) {
-        self.queued = true;
-        self.notices.push_back((mask, change));
-    }
-
-    fn notify_one(&mut self, index: usize, peer: NodeId, why: Unreachable) {
-        self.notify((Mask(1 << index), PeerChange::Unreachable { peer, why }));
-    }
-
-    /// An outbound link failed before its handshake completed; if frames waited for it, they go
-    /// over the link the peer turned out to have, or their subsystems learn the outcome.
-    fn dial_failed(&mut self, link_id: LinkId, target: NodeId, failure: &ConnectFailure) {
-        if self.dials.get(&target).map(|d| d.link) != Some(link_id) {
-            return;
-        }
-        let dial = self.dials.remove(&target).expect("checked above");
-        let why = match failure {
-            ConnectFailure::AlreadyConnected(_) => match self.peers.get(&target).copied() {
-                Some(link) => {
-                    self.flush_dial(link, target, dial.frames);
-                    return;
-                }
-                None => Unreachable::NoRoom,
-            },
-            // Reasons of this node's own, or a peer that is there but full: keep the contact.
-            ConnectFailure::Aborted(CloseCode::Goodbye)
-            | ConnectFailure::Refused {
-                reason: RefuseReason::Capacity,
-                ..
-            } => Unreachable::NoRoom,
-            _ => Unreachable::DialFailed,
-        };
-        let mut mask = Mask::NONE;
-        for (index, _) in &dial.frames {
-            mask.0 |= 1 << index;
-        }
-        self.notify((mask, PeerChange::Unreachable { peer: target, why }));
-    }
-
-    /// Sends frames held for a dial over `link`; those of protocols the peer does not speak
-    /// fail.
-    fn flush_dial(&mut self, link: LinkId, peer: NodeId, frames: Vec<(usize, Vec<u8>)>) {
-        let mut unspoken = Mask::NONE;
-        for (index, bytes) in frames {
-            if self.link_speaks(link, index) {
-                self.send_encoded(link, protocol_at(index).channel(), &bytes);
-            } else {
-                self.stats.frames_unspoken += 1;
-                unspoken.0 |= 1 << index;
-            }
-        }
-        if unspoken != Mask::NONE {
-            let why = Unreachable::NotSpoken;
-            self.notify((unspoken, PeerChange::Unreachable { peer, why }));
-        }
-    }
-
-    /// Whether another on-demand link fits under `max_peers` and `max_pending_handshakes`,
-    /// evicting the least recently used on-demand link if that makes room.
-    fn make_room(&mut self) -> bool {
-        if self.pending_handshakes() >= self.config.max_pending_handshakes {
-            return false;
-        }
-        let fits = |c: &Core| c.peers.len() + c.dials.len() < c.config.max_peers;
-        fits(self) || (self.evict_one() && fits(self))
-    }
-
-    /// Closes the on-demand link (one this node opened to reach a node by id) that was used
-    /// least recently, and not within [`POOL_MIN_IDLE`]. Links the application asked for, here
-    /// or at the remote end, are never evicted. Returns whether there was one.
-    fn evict_one(&mut self) -> bool {
-        let now = self.now;
-        let victim = self
-            .peers
-            .values()
-            .filter_map(|&id| {
-                let link = self.links.get(id)?;
-                (link.on_demand() && link.last_used + POOL_MIN_IDLE <= now)
-                    .then_some((link.last_used, id))
-            })
-            .min();
-        let Some((_, link)) = victim else {
-            return false;
-        };
-        self.stats.pool_evictions += 1;
-        self.abort_link(link, CloseCode::Goodbye);
-        true
-    }
-
     // ---------------------------------------------------------------- inputs
 
     pub fn handle_link_up(&mut self, link_id: LinkId, info: LinkInfo) {
@@ -801,7 +629,7 @@ impl Core {
     // ---------------------------------------------------------------- internals
 
     /// Files the link's next deadline if it is earlier than the one on file.
-    fn schedule(&mut self, link_id: LinkId) {
+    pub(super) fn schedule(&mut self, link_id: LinkId) {
         let Some(link) = self.links.get_mut(link_id) else {
             return;
         };
@@ -814,13 +642,13 @@ impl Core {
     }
 
     /// Removes a link and its timer.
-    fn take_link(&mut self, link_id: LinkId) -> Option<Link> {
+    pub(super) fn take_link(&mut self, link_id: LinkId) -> Option<Link> {
         let link = self.links.remove(link_id)?;
         self.timers.prune(&self.links);
         Some(link)
     }
 
-    fn wire_listen_addrs(&self) -> Vec<WireAddr> {
+    pub(super) fn wire_listen_addrs(&self) -> Vec<WireAddr> {
         self.config
             .listen_addrs
             .iter()
@@ -829,7 +657,7 @@ impl Core {
             .collect()
     }
 
-    fn send_frame<M: Message>(&mut self, link_id: LinkId, message: &M) {
+    pub(super) fn send_frame<M: Message>(&mut self, link_id: LinkId, message: &M) {
         let channel = M::PROTOCOL.channel();
         let Some(link) = self.links.get_mut(link_id) else {
             return;
@@ -847,7 +675,7 @@ impl Core {
     }
 
     /// Queues an already encoded frame.
-    fn send_encoded(&mut self, link_id: LinkId, channel: Channel, bytes: &[u8]) {
+    pub(super) fn send_encoded(&mut self, link_id: LinkId, channel: Channel, bytes: &[u8]) {
         let Some(link) = self.links.get_mut(link_id) else {
             return;
         };
@@ -861,7 +689,7 @@ impl Core {
     }
 
     /// Queues a ping on an established link. Returns its correlation id.
-    fn send_ping(&mut self, link_id: LinkId, from_app: bool) -> Result<u64, PingError> {
+    pub(super) fn send_ping(&mut self, link_id: LinkId, from_app: bool) -> Result<u64, PingError> {
         let now = self.now;
         let max = self.tuning.max_pings_in_flight;
         let deadline = now + self.tuning.ping_timeout;
@@ -888,269 +716,7 @@ impl Core {
         Ok(id)
     }
 
-    fn answer_connect(&mut self, link_id: LinkId, connect: Connect) {
-        let Some(link) = self.links.get(link_id) else {
-            return;
-        };
-        let remote = link
-            .remote
-            .expect("inbound links get their remote id on creation");
-        let addr = link.addr;
-        let LinkState::AwaitingConnect { exporter } = link.state else {
-            return;
-        };
-        let version = connect.versions.common(Versions::OURS);
-        let refusal = if version.is_none() {
-            Some((
-                RefuseReason::Version,
-                alloc::format!(
-                    "this node speaks link versions {}..={}, not {}..={}",
-                    Versions::OURS.min,
-                    Versions::OURS.max,
-                    connect.versions.min,
-                    connect.versions.max
-                ),
-            ))
-        } else if connect.node_id != remote {
-            Some((
-                RefuseReason::IdentityMismatch,
-                "the node id in Connect is not the one your certificate proves".into(),
-            ))
-        } else if connect.realm != self.config.realm.as_str() {
-            Some((
-                RefuseReason::WrongRealm,
-                alloc::format!(
-                    "this node serves another realm than '{}'",
-                    truncate(connect.realm.clone(), 64)
-                ),
-            ))
-        } else if !self.credentials_ok(&connect, &exporter) {
-            Some((
-                RefuseReason::BadCredentials,
-                "the realm's API key proof is missing or wrong".into(),
-            ))
-        } else if connect.listen_addrs.len() > MAX_LISTEN_ADDRS
-            || connect.protocols.len() > crate::wire::control::MAX_PROTOCOLS
-        {
-            self.violation(link_id, CloseCode::ProtocolViolation);
-            return;
-        } else if !self.peers.contains_key(&remote)
-            && self.peers.len() >= self.config.max_peers
-            && !self.evict_one()
-        {
-            Some((
-                RefuseReason::Capacity,
-                alloc::format!(
-                    "this node is at its limit of {} peers",
-                    self.config.max_peers
-                ),
-            ))
-        } else {
-            None
-        };
-        if let Some((reason, message)) = refusal {
-            self.stats.refused_by_us.bump(reason);
-            self.send_frame(
-                link_id,
-                &Control::ConnectError(ConnectError { reason, message }),
-            );
-            self.flush_and_close(link_id, CloseCode::Refused(reason));
-            self.push_event(Event::InboundRefused {
-                link: link_id,
-                addr,
-                peer: remote,
-                reason,
-            });
-            return;
-        }
-        if !self.resolve_duplicate(link_id, remote) {
-            return;
-        }
-        let ack = Control::ConnectAck(ConnectAck {
-            version: version.expect("checked above"),
-            node_id: self.node_id(),
-            listen_addrs: self.wire_listen_addrs(),
-            roles: self.config.roles.0,
-            protocols: offers(self.running),
-        });
-        self.send_frame(link_id, &ack);
-        let hello = Hello {
-            addrs: connect.listen_addrs,
-            roles: Roles(connect.roles),
-            protocols: connect.protocols,
-        };
-        self.establish(link_id, remote, hello);
-    }
-
-    fn credentials_ok(&self, connect: &Connect, exporter: &[u8; 32]) -> bool {
-        match (&self.config.api_key, &connect.auth) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(key), Some(proof)) => verify_realm_proof(
-                key,
-                self.config.realm.as_str(),
-                &connect.node_id,
-                exporter,
-                proof,
-            ),
-        }
-    }
-
-    fn complete_outbound(&mut self, link_id: LinkId, ack: ConnectAck) {
-        let Some(link) = self.links.get(link_id) else {
-            return;
-        };
-        let remote = link
-            .remote
-            .expect("links awaiting an ack learned their remote at link-up");
-        let version_ok = Versions::OURS.common(Versions {
-            min: ack.version,
-            max: ack.version,
-        }) == Some(ack.version);
-        if ack.node_id != remote
-            || !version_ok
-            || ack.listen_addrs.len() > MAX_LISTEN_ADDRS
-            || ack.protocols.len() > crate::wire::control::MAX_PROTOCOLS
-        {
-            self.stats.protocol_violations += 1;
-            self.fail_outbound(
-                link_id,
-                ConnectFailure::Aborted(CloseCode::ProtocolViolation),
-                CloseCode::ProtocolViolation,
-            );
-            return;
-        }
-        let on_demand = link.on_demand();
-        if on_demand
-            && !self.peers.contains_key(&remote)
-            && self.peers.len() >= self.config.max_peers
-            && !self.evict_one()
-        {
-            // Inbound peers filled the table while this on-demand dial was under way.
-            self.fail_outbound(
-                link_id,
-                ConnectFailure::Aborted(CloseCode::Goodbye),
-                CloseCode::Goodbye,
-            );
-            return;
-        }
-        if !self.resolve_duplicate(link_id, remote) {
-            return;
-        }
-        let hello = Hello {
-            addrs: ack.listen_addrs,
-            roles: Roles(ack.roles),
-            protocols: ack.protocols,
-        };
-        self.establish(link_id, remote, hello);
-    }
-
-    /// When `remote` already has an established link, keeps one of the two so both ends agree:
-    /// of two links in the same direction the newer wins (the peer reconnected). Two crossing
-    /// links are a simultaneous dial only while the older one is young (established less than
-    /// `handshake_timeout` ago): then the one dialed by the smaller node id wins. An older link
-    /// always yields to the new one, since the peer that dialed again most likely restarted and
-    /// the old link is dead. Returns whether `link_id` survives.
-    fn resolve_duplicate(&mut self, link_id: LinkId, remote: NodeId) -> bool {
-        let Some(&old) = self.peers.get(&remote) else {
-            return true;
-        };
-        let Some(new_dir) = self.links.get(link_id).map(|l| l.direction) else {
-            return false;
-        };
-        let old_dir = self.links.get(old).map(|l| l.direction);
-        let old_is_young = self.links.get(old).is_some_and(|l| match &l.state {
-            LinkState::Established(est) => self.now - est.since < self.config.handshake_timeout,
-            _ => false,
-        });
-        let keep_new = match old_dir {
-            None => true,
-            Some(d) if d == new_dir => true,
-            Some(_) if !old_is_young => true,
-            Some(_) => {
-                let dialer_of_new = if new_dir == Direction::Outbound {
-                    self.node_id()
-                } else {
-                    remote
-                };
-                let dialer_of_old = if new_dir == Direction::Outbound {
-                    remote
-                } else {
-                    self.node_id()
-                };
-                dialer_of_new < dialer_of_old
-            }
-        };
-        self.stats.duplicate_links += 1;
-        if keep_new {
-            // The application's wish to keep the peer outlives the link that carried it.
-            if self.links.get(old).is_some_and(|l| l.pinned) {
-                if let Some(new) = self.links.get_mut(link_id) {
-                    new.pinned = true;
-                }
-            }
-            self.abort_link(old, CloseCode::Duplicate);
-            true
-        } else {
-            if new_dir == Direction::Outbound {
-                self.forget_outbound(link_id, ConnectFailure::AlreadyConnected(remote));
-            }
-            self.flush_and_close(link_id, CloseCode::Duplicate);
-            false
-        }
-    }
-
-    fn establish(&mut self, link_id: LinkId, remote: NodeId, hello: Hello) {
-        let now = self.now;
-        let next_keepalive = now + self.tuning.keepalive_interval;
-        let speaks = shared(self.running, &hello.protocols);
-        let Some(link) = self.links.get_mut(link_id) else {
-            return;
-        };
-        let listen_addrs: Vec<SocketAddr> = hello.addrs.into_iter().map(SocketAddr::from).collect();
-        let contact = contact_addr(link.addr, &listen_addrs);
-        let mut protocols = hello.protocols;
-        protocols.sort_unstable();
-        protocols.dedup();
-        link.state = LinkState::Established(link::Established {
-            since: now,
-            listen_addrs,
-            roles: hello.roles,
-            rtt: None,
-            next_keepalive,
-            pings: link::PingWindow::default(),
-            speaks,
-            protocols: protocols.into_boxed_slice(),
-        });
-        link.last_used = now;
-        let addr = link.addr;
-        let direction = link.direction;
-        self.peers.insert(remote, link_id);
-        self.schedule(link_id);
-        self.stats.handshakes_completed += 1;
-        self.push_event(Event::PeerUp {
-            peer: remote,
-            link: link_id,
-            addr,
-            direction,
-        });
-        self.notify((
-            speaks,
-            PeerChange::Up {
-                peer: remote,
-                contact,
-            },
-        ));
-        // Frames queued for this peer while a link to it was being dialed.
-        if let Some(dial) = self.dials.remove(&remote) {
-            self.flush_dial(link_id, remote, dial.frames);
-        }
-        if self.relinked.remove(&remote) {
-            self.notify((speaks, PeerChange::Relinked { peer: remote }));
-        }
-    }
-
-    fn handle_pong(&mut self, link_id: LinkId, id: u64) {
+    pub(super) fn handle_pong(&mut self, link_id: LinkId, id: u64) {
         let now = self.now;
         let Some(link) = self.links.get_mut(link_id) else {
             return;
@@ -1176,7 +742,7 @@ impl Core {
         }
     }
 
-    fn link_timers(&mut self, link_id: LinkId) {
+    pub(super) fn link_timers(&mut self, link_id: LinkId) {
         let now = self.now;
         let Some(link) = self.links.get_mut(link_id) else {
             return;
@@ -1230,7 +796,7 @@ impl Core {
         }
     }
 
-    fn trim_events(&mut self) {
+    pub(super) fn trim_events(&mut self) {
         while self.events.len() > self.tuning.max_queued_events {
             self.events.pop_front();
             self.stats.events_dropped += 1;
@@ -1238,12 +804,17 @@ impl Core {
     }
 
     /// Ends an outbound attempt that has not completed: reports `failure` and closes with `code`.
-    fn fail_outbound(&mut self, link_id: LinkId, failure: ConnectFailure, code: CloseCode) {
+    pub(super) fn fail_outbound(
+        &mut self,
+        link_id: LinkId,
+        failure: ConnectFailure,
+        code: CloseCode,
+    ) {
         self.forget_outbound(link_id, failure);
         self.flush_and_close(link_id, code);
     }
 
-    fn forget_outbound(&mut self, link_id: LinkId, failure: ConnectFailure) {
+    pub(super) fn forget_outbound(&mut self, link_id: LinkId, failure: ConnectFailure) {
         if let Some(link) = self.take_link(link_id) {
             let target = match link.state {
                 LinkState::Dialing { expected } => expected,
@@ -1262,7 +833,7 @@ impl Core {
     }
 
     /// Closes a link in whatever state it is, reporting what the application needs to know.
-    fn abort_link(&mut self, link_id: LinkId, code: CloseCode) {
+    pub(super) fn abort_link(&mut self, link_id: LinkId, code: CloseCode) {
         let Some(link) = self.links.get(link_id) else {
             return;
         };
@@ -1282,7 +853,7 @@ impl Core {
     }
 
     /// Removes an established link and its peer, failing its pings.
-    fn forget_peer(&mut self, link_id: LinkId, reason: DownReason) {
+    pub(super) fn forget_peer(&mut self, link_id: LinkId, reason: DownReason) {
         let Some(link) = self.take_link(link_id) else {
             return;
         };
@@ -1335,7 +906,7 @@ impl Core {
     }
 
     /// Queues what a link had not yet handed to the transport.
-    fn queue_unsent(&mut self, link_id: LinkId, mut out: link::Outbox) {
+    pub(super) fn queue_unsent(&mut self, link_id: LinkId, mut out: link::Outbox) {
         while let Some((channel, bytes)) = out.take_next() {
             self.transmits.push_back(Transmit::Send {
                 link: link_id,
@@ -1346,7 +917,7 @@ impl Core {
     }
 
     /// Queues a link's pending bytes (if it is still known) and then its close.
-    fn flush_and_close(&mut self, link_id: LinkId, code: CloseCode) {
+    pub(super) fn flush_and_close(&mut self, link_id: LinkId, code: CloseCode) {
         if let Some(link) = self.take_link(link_id) {
             self.queue_unsent(link_id, link.out);
         }
@@ -1355,6 +926,43 @@ impl Core {
             code,
         });
     }
+}
+
+impl LinkId {
+    /// The timer key of subsystem `index`: an id no link ever has (links count from 1 in
+    /// their high half).
+    pub(super) fn subsystem(index: usize) -> LinkId {
+        debug_assert!(index < MAX_SUBSYSTEMS);
+        LinkId(index as u64)
+    }
+
+    /// The subsystem index this timer key stands for, if it is one.
+    pub(super) fn as_subsystem(self) -> Option<usize> {
+        (self.0 >> 32 == 0).then_some((self.0 & 0xffff_ffff) as usize)
+    }
+}
+
+/// Where others can reach a peer seen at `seen`: its first listen address, with the address the
+/// link came from when it listens on every interface (`0.0.0.0:port`). `None` if it listens
+/// nowhere.
+pub(super) fn contact_addr(seen: SocketAddr, listen_addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    let first = *listen_addrs.first()?;
+    Some(if first.ip().is_unspecified() {
+        SocketAddr::new(seen.ip(), first.port())
+    } else {
+        first
+    })
+}
+
+pub(super) fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -1392,48 +1000,4 @@ impl Core {
             "dials within max_peers"
         );
     }
-}
-
-/// What a peer told about itself in the handshake.
-struct Hello {
-    addrs: Vec<WireAddr>,
-    roles: Roles,
-    protocols: Vec<ProtocolOffer>,
-}
-
-impl LinkId {
-    /// The timer key of subsystem `index`: an id no link ever has (links count from 1 in
-    /// their high half).
-    pub(super) fn subsystem(index: usize) -> LinkId {
-        debug_assert!(index < MAX_SUBSYSTEMS);
-        LinkId(index as u64)
-    }
-
-    /// The subsystem index this timer key stands for, if it is one.
-    pub(super) fn as_subsystem(self) -> Option<usize> {
-        (self.0 >> 32 == 0).then_some((self.0 & 0xffff_ffff) as usize)
-    }
-}
-
-/// Where others can reach a peer seen at `seen`: its first listen address, with the address the
-/// link came from when it listens on every interface (`0.0.0.0:port`). `None` if it listens
-/// nowhere.
-fn contact_addr(seen: SocketAddr, listen_addrs: &[SocketAddr]) -> Option<SocketAddr> {
-    let first = *listen_addrs.first()?;
-    Some(if first.ip().is_unspecified() {
-        SocketAddr::new(seen.ip(), first.port())
-    } else {
-        first
-    })
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
 }

@@ -35,6 +35,8 @@
 //!
 //! Same seed, same identity, same config and the same inputs give the same outputs, bit for bit.
 
+mod dial;
+mod handshake;
 pub mod layout;
 mod link;
 mod link_core;

@@ -854,16 +854,16 @@ fn dht_sent(node: &mut Node, link: LinkId) -> Vec<DhtMessage> {
     out
 }
 
+/// A node that listens (so its DHT runs with contacts), and the identity of a peer for it.
+fn a_listening_node_and_a_peer() -> (Node, Identity) {
+    let config = listening(1).remove(0);
+    let node = Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).unwrap();
+    (node, Identity::from_seed(2))
+}
+
 #[test]
 fn a_link_closed_for_room_keeps_its_contact_and_sends_its_requests_again() {
-    let mut node = Node::new(
-        listening(1).remove(0),
-        Identity::from_seed(1),
-        1,
-        Instant::ZERO,
-    )
-    .unwrap();
-    let peer = Identity::from_seed(2);
+    let (mut node, peer) = a_listening_node_and_a_peer();
     let link = crate::testnet::handshake_from(&mut node, &peer, addr(2), Instant::ZERO);
     // The join asks the peer; its answer never comes.
     let asked = dht_sent(&mut node, link);
@@ -888,14 +888,7 @@ fn a_link_closed_for_room_keeps_its_contact_and_sends_its_requests_again() {
 
 #[test]
 fn a_peer_that_reconnects_gets_no_fresh_burst_of_requests() {
-    let mut node = Node::new(
-        listening(1).remove(0),
-        Identity::from_seed(1),
-        1,
-        Instant::ZERO,
-    )
-    .unwrap();
-    let peer = Identity::from_seed(2);
+    let (mut node, peer) = a_listening_node_and_a_peer();
     let burst = node.config().dht.peer_request_burst as u64;
     let flood = |node: &mut Node, link: LinkId, n: u64| {
         let mut bytes = Vec::new();

@@ -1,0 +1,289 @@
+//! The realm handshake: answering a `Connect`, completing an outbound link with its
+//! `ConnectAck`, keeping one link of two to the same peer, and establishing the peer.
+
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use super::link::{self, LinkState};
+use super::link_core::{contact_addr, truncate, Core};
+use super::registry::{offers, shared};
+use super::subsystem::PeerChange;
+use super::{ConnectFailure, Direction, Event, LinkId};
+use crate::auth::verify_realm_proof;
+use crate::config::{Roles, MAX_LISTEN_ADDRS};
+use crate::id::NodeId;
+use crate::wire::{
+    CloseCode, Connect, ConnectAck, ConnectError, Control, ProtocolOffer, RefuseReason, Versions,
+    WireAddr,
+};
+
+impl Core {
+    pub(super) fn answer_connect(&mut self, link_id: LinkId, connect: Connect) {
+        let Some(link) = self.links.get(link_id) else {
+            return;
+        };
+        let remote = link
+            .remote
+            .expect("inbound links get their remote id on creation");
+        let addr = link.addr;
+        let LinkState::AwaitingConnect { exporter } = link.state else {
+            return;
+        };
+        let version = connect.versions.common(Versions::OURS);
+        let refusal = if version.is_none() {
+            Some((
+                RefuseReason::Version,
+                alloc::format!(
+                    "this node speaks link versions {}..={}, not {}..={}",
+                    Versions::OURS.min,
+                    Versions::OURS.max,
+                    connect.versions.min,
+                    connect.versions.max
+                ),
+            ))
+        } else if connect.node_id != remote {
+            Some((
+                RefuseReason::IdentityMismatch,
+                "the node id in Connect is not the one your certificate proves".into(),
+            ))
+        } else if connect.realm != self.config.realm.as_str() {
+            Some((
+                RefuseReason::WrongRealm,
+                alloc::format!(
+                    "this node serves another realm than '{}'",
+                    truncate(connect.realm.clone(), 64)
+                ),
+            ))
+        } else if !self.credentials_ok(&connect, &exporter) {
+            Some((
+                RefuseReason::BadCredentials,
+                "the realm's API key proof is missing or wrong".into(),
+            ))
+        } else if connect.listen_addrs.len() > MAX_LISTEN_ADDRS
+            || connect.protocols.len() > crate::wire::control::MAX_PROTOCOLS
+        {
+            self.violation(link_id, CloseCode::ProtocolViolation);
+            return;
+        } else if !self.peers.contains_key(&remote)
+            && self.peers.len() >= self.config.max_peers
+            && !self.evict_one()
+        {
+            Some((
+                RefuseReason::Capacity,
+                alloc::format!(
+                    "this node is at its limit of {} peers",
+                    self.config.max_peers
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, message)) = refusal {
+            self.stats.refused_by_us.bump(reason);
+            self.send_frame(
+                link_id,
+                &Control::ConnectError(ConnectError { reason, message }),
+            );
+            self.flush_and_close(link_id, CloseCode::Refused(reason));
+            self.push_event(Event::InboundRefused {
+                link: link_id,
+                addr,
+                peer: remote,
+                reason,
+            });
+            return;
+        }
+        if !self.resolve_duplicate(link_id, remote) {
+            return;
+        }
+        let ack = Control::ConnectAck(ConnectAck {
+            version: version.expect("checked above"),
+            node_id: self.node_id(),
+            listen_addrs: self.wire_listen_addrs(),
+            roles: self.config.roles.0,
+            protocols: offers(self.running),
+        });
+        self.send_frame(link_id, &ack);
+        let hello = Hello {
+            addrs: connect.listen_addrs,
+            roles: Roles(connect.roles),
+            protocols: connect.protocols,
+        };
+        self.establish(link_id, remote, hello);
+    }
+
+    fn credentials_ok(&self, connect: &Connect, exporter: &[u8; 32]) -> bool {
+        match (&self.config.api_key, &connect.auth) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(key), Some(proof)) => verify_realm_proof(
+                key,
+                self.config.realm.as_str(),
+                &connect.node_id,
+                exporter,
+                proof,
+            ),
+        }
+    }
+
+    pub(super) fn complete_outbound(&mut self, link_id: LinkId, ack: ConnectAck) {
+        let Some(link) = self.links.get(link_id) else {
+            return;
+        };
+        let remote = link
+            .remote
+            .expect("links awaiting an ack learned their remote at link-up");
+        let version_ok = Versions::OURS.common(Versions {
+            min: ack.version,
+            max: ack.version,
+        }) == Some(ack.version);
+        if ack.node_id != remote
+            || !version_ok
+            || ack.listen_addrs.len() > MAX_LISTEN_ADDRS
+            || ack.protocols.len() > crate::wire::control::MAX_PROTOCOLS
+        {
+            self.stats.protocol_violations += 1;
+            self.fail_outbound(
+                link_id,
+                ConnectFailure::Aborted(CloseCode::ProtocolViolation),
+                CloseCode::ProtocolViolation,
+            );
+            return;
+        }
+        let on_demand = link.on_demand();
+        if on_demand
+            && !self.peers.contains_key(&remote)
+            && self.peers.len() >= self.config.max_peers
+            && !self.evict_one()
+        {
+            // Inbound peers filled the table while this on-demand dial was under way.
+            self.fail_outbound(
+                link_id,
+                ConnectFailure::Aborted(CloseCode::Goodbye),
+                CloseCode::Goodbye,
+            );
+            return;
+        }
+        if !self.resolve_duplicate(link_id, remote) {
+            return;
+        }
+        let hello = Hello {
+            addrs: ack.listen_addrs,
+            roles: Roles(ack.roles),
+            protocols: ack.protocols,
+        };
+        self.establish(link_id, remote, hello);
+    }
+
+    /// When `remote` already has an established link, keeps one of the two so both ends agree:
+    /// of two links in the same direction the newer wins (the peer reconnected). Two crossing
+    /// links are a simultaneous dial only while the older one is young (established less than
+    /// `handshake_timeout` ago): then the one dialed by the smaller node id wins. An older link
+    /// always yields to the new one, since the peer that dialed again most likely restarted and
+    /// the old link is dead. Returns whether `link_id` survives.
+    fn resolve_duplicate(&mut self, link_id: LinkId, remote: NodeId) -> bool {
+        let Some(&old) = self.peers.get(&remote) else {
+            return true;
+        };
+        let Some(new_dir) = self.links.get(link_id).map(|l| l.direction) else {
+            return false;
+        };
+        let old_dir = self.links.get(old).map(|l| l.direction);
+        let old_is_young = self.links.get(old).is_some_and(|l| match &l.state {
+            LinkState::Established(est) => self.now - est.since < self.config.handshake_timeout,
+            _ => false,
+        });
+        let keep_new = match old_dir {
+            None => true,
+            Some(d) if d == new_dir => true,
+            Some(_) if !old_is_young => true,
+            Some(_) => {
+                let dialer_of_new = if new_dir == Direction::Outbound {
+                    self.node_id()
+                } else {
+                    remote
+                };
+                let dialer_of_old = if new_dir == Direction::Outbound {
+                    remote
+                } else {
+                    self.node_id()
+                };
+                dialer_of_new < dialer_of_old
+            }
+        };
+        self.stats.duplicate_links += 1;
+        if keep_new {
+            // The application's wish to keep the peer outlives the link that carried it.
+            if self.links.get(old).is_some_and(|l| l.pinned) {
+                if let Some(new) = self.links.get_mut(link_id) {
+                    new.pinned = true;
+                }
+            }
+            self.abort_link(old, CloseCode::Duplicate);
+            true
+        } else {
+            if new_dir == Direction::Outbound {
+                self.forget_outbound(link_id, ConnectFailure::AlreadyConnected(remote));
+            }
+            self.flush_and_close(link_id, CloseCode::Duplicate);
+            false
+        }
+    }
+
+    fn establish(&mut self, link_id: LinkId, remote: NodeId, hello: Hello) {
+        let now = self.now;
+        let next_keepalive = now + self.tuning.keepalive_interval;
+        let speaks = shared(self.running, &hello.protocols);
+        let Some(link) = self.links.get_mut(link_id) else {
+            return;
+        };
+        let listen_addrs: Vec<SocketAddr> = hello.addrs.into_iter().map(SocketAddr::from).collect();
+        let contact = contact_addr(link.addr, &listen_addrs);
+        let mut protocols = hello.protocols;
+        protocols.sort_unstable();
+        protocols.dedup();
+        link.state = LinkState::Established(link::Established {
+            since: now,
+            listen_addrs,
+            roles: hello.roles,
+            rtt: None,
+            next_keepalive,
+            pings: link::PingWindow::default(),
+            speaks,
+            protocols: protocols.into_boxed_slice(),
+        });
+        link.last_used = now;
+        let addr = link.addr;
+        let direction = link.direction;
+        self.peers.insert(remote, link_id);
+        self.schedule(link_id);
+        self.stats.handshakes_completed += 1;
+        self.push_event(Event::PeerUp {
+            peer: remote,
+            link: link_id,
+            addr,
+            direction,
+        });
+        self.notify((
+            speaks,
+            PeerChange::Up {
+                peer: remote,
+                contact,
+            },
+        ));
+        // Frames queued for this peer while a link to it was being dialed.
+        if let Some(dial) = self.dials.remove(&remote) {
+            self.flush_dial(link_id, remote, dial.frames);
+        }
+        if self.relinked.remove(&remote) {
+            self.notify((speaks, PeerChange::Relinked { peer: remote }));
+        }
+    }
+}
+
+/// What a peer told about itself in the handshake.
+struct Hello {
+    addrs: Vec<WireAddr>,
+    roles: Roles,
+    protocols: Vec<ProtocolOffer>,
+}
