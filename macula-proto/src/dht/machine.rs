@@ -11,7 +11,7 @@ use super::lookup::{Found, Lookup};
 use super::messages::{
     DhtMessage, FindNode, FindValue, Nodes, Records, Store, WireContact, WireRecord, Withdraw,
 };
-use super::serve::TokenBucket;
+use super::serve::{TokenBucket, PRUNE_RATES_FROM};
 use super::store::{Record, RecordStore, StoreLimits};
 use super::table::{Contact, Insert, RoutingTable};
 use super::types::{DhtAsk, DhtError, DhtEvent, DhtStats, OpId};
@@ -115,6 +115,8 @@ pub struct Dht {
     op_deadlines: BTreeSet<(Instant, OpId)>,
     /// Request rates of peers, kept across reconnects.
     pub(super) limits: BTreeMap<NodeId, TokenBucket>,
+    /// The size of `limits` at which refilled buckets are next forgotten.
+    pub(super) prune_rates_at: usize,
     pub(super) published: BTreeMap<KeyBytes, Published>,
     /// The earliest `next` among `published` (`NEVER` if none), kept for `poll_timeout`.
     next_publish: Instant,
@@ -161,6 +163,7 @@ impl Subsystem for Dht {
             request_deadlines: BTreeSet::new(),
             op_deadlines: BTreeSet::new(),
             limits: BTreeMap::new(),
+            prune_rates_at: PRUNE_RATES_FROM,
             published: BTreeMap::new(),
             next_publish: Instant::NEVER,
             refreshed: Vec::new(),

@@ -24,6 +24,9 @@ pub(super) struct TokenBucket {
 /// (its bucket has refilled by then, so forgetting it changes nothing).
 const MAX_RATE_STATES: usize = 4096;
 
+/// How many peers' rate buckets are kept before those that have refilled are forgotten.
+pub(super) const PRUNE_RATES_FROM: usize = 64;
+
 /// Bytes of records in one page of an answer.
 const PAGE_BYTES: usize = 32 * 1024;
 
@@ -133,6 +136,16 @@ impl Dht {
     fn allow(&mut self, peer: &NodeId, now: Instant) -> bool {
         let rate = u64::from(self.config.peer_request_rate);
         let burst = u64::from(self.config.peer_request_burst) * 1000;
+        let refill = |b: &TokenBucket| {
+            let elapsed = now.saturating_duration_since(b.at).as_micros();
+            (b.tokens + elapsed.saturating_mul(rate) / 1000).min(burst)
+        };
+        if !self.limits.contains_key(peer) && self.limits.len() >= self.prune_rates_at {
+            // A bucket that has refilled says nothing a fresh one would not: forget those.
+            // Pruning again only once the map has doubled keeps this linear overall.
+            self.limits.retain(|_, b| refill(b) < burst);
+            self.prune_rates_at = (2 * self.limits.len()).max(PRUNE_RATES_FROM);
+        }
         if !self.limits.contains_key(peer) && self.limits.len() >= MAX_RATE_STATES {
             let idle = self
                 .limits
@@ -146,8 +159,7 @@ impl Dht {
             tokens: burst,
             at: now,
         });
-        let elapsed = now.saturating_duration_since(bucket.at).as_micros();
-        bucket.tokens = (bucket.tokens + elapsed.saturating_mul(rate) / 1000).min(burst);
+        bucket.tokens = refill(bucket);
         bucket.at = now;
         if bucket.tokens >= 1000 {
             bucket.tokens -= 1000;

@@ -921,3 +921,32 @@ fn a_peer_that_reconnects_gets_no_fresh_burst_of_requests() {
         "no time passed: still empty"
     );
 }
+
+#[test]
+fn rate_buckets_of_quiet_peers_are_forgotten_and_the_rest_stay_bounded() {
+    let (mut node, _) = a_listening_node_and_a_peer();
+    let ask = |node: &mut Node, seed: u64, now: Instant| {
+        let who = Identity::from_seed(1_000 + seed);
+        let from = SocketAddr::new(core::net::Ipv4Addr::new(127, 0, 0, 1).into(), 20_000);
+        let link = crate::testnet::handshake_from(node, &who, from, now);
+        let find = encode(&DhtMessage::FindNode(FindNode {
+            id: 1,
+            target: [0; 32],
+        }));
+        node.handle_link_data(link, ProtocolId::DHT.channel(), &find, now);
+        node.close_link(link, CloseCode::Goodbye, now);
+        while node.poll_transmit().is_some() {}
+    };
+    for seed in 0..200 {
+        ask(&mut node, seed, Instant::ZERO);
+    }
+    let busy = node.dht().rate_states();
+    assert!((64..=200).contains(&busy), "{busy} peers remembered");
+    // Ten seconds on, every bucket has refilled: once the map has doubled, those are forgotten
+    // and only the peers heard from since remain.
+    let later = Instant::ZERO + Duration::from_secs(10);
+    for seed in 500..560 {
+        ask(&mut node, seed, later);
+    }
+    assert_eq!(node.dht().rate_states(), 60);
+}
