@@ -950,3 +950,41 @@ fn rate_buckets_of_quiet_peers_are_forgotten_and_the_rest_stay_bounded() {
     }
     assert_eq!(node.dht().rate_states(), 60);
 }
+
+#[test]
+fn forged_records_in_answers_on_the_lookup_path_are_ignored() {
+    let (mut node, peer) = a_listening_node_and_a_peer();
+    let link = crate::testnet::handshake_from(&mut node, &peer, addr(2), Instant::ZERO);
+    let _join = dht_sent(&mut node, link);
+    let op = node.dht_get(b"k", Instant::ZERO);
+    let asked = dht_sent(&mut node, link);
+    let Some(DhtMessage::FindValue(find)) = asked.first() else {
+        panic!("{asked:?}");
+    };
+    // The peer answers with a record it altered, one signed under another key, and one of its
+    // own that is genuine.
+    let key = find.key;
+    let ttl = Duration::from_secs(60);
+    let other = Identity::from_seed(9);
+    let now = Instant::ZERO;
+    let mut altered = Record::sign(&other, &key, &[], b"real".to_vec(), ttl, 1, now).to_wire(now);
+    altered.value = b"fake".to_vec();
+    let elsewhere = Record::sign(&other, &[1; 32], &[], b"x".to_vec(), ttl, 1, now).to_wire(now);
+    let genuine = Record::sign(&peer, &key, &[], b"mine".to_vec(), ttl, 1, now).to_wire(now);
+    let answer = DhtMessage::Records(crate::dht::messages::Records {
+        id: find.id,
+        records: vec![altered, elsewhere, genuine],
+        nodes: vec![],
+        more: false,
+    });
+    node.handle_link_data(link, ProtocolId::DHT.channel(), &encode(&answer), now);
+    let got = core::iter::from_fn(|| node.poll_event()).find_map(|e| match e {
+        Event::Dht(DhtEvent::Got { op: o, records }) if o == op => Some(records),
+        _ => None,
+    });
+    let records = got.expect("the get finished");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].value, b"mine");
+    assert_eq!(records[0].publisher, peer.node_id());
+    assert_eq!(node.dht().stats().forged_records, 2);
+}
