@@ -140,6 +140,13 @@ pub struct Config {
     /// Most links whose handshake is still under way (both directions); further inbound links are
     /// refused at once. Default: 64.
     pub max_pending_handshakes: usize,
+    /// Links this node may open on its own (to reach a node by id, such as a contact a DHT
+    /// answer named) per second on average; past it, frames for a new node fail at once as if
+    /// there were no room. Bounds how fast answers from others can make this node dial.
+    /// Default: 50.
+    pub dial_rate: u32,
+    /// Such links it may open in a burst. Default: 200.
+    pub dial_burst: u32,
     /// How long a handshake may take before the link is closed. Default: 10 s.
     pub handshake_timeout: Duration,
     /// Interval between keep-alive pings to each peer. Default: 5 s.
@@ -184,6 +191,8 @@ impl Config {
             max_peers: 512,
             pool_idle_timeout: Duration::from_secs(10),
             max_pending_handshakes: 64,
+            dial_rate: 50,
+            dial_burst: 200,
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
@@ -209,6 +218,9 @@ impl Config {
         }
         if self.max_pending_handshakes == 0 {
             return Err(ConfigError::Zero("max_pending_handshakes"));
+        }
+        if self.dial_rate == 0 || self.dial_burst == 0 {
+            return Err(ConfigError::Zero("dial_rate and dial_burst"));
         }
         if self.max_pings_in_flight == 0 {
             return Err(ConfigError::Zero("max_pings_in_flight"));

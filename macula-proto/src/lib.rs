@@ -23,6 +23,7 @@ pub mod echo;
 pub mod fuzzing;
 mod id;
 pub mod node;
+mod rate;
 mod rng;
 #[cfg(test)]
 mod testnet;

@@ -11,7 +11,7 @@ use super::lookup::{Found, Lookup};
 use super::messages::{
     DhtMessage, FindNode, FindValue, Nodes, Records, Store, WireContact, WireRecord, Withdraw,
 };
-use super::serve::{TokenBucket, PRUNE_RATES_FROM};
+use super::serve::PRUNE_RATES_FROM;
 use super::store::{Record, RecordStore, StoreLimits};
 use super::table::{Contact, Insert, RoutingTable};
 use super::types::{DhtAsk, DhtError, DhtEvent, DhtStats, OpId};
@@ -21,6 +21,7 @@ use crate::node::subsystem::{
     Answer, Ask, Cx, Gone, Init, Peer, PeerChange, Subsystem, Ticket, Unreachable,
 };
 use crate::node::Event;
+use crate::rate::TokenBucket;
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use crate::wire::{KeyBytes, ProtocolId};

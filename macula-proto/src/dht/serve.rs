@@ -10,15 +10,9 @@ use super::messages::{
 use super::store::Record;
 use crate::id::NodeId;
 use crate::node::subsystem::{Cx, Peer};
+use crate::rate::TokenBucket;
 use crate::time::Instant;
 use crate::wire::KeyBytes;
-
-#[derive(Debug)]
-pub(super) struct TokenBucket {
-    /// In thousandths of a request.
-    pub tokens: u64,
-    pub at: Instant,
-}
 
 /// Most peers whose request rate is remembered; past it the longest-idle one is forgotten
 /// (its bucket has refilled by then, so forgetting it changes nothing).
@@ -134,38 +128,28 @@ impl Dht {
     /// Takes one request's worth from `peer`'s token bucket. Buckets outlive links (a peer
     /// that reconnects does not get a fresh burst); at most [`MAX_RATE_STATES`] are kept.
     fn allow(&mut self, peer: &NodeId, now: Instant) -> bool {
-        let rate = u64::from(self.config.peer_request_rate);
-        let burst = u64::from(self.config.peer_request_burst) * 1000;
-        let refill = |b: &TokenBucket| {
-            let elapsed = now.saturating_duration_since(b.at).as_micros();
-            (b.tokens + elapsed.saturating_mul(rate) / 1000).min(burst)
-        };
+        let (rate, burst) = (
+            self.config.peer_request_rate,
+            self.config.peer_request_burst,
+        );
         if !self.limits.contains_key(peer) && self.limits.len() >= self.prune_rates_at {
             // A bucket that has refilled says nothing a fresh one would not: forget those.
             // Pruning again only once the map has doubled keeps this linear overall.
-            self.limits.retain(|_, b| refill(b) < burst);
+            self.limits.retain(|_, b| !b.is_full(now, rate, burst));
             self.prune_rates_at = (2 * self.limits.len()).max(PRUNE_RATES_FROM);
         }
         if !self.limits.contains_key(peer) && self.limits.len() >= MAX_RATE_STATES {
             let idle = self
                 .limits
                 .iter()
-                .min_by_key(|(id, b)| (b.at, **id))
+                .min_by_key(|(id, b)| (b.last_used(), **id))
                 .map(|(id, _)| *id)
                 .expect("the map is full");
             self.limits.remove(&idle);
         }
-        let bucket = self.limits.entry(*peer).or_insert(TokenBucket {
-            tokens: burst,
-            at: now,
-        });
-        bucket.tokens = refill(bucket);
-        bucket.at = now;
-        if bucket.tokens >= 1000 {
-            bucket.tokens -= 1000;
-            true
-        } else {
-            false
-        }
+        self.limits
+            .entry(*peer)
+            .or_insert_with(|| TokenBucket::full(burst, now))
+            .take(now, rate, burst)
     }
 }

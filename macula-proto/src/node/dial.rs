@@ -57,6 +57,13 @@ impl Core {
             self.notify_one(index, to, Unreachable::DialFailed);
             return;
         };
+        let (rate, burst) = (self.config.dial_rate, self.config.dial_burst);
+        if !self.closed && !self.dial_budget.take(self.now, rate, burst) {
+            self.stats.dials_throttled += 1;
+            self.stats.frames_undeliverable += 1;
+            self.notify_one(index, to, Unreachable::NoRoom);
+            return;
+        }
         if self.closed || !self.make_room() {
             self.stats.frames_undeliverable += 1;
             self.notify_one(index, to, Unreachable::NoRoom);

@@ -24,6 +24,7 @@ use super::{
 use crate::auth::realm_proof;
 use crate::config::{Config, MAX_LISTEN_ADDRS};
 use crate::id::{Identity, NodeId};
+use crate::rate::TokenBucket;
 use crate::rng::Rng;
 use crate::time::Instant;
 use crate::wire::{
@@ -71,6 +72,8 @@ pub(crate) struct Core {
     pub(super) stats: Stats,
     /// The subsystems that run (the handshake offers their protocols).
     pub(super) running: Mask,
+    /// Links this node may still open on its own now (`Config::dial_rate`).
+    pub(super) dial_budget: TokenBucket,
     /// Links being dialed to reach a node by id, and the frames waiting for each.
     pub(super) dials: BTreeMap<NodeId, Dial>,
     /// Peers whose link was closed as a duplicate while it was theirs: their subsystems hear
@@ -105,6 +108,7 @@ impl Core {
         // Correlation ids start at a random point so two runs with different seeds differ on the
         // wire from the first ping; they are not secret (pongs come over authenticated links).
         let next_ping = rng.next_u64() >> 16;
+        let dial_budget = TokenBucket::full(config.dial_burst, now);
         Core {
             now,
             links: Links::default(),
@@ -125,6 +129,7 @@ impl Core {
             rng: rng.child(),
             stats: Stats::default(),
             running,
+            dial_budget,
             dials: BTreeMap::new(),
             relinked: BTreeSet::new(),
             notices: VecDeque::new(),

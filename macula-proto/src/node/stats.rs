@@ -102,6 +102,9 @@ pub struct Stats {
     /// held for one dial, or an answer to a peer that had gone. The subsystem was told (a
     /// request among them fails or times out).
     pub frames_undeliverable: u64,
+    /// Links to reach a node by id not opened because `dial_rate` was spent (their frames
+    /// count in `frames_undeliverable` too).
+    pub dials_throttled: u64,
     /// Subsystem frames not sent because the peer does not speak their protocol.
     pub frames_unspoken: u64,
     /// Frames received of a protocol this node does not run or the peer did not offer; they

@@ -988,3 +988,36 @@ fn forged_records_in_answers_on_the_lookup_path_are_ignored() {
     assert_eq!(records[0].publisher, peer.node_id());
     assert_eq!(node.dht().stats().forged_records, 2);
 }
+
+#[test]
+fn dials_to_reach_nodes_by_id_stay_within_the_dial_budget() {
+    let mut config = listening(1).remove(0);
+    config.dial_rate = 1;
+    config.dial_burst = 2;
+    let mut node = Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).unwrap();
+    let peer = Identity::from_seed(2);
+    let link = crate::testnet::handshake_from(&mut node, &peer, addr(2), Instant::ZERO);
+    let asked = dht_sent(&mut node, link);
+    let Some(DhtMessage::FindNode(find)) = asked.first() else {
+        panic!("{asked:?}");
+    };
+    // The peer's answer names ten nodes this node has no link to: the lookup asks three.
+    let nodes = (0..10u8)
+        .map(|i| crate::dht::messages::WireContact {
+            id: NodeId([i + 100; 32]),
+            addr: addr(100 + usize::from(i)).into(),
+        })
+        .collect();
+    let answer = DhtMessage::Nodes(crate::dht::messages::Nodes { id: find.id, nodes });
+    node.handle_link_data(
+        link,
+        ProtocolId::DHT.channel(),
+        &encode(&answer),
+        Instant::ZERO,
+    );
+    let opens = core::iter::from_fn(|| node.poll_transmit())
+        .filter(|t| matches!(t, Transmit::Open { .. }))
+        .count();
+    assert_eq!(opens, 2, "the burst");
+    assert!(node.stats().dials_throttled >= 1);
+}
