@@ -160,9 +160,15 @@ pub struct Config {
     /// Largest frame accepted or sent, in bytes; a larger length prefix closes the link.
     /// Default: 1 MiB.
     pub max_frame_size: u32,
-    /// Most bytes queued for one link that the transport has not taken yet; a link over it is
-    /// closed (the peer is not reading). Default: 4 MiB.
+    /// Most bytes queued on one channel of a link that the transport has not taken yet; a link
+    /// over it is closed (the peer is not reading control or discovery frames, which are
+    /// never held back). Default: 4 MiB.
     pub max_link_send_buffer: usize,
+    /// Bytes waiting for the transport on one channel of a link above which data sends on it
+    /// are held back ([`SendError::Full`](crate::SendError::Full)) until half of it has
+    /// drained: the back-pressure that reaches a sender whose receiver stops reading. With
+    /// one frame more, must fit in `max_link_send_buffer`. Default: 1 MiB.
+    pub channel_backlog: usize,
     /// Most events queued for the application; the oldest are dropped (and counted) beyond it.
     /// Default: 4096.
     pub max_queued_events: usize,
@@ -200,6 +206,7 @@ impl Config {
             max_pings_in_flight: 32,
             max_frame_size: 1 << 20,
             max_link_send_buffer: 4 << 20,
+            channel_backlog: 1 << 20,
             max_queued_events: 4096,
             start_epoch: 0,
             dht: DhtConfig::default(),
@@ -230,6 +237,11 @@ impl Config {
         }
         if self.max_frame_size < 1024 {
             return Err(ConfigError::FrameSizeTooSmall);
+        }
+        if self.channel_backlog == 0
+            || self.channel_backlog + self.max_frame_size as usize > self.max_link_send_buffer
+        {
+            return Err(ConfigError::ChannelBacklog);
         }
         if self.keepalive_interval == Duration::ZERO || self.keepalive_interval >= self.idle_timeout
         {
@@ -265,6 +277,8 @@ pub enum ConfigError {
     Zero(&'static str),
     /// `max_frame_size` is below 1024 bytes.
     FrameSizeTooSmall,
+    /// `channel_backlog` is zero, or with `max_frame_size` over `max_link_send_buffer`.
+    ChannelBacklog,
     /// `keepalive_interval` must be non-zero and shorter than `idle_timeout`.
     KeepaliveNotBelowIdle,
     /// More than [`MAX_LISTEN_ADDRS`] listen addresses.
@@ -285,6 +299,10 @@ impl fmt::Display for ConfigError {
             ConfigError::FrameSizeTooSmall => {
                 f.write_str("max_frame_size must be at least 1024 bytes")
             }
+            ConfigError::ChannelBacklog => f.write_str(
+                "channel_backlog must be non-zero, and channel_backlog plus max_frame_size \
+                 must not exceed max_link_send_buffer",
+            ),
             ConfigError::KeepaliveNotBelowIdle => f.write_str(
                 "keepalive_interval must be non-zero and shorter than idle_timeout, \
                  or peers would time out between pings",

@@ -37,6 +37,11 @@ pub(crate) struct Net {
     /// Every transmit, in order, for determinism checks.
     pub log: Vec<(usize, Transmit)>,
     exporter_counter: u8,
+    /// Bytes that arrived for a channel its node paused, by (node, link, channel), in order:
+    /// the pipe's flow control, holding them until the node reads the channel again.
+    held: BTreeMap<(usize, LinkId, Channel), VecDeque<Vec<u8>>>,
+    /// Sending ends told their channel is blocked: (node, link, channel).
+    blocked: alloc::collections::BTreeSet<(usize, LinkId, Channel)>,
 }
 
 impl Net {
@@ -64,6 +69,8 @@ impl Net {
             events: vec![Vec::new(); n],
             log: Vec::new(),
             exporter_counter: 0,
+            held: BTreeMap::new(),
+            blocked: alloc::collections::BTreeSet::new(),
         }
     }
 
@@ -147,6 +154,81 @@ impl Net {
             self.events[i].push(e);
         }
         self.nodes[i].check_invariants();
+        while let Some((link, channel)) = self.nodes[i].poll_resumed() {
+            self.release(i, link, channel);
+        }
+    }
+
+    /// Bytes arrive on `channel` of `link` at node `to`: read by the node, or held while it
+    /// has the channel paused (telling the sending end its channel is blocked once more than
+    /// its `channel_backlog` is held).
+    fn arrive(&mut self, to: usize, link: LinkId, channel: Channel, bytes: Vec<u8>) {
+        let key = (to, link, channel);
+        if self.nodes[to].is_paused(link, channel) || self.held.contains_key(&key) {
+            self.held.entry(key).or_default().push_back(bytes);
+            self.report_backlog(key);
+            return;
+        }
+        let now = self.now;
+        self.nodes[to].handle_link_data(link, channel, &bytes, now);
+        self.drain(to);
+    }
+
+    /// Hands node `i` what was held for a channel it lets flow again.
+    fn release(&mut self, i: usize, link: LinkId, channel: Channel) {
+        let key = (i, link, channel);
+        let mut read = false;
+        while !self.nodes[i].is_paused(link, channel) {
+            let Some(bytes) = self.held.get_mut(&key).and_then(VecDeque::pop_front) else {
+                self.held.remove(&key);
+                break;
+            };
+            let now = self.now;
+            self.nodes[i].handle_link_data(link, channel, &bytes, now);
+            read = true;
+            self.report_backlog(key);
+        }
+        if self.held.get(&key).is_some_and(VecDeque::is_empty) {
+            self.held.remove(&key);
+        }
+        self.report_backlog(key);
+        if read {
+            self.drain(i);
+        }
+    }
+
+    /// Tells the sending end of the receiving `key` whether its channel is blocked.
+    fn report_backlog(&mut self, (to, link, channel): (usize, LinkId, Channel)) {
+        let Some(&(from, sender_link)) = self.wires.get(&(to, link)) else {
+            return;
+        };
+        let held: usize = self
+            .held
+            .get(&(to, link, channel))
+            .map_or(0, |q| q.iter().map(Vec::len).sum());
+        let backlog = self.nodes[from].config().channel_backlog;
+        let key = (from, sender_link, channel);
+        let was = self.blocked.contains(&key);
+        let now_blocked = if was {
+            held > backlog / 2
+        } else {
+            held > backlog
+        };
+        if now_blocked != was {
+            if now_blocked {
+                self.blocked.insert(key);
+            } else {
+                self.blocked.remove(&key);
+            }
+            let now = self.now;
+            self.nodes[from].handle_link_blocked(sender_link, channel, now_blocked, now);
+            self.drain(from);
+        }
+    }
+
+    /// Bytes held for paused channels, over all nodes.
+    pub fn held_bytes(&self) -> usize {
+        self.held.values().flatten().map(Vec::len).sum()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -167,7 +249,8 @@ impl Net {
                 let now = self.now;
                 match d {
                     Delivery::Data(link, channel, bytes) => {
-                        self.nodes[to].handle_link_data(link, channel, &bytes, now)
+                        self.arrive(to, link, channel, bytes);
+                        continue;
                     }
                     Delivery::Down(link, err) => {
                         self.wires.remove(&(to, link));

@@ -60,7 +60,8 @@ fn pings_beside_a_mebibyte(mode: Mode) -> (Vec<Duration>, Vec<Duration>) {
     let idle = ping_until(&mut sim, t(13), |_| false);
     let target = sim.node_id(0);
     for _ in 0..CHUNKS {
-        sim.command(1, |n, now| n.echo_bulk(target, vec![7; CHUNK], now));
+        sim.command(1, |n, now| n.echo_bulk(target, vec![7; CHUNK], now))
+            .expect("the channel takes it");
     }
     let busy = ping_until(&mut sim, t(60), |s| received(s) == (CHUNK * CHUNKS) as u64);
     assert_eq!(

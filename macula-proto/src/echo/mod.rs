@@ -7,6 +7,8 @@
 //! protocols they speak.
 
 #[cfg(test)]
+mod flow_tests;
+#[cfg(test)]
 mod tests;
 
 use alloc::vec::Vec;
@@ -15,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::dht::{DhtAsk, DhtEvent};
 use crate::id::NodeId;
+use crate::node::flow::Delivered;
 use crate::node::subsystem::{Answer, Ask, Cx, Init, Peer, PeerChange, Subsystem, Ticket};
-use crate::node::{Event, Node};
+use crate::node::{Data, Event, InboxError, InboxId, Node, Overflow, SendError};
 use crate::time::Instant;
 use crate::wire::{Message, ProtocolId};
 
@@ -83,12 +86,23 @@ pub enum EchoEvent {
     },
 }
 
-/// The echo subsystem's state: only counters.
+/// Bulk bytes delivered to the echo inbox ([`Node::echo_open_inbox`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EchoData {
+    /// Who sent them.
+    pub from: NodeId,
+    /// The bytes.
+    pub payload: Vec<u8>,
+}
+
+/// The echo subsystem's state: counters, and the inbox bulk goes to.
 #[derive(Debug, Default)]
 pub struct Echo {
     next_id: u64,
     /// Bytes of bulk received.
     pub bulk_received: u64,
+    /// Where bulk payloads go; without one, they are counted and told as events.
+    inbox: Option<InboxId>,
 }
 
 impl Subsystem for Echo {
@@ -122,10 +136,18 @@ impl Subsystem for Echo {
             })),
             EchoMessage::Bulk { payload } => {
                 self.bulk_received += payload.len() as u64;
-                cx.emit(Event::Echo(EchoEvent::Bulk {
-                    peer: from.id,
-                    len: payload.len(),
-                }));
+                let len = payload.len();
+                if let Some(inbox) = self.inbox {
+                    let data = Data::Echo(EchoData {
+                        from: from.id,
+                        payload,
+                    });
+                    if cx.deliver(inbox, from, data) != Delivered::NoInbox {
+                        return;
+                    }
+                    self.inbox = None;
+                }
+                cx.emit(Event::Echo(EchoEvent::Bulk { peer: from.id, len }));
             }
         }
     }
@@ -167,11 +189,40 @@ impl Node {
         })
     }
 
-    /// Sends `payload` to `peer` as one bulk frame.
-    pub fn echo_bulk(&mut self, peer: NodeId, payload: Vec<u8>, now: Instant) {
+    /// Sends `payload` to `peer` as one bulk frame: data, held back while the channel to the
+    /// peer is full.
+    ///
+    /// # Errors
+    /// [`SendError::Full`] while the channel is full (try again after [`Event::Writable`]);
+    /// [`SendError::NotConnected`] without a link to the peer.
+    pub fn echo_bulk(
+        &mut self,
+        peer: NodeId,
+        payload: Vec<u8>,
+        now: Instant,
+    ) -> Result<(), SendError> {
         self.run(now, |_: &mut Echo, cx| {
-            cx.send(peer, None, &EchoMessage::Bulk { payload });
-        });
+            cx.send_data(peer, None, &EchoMessage::Bulk { payload })
+        })
+    }
+
+    /// Opens the inbox bulk payloads go to from now on (see [`Node::open_inbox`]); the
+    /// previous one, if any, is closed.
+    ///
+    /// # Errors
+    /// As [`Node::open_inbox`].
+    pub fn echo_open_inbox(
+        &mut self,
+        capacity: usize,
+        overflow: Overflow,
+        now: Instant,
+    ) -> Result<InboxId, InboxError> {
+        let inbox = self.open_inbox(capacity, overflow)?;
+        let old = self.run(now, |echo: &mut Echo, _| echo.inbox.replace(inbox));
+        if let Some(old) = old {
+            self.close_inbox(old, now);
+        }
+        Ok(inbox)
     }
 
     /// Asks the DHT, as a sibling, for the nodes closest to `target`; the answer arrives as

@@ -199,7 +199,8 @@ fn bulk_crosses_on_its_own_channel() {
     net.connect(1, 0);
     net.run_for(Duration::from_secs(1));
     let id0 = net.id(0);
-    net.command(1, |n, now| n.echo_bulk(id0, vec![1; 100_000], now));
+    net.command(1, |n, now| n.echo_bulk(id0, vec![1; 100_000], now))
+        .unwrap();
     let on_echo = net.log.iter().any(|(i, t)| {
         *i == 1
             && matches!(t, Transmit::Send { channel, bytes, .. }

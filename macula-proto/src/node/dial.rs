@@ -8,7 +8,7 @@ use core::net::SocketAddr;
 use super::link_core::Core;
 use super::registry::{index_of, protocol_at, Mask};
 use super::subsystem::{PeerChange, Unreachable};
-use super::{ConnectFailure, LinkId};
+use super::{ConnectFailure, LinkId, SendError};
 use crate::id::NodeId;
 use crate::time::Duration;
 use crate::wire::{encode, CloseCode, Message, RefuseReason};
@@ -77,6 +77,36 @@ impl Core {
                 frames: alloc::vec![(index, encode(message))],
             },
         );
+    }
+
+    /// Sends a subsystem's data to `to`, unless the channel to it is full (see
+    /// [`Cx::send_data`](super::subsystem::Cx::send_data)).
+    pub fn send_data_to<M: Message>(
+        &mut self,
+        to: NodeId,
+        addr: Option<SocketAddr>,
+        message: &M,
+    ) -> Result<(), SendError> {
+        let index = index_of(M::PROTOCOL).expect("subsystems send their own protocol");
+        let full = match (self.peers.get(&to), self.dials.get(&to)) {
+            (Some(&link_id), _) => {
+                if !self.link_speaks(link_id, index) {
+                    return Err(SendError::NotSpoken);
+                }
+                self.links
+                    .get(link_id)
+                    .is_some_and(|l| l.is_blocked(M::PROTOCOL.channel()))
+            }
+            (None, Some(dial)) => dial.frames.len() >= MAX_FRAMES_PER_DIAL,
+            (None, None) if addr.is_none() => return Err(SendError::NotConnected),
+            (None, None) => false,
+        };
+        if full {
+            self.stats.sends_held_back += 1;
+            return Err(SendError::Full);
+        }
+        self.send_to(to, addr, message);
+        Ok(())
     }
 
     /// Sends a subsystem's message to `to` over an established link only.

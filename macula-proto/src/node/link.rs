@@ -25,9 +25,10 @@ pub(super) struct Link {
     pub remote: Option<NodeId>,
     /// The control channel's decoder (the handshake and keep-alives).
     pub decoder: Decoder,
-    /// Decoders of the other channels the peer sent on, made on first use (out of line: a
-    /// link mostly carries keep-alives).
-    pub decoders: Option<Box<Decoders>>,
+    /// The other channels: decoders of those the peer sent on, made on first use, with their
+    /// pauses, and ours the transport reported blocked (out of line: a link mostly carries
+    /// keep-alives).
+    pub channels: Option<Box<Channels>>,
     /// Encoded frames not yet handed to the transport, per channel; one `Transmit::Send` carries
     /// each channel's.
     pub out: Outbox,
@@ -94,7 +95,7 @@ impl Link {
             state,
             remote: None,
             decoder: Decoder::new(max_frame_size),
-            decoders: None,
+            channels: None,
             out: Outbox::default(),
             dirty: false,
             last_heard: Instant::ZERO,
@@ -111,17 +112,43 @@ impl Link {
         if channel == Channel::CONTROL {
             return Some(&mut self.decoder);
         }
+        self.inbound(channel).map(|c| &mut c.decoder)
+    }
+
+    /// The state of the peer's `channel`, made on first use; `None` if the peer already uses
+    /// as many channels as it may.
+    pub fn inbound(&mut self, channel: Channel) -> Option<&mut InChannel> {
         let max = self.decoder.max_frame_size();
-        let decoders = &mut self.decoders.get_or_insert_with(Box::default).0;
-        let at = match decoders.iter().position(|(c, _)| *c == channel) {
+        let inbound = &mut self.channels.get_or_insert_with(Box::default).inbound;
+        let at = match inbound.iter().position(|c| c.channel == channel) {
             Some(at) => at,
-            None if decoders.len() + 1 < MAX_CHANNELS => {
-                decoders.push((channel, Decoder::new(max)));
-                decoders.len() - 1
+            None if inbound.len() + 1 < MAX_CHANNELS => {
+                inbound.push(InChannel {
+                    channel,
+                    decoder: Decoder::new(max),
+                    paused: 0,
+                });
+                inbound.len() - 1
             }
             None => return None,
         };
-        Some(&mut decoders[at].1)
+        Some(&mut inbound[at])
+    }
+
+    /// Whether the node stopped reading the peer's `channel` (an inbox it feeds is full).
+    pub fn is_paused(&self, channel: Channel) -> bool {
+        self.channels.as_ref().is_some_and(|c| {
+            c.inbound
+                .iter()
+                .any(|i| i.channel == channel && i.paused > 0)
+        })
+    }
+
+    /// Whether the transport reported our side of `channel` blocked.
+    pub fn is_blocked(&self, channel: Channel) -> bool {
+        self.channels
+            .as_ref()
+            .is_some_and(|c| c.blocked.contains(&channel))
     }
 
     /// Whether the node opened this link on its own, so closes it once unused.
@@ -220,9 +247,23 @@ pub(super) struct Outbox {
     rest: Option<Box<Queued>>,
 }
 
-/// Decoders of a link's channels other than the control channel.
+/// A link's channels other than the control channel.
 #[derive(Default)]
-pub(super) struct Decoders(pub Vec<(Channel, Decoder)>);
+pub(super) struct Channels {
+    /// The peer's channels, in the order it first sent on them.
+    pub inbound: Vec<InChannel>,
+    /// Our channels whose transport stream has more waiting than `Config::channel_backlog`.
+    pub blocked: Vec<Channel>,
+}
+
+/// One of the peer's channels.
+pub(super) struct InChannel {
+    pub channel: Channel,
+    pub decoder: Decoder,
+    /// How many full inboxes hold this channel paused: while any does, its frames stay in the
+    /// decoder and the transport stops reading it (see `Node::is_paused`).
+    pub paused: u16,
+}
 
 /// Frames queued on channels other than an outbox's first.
 #[derive(Default)]

@@ -84,6 +84,10 @@ pub(crate) struct Core {
     pub(super) asks: VecDeque<(ProtocolId, ProtocolId, Ticket, Ask)>,
     pub(super) answers: VecDeque<(ProtocolId, Ticket, Answer)>,
     pub(super) next_ticket: u64,
+    /// The application's inboxes (see [`flow`](super::flow)).
+    pub(super) inboxes: super::flow::Inboxes,
+    /// Paused channels that flow again, for the transport to read.
+    pub(super) resumed: VecDeque<(LinkId, Channel)>,
 }
 
 impl fmt::Debug for Core {
@@ -136,6 +140,8 @@ impl Core {
             asks: VecDeque::new(),
             answers: VecDeque::new(),
             next_ticket: 1,
+            inboxes: Default::default(),
+            resumed: VecDeque::new(),
         }
     }
 
@@ -242,7 +248,10 @@ impl Core {
     pub fn peer_on(&self, link: LinkId) -> Option<Peer> {
         let l = self.links.get(link)?;
         match l.state {
-            LinkState::Established(_) => Some(Peer { id: l.remote? }),
+            LinkState::Established(_) => Some(Peer {
+                id: l.remote?,
+                link,
+            }),
             _ => None,
         }
     }

@@ -36,6 +36,7 @@
 //! Same seed, same identity, same config and the same inputs give the same outputs, bit for bit.
 
 mod dial;
+pub(crate) mod flow;
 mod handshake;
 pub mod layout;
 mod link;
@@ -61,13 +62,15 @@ use crate::wire::{
 };
 
 use self::link_core::Core;
+pub use flow::PAUSED_SLACK;
 pub use layout::Prefetch;
 use registry::{index_of, Incoming, Mask, Pick, Subsystems};
 pub use stats::{RefusalCounts, Stats};
 use subsystem::{Cx, Init};
 pub use types::{
-    ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, PeerInfo, PingError,
-    PingId, Transmit,
+    ConnectFailure, Data, Direction, DownReason, Event, InboxError, InboxId, LinkError, LinkId,
+    LinkInfo, Overflow, PeerInfo, PingError, PingId, SendError, Transmit, MAX_INBOXES,
+    MAX_INBOX_CAPACITY,
 };
 
 /// A Macula node's protocol state. See the [module documentation](self) for the contract.
@@ -269,6 +272,90 @@ impl Node {
         r
     }
 
+    // ---------------------------------------------------------------- the data path
+
+    /// Opens an inbox: a queue of at most `capacity` data items for one consumer, which a
+    /// subsystem fills (an echo inbox, later a subscription or a served procedure) and the
+    /// application empties with [`Node::take_data`]. `overflow` says what happens when it is
+    /// full; see [`Overflow`].
+    ///
+    /// # Errors
+    /// [`InboxError`] for a capacity out of range or too many open inboxes.
+    pub fn open_inbox(
+        &mut self,
+        capacity: usize,
+        overflow: Overflow,
+    ) -> Result<InboxId, InboxError> {
+        self.core.open_inbox(capacity, overflow)
+    }
+
+    /// Closes an inbox, dropping what it holds; channels it paused flow again. Returns whether
+    /// it was open.
+    pub fn close_inbox(&mut self, inbox: InboxId, now: Instant) -> bool {
+        self.core.advance(now);
+        let before = self.core.resumed.len();
+        let was = self.core.close_inbox(inbox);
+        self.read_resumed(before);
+        self.settle();
+        was
+    }
+
+    /// The next item of `inbox`. Taking from a blocking inbox that was full lets the channels
+    /// it paused flow again once it is half empty: frames they hold are read at once, and
+    /// [`Node::poll_resumed`] tells the transport to read them again.
+    pub fn take_data(&mut self, inbox: InboxId, now: Instant) -> Option<Data> {
+        self.core.advance(now);
+        let before = self.core.resumed.len();
+        let data = self.core.take_data(inbox);
+        if self.core.resumed.len() > before {
+            self.read_resumed(before);
+            self.settle();
+        }
+        data
+    }
+
+    /// Gauge: items waiting in `inbox` (`None`: not open).
+    pub fn inbox_len(&self, inbox: InboxId) -> Option<usize> {
+        self.core.inbox_len(inbox)
+    }
+
+    /// The next inbox that went from empty to holding data (each is named once until emptied).
+    #[must_use]
+    pub fn poll_ready(&mut self) -> Option<InboxId> {
+        self.core.poll_ready()
+    }
+
+    /// The next paused channel that flows again: the transport reads it once more.
+    #[must_use]
+    pub fn poll_resumed(&mut self) -> Option<(LinkId, Channel)> {
+        self.core.poll_resumed()
+    }
+
+    /// Whether the node stopped reading `channel` of `link` because an inbox it feeds is full.
+    /// The transport must not hand that channel's bytes to [`Node::handle_link_data`] until
+    /// [`Node::poll_resumed`] names it (QUIC then holds them in the stream, and the peer's flow
+    /// control holds back its sender). The node keeps at most one read of
+    /// [`PAUSED_SLACK`] bytes beyond a whole frame, and closes a link whose transport hands it
+    /// more.
+    pub fn is_paused(&self, link: LinkId, channel: Channel) -> bool {
+        self.core.is_paused(link, channel)
+    }
+
+    /// The transport reports whether the bytes waiting to be written on `channel` of `link`
+    /// are above `Config::channel_backlog` (`blocked`), or back under half of it. While
+    /// blocked, data sends on that channel answer [`SendError::Full`]; when it clears, the
+    /// application hears [`Event::Writable`].
+    pub fn handle_link_blocked(
+        &mut self,
+        link: LinkId,
+        channel: Channel,
+        blocked: bool,
+        now: Instant,
+    ) {
+        self.core.advance(now);
+        self.core.set_blocked(link, channel, blocked);
+    }
+
     // ---------------------------------------------------------------- (B) inputs
 
     /// The transport established an outbound link asked for by [`Transmit::Open`].
@@ -402,25 +489,41 @@ impl Node {
             return;
         };
         let held: alloc::vec::Vec<Channel> = state
-            .decoders
+            .channels
             .iter()
-            .flat_map(|d| d.0.iter())
-            .filter(|(_, d)| d.buffered() > 0)
-            .map(|(c, _)| *c)
+            .flat_map(|c| c.inbound.iter())
+            .filter(|c| c.decoder.buffered() > 0)
+            .map(|c| c.channel)
             .collect();
         for channel in held {
             self.read_frames(link, channel, &[]);
         }
     }
 
+    /// Reads the frames the channels that flow again (from index `from` of the resumed queue)
+    /// kept while they were paused.
+    fn read_resumed(&mut self, from: usize) {
+        let resumed: alloc::vec::Vec<(LinkId, Channel)> =
+            self.core.resumed.iter().skip(from).copied().collect();
+        for (link, channel) in resumed {
+            self.read_frames(link, channel, &[]);
+        }
+    }
+
     /// Reads the frames in `input` off `channel` of `link`, handing each to the control
-    /// protocol or its subsystem.
+    /// protocol or its subsystem. A channel paused meanwhile keeps the rest.
     fn read_frames(&mut self, link: LinkId, channel: Channel, mut input: &[u8]) {
         loop {
             let Node { core, subsystems } = self;
             let Some(state) = core.links.get_mut(link) else {
                 return;
             };
+            if channel != Channel::CONTROL && state.is_paused(channel) {
+                if !input.is_empty() {
+                    core.keep_paused(link, channel, input);
+                }
+                return;
+            }
             let Some(decoder) = state.decoder(channel) else {
                 core.violation(link, CloseCode::ProtocolViolation);
                 return;

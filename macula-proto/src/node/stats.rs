@@ -112,4 +112,16 @@ pub struct Stats {
     pub frames_skipped: u64,
     /// Links closed because a frame named a message kind its protocol does not have.
     pub unknown_kinds: u64,
+    /// Data items queued in an inbox for the application.
+    pub data_delivered: u64,
+    /// Data items an inbox with the `DropNewest` policy dropped because it was full (each
+    /// inbox tells with `Event::DataDropped`).
+    pub data_dropped: u64,
+    /// Times a full inbox paused the channel its data came on.
+    pub channels_paused: u64,
+    /// Times the transport reported one of this node's channels blocked (more than
+    /// `channel_backlog` waiting), so data sends on it were held back.
+    pub channels_blocked: u64,
+    /// Data sends refused with `SendError::Full`.
+    pub sends_held_back: u64,
 }

@@ -18,8 +18,9 @@
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
+use super::flow::Delivered;
 use super::link_core::Core;
-use super::{Event, LinkId};
+use super::{Data, Event, InboxId, LinkId, SendError};
 use crate::config::Config;
 use crate::id::{Identity, NodeId};
 use crate::time::Instant;
@@ -38,6 +39,8 @@ pub(crate) struct Init<'a> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Peer {
     pub id: NodeId,
+    /// The link it came over (where a full inbox pauses reading; see [`Cx::deliver`]).
+    pub link: LinkId,
 }
 
 /// Something that happened to a peer, as far as one protocol is concerned.
@@ -177,6 +180,32 @@ impl<'a> Cx<'a> {
             "a subsystem sends its own messages"
         );
         self.core.send_to(to, addr, message);
+    }
+
+    /// Sends data (a message, a call, stream bytes: what a consumer waits for, as opposed to
+    /// control and discovery) to `to`, dialing `addr` like [`Cx::send`]. Refused with
+    /// [`SendError::Full`] while the channel to `to` has more than `Config::channel_backlog`
+    /// waiting in the transport (the receiver is not reading): the caller holds it back and
+    /// tries again after [`Event::Writable`].
+    pub fn send_data<M: Message>(
+        &mut self,
+        to: NodeId,
+        addr: Option<SocketAddr>,
+        message: &M,
+    ) -> Result<(), SendError> {
+        debug_assert_eq!(
+            M::PROTOCOL,
+            self.protocol,
+            "a subsystem sends its own messages"
+        );
+        self.core.send_data_to(to, addr, message)
+    }
+
+    /// Hands `data`, which came in a message from `from`, to the application's inbox `inbox`,
+    /// under the inbox's overflow policy (see [`flow`](super::flow)).
+    pub fn deliver(&mut self, inbox: InboxId, from: Peer, data: Data) -> Delivered {
+        self.core
+            .deliver(inbox, from, self.protocol.channel(), data)
     }
 
     /// Sends `message` to `to` if a link to it is up (an answer, which is not worth a dial).

@@ -13,7 +13,7 @@ use crate::config::Roles;
 use crate::dht::DhtEvent;
 use crate::id::NodeId;
 use crate::time::{Duration, Instant};
-use crate::wire::{Channel, CloseCode, ProtocolOffer, RefuseReason};
+use crate::wire::{Channel, CloseCode, ProtocolId, ProtocolOffer, RefuseReason};
 
 /// Identifies one link (one transport connection) for the node's whole life; never reused.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -266,10 +266,106 @@ pub enum Event {
     },
     /// A DHT operation (started with one of the `dht_*` commands) finished.
     Dht(DhtEvent),
+    /// Data sends to `peer` on `protocol` may go on: the transport took enough of what waited
+    /// on that channel (see [`SendError::Full`]).
+    Writable {
+        /// The peer.
+        peer: NodeId,
+        /// The protocol whose channel drained.
+        protocol: ProtocolId,
+    },
+    /// An inbox whose overflow policy is [`Overflow::DropNewest`] was full and dropped data:
+    /// told once when dropping starts (and again after it next drains), with the inbox's total.
+    DataDropped {
+        /// The inbox.
+        inbox: InboxId,
+        /// Items it has dropped since it was opened.
+        dropped: u64,
+    },
     /// The test-only echo protocol.
     #[cfg(feature = "test-protocols")]
     Echo(crate::echo::EchoEvent),
 }
+
+/// Names one inbox: a bounded queue of data (messages, calls, stream bytes) for one consumer.
+/// See [`Node::take_data`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct InboxId(pub u32);
+
+/// What an inbox does when data arrives and it is full.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Stop reading the channel the data came on until the consumer has taken half of what
+    /// the inbox holds; the sender's transport fills and its data sends are held back with
+    /// [`SendError::Full`]. Nothing is dropped. The default.
+    #[default]
+    Block,
+    /// Drop what arrives while the inbox is full, count it, and tell the application with
+    /// [`Event::DataDropped`]. The channel keeps flowing.
+    DropNewest,
+}
+
+/// Data for the application, taken from an inbox with [`Node::take_data`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Data {
+    /// The test-only echo protocol's bulk bytes.
+    #[cfg(feature = "test-protocols")]
+    Echo(crate::echo::EchoData),
+}
+
+/// Why a data send was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// More than [`Config::channel_backlog`] waits for the transport on that peer's channel
+    /// (or the frames held for its dial are at their bound): send again after
+    /// [`Event::Writable`] for the peer and protocol (or [`Event::PeerUp`] for a dial).
+    Full,
+    /// There is no link to the peer and no address to dial.
+    NotConnected,
+    /// The peer does not speak the protocol.
+    NotSpoken,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Full => "the channel to that peer is full; wait until it drains",
+            SendError::NotConnected => "not connected to that peer and no address to dial",
+            SendError::NotSpoken => "the peer does not speak that protocol",
+        })
+    }
+}
+
+/// Why an inbox could not be opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InboxError {
+    /// A capacity of zero, or above [`MAX_INBOX_CAPACITY`].
+    Capacity(usize),
+    /// The node already has [`MAX_INBOXES`] open.
+    TooMany,
+}
+
+impl fmt::Display for InboxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InboxError::Capacity(n) => write!(
+                f,
+                "an inbox holds between 1 and {MAX_INBOX_CAPACITY} items, not {n}"
+            ),
+            InboxError::TooMany => write!(f, "at most {MAX_INBOXES} inboxes may be open at once"),
+        }
+    }
+}
+
+/// Most items one inbox may be made to hold.
+pub const MAX_INBOX_CAPACITY: usize = 65_536;
+
+/// Most inboxes a node keeps open at once.
+pub const MAX_INBOXES: usize = 4_096;
 
 /// A peer in the peer table.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -612,6 +612,9 @@ impl Endpoint {
         let now = self.now;
         let std_now = self.std_instant(now);
         loop {
+            while let Some((link, channel)) = self.node.poll_resumed() {
+                self.resume(link, channel, now);
+            }
             while let Some(t) = self.node.poll_transmit() {
                 self.carry_out(t, now, std_now);
             }
@@ -827,38 +830,72 @@ impl Endpoint {
         }
     }
 
-    /// Hands what stream `id` holds to the node, on its channel.
+    /// Hands what stream `id` holds to the node, on its channel, a chunk at a time, until it
+    /// is empty or the node pauses the channel (then QUIC's flow control holds the sender
+    /// back; the node names the channel in `poll_resumed` when it flows again).
     fn read_stream(&mut self, handle: ConnectionHandle, id: StreamId, now: Instant) {
-        let Some(c) = self.conns.get_mut(&handle) else {
-            return;
-        };
-        let Some(link) = c.link else {
-            return;
-        };
-        let read = match c.streams.read(&mut c.conn, id) {
-            Ok(Some(read)) => read,
-            Ok(None) => return,
-            Err(_) => {
+        loop {
+            let Some(c) = self.conns.get_mut(&handle) else {
+                return;
+            };
+            let Some(link) = c.link else {
+                return;
+            };
+            if let Some(channel) = c.streams.channel_of(id) {
+                if self.node.is_paused(link, channel) {
+                    return;
+                }
+            }
+            let read = match c.streams.read(&mut c.conn, id) {
+                Ok(Some(read)) => read,
+                Ok(None) => return,
+                Err(_) => {
+                    self.node
+                        .close_link(link, CloseCode::ProtocolViolation, now);
+                    return;
+                }
+            };
+            let got = !read.chunks.is_empty();
+            if let Some(channel) = read.channel {
+                for bytes in read.chunks {
+                    self.node.handle_link_data(link, channel, &bytes, now);
+                }
+            }
+            if read.finished {
+                // A peer that ends one of its streams ends the link.
                 self.node
                     .close_link(link, CloseCode::ProtocolViolation, now);
                 return;
             }
-        };
-        if let Some(channel) = read.channel {
-            for bytes in read.chunks {
-                self.node.handle_link_data(link, channel, &bytes, now);
+            if !got {
+                return;
             }
-        }
-        if read.finished {
-            // A peer that ends one of its streams ends the link.
-            self.node
-                .close_link(link, CloseCode::ProtocolViolation, now);
+            // Reading gave the peer flow-control credit: let the connection send it.
+            self.active.insert(handle);
         }
     }
 
-    /// Writes what the link's streams will take of its pending bytes.
+    /// Reads a channel the node paused and now lets flow again.
+    fn resume(&mut self, link: LinkId, channel: Channel, now: Instant) {
+        let Some(&handle) = self.links.get(&link) else {
+            return;
+        };
+        let Some(id) = self
+            .conns
+            .get(&handle)
+            .and_then(|c| c.streams.inbound_stream(channel))
+        else {
+            return;
+        };
+        self.read_stream(handle, id, now);
+        self.active.insert(handle);
+    }
+
+    /// Writes what the link's streams will take of its pending bytes, and tells the node which
+    /// channels have more waiting than `channel_backlog` (or no longer do).
     fn flush_pending(&mut self, handle: ConnectionHandle, now: Instant) {
         let max = self.node.config().max_link_send_buffer;
+        let backlog = self.node.config().channel_backlog;
         let Some(c) = self.conns.get_mut(&handle) else {
             return;
         };
@@ -871,11 +908,16 @@ impl Endpoint {
             }
             return;
         }
-        if c.streams.pending() > max {
-            if let Some(link) = c.link {
-                c.streams.clear();
-                self.node.close_link(link, CloseCode::SendBufferFull, now);
-            }
+        let Some(link) = c.link else {
+            return;
+        };
+        if c.streams.largest_pending() > max {
+            c.streams.clear();
+            self.node.close_link(link, CloseCode::SendBufferFull, now);
+            return;
+        }
+        for (channel, blocked) in c.streams.blocked_changes(backlog) {
+            self.node.handle_link_blocked(link, channel, blocked, now);
         }
     }
 

@@ -13,8 +13,9 @@ use quinn_proto::{Connection, Dir, ReadError, StreamId, VarInt, WriteError};
 
 use crate::wire::Channel;
 
-/// Control-stream and channel reads are done in chunks of at most this size.
-const READ_CHUNK: usize = 64 * 1024;
+/// Control-stream and channel reads are done in chunks of at most this size (the node's
+/// `PAUSED_SLACK`: what it keeps when a read lands on a channel it just paused).
+const READ_CHUNK: usize = crate::node::PAUSED_SLACK;
 
 /// Longest channel header: a `u16` in LEB128.
 const MAX_HEADER: usize = 3;
@@ -35,6 +36,8 @@ struct OutStream {
     id: Option<StreamId>,
     /// For a channel stream not yet opened, the header is the start of this.
     pending: Vec<u8>,
+    /// Whether the node was told this channel is blocked (more than its backlog pending).
+    blocked: bool,
 }
 
 /// One of the peer's channel streams.
@@ -72,6 +75,7 @@ impl Streams {
                     channel,
                     id: None,
                     pending,
+                    blocked: false,
                 });
                 self.out.len() - 1
             }
@@ -79,9 +83,31 @@ impl Streams {
         self.out[at].pending.extend_from_slice(bytes);
     }
 
-    /// Bytes queued that the streams have not taken yet.
-    pub fn pending(&self) -> usize {
-        self.out.iter().map(|s| s.pending.len()).sum()
+    /// The most bytes queued on one channel that its stream has not taken yet.
+    pub fn largest_pending(&self) -> usize {
+        self.out.iter().map(|s| s.pending.len()).max().unwrap_or(0)
+    }
+
+    /// The channels whose pending bytes crossed `backlog` upwards (`true`) or fell back to
+    /// half of it (`false`) since the last call: what the node hears through
+    /// `Node::handle_link_blocked`. The control channel is never held back.
+    pub fn blocked_changes(&mut self, backlog: usize) -> Vec<(Channel, bool)> {
+        let mut changes = Vec::new();
+        for s in &mut self.out {
+            if s.channel == Channel::CONTROL {
+                continue;
+            }
+            let now_blocked = if s.blocked {
+                s.pending.len() > backlog / 2
+            } else {
+                s.pending.len() > backlog
+            };
+            if now_blocked != s.blocked {
+                s.blocked = now_blocked;
+                changes.push((s.channel, now_blocked));
+            }
+        }
+        changes
     }
 
     /// Drops every byte not yet taken.
@@ -170,7 +196,31 @@ impl Streams {
             .collect()
     }
 
-    /// Reads what stream `id` holds.
+    /// The peer's stream that carries `channel`, if it opened one.
+    pub fn inbound_stream(&self, channel: Channel) -> Option<StreamId> {
+        if channel == Channel::CONTROL {
+            return self.control;
+        }
+        self.inbound
+            .iter()
+            .find(|s| s.channel == Some(channel))
+            .map(|s| s.id)
+    }
+
+    /// The channel stream `id` carries, once known.
+    pub fn channel_of(&self, id: StreamId) -> Option<Channel> {
+        if self.control == Some(id) {
+            return Some(Channel::CONTROL);
+        }
+        self.inbound
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.channel)
+    }
+
+    /// Reads one chunk (at most [`READ_CHUNK`] bytes) of what stream `id` holds: reading
+    /// chunk by chunk lets the caller stop when the node pauses the channel, leaving the rest
+    /// to QUIC's flow control.
     ///
     /// # Errors
     /// [`Broken`] for a malformed channel header, or a channel the peer already sends on.
@@ -186,15 +236,10 @@ impl Streams {
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut finished = false;
         if let Ok(mut reader) = conn.recv_stream(id).read(true) {
-            loop {
-                match reader.next(READ_CHUNK) {
-                    Ok(Some(chunk)) => chunks.push(chunk.bytes),
-                    Ok(None) | Err(ReadError::Reset(_)) => {
-                        finished = true;
-                        break;
-                    }
-                    Err(ReadError::Blocked) => break,
-                }
+            match reader.next(READ_CHUNK) {
+                Ok(Some(chunk)) => chunks.push(chunk.bytes),
+                Ok(None) | Err(ReadError::Reset(_)) => finished = true,
+                Err(ReadError::Blocked) => {}
             }
             let _ = reader.finalize();
         }

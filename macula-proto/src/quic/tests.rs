@@ -218,6 +218,8 @@ fn spoofed_initials_cannot_fill_the_listener() {
 fn a_peer_that_does_not_read_is_dropped_at_the_send_buffer_limit() {
     let mut sender = config("q.x");
     sender.max_link_send_buffer = 64 * 1024;
+    sender.max_frame_size = 32 * 1024;
+    sender.channel_backlog = 16 * 1024;
     let mut m = Mesh::new(vec![sender, config("q.x")]);
     m.eps[0].connect(addr(1), None, m.now);
     m.drain(0);

@@ -66,6 +66,12 @@ pub struct Channel(pub u16);
 impl Channel {
     /// The control channel: the handshake and keep-alives.
     pub const CONTROL: Channel = Channel(0);
+
+    /// The protocol whose frames travel on this channel; `None` for the control channel and
+    /// for channels that will carry application byte streams.
+    pub fn protocol(self) -> Option<ProtocolId> {
+        (self != Channel::CONTROL).then_some(ProtocolId(self.0))
+    }
 }
 
 /// A 256-bit DHT key. Record keys are derived from the realm, a kind and a name
