@@ -1,60 +1,310 @@
-//! The task that drives one endpoint: socket, timer, commands.
+//! The task that drives one endpoint: socket, timer, commands, and the data path to consumers.
+//!
+//! Every operation takes one path. A [`Mesh`](crate::Mesh) method sends a [`Command::Run`]: a
+//! closure that starts the operation on the endpoint and, if its result comes later, files a
+//! [`Waiter`] under the operation's [`OpKey`] with an optional deadline. The driver keeps one
+//! map of waiters and one deadline order; each event the core emits is matched to the waiters
+//! of its key, and each deadline that passes fails its waiter. A waiter may stay for many
+//! events (a send held back until its channel drains). Data never goes through events: each
+//! inbox the core fills has a [`Consumer`] here, a bounded channel to the application, and the
+//! core's inbox is emptied into it only as fast as the application reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
-use macula_proto::dht::{Contact, DhtEvent, OpId};
+use macula_proto::dht::OpId;
 use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::{
-    Config, ConnectFailure, Duration, Event, Identity, Instant, LinkId, Node, NodeId, PeerInfo,
-    PingError, PingId,
+    Config, Data, Event, Identity, InboxId, Instant, LinkId, NodeId, PingId, ProtocolId,
 };
+
+use crate::mesh::MeshError;
+use crate::runtime::{Runtime, UdpSocket};
+use futures_lite::future::race;
 
 /// Where a request's answer goes: a one-slot channel, which works on every runtime.
 pub(crate) type Reply<T> = async_channel::Sender<T>;
 
-use crate::mesh::{MeshError, MeshStats};
-use crate::runtime::{Runtime, UdpSocket};
-use futures_lite::future::race;
+/// Starts an operation on the endpoint (see the [module documentation](self)).
+pub(crate) type Start = Box<dyn FnOnce(&mut Ctx<'_>) + Send>;
 
 /// Requests from [`Mesh`](crate::Mesh) handles to the task.
 pub(crate) enum Command {
-    Connect {
-        addr: SocketAddr,
-        expected: Option<NodeId>,
-        reply: Reply<Result<NodeId, MeshError>>,
-    },
-    Ping {
+    /// Runs an operation.
+    Run(Start),
+    /// Leaves the mesh; answers once the closes are sent.
+    Close(Reply<()>),
+}
+
+/// Names an operation whose result is awaited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum OpKey {
+    /// A connect, by the link it dials.
+    Link(LinkId),
+    /// An application ping.
+    Ping(PingId),
+    /// A DHT operation.
+    Dht(OpId),
+    /// A data send held back until the channel to `peer` drains, in the order of `seq`.
+    Send {
         peer: NodeId,
-        reply: Reply<Result<Duration, MeshError>>,
-    },
-    Disconnect {
-        peer: NodeId,
-        reply: Reply<bool>,
-    },
-    Peers {
-        reply: Reply<Vec<PeerInfo>>,
-    },
-    Stats {
-        reply: Reply<MeshStats>,
-    },
-    /// Starts a DHT operation; its outcome answers.
-    Dht {
-        start: DhtStart,
-        reply: Reply<Result<DhtEvent, MeshError>>,
-    },
-    Contacts {
-        reply: Reply<Vec<Contact>>,
-    },
-    Close {
-        reply: Reply<()>,
+        protocol: ProtocolId,
+        seq: u64,
     },
 }
 
-/// Starts one of the node's `dht_*` commands.
-pub(crate) type DhtStart = Box<dyn FnOnce(&mut Node, Instant) -> OpId + Send>;
+/// Why a waiter is dropped without its result.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Abandon {
+    /// Its deadline passed.
+    Deadline,
+    /// The mesh is closing.
+    Closed,
+}
+
+/// Awaits the result of one operation.
+pub(crate) trait Waiter: Send {
+    /// An event keyed to the operation arrived; returns whether the operation is finished.
+    fn event(&mut self, event: &Event, cx: &mut Ctx<'_>) -> bool;
+    /// The operation ends without its result.
+    fn abandon(self: Box<Self>, why: Abandon);
+}
+
+/// A waiter for one result: `map` picks it out of an event, `timeout` is the error if the
+/// deadline passes first.
+pub(crate) struct Once<T, F> {
+    pub reply: Reply<Result<T, MeshError>>,
+    pub map: F,
+    pub timeout: fn() -> MeshError,
+}
+
+impl<T, F> Waiter for Once<T, F>
+where
+    T: Send,
+    F: FnMut(&Event) -> Option<Result<T, MeshError>> + Send,
+{
+    fn event(&mut self, event: &Event, _: &mut Ctx<'_>) -> bool {
+        match (self.map)(event) {
+            Some(result) => {
+                let _ = self.reply.try_send(result);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn abandon(self: Box<Self>, why: Abandon) {
+        let error = match why {
+            Abandon::Deadline => (self.timeout)(),
+            Abandon::Closed => MeshError::Closed,
+        };
+        let _ = self.reply.try_send(Err(error));
+    }
+}
+
+/// The operations awaiting results, and when each gives up.
+#[derive(Default)]
+pub(crate) struct Ops {
+    waiting: BTreeMap<OpKey, (Option<WallInstant>, Box<dyn Waiter>)>,
+    deadlines: BTreeSet<(WallInstant, OpKey)>,
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
+    next_seq: u64,
+}
+
+/// Most data sends held back at once (each is a caller awaiting its send); more fail with
+/// [`MeshError::Backlogged`].
+pub const MAX_HELD_SENDS: usize = 4096;
+
+impl Ops {
+    fn insert(&mut self, key: OpKey, deadline: Option<WallInstant>, waiter: Box<dyn Waiter>) {
+        if let Some(t) = deadline {
+            self.deadlines.insert((t, key));
+        }
+        if let Some((old, w)) = self.waiting.insert(key, (deadline, waiter)) {
+            // Keys are unique while their operation lives; a reused one ends the old waiter.
+            if let Some(t) = old {
+                self.deadlines.remove(&(t, key));
+            }
+            w.abandon(Abandon::Closed);
+        }
+    }
+
+    fn remove(&mut self, key: &OpKey) -> Option<(Option<WallInstant>, Box<dyn Waiter>)> {
+        let (deadline, waiter) = self.waiting.remove(key)?;
+        if let Some(t) = deadline {
+            self.deadlines.remove(&(t, *key));
+        }
+        Some((deadline, waiter))
+    }
+
+    /// The keys an event may answer, in order.
+    fn keys_for(&self, event: &Event) -> Vec<OpKey> {
+        match *event {
+            Event::PeerUp { link, peer, .. } => {
+                let mut keys = vec![OpKey::Link(link)];
+                keys.extend(self.sends_to(peer, None));
+                keys
+            }
+            Event::ConnectFailed { link, .. } => vec![OpKey::Link(link)],
+            Event::PingResult { id, .. } => vec![OpKey::Ping(id)],
+            Event::Dht(ref outcome) => vec![OpKey::Dht(outcome.op())],
+            Event::PeerDown { peer, .. } => self.sends_to(peer, None),
+            Event::Writable { peer, protocol } => self.sends_to(peer, Some(protocol)),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The held sends to `peer` (on `protocol`, or on any), oldest first.
+    fn sends_to(&self, peer: NodeId, protocol: Option<ProtocolId>) -> Vec<OpKey> {
+        let (lo, hi) = match protocol {
+            Some(p) => (p, p),
+            None => (ProtocolId(0), ProtocolId(u16::MAX)),
+        };
+        let from = OpKey::Send {
+            peer,
+            protocol: lo,
+            seq: 0,
+        };
+        let to = OpKey::Send {
+            peer,
+            protocol: hi,
+            seq: u64::MAX,
+        };
+        self.waiting.range(from..=to).map(|(k, _)| *k).collect()
+    }
+
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
+    fn held_sends(&self) -> usize {
+        self.waiting
+            .range(
+                OpKey::Send {
+                    peer: NodeId([0; 32]),
+                    protocol: ProtocolId(0),
+                    seq: 0,
+                }..,
+            )
+            .count()
+    }
+}
+
+/// An inbox's way to the application: a bounded channel, and a flag the consumer reads to ring
+/// the driver's doorbell when it makes room in a channel the driver found full.
+pub(crate) struct Consumer {
+    pub tx: async_channel::Sender<Data>,
+    pub parked: Arc<AtomicBool>,
+}
+
+/// What a command may use during its call.
+pub(crate) struct Ctx<'a> {
+    pub endpoint: &'a mut Endpoint,
+    pub now: Instant,
+    ops: &'a mut Ops,
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
+    consumers: &'a mut BTreeMap<InboxId, Consumer>,
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
+    doorbell: &'a async_channel::Sender<()>,
+    wall: WallInstant,
+}
+
+impl Ctx<'_> {
+    /// Files `waiter` for the result of operation `key`, failing it after `timeout` if given.
+    pub fn wait(
+        &mut self,
+        key: OpKey,
+        timeout: Option<std::time::Duration>,
+        waiter: impl Waiter + 'static,
+    ) {
+        let deadline = timeout.map(|t| self.wall + t + REQUEST_SLACK);
+        self.ops.insert(key, deadline, Box::new(waiter));
+    }
+
+    /// Sends data with `attempt` (a data send of the node, such as `echo_bulk`), holding it
+    /// back while the channel to `peer` is full: the caller's `reply` is answered once the
+    /// node takes it. Sends to one peer and protocol are taken in the order they were made.
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
+    pub fn send_data(
+        &mut self,
+        peer: NodeId,
+        protocol: ProtocolId,
+        mut attempt: impl FnMut(&mut macula_proto::Node, Instant) -> Result<(), macula_proto::SendError>
+            + Send
+            + 'static,
+        reply: Reply<Result<(), MeshError>>,
+    ) {
+        let queued = !self.ops.sends_to(peer, Some(protocol)).is_empty();
+        if !queued {
+            match self.endpoint.with_node(self.now, &mut attempt) {
+                Err(macula_proto::SendError::Full) => {}
+                result => {
+                    let _ = reply.try_send(result.map_err(MeshError::Send));
+                    return;
+                }
+            }
+        }
+        if self.ops.held_sends() >= MAX_HELD_SENDS {
+            let _ = reply.try_send(Err(MeshError::Backlogged));
+            return;
+        }
+        self.ops.next_seq += 1;
+        let key = OpKey::Send {
+            peer,
+            protocol,
+            seq: self.ops.next_seq,
+        };
+        let waiter = HeldSend {
+            attempt: Box::new(attempt),
+            reply,
+        };
+        self.ops.insert(key, None, Box::new(waiter));
+    }
+
+    /// Opens the way from `inbox` to the application: a channel of `capacity` items.
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
+    pub fn consume(&mut self, inbox: InboxId, capacity: usize) -> crate::Inbox {
+        let (tx, rx) = async_channel::bounded(capacity.max(1));
+        let parked = Arc::new(AtomicBool::new(false));
+        self.consumers.insert(
+            inbox,
+            Consumer {
+                tx,
+                parked: parked.clone(),
+            },
+        );
+        crate::mesh::Inbox::new(rx, parked, self.doorbell.clone())
+    }
+}
+
+#[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
+type Attempt =
+    Box<dyn FnMut(&mut macula_proto::Node, Instant) -> Result<(), macula_proto::SendError> + Send>;
+
+/// A data send held back until its channel drains.
+#[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
+struct HeldSend {
+    attempt: Attempt,
+    reply: Reply<Result<(), MeshError>>,
+}
+
+impl Waiter for HeldSend {
+    fn event(&mut self, _: &Event, cx: &mut Ctx<'_>) -> bool {
+        match cx.endpoint.with_node(cx.now, &mut self.attempt) {
+            Err(macula_proto::SendError::Full) => false,
+            result => {
+                let _ = self.reply.try_send(result.map_err(MeshError::Send));
+                true
+            }
+        }
+    }
+
+    fn abandon(self: Box<Self>, _: Abandon) {
+        let _ = self.reply.try_send(Err(MeshError::Closed));
+    }
+}
+
+// Data sends and inboxes: only the test-only echo protocol uses them until pub/sub.
 
 /// Commands waiting in the channel before senders wait; bounds memory under a burst.
 const COMMAND_QUEUE: usize = 256;
@@ -62,6 +312,9 @@ const COMMAND_QUEUE: usize = 256;
 const RECV_BUF: usize = 65_536;
 /// Longest a graceful close waits for connections to drain.
 const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// Slack past the core's own timeouts before a request is failed by the driver (the core
+/// answers every operation within its own timeout; this is a backstop).
+const REQUEST_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) fn spawn<R: Runtime>(
     socket: R::Socket,
@@ -75,43 +328,23 @@ pub(crate) fn spawn<R: Runtime>(
     let mut endpoint = Endpoint::new(config, Instant::ZERO)?;
     endpoint.set_max_datagrams(socket.max_gso_segments());
     let (tx, rx) = async_channel::bounded(COMMAND_QUEUE);
+    let (doorbell, ringing) = async_channel::bounded(1);
     let driver = Driver::<R> {
         socket: Arc::new(socket),
         endpoint,
         epoch,
         commands: rx,
         events,
-        connects: BTreeMap::new(),
-        pings: BTreeMap::new(),
-        dht_ops: BTreeMap::new(),
+        ops: Ops::default(),
+        consumers: BTreeMap::new(),
+        parked: BTreeSet::new(),
+        doorbell,
+        ringing,
         closing: None,
     };
     R::spawn(driver.run());
     Ok(tx)
 }
-
-/// A `connect` awaiting its outcome. The core always answers within its handshake timeout; the
-/// deadline is a backstop in case the answering event was dropped from a full queue.
-struct PendingConnect {
-    addr: SocketAddr,
-    deadline: WallInstant,
-    reply: Reply<Result<NodeId, MeshError>>,
-}
-
-/// A `ping` awaiting its pong, with the same kind of backstop.
-struct PendingPing {
-    deadline: WallInstant,
-    reply: Reply<Result<Duration, MeshError>>,
-}
-
-/// A DHT operation awaiting its outcome, with the same kind of backstop.
-struct PendingDht {
-    deadline: WallInstant,
-    reply: Reply<Result<DhtEvent, MeshError>>,
-}
-
-/// Slack past the core's own timeouts before a request is failed by the driver.
-const REQUEST_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct Driver<R: Runtime> {
     socket: Arc<R::Socket>,
@@ -119,9 +352,12 @@ struct Driver<R: Runtime> {
     epoch: WallInstant,
     commands: async_channel::Receiver<Command>,
     events: async_broadcast::Sender<Event>,
-    connects: BTreeMap<LinkId, PendingConnect>,
-    pings: BTreeMap<PingId, PendingPing>,
-    dht_ops: BTreeMap<OpId, PendingDht>,
+    ops: Ops,
+    consumers: BTreeMap<InboxId, Consumer>,
+    /// Inboxes whose consumer's channel was full when the driver last fed it.
+    parked: BTreeSet<InboxId>,
+    doorbell: async_channel::Sender<()>,
+    ringing: async_channel::Receiver<()>,
     /// Set once closing: when to give up waiting, and who to tell.
     closing: Option<(WallInstant, Vec<Reply<()>>)>,
 }
@@ -131,6 +367,7 @@ enum Wake {
     Datagram(std::io::Result<crate::udp::Received>),
     Timer,
     Command(Option<Command>),
+    Doorbell,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -145,13 +382,7 @@ impl<R: Runtime> Driver<R> {
             .poll_timeout()
             .map(|t| self.epoch + std::time::Duration::from_micros(t.as_micros()));
         let linger = self.closing.as_ref().map(|(t, _)| *t);
-        let requests = self
-            .connects
-            .values()
-            .map(|c| c.deadline)
-            .chain(self.pings.values().map(|p| p.deadline))
-            .chain(self.dht_ops.values().map(|d| d.deadline))
-            .min();
+        let requests = self.ops.deadlines.first().map(|(t, _)| *t);
         [core, linger, requests].into_iter().flatten().min()
     }
 
@@ -171,6 +402,7 @@ impl<R: Runtime> Driver<R> {
             let socket = self.socket.clone();
             let closing = self.closing.is_some();
             let commands = &self.commands;
+            let ringing = &self.ringing;
             let recv = async { Wake::Datagram(socket.recv(&mut buf).await) };
             let timer = async {
                 match deadline {
@@ -186,9 +418,13 @@ impl<R: Runtime> Driver<R> {
                     Wake::Command(commands.recv().await.ok())
                 }
             };
+            let doorbell = async {
+                let _ = ringing.recv().await;
+                Wake::Doorbell
+            };
             // `race` picks among ready futures at random, so a datagram flood can't starve
-            // timers or commands.
-            let wake = race(recv, race(timer, command)).await;
+            // timers, commands or consumers.
+            let wake = race(race(recv, doorbell), race(timer, command)).await;
             match wake {
                 Wake::Datagram(Ok(received)) => {
                     let now = self.now();
@@ -205,9 +441,25 @@ impl<R: Runtime> Driver<R> {
                 Wake::Timer => {
                     let now = self.now();
                     self.endpoint.handle_timeout(now);
-                    self.expire_requests();
+                    self.expire();
                 }
-                Wake::Command(Some(command)) => self.command(command),
+                Wake::Doorbell => {
+                    let parked = std::mem::take(&mut self.parked);
+                    let closed = self
+                        .consumers
+                        .iter()
+                        .filter(|(_, c)| c.tx.is_closed())
+                        .map(|(id, _)| *id);
+                    let again: BTreeSet<InboxId> = parked.into_iter().chain(closed).collect();
+                    for inbox in again {
+                        self.feed(inbox);
+                    }
+                }
+                Wake::Command(Some(Command::Run(start))) => {
+                    let mut cx = self.cx();
+                    start(&mut cx);
+                }
+                Wake::Command(Some(Command::Close(reply))) => self.close(reply),
                 // Every handle is gone: stop at once.
                 Wake::Command(None) => return,
             }
@@ -223,178 +475,146 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    /// Sends every queued datagram and dispatches every queued event.
+    fn cx(&mut self) -> Ctx<'_> {
+        let now = self.now();
+        Ctx {
+            endpoint: &mut self.endpoint,
+            now,
+            ops: &mut self.ops,
+            consumers: &mut self.consumers,
+            doorbell: &self.doorbell,
+            wall: R::now(),
+        }
+    }
+
+    /// Sends every queued datagram, dispatches every queued event, and feeds consumers.
     async fn flush(&mut self) {
-        while let Some(d) = self.endpoint.poll_transmit() {
-            if let Err(err) = self.socket.send(&d).await {
-                tracing::debug!(%err, to = %d.destination, "udp send failed");
+        loop {
+            while let Some(d) = self.endpoint.poll_transmit() {
+                if let Err(err) = self.socket.send(&d).await {
+                    tracing::debug!(%err, to = %d.destination, "udp send failed");
+                }
+            }
+            let mut quiet = true;
+            while let Some(event) = self.endpoint.poll_event() {
+                quiet = false;
+                // Publish before answering a request: whoever subscribes after their `connect`
+                // returned must not see the event that answered it.
+                // No subscribers is fine: events are for whoever listens.
+                let _ = self.events.try_broadcast(event.clone());
+                self.dispatch(&event);
+            }
+            let now = self.now();
+            while let Some(inbox) = self.endpoint.with_node(now, |n, _| n.poll_ready()) {
+                quiet = false;
+                self.feed(inbox);
+            }
+            // Answering a waiter or feeding a consumer may have given the endpoint work.
+            if quiet {
+                return;
             }
         }
-        while let Some(event) = self.endpoint.poll_event() {
-            // Publish before answering a request: whoever subscribes after their `connect`
-            // returned must not see the event that answered it.
-            // No subscribers is fine: events are for whoever listens.
-            let _ = self.events.try_broadcast(event.clone());
-            self.dispatch(&event);
-        }
     }
 
-    /// `addr` as this socket must dial it: a socket bound to an IPv6 address reaches IPv4 peers
-    /// through IPv4-mapped addresses, which is also how their replies arrive.
-    fn dialable(&self, addr: SocketAddr) -> SocketAddr {
-        match (addr, self.socket.local_addr()) {
-            (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
-                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
-            }
-            _ => addr,
-        }
-    }
-
-    /// Fails requests whose answer never came (see [`PendingConnect`]).
-    fn expire_requests(&mut self) {
-        let now = R::now();
-        for c in take_where(&mut self.connects, |c| c.deadline <= now) {
-            let _ = c.reply.try_send(Err(MeshError::Connect {
-                addr: c.addr,
-                failure: ConnectFailure::Aborted(macula_proto::CloseCode::HandshakeTimeout),
-            }));
-        }
-        for p in take_where(&mut self.pings, |p| p.deadline <= now) {
-            let _ = p.reply.try_send(Err(MeshError::Ping(PingError::Timeout)));
-        }
-        for d in take_where(&mut self.dht_ops, |d| d.deadline <= now) {
-            let error = macula_proto::dht::DhtError::Timeout;
-            let _ = d.reply.try_send(Err(MeshError::Dht(error)));
-        }
-    }
-
+    /// Hands the waiters of `event`'s keys the event.
     fn dispatch(&mut self, event: &Event) {
         match event {
-            Event::PeerUp {
-                peer, link, addr, ..
-            } => {
-                tracing::info!(peer = %peer, %addr, "peer joined");
-                if let Some(c) = self.connects.remove(link) {
-                    let _ = c.reply.try_send(Ok(*peer));
-                }
-            }
-            Event::ConnectFailed {
-                link,
-                addr,
-                failure,
-            } => {
-                if let Some(PendingConnect { reply, .. }) = self.connects.remove(link) {
-                    let result = match failure {
-                        ConnectFailure::AlreadyConnected(peer) => Ok(*peer),
-                        other => Err(MeshError::Connect {
-                            addr: *addr,
-                            failure: other.clone(),
-                        }),
-                    };
-                    let _ = reply.try_send(result);
-                }
-            }
-            Event::PingResult { id, result, .. } => {
-                if let Some(p) = self.pings.remove(id) {
-                    let _ = p.reply.try_send(result.map_err(MeshError::Ping));
-                }
-            }
+            Event::PeerUp { peer, addr, .. } => tracing::info!(peer = %peer, %addr, "peer joined"),
             Event::PeerDown { peer, reason, .. } => {
                 tracing::info!(peer = %peer, %reason, "peer left");
             }
-            Event::Dht(outcome) => {
-                if let Some(d) = self.dht_ops.remove(&outcome.op()) {
-                    let _ = d.reply.try_send(Ok(outcome.clone()));
+            _ => {}
+        }
+        for key in self.ops.keys_for(event) {
+            let Some((deadline, mut waiter)) = self.ops.remove(&key) else {
+                continue;
+            };
+            let done = waiter.event(event, &mut self.cx());
+            if !done {
+                self.ops.waiting.insert(key, (deadline, waiter));
+                if let Some(t) = deadline {
+                    self.ops.deadlines.insert((t, key));
+                }
+                if matches!(key, OpKey::Send { .. }) {
+                    // Later sends on that channel wait behind this one.
+                    break;
                 }
             }
-            _ => {}
         }
     }
 
-    fn command(&mut self, command: Command) {
+    /// Moves data from `inbox` to its consumer until the consumer's channel is full (then the
+    /// inbox is parked until the consumer reads) or the inbox is empty.
+    fn feed(&mut self, inbox: InboxId) {
         let now = self.now();
-        match command {
-            Command::Connect {
-                addr,
-                expected,
-                reply,
-            } => {
-                let link = self.endpoint.connect(self.dialable(addr), expected, now);
-                let config = self.endpoint.node().config();
-                let deadline =
-                    R::now() + std::time::Duration::from(config.handshake_timeout) + REQUEST_SLACK;
-                self.connects.insert(
-                    link,
-                    PendingConnect {
-                        addr,
-                        deadline,
-                        reply,
-                    },
-                );
-                // A dial that failed synchronously already queued its event; dispatch happens in
-                // the next flush, after the reply slot exists.
+        loop {
+            let Some(consumer) = self.consumers.get(&inbox) else {
+                // Nobody reads it any more.
+                self.endpoint
+                    .with_node(now, |n, now| n.close_inbox(inbox, now));
+                return;
+            };
+            if consumer.tx.is_closed() {
+                self.consumers.remove(&inbox);
+                continue;
             }
-            Command::Ping { peer, reply } => match self.endpoint.ping(&peer, now) {
-                Ok(id) => {
-                    let timeout = self.endpoint.node().config().ping_timeout;
-                    let deadline = R::now() + std::time::Duration::from(timeout) + REQUEST_SLACK;
-                    self.pings.insert(id, PendingPing { deadline, reply });
+            if consumer.tx.is_full() {
+                consumer.parked.store(true, Ordering::SeqCst);
+                // The consumer may have made room before it could see the flag.
+                if consumer.tx.is_full() {
+                    self.parked.insert(inbox);
+                    return;
                 }
-                Err(err) => {
-                    let _ = reply.try_send(Err(MeshError::Ping(err)));
-                }
-            },
-            Command::Disconnect { peer, reply } => {
-                let _ = reply.try_send(self.endpoint.disconnect(&peer, now));
             }
-            Command::Peers { reply } => {
-                let _ = reply.try_send(self.endpoint.node().peers().collect());
+            let Some(data) = self
+                .endpoint
+                .with_node(now, |n, now| n.take_data(inbox, now))
+            else {
+                return;
+            };
+            // The driver is the only sender and the channel had room.
+            if consumer.tx.try_send(data).is_err() {
+                self.consumers.remove(&inbox);
             }
-            Command::Stats { reply } => {
-                let node = self.endpoint.node();
-                let _ = reply.try_send(MeshStats {
-                    node: node.stats(),
-                    quic: self.endpoint.stats(),
-                    dht: node.dht().stats().clone(),
-                });
+        }
+    }
+
+    /// Fails the operations whose deadline passed.
+    fn expire(&mut self) {
+        let now = R::now();
+        while let Some(&(t, key)) = self.ops.deadlines.first() {
+            if t > now {
+                break;
             }
-            Command::Dht { start, reply } => {
-                let op = self.endpoint.with_node(now, start);
-                let timeout = self.endpoint.node().config().dht.lookup_timeout;
-                let deadline = R::now() + std::time::Duration::from(timeout) + REQUEST_SLACK;
-                // A refused operation already queued its event; dispatch comes in the next flush.
-                self.dht_ops.insert(op, PendingDht { deadline, reply });
+            if let Some((_, waiter)) = self.ops.remove(&key) {
+                waiter.abandon(Abandon::Deadline);
             }
-            Command::Contacts { reply } => {
-                let table = self.endpoint.node().dht().table();
-                let _ = reply.try_send(table.iter().copied().collect());
-            }
-            Command::Close { reply } => {
-                self.endpoint.close(now);
-                for (_, c) in std::mem::take(&mut self.connects) {
-                    let _ = c.reply.try_send(Err(MeshError::Connect {
-                        addr: c.addr,
-                        failure: ConnectFailure::Aborted(macula_proto::wire::CloseCode::Goodbye),
-                    }));
-                }
-                for (_, p) in std::mem::take(&mut self.pings) {
-                    let _ = p.reply.try_send(Err(MeshError::Ping(PingError::PeerGone)));
-                }
-                for (_, d) in std::mem::take(&mut self.dht_ops) {
-                    let _ = d.reply.try_send(Err(MeshError::Closed));
-                }
-                self.closing = Some((R::now() + CLOSE_LINGER, vec![reply]));
-            }
+        }
+    }
+
+    fn close(&mut self, reply: Reply<()>) {
+        let now = self.now();
+        self.endpoint.close(now);
+        let waiting = std::mem::take(&mut self.ops.waiting);
+        self.ops.deadlines.clear();
+        for (_, (_, waiter)) in waiting {
+            waiter.abandon(Abandon::Closed);
+        }
+        self.consumers.clear();
+        match &mut self.closing {
+            Some((_, waiters)) => waiters.push(reply),
+            None => self.closing = Some((R::now() + CLOSE_LINGER, vec![reply])),
         }
     }
 }
 
-/// Removes and returns the entries of `map` whose value matches `pred`.
-fn take_where<K: Ord + Copy, V>(map: &mut BTreeMap<K, V>, pred: impl Fn(&V) -> bool) -> Vec<V> {
-    let keys: Vec<K> = map
-        .iter()
-        .filter(|(_, v)| pred(v))
-        .map(|(k, _)| *k)
-        .collect();
-    keys.iter().filter_map(|k| map.remove(k)).collect()
+/// `addr` as a socket bound at `local` must dial it: a socket bound to an IPv6 address reaches
+/// IPv4 peers through IPv4-mapped addresses, which is also how their replies arrive.
+pub(crate) fn dialable(addr: SocketAddr, local: SocketAddr) -> SocketAddr {
+    match (addr, local) {
+        (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
+            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+        }
+        _ => addr,
+    }
 }

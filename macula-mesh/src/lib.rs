@@ -10,11 +10,13 @@
 //! `Mesh<macula_smol::Smol>`. Nodes on different runtimes interoperate: they speak the same
 //! protocol over UDP.
 
+pub mod api;
 mod driver;
 mod mesh;
 mod runtime;
 mod udp;
 
-pub use mesh::{Events, Mesh, MeshConfig, MeshError, MeshStats};
+pub use driver::MAX_HELD_SENDS;
+pub use mesh::{Events, Inbox, Mesh, MeshConfig, MeshError, MeshStats};
 pub use runtime::{Runtime, UdpSocket};
 pub use udp::{Received, UdpSockRef, UdpState};

@@ -4,14 +4,16 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use macula_proto::dht::{Contact, DhtError, DhtEvent, DhtStats, KeyKind, Record};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use macula_proto::dht::{DhtError, DhtStats};
 use macula_proto::quic::{EndpointError, EndpointStats};
 use macula_proto::{
-    Config, ConnectFailure, Duration, Event, Identity, Instant, Node, NodeId, PeerInfo, PingError,
-    Stats,
+    Config, ConnectFailure, Data, Duration, Event, Identity, InboxError, NodeId, PeerInfo,
+    PingError, SendError, Stats,
 };
 
-use crate::driver::{self, Command};
+use crate::driver::{self, Command, Ctx, Once, OpKey, Reply};
 use crate::runtime::{Runtime, UdpSocket};
 
 /// How to start a [`Mesh`].
@@ -81,6 +83,20 @@ pub enum MeshError {
     /// A DHT operation failed.
     #[error("DHT operation failed: {0}")]
     Dht(DhtError),
+    /// A data send was refused.
+    #[error("send failed: {0}")]
+    Send(SendError),
+    /// More data sends are held back than the node keeps waiting
+    /// ([`MAX_HELD_SENDS`](crate::MAX_HELD_SENDS)).
+    #[error("too many sends are held back waiting for their channels to drain")]
+    Backlogged,
+    /// An inbox could not be opened.
+    #[error("could not open an inbox: {0}")]
+    Inbox(InboxError),
+    /// The node did not answer within its own timeout and some slack (a bug in the node,
+    /// reported rather than waited on forever).
+    #[error("no answer from the node in time")]
+    Timeout,
     /// The core answered with an outcome of another kind than the operation's (a bug).
     #[error("unexpected outcome from the core: {0}")]
     Unexpected(String),
@@ -211,12 +227,35 @@ impl<R: Runtime> Mesh<R> {
         addr: SocketAddr,
         expected: Option<NodeId>,
     ) -> Result<NodeId, MeshError> {
-        self.request(|reply| Command::Connect {
-            addr,
-            expected,
-            reply,
+        let local = self.local_addr;
+        self.call(move |cx, reply| {
+            let dial = driver::dialable(addr, local);
+            let link = cx.endpoint.connect(dial, expected, cx.now);
+            let timeout = cx.endpoint.node().config().handshake_timeout;
+            let map = move |event: &Event| match event {
+                Event::PeerUp { peer, .. } => Some(Ok(*peer)),
+                Event::ConnectFailed { failure, .. } => Some(match failure {
+                    ConnectFailure::AlreadyConnected(peer) => Ok(*peer),
+                    other => Err(MeshError::Connect {
+                        addr,
+                        failure: other.clone(),
+                    }),
+                }),
+                _ => None,
+            };
+            // A dial that failed at once queued its event; it is dispatched after this call,
+            // once the waiter is filed.
+            cx.wait(
+                OpKey::Link(link),
+                Some(timeout.into()),
+                Once {
+                    reply,
+                    map,
+                    timeout: || MeshError::Timeout,
+                },
+            );
         })
-        .await?
+        .await
     }
 
     /// Measures a round trip to a connected peer.
@@ -224,7 +263,28 @@ impl<R: Runtime> Mesh<R> {
     /// # Errors
     /// [`MeshError::Ping`] if the peer is not connected, does not answer in time or leaves.
     pub async fn ping(&self, peer: NodeId) -> Result<Duration, MeshError> {
-        self.request(|reply| Command::Ping { peer, reply }).await?
+        self.call(move |cx, reply| match cx.endpoint.ping(&peer, cx.now) {
+            Ok(id) => {
+                let timeout = cx.endpoint.node().config().ping_timeout;
+                let map = |event: &Event| match event {
+                    Event::PingResult { result, .. } => Some(result.map_err(MeshError::Ping)),
+                    _ => None,
+                };
+                cx.wait(
+                    OpKey::Ping(id),
+                    Some(timeout.into()),
+                    Once {
+                        reply,
+                        map,
+                        timeout: || MeshError::Ping(PingError::Timeout),
+                    },
+                );
+            }
+            Err(err) => {
+                let _ = reply.try_send(Err(MeshError::Ping(err)));
+            }
+        })
+        .await
     }
 
     /// Drops a peer with a clean goodbye; returns whether it was connected.
@@ -232,7 +292,7 @@ impl<R: Runtime> Mesh<R> {
     /// # Errors
     /// [`MeshError::Closed`] if the mesh is closed.
     pub async fn disconnect(&self, peer: NodeId) -> Result<bool, MeshError> {
-        self.request(|reply| Command::Disconnect { peer, reply })
+        self.query(move |cx| cx.endpoint.disconnect(&peer, cx.now))
             .await
     }
 
@@ -241,7 +301,7 @@ impl<R: Runtime> Mesh<R> {
     /// # Errors
     /// [`MeshError::Closed`] if the mesh is closed.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, MeshError> {
-        self.request(|reply| Command::Peers { reply }).await
+        self.query(|cx| cx.endpoint.node().peers().collect()).await
     }
 
     /// The node's and the QUIC layer's counters.
@@ -249,110 +309,26 @@ impl<R: Runtime> Mesh<R> {
     /// # Errors
     /// [`MeshError::Closed`] if the mesh is closed.
     pub async fn stats(&self) -> Result<MeshStats, MeshError> {
-        self.request(|reply| Command::Stats { reply }).await
+        self.query(|cx| {
+            let node = cx.endpoint.node();
+            MeshStats {
+                node: node.stats(),
+                quic: cx.endpoint.stats(),
+                dht: node.dht().stats().clone(),
+            }
+        })
+        .await
     }
 
-    /// Finds the nodes closest to `target` (at most `k`, closest first) with their addresses.
-    ///
-    /// # Errors
-    /// [`MeshError::Dht`]: no peers to ask, or the lookup timed out.
-    pub async fn dht_find_node(
-        &self,
-        target: NodeId,
-    ) -> Result<Vec<(NodeId, SocketAddr)>, MeshError> {
-        match self
-            .dht(move |node, now| node.dht_find_node(&target, now))
-            .await?
-        {
-            DhtEvent::NodesFound { closest, .. } => Ok(closest),
-            other => Err(unexpected(other)),
-        }
+    /// The DHT: values and provider records in this node's realm, and node lookups.
+    pub fn dht(&self) -> crate::api::dht::Dht<'_, R> {
+        crate::api::dht::Dht::new(self)
     }
 
-    /// Publishes `value` under `name` in this node's realm, at the nodes closest to its key,
-    /// and keeps republishing it until withdrawn. Returns how many nodes stored it.
-    ///
-    /// # Errors
-    /// [`MeshError::Dht`]: the value is too large, too many records are published, no peers.
-    pub async fn dht_put(&self, name: &[u8], value: Vec<u8>) -> Result<usize, MeshError> {
-        let name = name.to_vec();
-        let outcome = self
-            .dht(move |node, now| node.dht_put(&name, value, now))
-            .await?;
-        stored(outcome)
-    }
-
-    /// The values published under `name` in this node's realm, one per publisher (empty if
-    /// there are none).
-    ///
-    /// # Errors
-    /// [`MeshError::Dht`]: no peers to ask, or the lookup timed out.
-    pub async fn dht_get(&self, name: &[u8]) -> Result<Vec<Record>, MeshError> {
-        let name = name.to_vec();
-        let outcome = self.dht(move |node, now| node.dht_get(&name, now)).await?;
-        records(outcome)
-    }
-
-    /// Announces that this node provides `name`, with `metadata`; republished until withdrawn.
-    /// Returns how many nodes stored the announcement.
-    ///
-    /// # Errors
-    /// As [`Mesh::dht_put`].
-    pub async fn dht_provide(&self, name: &[u8], metadata: Vec<u8>) -> Result<usize, MeshError> {
-        let name = name.to_vec();
-        let outcome = self
-            .dht(move |node, now| node.dht_provide(&name, metadata, now))
-            .await?;
-        stored(outcome)
-    }
-
-    /// The nodes that provide `name`: each record's publisher, addresses and metadata.
-    ///
-    /// # Errors
-    /// As [`Mesh::dht_get`].
-    pub async fn dht_find_providers(&self, name: &[u8]) -> Result<Vec<Record>, MeshError> {
-        let name = name.to_vec();
-        let outcome = self
-            .dht(move |node, now| node.dht_find_providers(&name, now))
-            .await?;
-        records(outcome)
-    }
-
-    /// Withdraws this node's value (or provider record) under `name` and stops republishing
-    /// it. Returns how many nodes confirmed.
-    ///
-    /// # Errors
-    /// As [`Mesh::dht_get`].
-    pub async fn dht_withdraw(&self, kind: KeyKind, name: &[u8]) -> Result<usize, MeshError> {
-        let name = name.to_vec();
-        let outcome = self
-            .dht(move |node, now| node.dht_withdraw(kind, &name, now))
-            .await?;
-        stored(outcome)
-    }
-
-    /// The contacts in the DHT's routing table.
-    ///
-    /// # Errors
-    /// [`MeshError::Closed`] if the mesh is closed.
-    pub async fn dht_contacts(&self) -> Result<Vec<Contact>, MeshError> {
-        self.request(|reply| Command::Contacts { reply }).await
-    }
-
-    async fn dht(
-        &self,
-        start: impl FnOnce(&mut Node, Instant) -> macula_proto::dht::OpId + Send + 'static,
-    ) -> Result<DhtEvent, MeshError> {
-        let outcome = self
-            .request(|reply| Command::Dht {
-                start: Box::new(start),
-                reply,
-            })
-            .await??;
-        match outcome {
-            DhtEvent::Failed { error, .. } => Err(MeshError::Dht(error)),
-            other => Ok(other),
-        }
+    /// The test-only echo protocol (feature `test-protocols`).
+    #[cfg(feature = "test-protocols")]
+    pub fn echo(&self) -> crate::api::echo::Echo<'_, R> {
+        crate::api::echo::Echo::new(self)
     }
 
     /// A subscription to the node's events from now on.
@@ -363,19 +339,87 @@ impl<R: Runtime> Mesh<R> {
     /// Leaves the mesh gracefully: every peer sees a clean goodbye. Waits (at most about two
     /// seconds) until the closes are sent and the connections drained, then stops the task.
     pub async fn close(&self) {
-        let _ = self.request(|reply| Command::Close { reply }).await;
+        let (tx, rx) = async_channel::bounded(1);
+        if self.commands.send(Command::Close(tx)).await.is_ok() {
+            let _ = rx.recv().await;
+        }
     }
 
-    async fn request<T>(
+    /// Runs `start` on the node's task; it answers through the reply it is given, at once or
+    /// through a waiter it files. Every operation of every API module goes through here.
+    pub(crate) async fn call<T: Send + 'static>(
         &self,
-        make: impl FnOnce(driver::Reply<T>) -> Command,
+        start: impl FnOnce(&mut Ctx<'_>, Reply<Result<T, MeshError>>) + Send + 'static,
     ) -> Result<T, MeshError> {
         let (tx, rx) = async_channel::bounded(1);
+        let run: driver::Start = Box::new(move |cx| start(cx, tx));
         self.commands
-            .send(make(tx))
+            .send(Command::Run(run))
             .await
             .map_err(|_| MeshError::Closed)?;
-        rx.recv().await.map_err(|_| MeshError::Closed)
+        rx.recv().await.map_err(|_| MeshError::Closed)?
+    }
+
+    /// Runs `read` on the node's task and returns what it gives.
+    pub(crate) async fn query<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&mut Ctx<'_>) -> T + Send + 'static,
+    ) -> Result<T, MeshError> {
+        self.call(move |cx, reply| {
+            let _ = reply.try_send(Ok(read(cx)));
+        })
+        .await
+    }
+}
+
+/// Data from one of the node's inboxes, in the order it arrived (see
+/// [`Overflow`](macula_proto::Overflow) for what happens when it is not read).
+#[derive(Debug)]
+pub struct Inbox {
+    rx: async_channel::Receiver<Data>,
+    parked: Arc<AtomicBool>,
+    doorbell: async_channel::Sender<()>,
+}
+
+impl Inbox {
+    pub(crate) fn new(
+        rx: async_channel::Receiver<Data>,
+        parked: Arc<AtomicBool>,
+        doorbell: async_channel::Sender<()>,
+    ) -> Self {
+        Inbox {
+            rx,
+            parked,
+            doorbell,
+        }
+    }
+
+    /// The next item; `None` once the node has stopped (or closed the inbox).
+    pub async fn recv(&mut self) -> Option<Data> {
+        let data = self.rx.recv().await.ok()?;
+        if self.parked.swap(false, Ordering::SeqCst) {
+            // The node found this inbox's channel full and waits for room.
+            let _ = self.doorbell.try_send(());
+        }
+        Some(data)
+    }
+
+    /// Items waiting in this handle's channel (the node's inbox may hold more).
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether this handle's channel is empty.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // The node closes the inbox, letting what it paused flow, once it sees nobody reads.
+        self.rx.close();
+        let _ = self.doorbell.try_send(());
     }
 }
 
@@ -395,26 +439,6 @@ impl Events {
             }
         }
     }
-}
-
-fn stored(outcome: DhtEvent) -> Result<usize, MeshError> {
-    match outcome {
-        DhtEvent::Stored { acks, .. } => Ok(acks),
-        other => Err(unexpected(other)),
-    }
-}
-
-fn records(outcome: DhtEvent) -> Result<Vec<Record>, MeshError> {
-    match outcome {
-        DhtEvent::Got { records, .. } => Ok(records),
-        other => Err(unexpected(other)),
-    }
-}
-
-/// An outcome of another kind than the operation's: the core answers each operation with its
-/// own kind or `Failed`, so this is a bug, reported rather than hidden.
-fn unexpected(outcome: DhtEvent) -> MeshError {
-    MeshError::Unexpected(format!("{outcome:?}"))
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], MeshError> {

@@ -36,8 +36,9 @@ pub mod quic;
 pub use config::{ApiKey, Config, ConfigError, Realm, Roles};
 pub use id::{verify_signature, Distance, Fingerprint, Identity, NodeId, ParseIdError, ShortId};
 pub use node::{
-    ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, Node, PeerInfo,
-    PingError, PingId, RefusalCounts, Stats, Transmit,
+    ConnectFailure, Data, Direction, DownReason, Event, InboxError, InboxId, LinkError, LinkId,
+    LinkInfo, Node, Overflow, PeerInfo, PingError, PingId, RefusalCounts, SendError, Stats,
+    Transmit, MAX_INBOXES, MAX_INBOX_CAPACITY,
 };
 pub use rng::Rng;
 pub use time::{Duration, Instant};

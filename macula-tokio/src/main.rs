@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use macula_proto::{ApiKey, Config, Realm};
 use macula_tokio::{Mesh, MeshConfig};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "macula",
@@ -47,7 +49,7 @@ enum Command {
     /// Use the DHT of a running mesh: joins it through `--bootstrap` as a short-lived client.
     Dht {
         #[command(subcommand)]
-        command: DhtCommand,
+        command: cli::dht::DhtCommand,
         /// A node of the mesh to join through (required); repeat for several.
         #[arg(long = "bootstrap", value_name = "ADDR", global = true)]
         bootstraps: Vec<SocketAddr>,
@@ -57,26 +59,6 @@ enum Command {
     /// Start three nodes on loopback in this process, connect them, ping every pair, put a value
     /// in the DHT on one node and get it on the others.
     Demo,
-}
-
-#[derive(Subcommand)]
-enum DhtCommand {
-    /// Store VALUE under KEY at the nodes closest to it; prints `stored_at=<nodes>`. The record
-    /// lives for the record TTL (300 s by default): this client does not stay to republish it.
-    Put {
-        /// The key (a name in the realm).
-        key: String,
-        /// The value (at most 4096 bytes).
-        value: String,
-    },
-    /// Print the values stored under KEY, one `publisher=<id> value=<value>` line each; exits 1
-    /// if there are none.
-    Get {
-        /// The key.
-        key: String,
-    },
-    /// Join, fill the routing table, and print its contacts: `id=<id> addr=<addr>` lines.
-    Peers,
 }
 
 #[derive(clap::Args)]
@@ -220,7 +202,11 @@ fn any_port_like(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-async fn dht(command: DhtCommand, bootstraps: Vec<SocketAddr>, realm: &RealmArgs) -> Result<()> {
+async fn dht(
+    command: cli::dht::DhtCommand,
+    bootstraps: Vec<SocketAddr>,
+    realm: &RealmArgs,
+) -> Result<()> {
     let first = *bootstraps
         .first()
         .context("give a node of the mesh to join through with --bootstrap ADDR")?;
@@ -238,34 +224,7 @@ async fn dht(command: DhtCommand, bootstraps: Vec<SocketAddr>, realm: &RealmArgs
         if joined == 0 {
             bail!("could not join the mesh through any --bootstrap address");
         }
-        match command {
-            DhtCommand::Put { key, value } => {
-                let acks = mesh.dht_put(key.as_bytes(), value.into_bytes()).await?;
-                println!("stored_at={acks}");
-            }
-            DhtCommand::Get { key } => {
-                let records = mesh.dht_get(key.as_bytes()).await?;
-                if records.is_empty() {
-                    bail!("no value is stored under '{key}'");
-                }
-                for r in records {
-                    println!(
-                        "publisher={} value={}",
-                        r.publisher,
-                        String::from_utf8_lossy(&r.value)
-                    );
-                }
-            }
-            DhtCommand::Peers => {
-                // A lookup of our own id fills the table the way joining does.
-                let own = mesh.node_id();
-                mesh.dht_find_node(own).await?;
-                for c in mesh.dht_contacts().await? {
-                    println!("id={} addr={}", c.id, c.addr);
-                }
-            }
-        }
-        anyhow::Ok(())
+        cli::dht::run(&mesh, command).await
     }
     .await;
     mesh.close().await;
@@ -326,10 +285,10 @@ async fn demo() -> Result<()> {
     }
     println!("\nEvery node sees {} peers.", nodes.len() - 1);
     let (key, value) = ("demo/greeting", "hello from node 0");
-    let acks = nodes[0].dht_put(key.as_bytes(), value.into()).await?;
+    let acks = nodes[0].dht().put(key.as_bytes(), value.into()).await?;
     println!("\nDHT: node 0 put '{key}' = '{value}' (stored at {acks} nodes)");
     for (i, n) in nodes.iter().enumerate().skip(1) {
-        let records = n.dht_get(key.as_bytes()).await?;
+        let records = n.dht().get(key.as_bytes()).await?;
         let Some(record) = records.iter().find(|r| r.publisher == nodes[0].node_id()) else {
             bail!("node {i} could not get '{key}' from the DHT");
         };

@@ -61,6 +61,7 @@ fn pings_beside_a_mebibyte(mode: Mode) -> (Vec<Duration>, Vec<Duration>) {
     let target = sim.node_id(0);
     for _ in 0..CHUNKS {
         sim.command(1, |n, now| n.echo_bulk(target, vec![7; CHUNK], now))
+            .expect("node 1 runs")
             .expect("the channel takes it");
     }
     let busy = ping_until(&mut sim, t(60), |s| received(s) == (CHUNK * CHUNKS) as u64);

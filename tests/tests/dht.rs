@@ -18,32 +18,36 @@ async fn five_nodes_put_get_provide_withdraw<R: Runtime>() -> anyhow::Result<()>
         n.connect(seed).await?;
     }
 
-    let acks = nodes[2].dht_put(b"color", b"blue".to_vec()).await?;
+    let acks = nodes[2].dht().put(b"color", b"blue".to_vec()).await?;
     assert_eq!(acks, 4, "stored at every other node");
     for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != 2) {
-        let records = n.dht_get(b"color").await?;
+        let records = n.dht().get(b"color").await?;
         assert_eq!(records.len(), 1, "node {i}: {records:?}");
         assert_eq!(records[0].publisher, nodes[2].node_id(), "node {i}");
         assert_eq!(records[0].value, b"blue", "node {i}");
         assert_eq!(records[0].addrs, vec![nodes[2].local_addr()], "node {i}");
     }
     // A name nobody put is found empty, not failed.
-    assert!(nodes[1].dht_get(b"colour").await?.is_empty());
+    assert!(nodes[1].dht().get(b"colour").await?.is_empty());
 
     nodes[3]
-        .dht_provide(b"printer", b"floor 2".to_vec())
+        .dht()
+        .provide(b"printer", b"floor 2".to_vec())
         .await?;
-    let providers = nodes[4].dht_find_providers(b"printer").await?;
+    let providers = nodes[4].dht().find_providers(b"printer").await?;
     assert_eq!(providers.len(), 1);
     assert_eq!(providers[0].publisher, nodes[3].node_id());
     assert_eq!(providers[0].value, b"floor 2");
     // Values and providers live under different keys.
-    assert!(nodes[4].dht_get(b"printer").await?.is_empty());
-    nodes[3].dht_withdraw(KeyKind::Provider, b"printer").await?;
-    assert!(nodes[1].dht_find_providers(b"printer").await?.is_empty());
+    assert!(nodes[4].dht().get(b"printer").await?.is_empty());
+    nodes[3]
+        .dht()
+        .withdraw(KeyKind::Provider, b"printer")
+        .await?;
+    assert!(nodes[1].dht().find_providers(b"printer").await?.is_empty());
 
     // A lookup from a node that joined through node 0 finds all four others.
-    let found = nodes[4].dht_find_node(nodes[1].node_id()).await?;
+    let found = nodes[4].dht().find_node(nodes[1].node_id()).await?;
     let mut ids: Vec<_> = found.iter().map(|(id, _)| *id).collect();
     ids.sort();
     let mut want: Vec<_> = nodes[..4].iter().map(|n| n.node_id()).collect();
@@ -56,7 +60,7 @@ async fn five_nodes_put_get_provide_withdraw<R: Runtime>() -> anyhow::Result<()>
     );
 
     // Too large a value is refused at once, with the reason.
-    let err = nodes[1].dht_put(b"big", vec![0; 5000]).await.unwrap_err();
+    let err = nodes[1].dht().put(b"big", vec![0; 5000]).await.unwrap_err();
     assert!(
         matches!(err, MeshError::Dht(DhtError::ValueTooLarge)),
         "{err}"

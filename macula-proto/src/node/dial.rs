@@ -81,6 +81,8 @@ impl Core {
 
     /// Sends a subsystem's data to `to`, unless the channel to it is full (see
     /// [`Cx::send_data`](super::subsystem::Cx::send_data)).
+    // Only the test-only echo protocol delivers data until pub/sub, its first production user.
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     pub fn send_data_to<M: Message>(
         &mut self,
         to: NodeId,

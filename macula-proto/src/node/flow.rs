@@ -12,6 +12,9 @@
 //!
 //! [`SendError::Full`]: super::SendError::Full
 
+// Only the test-only echo protocol delivers data until pub/sub, its first production user.
+#![cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
+
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 

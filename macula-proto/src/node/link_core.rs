@@ -68,8 +68,9 @@ pub(crate) struct Core {
     pub(super) identity: Identity,
     pub(super) rng: Rng,
     /// The counters other than `traffic`'s (whose fields here stay zero; [`Core::stats`]
-    /// merges the two) and without the gauges, which are read off the tables.
-    pub(super) stats: Stats,
+    /// merges the two) and without the gauges, which are read off the tables. Out of line:
+    /// they are counted on cold paths only.
+    pub(super) stats: alloc::boxed::Box<Stats>,
     /// The subsystems that run (the handshake offers their protocols).
     pub(super) running: Mask,
     /// Links this node may still open on its own now (`Config::dial_rate`).
@@ -131,7 +132,7 @@ impl Core {
             config,
             identity,
             rng: rng.child(),
-            stats: Stats::default(),
+            stats: alloc::boxed::Box::default(),
             running,
             dial_budget,
             dials: BTreeMap::new(),
@@ -233,7 +234,7 @@ impl Core {
             bytes_received: t.bytes_received,
             pings_sent: t.pings_sent,
             pongs_received: t.pongs_received,
-            ..self.stats.clone()
+            ..(*self.stats).clone()
         }
     }
 

@@ -187,6 +187,8 @@ impl<'a> Cx<'a> {
     /// [`SendError::Full`] while the channel to `to` has more than `Config::channel_backlog`
     /// waiting in the transport (the receiver is not reading): the caller holds it back and
     /// tries again after [`Event::Writable`].
+    // Only the test-only echo protocol delivers data until pub/sub, its first production user.
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     pub fn send_data<M: Message>(
         &mut self,
         to: NodeId,
@@ -203,6 +205,8 @@ impl<'a> Cx<'a> {
 
     /// Hands `data`, which came in a message from `from`, to the application's inbox `inbox`,
     /// under the inbox's overflow policy (see [`flow`](super::flow)).
+    // Only the test-only echo protocol delivers data until pub/sub, its first production user.
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     pub fn deliver(&mut self, inbox: InboxId, from: Peer, data: Data) -> Delivered {
         self.core
             .deliver(inbox, from, self.protocol.channel(), data)

@@ -1,0 +1,3 @@
+//! One module per subsystem's subcommands.
+
+pub mod dht;
