@@ -48,6 +48,19 @@ fn take(net: &mut Net, inbox: InboxId) -> Option<u64> {
     Some(u64::from_le_bytes(payload[..8].try_into().unwrap()))
 }
 
+/// Node 1 sends chunks to node 0 until it is held back; returns how many it sent.
+fn send_until_full(net: &mut Net, to: NodeId) -> u64 {
+    let mut sent = 0;
+    while net
+        .command(1, |n, now| n.echo_bulk(to, chunk(sent), now))
+        .is_ok()
+    {
+        sent += 1;
+        net.run_for(Duration::from_millis(1));
+    }
+    sent
+}
+
 #[test]
 fn a_consumer_that_stops_reading_holds_its_sender_back_and_loses_nothing() {
     let (mut net, inbox, id0) = pair(Overflow::Block);
@@ -157,14 +170,7 @@ fn an_inbox_that_drops_counts_and_tells() {
 #[test]
 fn closing_a_full_inbox_lets_the_channel_flow() {
     let (mut net, inbox, id0) = pair(Overflow::Block);
-    let mut sent = 0;
-    while net
-        .command(1, |n, now| n.echo_bulk(id0, chunk(sent), now))
-        .is_ok()
-    {
-        sent += 1;
-        net.run_for(Duration::from_millis(1));
-    }
+    let sent = send_until_full(&mut net, id0);
     assert!(net.nodes[0].is_paused(
         net.nodes[0].peer(&net.id(1)).unwrap().link,
         ProtocolId::TEST_ECHO.channel()
@@ -182,14 +188,7 @@ fn closing_a_full_inbox_lets_the_channel_flow() {
 #[test]
 fn a_transport_that_ignores_a_pause_loses_the_link() {
     let (mut net, _inbox, id0) = pair(Overflow::Block);
-    let mut sent = 0;
-    while net
-        .command(1, |n, now| n.echo_bulk(id0, chunk(sent), now))
-        .is_ok()
-    {
-        sent += 1;
-        net.run_for(Duration::from_millis(1));
-    }
+    send_until_full(&mut net, id0);
     let link = net.nodes[0].peer(&net.id(1)).unwrap().link;
     let channel = ProtocolId::TEST_ECHO.channel();
     assert!(net.nodes[0].is_paused(link, channel));
