@@ -211,12 +211,16 @@ fn split_body(body: &[u8]) -> Result<RawFrame<'_>, DecodeError> {
     }
 }
 
+/// Buffer capacity a [`Decoder`] keeps once it has read everything it buffered; a larger one
+/// (left by a large frame that arrived in pieces) is freed.
+const RETAINED_BUFFER: usize = 4096;
+
 /// Reassembles frames from a byte stream cut into chunks of any size.
 ///
 /// Feed chunks with [`Decoder::push`] and take frames with [`Decoder::next_frame`] until it
 /// returns `Ok(None)`, or hand each chunk to [`Decoder::next_frame_from`]. The buffer never
 /// holds more than one partial frame (at most the maximum frame size plus the prefix) beyond
-/// the chunk last pushed.
+/// the chunk last pushed; once it has all been read, a large buffer is freed.
 #[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,
@@ -257,6 +261,12 @@ impl Decoder {
         self.max_frame_size
     }
 
+    /// The buffer's capacity, for tests of what it keeps.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Bytes buffered and not yet decoded.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
@@ -269,6 +279,12 @@ impl Decoder {
     pub fn next_frame(&mut self) -> Result<Option<RawFrame<'_>>, DecodeError> {
         if let Some(err) = self.failed {
             return Err(err);
+        }
+        if self.start == self.buf.len() && self.buf.capacity() > RETAINED_BUFFER {
+            // Everything buffered is read: a large buffer is given back rather than kept for
+            // the link's life (there is one per channel, on every link of a node).
+            self.buf = Vec::new();
+            self.start = 0;
         }
         let (body_at, len) = match frame_bounds(&self.buf[self.start..], self.max_frame_size) {
             Ok(Some((prefix_len, len))) => (self.start + prefix_len, len),

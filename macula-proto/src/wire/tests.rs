@@ -238,6 +238,50 @@ fn frames_of_any_protocol_are_split_off_the_stream() {
 }
 
 #[test]
+fn a_large_frame_in_pieces_leaves_no_large_buffer_behind() {
+    let frame = encode(&Control::Ping(Ping { id: 1 }));
+    // A frame of 200 KiB arrives in 1 KiB pieces.
+    let payload = EchoLike::Bytes(vec![9; 200 * 1024]);
+    let mut whole = Vec::new();
+    encode_into(&payload, &mut whole);
+    let mut d = Decoder::new(1 << 20);
+    let mut frames = 0;
+    for (i, piece) in whole.chunks(1024).enumerate() {
+        if i == whole.len() / 1024 {
+            assert!(d.capacity() > 100 * 1024, "the frame was buffered");
+        }
+        let mut input = piece;
+        while let Some(f) = d.next_frame_from(&mut input).unwrap() {
+            assert_eq!(f.protocol, ProtocolId(0x7d));
+            frames += 1;
+        }
+    }
+    assert_eq!(frames, 1);
+    assert!(
+        d.capacity() <= 4096,
+        "and then given back: {}",
+        d.capacity()
+    );
+    // Small frames in pieces keep their small buffer.
+    for piece in frame.chunks(2).chain(frame.chunks(3)) {
+        d.push(piece);
+        while d.next_frame().unwrap().is_some() {}
+    }
+    assert_eq!(d.buffered(), 0);
+}
+
+/// A stand-in message with one large field.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum EchoLike {
+    Bytes(Vec<u8>),
+}
+
+impl Message for EchoLike {
+    const PROTOCOL: ProtocolId = ProtocolId(0x7d);
+    const KINDS: u32 = 1;
+}
+
+#[test]
 fn a_huge_prefix_is_refused_before_buffering() {
     let mut d = Decoder::new(1 << 20);
     // 4 GiB - 1 announced; only the five prefix bytes ever arrive.
