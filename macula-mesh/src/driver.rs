@@ -48,12 +48,6 @@ pub(crate) enum OpKey {
     Ping(PingId),
     /// A DHT operation.
     Dht(OpId),
-    /// A data send held back until the channel to `peer` drains, in the order of `seq`.
-    Send {
-        peer: NodeId,
-        protocol: ProtocolId,
-        seq: u64,
-    },
 }
 
 /// Why a waiter is dropped without its result.
@@ -110,6 +104,8 @@ where
 pub(crate) struct Ops {
     waiting: BTreeMap<OpKey, (Option<WallInstant>, Box<dyn Waiter>)>,
     deadlines: BTreeSet<(WallInstant, OpKey)>,
+    /// Data sends held back, by peer and protocol, in the order they were made.
+    held: BTreeMap<(NodeId, ProtocolId, u64), HeldSend>,
     #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     next_seq: u64,
 }
@@ -140,53 +136,35 @@ impl Ops {
         Some((deadline, waiter))
     }
 
-    /// The keys an event may answer, in order.
-    fn keys_for(&self, event: &Event) -> Vec<OpKey> {
+    /// The key an event may answer.
+    fn key_for(event: &Event) -> Option<OpKey> {
         match *event {
-            Event::PeerUp { link, peer, .. } => {
-                let mut keys = vec![OpKey::Link(link)];
-                keys.extend(self.sends_to(peer, None));
-                keys
+            Event::PeerUp { link, .. } | Event::ConnectFailed { link, .. } => {
+                Some(OpKey::Link(link))
             }
-            Event::ConnectFailed { link, .. } => vec![OpKey::Link(link)],
-            Event::PingResult { id, .. } => vec![OpKey::Ping(id)],
-            Event::Dht(ref outcome) => vec![OpKey::Dht(outcome.op())],
-            Event::PeerDown { peer, .. } => self.sends_to(peer, None),
-            Event::Writable { peer, protocol } => self.sends_to(peer, Some(protocol)),
-            _ => Vec::new(),
+            Event::PingResult { id, .. } => Some(OpKey::Ping(id)),
+            Event::Dht(ref outcome) => Some(OpKey::Dht(outcome.op())),
+            _ => None,
         }
     }
 
-    /// The held sends to `peer` (on `protocol`, or on any), oldest first.
-    fn sends_to(&self, peer: NodeId, protocol: Option<ProtocolId>) -> Vec<OpKey> {
-        let (lo, hi) = match protocol {
-            Some(p) => (p, p),
-            None => (ProtocolId(0), ProtocolId(u16::MAX)),
-        };
-        let from = OpKey::Send {
-            peer,
-            protocol: lo,
-            seq: 0,
-        };
-        let to = OpKey::Send {
-            peer,
-            protocol: hi,
-            seq: u64::MAX,
-        };
-        self.waiting.range(from..=to).map(|(k, _)| *k).collect()
+    /// The held sends to `peer` on `protocol`, oldest first.
+    fn held_to(&self, peer: NodeId, protocol: ProtocolId) -> Vec<(NodeId, ProtocolId, u64)> {
+        self.held
+            .range((peer, protocol, 0)..=(peer, protocol, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect()
     }
 
-    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
-    fn held_sends(&self) -> usize {
-        self.waiting
-            .range(
-                OpKey::Send {
-                    peer: NodeId([0; 32]),
-                    protocol: ProtocolId(0),
-                    seq: 0,
-                }..,
-            )
-            .count()
+    /// Every peer and protocol with sends held back.
+    fn held_channels(&self) -> Vec<(NodeId, ProtocolId)> {
+        let mut out: Vec<(NodeId, ProtocolId)> = Vec::new();
+        for (peer, protocol, _) in self.held.keys() {
+            if out.last() != Some(&(*peer, *protocol)) {
+                out.push((*peer, *protocol));
+            }
+        }
+        out
     }
 }
 
@@ -234,7 +212,7 @@ impl Ctx<'_> {
             + 'static,
         reply: Reply<Result<(), MeshError>>,
     ) {
-        let queued = !self.ops.sends_to(peer, Some(protocol)).is_empty();
+        let queued = !self.ops.held_to(peer, protocol).is_empty();
         if !queued {
             match self.endpoint.with_node(self.now, &mut attempt) {
                 Err(macula_proto::SendError::Full) => {}
@@ -244,26 +222,26 @@ impl Ctx<'_> {
                 }
             }
         }
-        if self.ops.held_sends() >= MAX_HELD_SENDS {
+        if self.ops.held.len() >= MAX_HELD_SENDS {
             let _ = reply.try_send(Err(MeshError::Backlogged));
             return;
         }
         self.ops.next_seq += 1;
-        let key = OpKey::Send {
-            peer,
-            protocol,
-            seq: self.ops.next_seq,
-        };
-        let waiter = HeldSend {
+        let send = HeldSend {
             attempt: Box::new(attempt),
             reply,
         };
-        self.ops.insert(key, None, Box::new(waiter));
+        self.ops
+            .held
+            .insert((peer, protocol, self.ops.next_seq), send);
     }
 
     /// Opens the way from `inbox` to the application: a channel of `capacity` items.
     #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     pub fn consume(&mut self, inbox: InboxId, capacity: usize) -> crate::Inbox {
+        // An inbox the node closed (replaced by this one, say) lets its reader see the end.
+        let node = self.endpoint.node();
+        self.consumers.retain(|id, _| node.inbox_len(*id).is_some());
         let (tx, rx) = async_channel::bounded(capacity.max(1));
         let parked = Arc::new(AtomicBool::new(false));
         self.consumers.insert(
@@ -288,8 +266,13 @@ struct HeldSend {
     reply: Reply<Result<(), MeshError>>,
 }
 
-impl Waiter for HeldSend {
-    fn event(&mut self, _: &Event, cx: &mut Ctx<'_>) -> bool {
+impl HeldSend {
+    /// Tries the send again. Returns whether it is done with (taken, failed, or its caller
+    /// gave up, in which case it is not sent).
+    fn retry(&mut self, cx: &mut Ctx<'_>) -> bool {
+        if self.reply.is_closed() {
+            return true;
+        }
         match cx.endpoint.with_node(cx.now, &mut self.attempt) {
             Err(macula_proto::SendError::Full) => false,
             result => {
@@ -297,10 +280,6 @@ impl Waiter for HeldSend {
                 true
             }
         }
-    }
-
-    fn abandon(self: Box<Self>, _: Abandon) {
-        let _ = self.reply.try_send(Err(MeshError::Closed));
     }
 }
 
@@ -509,6 +488,9 @@ impl<R: Runtime> Driver<R> {
                 quiet = false;
                 self.feed(inbox);
             }
+            if !self.ops.held.is_empty() && self.retry_held() {
+                quiet = false;
+            }
             // Answering a waiter or feeding a consumer may have given the endpoint work.
             if quiet {
                 return;
@@ -525,22 +507,38 @@ impl<R: Runtime> Driver<R> {
             }
             _ => {}
         }
-        for key in self.ops.keys_for(event) {
-            let Some((deadline, mut waiter)) = self.ops.remove(&key) else {
+        let Some(key) = Ops::key_for(event) else {
+            return;
+        };
+        let Some((deadline, mut waiter)) = self.ops.remove(&key) else {
+            return;
+        };
+        if !waiter.event(event, &mut self.cx()) {
+            self.ops.insert(key, deadline, waiter);
+        }
+    }
+
+    /// Sends held back go as soon as their channel takes data again, in order. Checked after
+    /// every wake rather than on an event, so no lost or unsent event can strand one (a dial
+    /// that failed, a channel that drained while the event queue overflowed).
+    fn retry_held(&mut self) -> bool {
+        let mut progress = false;
+        for (peer, protocol) in self.ops.held_channels() {
+            if !self.endpoint.node().data_writable(&peer, protocol) {
                 continue;
-            };
-            let done = waiter.event(event, &mut self.cx());
-            if !done {
-                self.ops.waiting.insert(key, (deadline, waiter));
-                if let Some(t) = deadline {
-                    self.ops.deadlines.insert((t, key));
-                }
-                if matches!(key, OpKey::Send { .. }) {
-                    // Later sends on that channel wait behind this one.
+            }
+            for key in self.ops.held_to(peer, protocol) {
+                let Some(mut send) = self.ops.held.remove(&key) else {
+                    continue;
+                };
+                progress = true;
+                if !send.retry(&mut self.cx()) {
+                    self.ops.held.insert(key, send);
                     break;
                 }
             }
         }
+        progress
     }
 
     /// Moves data from `inbox` to its consumer until the consumer's channel is full (then the
@@ -599,6 +597,9 @@ impl<R: Runtime> Driver<R> {
         self.ops.deadlines.clear();
         for (_, (_, waiter)) in waiting {
             waiter.abandon(Abandon::Closed);
+        }
+        for (_, send) in std::mem::take(&mut self.ops.held) {
+            let _ = send.reply.try_send(Err(MeshError::Closed));
         }
         self.consumers.clear();
         match &mut self.closing {

@@ -254,6 +254,8 @@ impl Net {
                     }
                     Delivery::Down(link, err) => {
                         self.wires.remove(&(to, link));
+                        self.held.retain(|(n, l, _), _| (*n, *l) != (to, link));
+                        self.blocked.retain(|(n, l, _)| (*n, *l) != (to, link));
                         self.nodes[to].handle_link_down(link, err, now)
                     }
                     Delivery::Up(link, info) => self.nodes[to].handle_link_up(link, info, now),

@@ -209,3 +209,50 @@ fn a_transport_that_ignores_a_pause_loses_the_link() {
         }
     )));
 }
+
+#[test]
+fn data_on_another_protocols_channel_closes_the_link() {
+    // Frames of a protocol travel on its own channel only: echo bulk on the control channel
+    // (never paused) would slip past a full inbox's pause.
+    let (mut net, _inbox, _id0) = pair(Overflow::Block);
+    let link = net.nodes[0].peer(&net.id(1)).unwrap().link;
+    let bulk = crate::wire::encode(&super::EchoMessage::Bulk { payload: chunk(0) });
+    net.command(0, |n, now| {
+        n.handle_link_data(link, crate::wire::Channel::CONTROL, &bulk, now)
+    });
+    assert!(net.nodes[0].peer(&net.id(1)).is_none());
+    assert_eq!(net.nodes[0].stats().protocol_violations, 1);
+}
+
+#[test]
+fn a_blocking_inbox_never_holds_more_than_capacity_plus_max_peers() {
+    let mut receiver = config(0);
+    receiver.max_peers = 1;
+    let mut net = Net::new(vec![receiver, config(1)]);
+    net.connect(1, 0);
+    net.run_for(Duration::from_millis(100));
+    let inbox = net
+        .command(0, |n, now| {
+            n.echo_open_inbox(CAPACITY, Overflow::Block, now)
+        })
+        .unwrap();
+    let id0 = net.id(0);
+    send_until_full(&mut net, id0);
+    // Each new link gets the frame that pauses it into the inbox; links come and go while
+    // nobody reads.
+    for _ in 0..5 {
+        let id1 = net.id(1);
+        net.command(0, |n, now| n.disconnect(&id1, now));
+        net.run_for(Duration::from_millis(100));
+        net.connect(1, 0);
+        net.run_for(Duration::from_millis(100));
+        net.command(1, |n, now| n.echo_bulk(id0, chunk(0), now))
+            .unwrap();
+        net.run_for(Duration::from_millis(100));
+    }
+    assert!(net.nodes[0].inbox_len(inbox).unwrap() <= CAPACITY + 1);
+    assert!(net.nodes[0].stats().data_dropped >= 1);
+    assert!(net.events[0]
+        .iter()
+        .any(|e| matches!(e, Event::DataDropped { inbox: i, .. } if *i == inbox)));
+}

@@ -90,19 +90,16 @@ impl Core {
         message: &M,
     ) -> Result<(), SendError> {
         let index = index_of(M::PROTOCOL).expect("subsystems send their own protocol");
-        let full = match (self.peers.get(&to), self.dials.get(&to)) {
-            (Some(&link_id), _) => {
-                if !self.link_speaks(link_id, index) {
-                    return Err(SendError::NotSpoken);
-                }
-                self.links
-                    .get(link_id)
-                    .is_some_and(|l| l.is_blocked(M::PROTOCOL.channel()))
+        match self.peers.get(&to) {
+            Some(&link_id) if !self.link_speaks(link_id, index) => {
+                return Err(SendError::NotSpoken)
             }
-            (None, Some(dial)) => dial.frames.len() >= MAX_FRAMES_PER_DIAL,
-            (None, None) if addr.is_none() => return Err(SendError::NotConnected),
-            (None, None) => false,
-        };
+            None if addr.is_none() && !self.dials.contains_key(&to) => {
+                return Err(SendError::NotConnected)
+            }
+            _ => {}
+        }
+        let full = !self.data_writable(&to, M::PROTOCOL);
         if full {
             self.stats.sends_held_back += 1;
             return Err(SendError::Full);

@@ -21,7 +21,8 @@ use alloc::vec::Vec;
 use super::link_core::Core;
 use super::subsystem::Peer;
 use super::{Data, Event, InboxError, InboxId, LinkId, Overflow, MAX_INBOXES, MAX_INBOX_CAPACITY};
-use crate::wire::{Channel, CloseCode, MAX_PREFIX_LEN};
+use crate::id::NodeId;
+use crate::wire::{Channel, CloseCode, ProtocolId, MAX_PREFIX_LEN};
 
 /// The node's inboxes.
 #[derive(Default)]
@@ -111,7 +112,14 @@ impl Core {
         let Some(inbox) = self.inboxes.open.get_mut(&id) else {
             return Delivered::NoInbox;
         };
-        if inbox.queue.len() >= inbox.capacity && inbox.overflow == Overflow::DropNewest {
+        // A blocking inbox takes the frame that was already read when it filled (one per
+        // pausing channel); past `capacity + max_peers` it drops like a dropping one, which a
+        // well-behaved mesh never reaches.
+        let bound = match inbox.overflow {
+            Overflow::DropNewest => inbox.capacity,
+            Overflow::Block => inbox.capacity + self.config.max_peers,
+        };
+        if inbox.queue.len() >= bound {
             inbox.dropped += 1;
             self.stats.data_dropped += 1;
             if !inbox.dropping {
@@ -121,9 +129,6 @@ impl Core {
             }
             return Delivered::Dropped;
         }
-        // A blocking inbox takes what was already read: the frame is decoded, and only the
-        // channel's next ones wait. It holds at most one item per pausing channel over its
-        // capacity.
         inbox.queue.push_back(data);
         self.stats.data_delivered += 1;
         if !inbox.ready {
@@ -214,6 +219,26 @@ impl Core {
             if let (Some(peer), Some(protocol)) = (link.remote, channel.protocol()) {
                 self.push_event(Event::Writable { peer, protocol });
             }
+        }
+    }
+
+    /// A link is gone: no inbox holds it paused any more.
+    pub(super) fn forget_pauses(&mut self, link_id: LinkId) {
+        for inbox in self.inboxes.open.values_mut() {
+            inbox.paused.retain(|(l, _)| *l != link_id);
+        }
+    }
+
+    /// Whether a data send to `to` on `protocol` would be taken now: not while the channel of
+    /// its link is blocked, nor while the frames held for its dial are at their bound.
+    pub fn data_writable(&self, to: &NodeId, protocol: ProtocolId) -> bool {
+        match (self.peers.get(to), self.dials.get(to)) {
+            (Some(&link), _) => !self
+                .links
+                .get(link)
+                .is_some_and(|l| l.is_blocked(protocol.channel())),
+            (None, Some(dial)) => dial.frames.len() < super::dial::MAX_FRAMES_PER_DIAL,
+            (None, None) => true,
         }
     }
 

@@ -660,6 +660,7 @@ impl Core {
     pub(super) fn take_link(&mut self, link_id: LinkId) -> Option<Link> {
         let link = self.links.remove(link_id)?;
         self.timers.prune(&self.links);
+        self.forget_pauses(link_id);
         Some(link)
     }
 

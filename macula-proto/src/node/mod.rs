@@ -341,6 +341,12 @@ impl Node {
         self.core.is_paused(link, channel)
     }
 
+    /// Whether a data send to `peer` on `protocol` would be taken now (see
+    /// [`SendError::Full`]): a driver holding sends back retries them when this turns true.
+    pub fn data_writable(&self, peer: &NodeId, protocol: ProtocolId) -> bool {
+        self.core.data_writable(peer, protocol)
+    }
+
     /// The transport reports whether the bytes waiting to be written on `channel` of `link`
     /// are above `Config::channel_backlog` (`blocked`), or back under half of it. While
     /// blocked, data sends on that channel answer [`SendError::Full`]; when it clears, the
@@ -530,6 +536,11 @@ impl Node {
             };
             let read = match decoder.next_frame_from(&mut input) {
                 Ok(None) => return,
+                Ok(Some(raw)) if raw.protocol.channel() != channel => {
+                    // Each protocol has its own channel; a frame on another would slip past
+                    // that channel's pause.
+                    Read::Broken(CloseCode::ProtocolViolation)
+                }
                 Ok(Some(raw)) if raw.protocol == ProtocolId::CONTROL => {
                     Read::Control(decode_message(raw))
                 }
