@@ -23,6 +23,7 @@ pub mod echo;
 pub mod fuzzing;
 mod id;
 pub mod node;
+pub mod pubsub;
 mod rate;
 mod rng;
 #[cfg(test)]

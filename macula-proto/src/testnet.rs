@@ -227,6 +227,7 @@ impl Net {
     }
 
     /// Bytes held for paused channels, over all nodes.
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     pub fn held_bytes(&self) -> usize {
         self.held.values().flatten().map(Vec::len).sum()
     }
