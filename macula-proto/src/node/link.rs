@@ -119,29 +119,33 @@ impl Link {
     /// as many channels as it may.
     pub fn inbound(&mut self, channel: Channel) -> Option<&mut InChannel> {
         let max = self.decoder.max_frame_size();
-        let inbound = &mut self.channels.get_or_insert_with(Box::default).inbound;
-        let at = match inbound.iter().position(|c| c.channel == channel) {
-            Some(at) => at,
-            None if inbound.len() + 1 < MAX_CHANNELS => {
-                inbound.push(InChannel {
-                    channel,
-                    decoder: Decoder::new(max),
-                    paused: 0,
-                });
-                inbound.len() - 1
+        let channels = self.channels.get_or_insert_with(Box::default);
+        if channels.iter().all(|c| c.channel != channel) {
+            if channels.len() + 1 >= MAX_CHANNELS {
+                return None;
             }
-            None => return None,
-        };
-        Some(&mut inbound[at])
+            let new = InChannel {
+                channel,
+                decoder: Decoder::new(max),
+                paused: 0,
+            };
+            match &channels.first {
+                None => channels.first = Some(new),
+                Some(_) => channels.rest.push(new),
+            }
+        }
+        channels
+            .first
+            .iter_mut()
+            .chain(channels.rest.iter_mut())
+            .find(|c| c.channel == channel)
     }
 
     /// Whether the node stopped reading the peer's `channel` (an inbox it feeds is full).
     pub fn is_paused(&self, channel: Channel) -> bool {
-        self.channels.as_ref().is_some_and(|c| {
-            c.inbound
-                .iter()
-                .any(|i| i.channel == channel && i.paused > 0)
-        })
+        self.channels
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|i| i.channel == channel && i.paused > 0))
     }
 
     /// Whether the transport reported our side of `channel` blocked.
@@ -252,10 +256,23 @@ pub(super) struct Outbox {
 /// A link's channels other than the control channel.
 #[derive(Default)]
 pub(super) struct Channels {
-    /// The peer's channels, in the order it first sent on them.
-    pub inbound: Vec<InChannel>,
+    /// The first channel the peer sent on, inline: most links carry one besides control.
+    first: Option<InChannel>,
+    /// The others, in the order the peer first sent on them.
+    rest: Vec<InChannel>,
     /// Our channels whose transport stream has more waiting than `Config::channel_backlog`.
     pub blocked: Vec<Channel>,
+}
+
+impl Channels {
+    /// The peer's channels, in the order it first sent on them.
+    pub fn iter(&self) -> impl Iterator<Item = &InChannel> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
 }
 
 /// One of the peer's channels.

@@ -497,7 +497,7 @@ impl Node {
         let held: alloc::vec::Vec<Channel> = state
             .channels
             .iter()
-            .flat_map(|c| c.inbound.iter())
+            .flat_map(|c| c.iter())
             .filter(|c| c.decoder.buffered() > 0)
             .map(|c| c.channel)
             .collect();
