@@ -106,6 +106,9 @@ pub(crate) struct Ops {
     deadlines: BTreeSet<(WallInstant, OpKey)>,
     /// Data sends held back, by peer and protocol, in the order they were made.
     held: BTreeMap<(NodeId, ProtocolId, u64), HeldSend>,
+    /// Payload bytes of the held sends.
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
+    held_bytes: usize,
     #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     next_seq: u64,
 }
@@ -113,6 +116,10 @@ pub(crate) struct Ops {
 /// Most data sends held back at once (each is a caller awaiting its send); more fail with
 /// [`MeshError::Backlogged`].
 pub const MAX_HELD_SENDS: usize = 4096;
+
+/// Most payload bytes of the data sends held back at once; more fail with
+/// [`MeshError::Backlogged`] (one send larger than this is held alone).
+pub const MAX_HELD_BYTES: usize = 64 << 20;
 
 impl Ops {
     fn insert(&mut self, key: OpKey, deadline: Option<WallInstant>, waiter: Box<dyn Waiter>) {
@@ -207,6 +214,7 @@ impl Ctx<'_> {
         &mut self,
         peer: NodeId,
         protocol: ProtocolId,
+        bytes: usize,
         mut attempt: impl FnMut(&mut macula_proto::Node, Instant) -> Result<(), macula_proto::SendError>
             + Send
             + 'static,
@@ -222,14 +230,17 @@ impl Ctx<'_> {
                 }
             }
         }
-        if self.ops.held.len() >= MAX_HELD_SENDS {
+        let over_bytes = !self.ops.held.is_empty() && self.ops.held_bytes + bytes > MAX_HELD_BYTES;
+        if self.ops.held.len() >= MAX_HELD_SENDS || over_bytes {
             let _ = reply.try_send(Err(MeshError::Backlogged));
             return;
         }
         self.ops.next_seq += 1;
+        self.ops.held_bytes += bytes;
         let send = HeldSend {
             attempt: Box::new(attempt),
             reply,
+            bytes,
         };
         self.ops
             .held
@@ -264,6 +275,8 @@ type Attempt =
 struct HeldSend {
     attempt: Attempt,
     reply: Reply<Result<(), MeshError>>,
+    /// Its payload's size.
+    bytes: usize,
 }
 
 impl HeldSend {
@@ -536,6 +549,7 @@ impl<R: Runtime> Driver<R> {
                     self.ops.held.insert(key, send);
                     break;
                 }
+                self.ops.held_bytes -= send.bytes;
             }
         }
         progress
@@ -598,6 +612,7 @@ impl<R: Runtime> Driver<R> {
         for (_, (_, waiter)) in waiting {
             waiter.abandon(Abandon::Closed);
         }
+        self.ops.held_bytes = 0;
         for (_, send) in std::mem::take(&mut self.ops.held) {
             let _ = send.reply.try_send(Err(MeshError::Closed));
         }

@@ -16,7 +16,7 @@ mod mesh;
 mod runtime;
 mod udp;
 
-pub use driver::MAX_HELD_SENDS;
+pub use driver::{MAX_HELD_BYTES, MAX_HELD_SENDS};
 pub use mesh::{Events, Inbox, Mesh, MeshConfig, MeshError, MeshStats};
 pub use runtime::{Runtime, UdpSocket};
 pub use udp::{Received, UdpSockRef, UdpState};

@@ -87,7 +87,8 @@ pub enum MeshError {
     #[error("send failed: {0}")]
     Send(SendError),
     /// More data sends are held back than the node keeps waiting
-    /// ([`MAX_HELD_SENDS`](crate::MAX_HELD_SENDS)).
+    /// ([`MAX_HELD_SENDS`](crate::MAX_HELD_SENDS) sends or
+    /// [`MAX_HELD_BYTES`](crate::MAX_HELD_BYTES) bytes).
     #[error("too many sends are held back waiting for their channels to drain")]
     Backlogged,
     /// An inbox could not be opened.

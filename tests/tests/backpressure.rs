@@ -13,7 +13,8 @@ use macula_tests::{config, node, on_both_runtimes, sleep, timeout};
 
 on_both_runtimes!(
     a_reader_that_stops_holds_its_sender_back,
-    a_reader_that_drops_counts_and_tells
+    a_reader_that_drops_counts_and_tells,
+    held_sends_are_bounded_in_bytes
 );
 
 /// Bytes a chunk carries.
@@ -159,6 +160,34 @@ async fn a_reader_that_drops_counts_and_tells<R: Runtime>() -> anyhow::Result<()
     .await
     .flatten();
     assert_eq!(told, Some(1), "told when dropping started");
+    a.close().await;
+    b.close().await;
+    Ok(())
+}
+
+async fn held_sends_are_bounded_in_bytes<R: Runtime>() -> anyhow::Result<()> {
+    let (a, b) = pair::<R>().await?;
+    let _inbox = b.echo().inbox(1, Overflow::Block).await?;
+    // Nobody reads, and 300 callers each send 256 KiB at once: 75 MiB, more than the sends a
+    // node holds back (64 MiB). Those past the bound are told so at once; the rest wait.
+    let (tx, rx) = async_channel::unbounded();
+    for n in 0..300 {
+        let (a, tx, to) = (a.clone(), tx.clone(), b.node_id());
+        R::spawn(async move {
+            let _ = tx.send(a.echo().bulk(to, chunk(n, 256 * 1024)).await).await;
+        });
+    }
+    let backlogged = timeout::<R, _>(PATIENCE, async {
+        loop {
+            match rx.recv().await {
+                Ok(Err(macula_mesh::MeshError::Backlogged)) => break true,
+                Ok(_) => continue,
+                Err(_) => break false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(backlogged, Some(true), "a send past the bound is refused");
     a.close().await;
     b.close().await;
     Ok(())

@@ -25,10 +25,12 @@ impl<'a, R: Runtime> Echo<'a, R> {
     pub async fn bulk(&self, peer: NodeId, payload: Vec<u8>) -> Result<(), MeshError> {
         self.mesh
             .call(move |cx, reply| {
+                let len = payload.len();
                 let mut payload = Some(payload);
                 cx.send_data(
                     peer,
                     ProtocolId::TEST_ECHO,
+                    len,
                     move |node, now| {
                         let bytes = payload.take().unwrap_or_default();
                         let result = node.echo_bulk(peer, bytes.clone(), now);
