@@ -1,0 +1,288 @@
+//! A publisher's memory of who subscribes where, and how often it may ask again.
+//!
+//! Subscriptions are announced in the DHT under their pattern's literal prefix, so a publisher
+//! of topic `a.b.c` needs what is announced under `a`, `a.b`, `a.b.c` and the empty prefix
+//! ([`Topic::prefixes`]). It keeps each prefix's answer for [`CacheConfig::fresh_for`] (5 s by
+//! default); a prefix it has no answer for, or an old one, is looked up again, but at most once
+//! per [`CacheConfig::lookup_interval`] (2 s) for a topic. Meanwhile an old answer still
+//! serves. Prefixes are shared between topics (`a.b.c` and `a.b.d` both need `a` and `a.b`), and
+//! at most [`CacheConfig::max_prefixes`] are kept: the one used least recently goes first.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use super::topic::{Pattern, Topic};
+use crate::id::NodeId;
+use crate::time::{Duration, Instant};
+
+/// How long answers are kept and how often a topic may be looked up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// How long a prefix's answer counts as fresh. Default: 5 s.
+    pub fresh_for: Duration,
+    /// Least time between two lookups for one topic. Default: 2 s.
+    pub lookup_interval: Duration,
+    /// Most prefixes remembered. Default: 1,024.
+    pub max_prefixes: usize,
+    /// Most topics whose last lookup is remembered. Default: 1,024.
+    pub max_topics: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            fresh_for: Duration::from_secs(5),
+            lookup_interval: Duration::from_secs(2),
+            max_prefixes: 1024,
+            max_topics: 1024,
+        }
+    }
+}
+
+/// A node that announced subscriptions under a prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscriber {
+    /// The node.
+    pub node: NodeId,
+    /// Where it listens (from its signed record).
+    pub addr: Option<SocketAddr>,
+    /// Its patterns under that prefix.
+    pub patterns: Vec<Pattern>,
+}
+
+#[derive(Debug)]
+struct Answer {
+    subscribers: Vec<Subscriber>,
+    fetched: Instant,
+    used: Instant,
+}
+
+/// See the [module documentation](self).
+#[derive(Debug, Default)]
+pub struct SubscriberCache {
+    config: CacheConfig,
+    prefixes: BTreeMap<String, Answer>,
+    /// When each topic was last looked up.
+    lookups: BTreeMap<String, Instant>,
+}
+
+impl SubscriberCache {
+    /// An empty cache.
+    pub fn new(config: CacheConfig) -> Self {
+        SubscriberCache {
+            config,
+            prefixes: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+        }
+    }
+
+    /// The prefixes of `topic` to look up now: those with no answer or an old one, unless the
+    /// topic was looked up less than `lookup_interval` ago (then none). Notes the lookup.
+    pub fn to_look_up(&mut self, topic: &Topic, now: Instant) -> Vec<String> {
+        if let Some(&last) = self.lookups.get(topic.as_str()) {
+            if now.saturating_duration_since(last) < self.config.lookup_interval {
+                return Vec::new();
+            }
+        }
+        let fresh_for = self.config.fresh_for;
+        let due: Vec<String> = topic
+            .prefixes()
+            .filter(|p| {
+                self.prefixes.get(*p).map_or(true, |a| {
+                    now.saturating_duration_since(a.fetched) >= fresh_for
+                })
+            })
+            .map(String::from)
+            .collect();
+        if !due.is_empty() {
+            if self.lookups.len() >= self.config.max_topics
+                && !self.lookups.contains_key(topic.as_str())
+            {
+                let oldest = self
+                    .lookups
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    self.lookups.remove(&k);
+                }
+            }
+            self.lookups.insert(topic.as_str().into(), now);
+        }
+        due
+    }
+
+    /// Whether every prefix of `topic` has an answer, fresh or not: a publish can be sent.
+    pub fn knows(&self, topic: &Topic) -> bool {
+        topic.prefixes().all(|p| self.prefixes.contains_key(p))
+    }
+
+    /// Keeps the answer for `prefix`.
+    pub fn fill(&mut self, prefix: &str, subscribers: Vec<Subscriber>, now: Instant) {
+        if !self.prefixes.contains_key(prefix) && self.prefixes.len() >= self.config.max_prefixes {
+            let stalest = self
+                .prefixes
+                .iter()
+                .min_by_key(|(_, a)| a.used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = stalest {
+                self.prefixes.remove(&k);
+            }
+        }
+        self.prefixes.insert(
+            prefix.into(),
+            Answer {
+                subscribers,
+                fetched: now,
+                used: now,
+            },
+        );
+    }
+
+    /// The nodes with a pattern that matches `topic`, each once, ordered by id, with an
+    /// address to reach them at.
+    pub fn subscribers(
+        &mut self,
+        topic: &Topic,
+        now: Instant,
+    ) -> Vec<(NodeId, Option<SocketAddr>)> {
+        let mut found: BTreeMap<NodeId, Option<SocketAddr>> = BTreeMap::new();
+        for prefix in topic.prefixes() {
+            let Some(answer) = self.prefixes.get_mut(prefix) else {
+                continue;
+            };
+            answer.used = now;
+            for s in &answer.subscribers {
+                if s.patterns.iter().any(|p| p.matches(topic)) {
+                    let addr = found.entry(s.node).or_insert(s.addr);
+                    if addr.is_none() {
+                        *addr = s.addr;
+                    }
+                }
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// Forgets `node` everywhere (a delivery to it failed); a later lookup may bring it back.
+    pub fn forget(&mut self, node: &NodeId) {
+        for answer in self.prefixes.values_mut() {
+            answer.subscribers.retain(|s| s.node != *node);
+        }
+    }
+
+    /// Prefixes remembered.
+    pub fn len(&self) -> usize {
+        self.prefixes.len()
+    }
+
+    /// Whether it remembers none.
+    pub fn is_empty(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn t(s: &str) -> Topic {
+        Topic::new(s).unwrap()
+    }
+
+    fn at(ms: u64) -> Instant {
+        Instant::ZERO + Duration::from_millis(ms)
+    }
+
+    fn sub(n: u8, patterns: &[&str]) -> Subscriber {
+        Subscriber {
+            node: NodeId([n; 32]),
+            addr: None,
+            patterns: patterns.iter().map(|p| Pattern::new(p).unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_topic_looks_up_its_prefixes_and_matching_subscribers_are_found() {
+        let mut c = SubscriberCache::default();
+        let topic = t("sensors.kitchen.temp");
+        let due = c.to_look_up(&topic, at(0));
+        assert_eq!(
+            due,
+            vec!["sensors", "sensors.kitchen", "sensors.kitchen.temp", ""]
+        );
+        assert!(!c.knows(&topic));
+        c.fill(
+            "sensors",
+            vec![sub(1, &["sensors.*.temp"]), sub(2, &["sensors.*.humidity"])],
+            at(10),
+        );
+        c.fill("sensors.kitchen", Vec::new(), at(10));
+        c.fill(
+            "sensors.kitchen.temp",
+            vec![sub(3, &["sensors.kitchen.temp"])],
+            at(10),
+        );
+        c.fill(
+            "",
+            vec![sub(1, &["**.temp"]), sub(4, &["**.light"])],
+            at(10),
+        );
+        assert!(c.knows(&topic));
+        let found: Vec<NodeId> = c
+            .subscribers(&topic, at(20))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            found,
+            vec![NodeId([1; 32]), NodeId([3; 32])],
+            "each once, only matching"
+        );
+    }
+
+    #[test]
+    fn answers_stay_fresh_for_five_seconds_and_a_topic_is_looked_up_at_most_every_two() {
+        let mut c = SubscriberCache::default();
+        let topic = t("a.b");
+        assert_eq!(c.to_look_up(&topic, at(0)).len(), 3);
+        for p in ["a", "a.b", ""] {
+            c.fill(p, Vec::new(), at(100));
+        }
+        assert!(c.to_look_up(&topic, at(2_500)).is_empty(), "fresh");
+        // At 5.1 s the answers are 5 s old and the topic was last looked up 5.1 s ago: again.
+        assert_eq!(c.to_look_up(&topic, at(5_100)).len(), 3);
+        assert!(
+            c.to_look_up(&topic, at(6_000)).is_empty(),
+            "one lookup per 2 s"
+        );
+        assert!(c.knows(&topic), "an old answer still serves meanwhile");
+        // Another topic shares the prefix `a`, which is still remembered.
+        let other = t("a.c");
+        assert_eq!(c.to_look_up(&other, at(6_000)), vec!["a", "a.c", ""]);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_forgets_failed_nodes() {
+        let mut c = SubscriberCache::new(CacheConfig {
+            max_prefixes: 4,
+            max_topics: 2,
+            ..CacheConfig::default()
+        });
+        for i in 0..10u64 {
+            let name = alloc::format!("p{i}");
+            c.fill(&name, vec![sub(1, &["**"])], at(i));
+            let topic = t(&alloc::format!("t{i}"));
+            c.to_look_up(&topic, at(i));
+        }
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.lookups.len(), 2);
+        assert!(c.prefixes.contains_key("p9") && !c.prefixes.contains_key("p0"));
+        c.forget(&NodeId([1; 32]));
+        c.fill("", Vec::new(), at(20));
+        assert!(c.subscribers(&t("p9"), at(21)).is_empty());
+    }
+}
