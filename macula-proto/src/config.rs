@@ -9,6 +9,7 @@ use core::fmt;
 use core::net::SocketAddr;
 
 use crate::dht::DhtConfig;
+use crate::pubsub::PubsubConfig;
 use crate::time::Duration;
 
 /// A realm: a tenant of the mesh, named in reverse-DNS form (`io.example.prod`).
@@ -178,6 +179,8 @@ pub struct Config {
     pub start_epoch: u64,
     /// The DHT's settings (each with its own documented default).
     pub dht: DhtConfig,
+    /// Pub/sub's settings (each with its own documented default).
+    pub pubsub: PubsubConfig,
     /// Whether the node runs the test-only echo protocol.
     #[cfg(feature = "test-protocols")]
     pub test_echo: bool,
@@ -210,6 +213,7 @@ impl Config {
             max_queued_events: 4096,
             start_epoch: 0,
             dht: DhtConfig::default(),
+            pubsub: PubsubConfig::default(),
             #[cfg(feature = "test-protocols")]
             test_echo: false,
         }
@@ -253,7 +257,8 @@ impl Config {
         if self.pool_idle_timeout == Duration::ZERO {
             return Err(ConfigError::Zero("pool_idle_timeout"));
         }
-        self.dht.validate(self.max_frame_size)
+        self.dht.validate(self.max_frame_size)?;
+        self.pubsub.validate()
     }
 }
 
@@ -285,6 +290,8 @@ pub enum ConfigError {
     TooManyListenAddrs,
     /// DHT settings that contradict each other; the text says which and what to do.
     Dht(&'static str),
+    /// Pub/sub settings that contradict each other; the text says which and what to do.
+    Pubsub(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -307,7 +314,7 @@ impl fmt::Display for ConfigError {
                 "keepalive_interval must be non-zero and shorter than idle_timeout, \
                  or peers would time out between pings",
             ),
-            ConfigError::Dht(why) => f.write_str(why),
+            ConfigError::Dht(why) | ConfigError::Pubsub(why) => f.write_str(why),
             ConfigError::TooManyListenAddrs => {
                 write!(
                     f,

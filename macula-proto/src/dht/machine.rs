@@ -201,6 +201,8 @@ impl Subsystem for Dht {
                 // This node's own reasons: the requests fail, the contact stays.
                 Unreachable::NoRoom => self.fail_requests_to(&peer, false, cx),
             },
+            // The DHT sends no data.
+            PeerChange::Writable { .. } => {}
         }
     }
 

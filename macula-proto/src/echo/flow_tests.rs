@@ -43,7 +43,9 @@ fn pair(overflow: Overflow) -> (Net, InboxId, NodeId) {
 
 fn take(net: &mut Net, inbox: InboxId) -> Option<u64> {
     let data = net.command(0, |n, now| n.take_data(inbox, now))?;
-    let Data::Echo(EchoData { payload, .. }) = data;
+    let Data::Echo(EchoData { payload, .. }) = data else {
+        panic!("echo data expected")
+    };
     assert_eq!(payload.len(), CHUNK);
     Some(u64::from_le_bytes(payload[..8].try_into().unwrap()))
 }

@@ -50,8 +50,11 @@ fn nodes_with_different_protocols_use_what_they_share() {
             .map(|p| p.id)
             .collect()
     };
-    assert_eq!(offers(0, id1), [ProtocolId::DHT, ProtocolId::TEST_ECHO]);
-    assert_eq!(offers(0, id2), [ProtocolId::DHT]);
+    assert_eq!(
+        offers(0, id1),
+        [ProtocolId::DHT, ProtocolId::PUBSUB, ProtocolId::TEST_ECHO]
+    );
+    assert_eq!(offers(0, id2), [ProtocolId::DHT, ProtocolId::PUBSUB]);
     // They share the DHT: node 2 finds node 1 through node 0.
     let op = net.command(2, |n, now| n.dht_find_node(&id1, now));
     net.run_for(Duration::from_secs(2));

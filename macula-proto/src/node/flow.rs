@@ -12,14 +12,11 @@
 //!
 //! [`SendError::Full`]: super::SendError::Full
 
-// Only the test-only echo protocol delivers data until pub/sub, its first production user.
-#![cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
-
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
 use super::link_core::Core;
-use super::subsystem::Peer;
+use super::subsystem::{Peer, PeerChange};
 use super::{Data, Event, InboxError, InboxId, LinkId, Overflow, MAX_INBOXES, MAX_INBOX_CAPACITY};
 use crate::id::NodeId;
 use crate::wire::{Channel, CloseCode, ProtocolId, MAX_PREFIX_LEN};
@@ -107,8 +104,15 @@ impl Core {
         true
     }
 
-    /// Hands `data`, which came from `from` on `channel`, to inbox `id`.
-    pub fn deliver(&mut self, id: InboxId, from: Peer, channel: Channel, data: Data) -> Delivered {
+    /// Hands `data`, which came from `from` on `channel` (`None`: made by this node), to inbox
+    /// `id`.
+    pub fn deliver(
+        &mut self,
+        id: InboxId,
+        from: Option<Peer>,
+        channel: Channel,
+        data: Data,
+    ) -> Delivered {
         let Some(inbox) = self.inboxes.open.get_mut(&id) else {
             return Delivered::NoInbox;
         };
@@ -135,6 +139,9 @@ impl Core {
             inbox.ready = true;
             self.inboxes.ready.push_back(id);
         }
+        let Some(from) = from else {
+            return Delivered::Queued;
+        };
         if inbox.queue.len() >= inbox.capacity
             && inbox.overflow == Overflow::Block
             && !inbox.paused.contains(&(from.link, channel))
@@ -218,6 +225,12 @@ impl Core {
             channels.blocked.retain(|c| *c != channel);
             if let (Some(peer), Some(protocol)) = (link.remote, channel.protocol()) {
                 self.push_event(Event::Writable { peer, protocol });
+                if let Some(index) = super::registry::index_of(protocol) {
+                    self.notify((
+                        super::registry::Mask(1 << index),
+                        PeerChange::Writable { peer },
+                    ));
+                }
             }
         }
     }

@@ -251,6 +251,7 @@ impl Node {
     /// Leaves the mesh: every link is closed with a clean goodbye, and new links are refused.
     pub fn close(&mut self, now: Instant) {
         self.core.advance(now);
+        self.subsystems.pubsub.close();
         self.core.close();
         self.settle();
     }
@@ -360,6 +361,7 @@ impl Node {
     ) {
         self.core.advance(now);
         self.core.set_blocked(link, channel, blocked);
+        self.settle();
     }
 
     // ---------------------------------------------------------------- (B) inputs

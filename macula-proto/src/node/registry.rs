@@ -235,6 +235,7 @@ const _: () = assert!(PROTOCOLS.len() <= MAX_SUBSYSTEMS);
 
 subsystems! {
     dht: crate::dht::Dht,
+    pubsub: crate::pubsub::Pubsub,
     #[cfg(feature = "test-protocols")]
     echo: crate::echo::Echo,
 }

@@ -59,6 +59,8 @@ pub(crate) enum PeerChange {
     Relinked { peer: NodeId },
     /// Frames this protocol sent to the peer with [`Cx::send`] were not delivered.
     Unreachable { peer: NodeId, why: Unreachable },
+    /// The channel to the peer, full before, takes data again (see [`Cx::send_data`]).
+    Writable { peer: NodeId },
 }
 
 /// Why a peer's link went away.
@@ -86,7 +88,6 @@ pub(crate) enum Unreachable {
 
 /// A request from one subsystem to a sibling; its answer comes back to the asker alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // the DHT serves asks; the first asker in production is pub/sub
 pub(crate) enum Ask {
     /// An operation of the DHT.
     Dht(crate::dht::DhtAsk),
@@ -187,8 +188,6 @@ impl<'a> Cx<'a> {
     /// [`SendError::Full`] while the channel to `to` has more than `Config::channel_backlog`
     /// waiting in the transport (the receiver is not reading): the caller holds it back and
     /// tries again after [`Event::Writable`].
-    // Only the test-only echo protocol delivers data until pub/sub, its first production user.
-    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     pub fn send_data<M: Message>(
         &mut self,
         to: NodeId,
@@ -205,11 +204,26 @@ impl<'a> Cx<'a> {
 
     /// Hands `data`, which came in a message from `from`, to the application's inbox `inbox`,
     /// under the inbox's overflow policy (see [`flow`](super::flow)).
-    // Only the test-only echo protocol delivers data until pub/sub, its first production user.
-    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     pub fn deliver(&mut self, inbox: InboxId, from: Peer, data: Data) -> Delivered {
         self.core
-            .deliver(inbox, from, self.protocol.channel(), data)
+            .deliver(inbox, Some(from), self.protocol.channel(), data)
+    }
+
+    /// Hands `data` that this node made itself (no channel to pause) to `inbox`: a full
+    /// blocking inbox takes up to `max_peers` more, then drops like a dropping one.
+    pub fn deliver_local(&mut self, inbox: InboxId, data: Data) -> Delivered {
+        self.core
+            .deliver(inbox, None, self.protocol.channel(), data)
+    }
+
+    /// Whether a data send to `to` would be taken now (see [`Cx::send_data`]).
+    pub fn data_writable(&self, to: &NodeId) -> bool {
+        self.core.data_writable(to, self.protocol)
+    }
+
+    /// The link to `to`, if one is up.
+    pub fn link_to(&self, to: &NodeId) -> Option<LinkId> {
+        self.core.peers.get(to).copied()
     }
 
     /// Sends `message` to `to` if a link to it is up (an answer, which is not worth a dial).
@@ -230,7 +244,6 @@ impl<'a> Cx<'a> {
 
     /// Asks sibling `to` for something; the answer comes to [`Subsystem::on_answer`] with
     /// the returned ticket.
-    #[allow(dead_code)] // the first production asker is pub/sub
     pub fn ask(&mut self, to: ProtocolId, ask: Ask) -> Ticket {
         self.core.queue_ask(self.protocol, to, ask)
     }

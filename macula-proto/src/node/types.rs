@@ -282,6 +282,8 @@ pub enum Event {
         /// Items it has dropped since it was opened.
         dropped: u64,
     },
+    /// A pub/sub outcome.
+    Pubsub(crate::pubsub::PubsubEvent),
     /// The test-only echo protocol.
     #[cfg(feature = "test-protocols")]
     Echo(crate::echo::EchoEvent),
@@ -310,6 +312,8 @@ pub enum Overflow {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Data {
+    /// A pub/sub message for a subscription.
+    Message(crate::pubsub::Received),
     /// The test-only echo protocol's bulk bytes.
     #[cfg(feature = "test-protocols")]
     Echo(crate::echo::EchoData),

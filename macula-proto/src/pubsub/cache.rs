@@ -48,8 +48,18 @@ pub struct Subscriber {
     pub node: NodeId,
     /// Where it listens (from its signed record).
     pub addr: Option<SocketAddr>,
-    /// Its patterns under that prefix.
-    pub patterns: Vec<Pattern>,
+    /// Its patterns under that prefix, each with the queue group it subscribes in (`None`:
+    /// every message).
+    pub patterns: Vec<(Pattern, Option<String>)>,
+}
+
+/// Where one topic's messages go, as far as the cache knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Targets {
+    /// Nodes that take every message, ordered by id, each with an address to reach it at.
+    pub plain: Vec<(NodeId, Option<SocketAddr>)>,
+    /// For each queue group, its members, ordered by id: one of them takes each message.
+    pub groups: BTreeMap<String, Vec<(NodeId, Option<SocketAddr>)>>,
 }
 
 #[derive(Debug)]
@@ -141,29 +151,42 @@ impl SubscriberCache {
         );
     }
 
-    /// The nodes with a pattern that matches `topic`, each once, ordered by id, with an
-    /// address to reach them at.
-    pub fn subscribers(
-        &mut self,
-        topic: &Topic,
-        now: Instant,
-    ) -> Vec<(NodeId, Option<SocketAddr>)> {
-        let mut found: BTreeMap<NodeId, Option<SocketAddr>> = BTreeMap::new();
+    /// The nodes with a pattern that matches `topic`, each once per group (or once outside
+    /// any), with an address to reach them at.
+    pub fn subscribers(&mut self, topic: &Topic, now: Instant) -> Targets {
+        type Found = BTreeMap<NodeId, Option<SocketAddr>>;
+        fn note(found: &mut Found, s: &Subscriber) {
+            let addr = found.entry(s.node).or_insert(s.addr);
+            if addr.is_none() {
+                *addr = s.addr;
+            }
+        }
+        let mut plain = Found::new();
+        let mut groups: BTreeMap<String, Found> = BTreeMap::new();
         for prefix in topic.prefixes() {
             let Some(answer) = self.prefixes.get_mut(prefix) else {
                 continue;
             };
             answer.used = now;
             for s in &answer.subscribers {
-                if s.patterns.iter().any(|p| p.matches(topic)) {
-                    let addr = found.entry(s.node).or_insert(s.addr);
-                    if addr.is_none() {
-                        *addr = s.addr;
+                for (pattern, group) in &s.patterns {
+                    if !pattern.matches(topic) {
+                        continue;
+                    }
+                    match group {
+                        None => note(&mut plain, s),
+                        Some(g) => note(groups.entry(g.clone()).or_default(), s),
                     }
                 }
             }
         }
-        found.into_iter().collect()
+        Targets {
+            plain: plain.into_iter().collect(),
+            groups: groups
+                .into_iter()
+                .map(|(g, m)| (g, m.into_iter().collect()))
+                .collect(),
+        }
     }
 
     /// Forgets `node` everywhere (a delivery to it failed); a later lookup may bring it back.
@@ -201,7 +224,13 @@ mod tests {
         Subscriber {
             node: NodeId([n; 32]),
             addr: None,
-            patterns: patterns.iter().map(|p| Pattern::new(p).unwrap()).collect(),
+            patterns: patterns
+                .iter()
+                .map(|p| match p.split_once('@') {
+                    Some((p, g)) => (Pattern::new(p).unwrap(), Some(g.into())),
+                    None => (Pattern::new(p).unwrap(), None),
+                })
+                .collect(),
         }
     }
 
@@ -232,16 +261,14 @@ mod tests {
             at(10),
         );
         assert!(c.knows(&topic));
-        let found: Vec<NodeId> = c
-            .subscribers(&topic, at(20))
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let found = c.subscribers(&topic, at(20));
+        let plain: Vec<NodeId> = found.plain.iter().map(|(n, _)| *n).collect();
         assert_eq!(
-            found,
+            plain,
             vec![NodeId([1; 32]), NodeId([3; 32])],
             "each once, only matching"
         );
+        assert!(found.groups.is_empty());
     }
 
     #[test]
@@ -283,6 +310,24 @@ mod tests {
         assert!(c.prefixes.contains_key("p9") && !c.prefixes.contains_key("p0"));
         c.forget(&NodeId([1; 32]));
         c.fill("", Vec::new(), at(20));
-        assert!(c.subscribers(&t("p9"), at(21)).is_empty());
+        assert!(c.subscribers(&t("p9"), at(21)).plain.is_empty());
+    }
+
+    #[test]
+    fn queue_group_members_are_listed_per_group() {
+        let mut c = SubscriberCache::default();
+        let topic = t("jobs.render");
+        c.fill(
+            "jobs",
+            vec![sub(1, &["jobs.*@workers"]), sub(2, &["jobs.**@workers"])],
+            at(0),
+        );
+        c.fill("", vec![sub(3, &["**@audit", "**"])], at(0));
+        let found = c.subscribers(&topic, at(1));
+        let members =
+            |g: &str| -> Vec<NodeId> { found.groups[g].iter().map(|(n, _)| *n).collect() };
+        assert_eq!(members("workers"), vec![NodeId([1; 32]), NodeId([2; 32])]);
+        assert_eq!(members("audit"), vec![NodeId([3; 32])]);
+        assert_eq!(found.plain.len(), 1, "node 3 also takes every message");
     }
 }

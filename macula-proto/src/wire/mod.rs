@@ -37,6 +37,8 @@ impl ProtocolId {
     pub const CONTROL: ProtocolId = ProtocolId(0);
     /// The Kademlia DHT.
     pub const DHT: ProtocolId = ProtocolId(1);
+    /// Publish/subscribe.
+    pub const PUBSUB: ProtocolId = ProtocolId(2);
     /// A test-only protocol (echo and bulk transfer), never spoken by a production build.
     pub const TEST_ECHO: ProtocolId = ProtocolId(0x7e);
 
@@ -52,6 +54,7 @@ impl fmt::Display for ProtocolId {
         match *self {
             ProtocolId::CONTROL => f.write_str("control"),
             ProtocolId::DHT => f.write_str("dht"),
+            ProtocolId::PUBSUB => f.write_str("pubsub"),
             ProtocolId::TEST_ECHO => f.write_str("test-echo"),
             ProtocolId(other) => write!(f, "protocol {other}"),
         }

@@ -1,0 +1,1242 @@
+//! The pub/sub subsystem's state machine: subscriptions announced in the DHT, publishers'
+//! discovery and delivery, QoS 1 streams, and receivers.
+//!
+//! **Subscribing** opens an inbox and announces the node's patterns under each literal prefix
+//! as a signed provider record in the DHT (a sibling ask; the DHT republishes it while it
+//! lives). **Publishing** looks the topic's prefixes up (through the [`SubscriberCache`]),
+//! holds the message in the *outbox* until they are answered (at most
+//! [`PubsubConfig::discovery_wait`]) and there is room at every subscriber, then sends one copy
+//! straight to each matching node. The outbox is first in, first out, so a publisher's
+//! messages reach each subscriber in the order they were published.
+//!
+//! At **QoS 1** a publisher keeps a *stream* per subscriber node: consecutive sequence
+//! numbers, at most [`PubsubConfig::window`] unacknowledged. The receiver takes a stream's
+//! messages in order only (one ahead of a gap is dropped and comes again), acknowledges
+//! cumulatively, once per batch, and drops what it has taken before. The publisher sends the
+//! unacknowledged part again from its start when the link to the node changes (go-back-N),
+//! and the first unacknowledged message alone after each back-off on an unchanged link (QUIC
+//! delivers in order, so that is a probe). A message whose deadline passes at the head of its
+//! stream is given up; `base` tells the receiver not to wait for it.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use super::cache::{Subscriber, SubscriberCache, Targets};
+use super::config::PubsubConfig;
+use super::dedup::Dedup;
+use super::messages::{PubAck, Publish, PubsubMessage, Qos};
+use super::topic::{Pattern, Topic};
+use super::types::{
+    PublishError, PublishId, PublishOptions, Publishing, PubsubEvent, PubsubStats, Received,
+    SubscribeError, SubscriptionId,
+};
+use crate::dht::{record_key, DhtAsk, DhtEvent, KeyKind, Record};
+use crate::id::NodeId;
+use crate::node::flow::Delivered;
+use crate::node::subsystem::{
+    Answer, Ask, Cx, Init, Peer, PeerChange, Subsystem, Ticket, Unreachable,
+};
+use crate::node::{Data, Event, InboxId, LinkId, SendError};
+use crate::time::{Duration, Instant};
+use crate::wire::{KeyBytes, ProtocolId};
+
+/// Publishers whose QoS 1 streams a receiver remembers; the least recently heard is forgotten.
+pub const MAX_RECEIVING: usize = 4096;
+
+/// Queue groups whose turn a publisher remembers.
+const MAX_TURNS: usize = 1024;
+
+/// Wait before an announcement the DHT could not make is tried again (doubled up to 32 s).
+const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
+
+/// What one message is about, shared by every copy of it.
+#[derive(Debug)]
+struct Body {
+    topic: Topic,
+    headers: Vec<(String, Vec<u8>)>,
+    payload: Vec<u8>,
+}
+
+/// A publish in the outbox.
+#[derive(Debug)]
+struct Waiting {
+    id: PublishId,
+    body: Arc<Body>,
+    qos: Qos,
+    deadline: Duration,
+    since: Instant,
+    /// Whether the caller was told [`Publishing::Pending`] (else it waits for the answer now).
+    told: bool,
+}
+
+/// A QoS 1 message on a stream, not yet acknowledged.
+#[derive(Debug)]
+struct Unacked {
+    seq: u64,
+    id: PublishId,
+    body: Arc<Body>,
+    plain: bool,
+    groups: Vec<String>,
+    deadline: Instant,
+}
+
+/// A publisher's QoS 1 stream to one subscriber node.
+#[derive(Debug)]
+struct Stream {
+    addr: Option<SocketAddr>,
+    next: u64,
+    unacked: VecDeque<Unacked>,
+    /// How many of `unacked` (from the front) were sent since the stream last went back.
+    sent: usize,
+    /// The highest sequence number ever sent (one at or below it is sent again).
+    sent_high: u64,
+    /// The link those went on.
+    link: Option<LinkId>,
+    rto: Duration,
+    retry_at: Option<Instant>,
+    /// Where it is filed in `wakeups`.
+    wake: Option<Instant>,
+}
+
+/// A QoS 1 publish awaiting its subscribers' acks.
+#[derive(Debug)]
+struct Tracking {
+    subscribers: usize,
+    waiting: usize,
+    acked: Vec<NodeId>,
+    missed: Vec<NodeId>,
+}
+
+/// A receiver's view of one publisher's QoS 1 stream.
+#[derive(Debug)]
+struct Incoming {
+    epoch: u64,
+    expected: u64,
+    touched: u64,
+}
+
+#[derive(Debug)]
+struct Sub {
+    pattern: Pattern,
+    group: Option<String>,
+    inbox: InboxId,
+}
+
+/// What a ticket to the DHT was for.
+#[derive(Debug)]
+enum Asked {
+    Lookup(String),
+    Announce(String),
+}
+
+/// See the [module documentation](self).
+#[derive(Debug)]
+pub struct Pubsub {
+    config: PubsubConfig,
+    realm: String,
+    max_announcement: usize,
+    epoch: u64,
+    closed: bool,
+    stats: PubsubStats,
+    asks: BTreeMap<Ticket, Asked>,
+    // ---- subscribing
+    subs: BTreeMap<SubscriptionId, Sub>,
+    next_sub: u64,
+    /// Announcements to make again at `announce_at`, and the current back-off.
+    to_announce: BTreeSet<String>,
+    announce_at: Option<Instant>,
+    announce_backoff: Duration,
+    receiving: BTreeMap<NodeId, Incoming>,
+    clock: u64,
+    dedup: Dedup,
+    acks_due: BTreeMap<NodeId, PubAck>,
+    ack_at: Option<Instant>,
+    local_turn: u64,
+    // ---- publishing
+    cache: SubscriberCache,
+    looking: BTreeSet<String>,
+    outbox: VecDeque<Waiting>,
+    outbox_bytes: usize,
+    outbox_wake: Option<Instant>,
+    /// A publish was refused as full: say [`PubsubEvent::Ready`] when there is room.
+    refused: bool,
+    next_publish: u64,
+    seq0: u64,
+    /// The highest QoS 1 sequence number given out: a new stream starts above it, so a
+    /// receiver that remembers a forgotten stream of ours never takes it for a replay.
+    high_water: u64,
+    streams: BTreeMap<NodeId, Stream>,
+    wakeups: BTreeSet<(Instant, NodeId)>,
+    tracking: BTreeMap<PublishId, Tracking>,
+    turns: BTreeMap<String, u64>,
+    /// QoS 0 publishes finished during a drain: (id, subscribers, whether it was told Pending).
+    done: Vec<(PublishId, usize, bool)>,
+}
+
+impl Subsystem for Pubsub {
+    const PROTOCOL: ProtocolId = ProtocolId::PUBSUB;
+    const VERSION: u16 = 1;
+    type Message = PubsubMessage;
+
+    fn new(init: &Init<'_>) -> Self {
+        let mut config = init.config.pubsub.clone();
+        config.max_message_size = config
+            .max_message_size
+            .min(init.config.max_frame_size as usize / 2);
+        Pubsub {
+            cache: SubscriberCache::new(config.cache.clone()),
+            config,
+            realm: init.config.realm.as_str().into(),
+            max_announcement: init.config.dht.max_value_size,
+            epoch: init.config.start_epoch,
+            closed: false,
+            stats: PubsubStats::default(),
+            asks: BTreeMap::new(),
+            subs: BTreeMap::new(),
+            next_sub: 0,
+            to_announce: BTreeSet::new(),
+            announce_at: None,
+            announce_backoff: ANNOUNCE_RETRY,
+            receiving: BTreeMap::new(),
+            clock: 0,
+            dedup: Dedup::default(),
+            acks_due: BTreeMap::new(),
+            ack_at: None,
+            local_turn: 0,
+            looking: BTreeSet::new(),
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            outbox_wake: None,
+            refused: false,
+            next_publish: 0,
+            seq0: 0,
+            high_water: 0,
+            streams: BTreeMap::new(),
+            wakeups: BTreeSet::new(),
+            tracking: BTreeMap::new(),
+            turns: BTreeMap::new(),
+            done: Vec::new(),
+        }
+    }
+
+    fn on_peer(&mut self, change: PeerChange, cx: &mut Cx<'_>) {
+        match change {
+            PeerChange::Up { .. } => {
+                // A node that could not announce (no peers yet) tries at once.
+                if !self.to_announce.is_empty() {
+                    self.announce_at = Some(cx.now());
+                }
+            }
+            PeerChange::Down { peer, .. } | PeerChange::Relinked { peer } => {
+                // What went on the old link may be lost: send it again from the start.
+                if let Some(stream) = self.streams.get_mut(&peer) {
+                    stream.sent = 0;
+                    stream.link = None;
+                }
+                self.pump(peer, cx);
+            }
+            PeerChange::Unreachable { peer, why } => match why {
+                Unreachable::DialFailed | Unreachable::NotSpoken => {
+                    self.cache.forget(&peer);
+                    self.fail_stream(peer, cx);
+                }
+                // The stream tries again after its back-off.
+                Unreachable::NoRoom => {
+                    if let Some(stream) = self.streams.get_mut(&peer) {
+                        stream.sent = 0;
+                    }
+                }
+            },
+            PeerChange::Writable { peer } => self.pump(peer, cx),
+        }
+        self.drain(cx);
+    }
+
+    fn on_message(&mut self, from: Peer, message: PubsubMessage, cx: &mut Cx<'_>) {
+        match message {
+            PubsubMessage::Publish(publish) => self.receive(from, publish, cx),
+            PubsubMessage::PubAck(ack) => {
+                self.stats.acks_received += 1;
+                if ack.epoch == self.epoch {
+                    self.acked(from.id, ack.upto, cx);
+                    self.drain(cx);
+                }
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now();
+        if self.ack_at.is_some_and(|t| t <= now) {
+            self.ack_at = None;
+            for (to, ack) in core::mem::take(&mut self.acks_due) {
+                if cx.reply(to, &PubsubMessage::PubAck(ack)) {
+                    self.stats.acks_sent += 1;
+                }
+            }
+        }
+        if self.announce_at.is_some_and(|t| t <= now) {
+            self.announce_at = None;
+            for prefix in core::mem::take(&mut self.to_announce) {
+                self.announce(&prefix, cx);
+            }
+        }
+        while let Some(&(at, node)) = self.wakeups.first() {
+            if at > now {
+                break;
+            }
+            self.wakeups.remove(&(at, node));
+            if let Some(stream) = self.streams.get_mut(&node) {
+                stream.wake = None;
+            }
+            self.wake_stream(node, cx);
+        }
+        self.drain(cx);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.ack_at,
+            self.announce_at,
+            self.wakeups.first().map(|(t, _)| *t),
+            self.outbox_wake,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn on_answer(&mut self, ticket: Ticket, answer: Answer, cx: &mut Cx<'_>) {
+        let Answer::Dht(outcome) = answer;
+        let Some(asked) = self.asks.remove(&ticket) else {
+            return;
+        };
+        match asked {
+            Asked::Lookup(prefix) => {
+                self.looking.remove(&prefix);
+                let records = match outcome {
+                    DhtEvent::Got { records, .. } => records,
+                    // Nobody to ask, or nobody answered: nobody is known there for now (the
+                    // next refresh asks again).
+                    _ => Vec::new(),
+                };
+                let own = cx.identity().node_id();
+                let subscribers = records
+                    .iter()
+                    .filter(|r| r.publisher != own)
+                    .filter_map(parse_announcement)
+                    .collect();
+                self.cache.fill(&prefix, subscribers, cx.now());
+                self.drain(cx);
+            }
+            Asked::Announce(prefix) => {
+                let ok = match outcome {
+                    DhtEvent::Stored { acks, .. } => acks > 0,
+                    _ => false,
+                };
+                if ok {
+                    self.announce_backoff = ANNOUNCE_RETRY;
+                } else if !self.closed {
+                    self.to_announce.insert(prefix);
+                    let at = cx.now() + self.announce_backoff;
+                    self.announce_at = Some(self.announce_at.map_or(at, |t| t.min(at)));
+                    self.announce_backoff = self
+                        .announce_backoff
+                        .saturating_mul(2)
+                        .min(Duration::from_secs(32));
+                }
+            }
+        }
+    }
+}
+
+impl Pubsub {
+    // ------------------------------------------------------------------ getters
+
+    /// Counters.
+    pub fn stats(&self) -> &PubsubStats {
+        &self.stats
+    }
+
+    /// Publishes not done with yet: waiting in the outbox, or QoS 1 awaiting acks.
+    pub fn outstanding(&self) -> usize {
+        self.outbox.len() + self.tracking.len()
+    }
+
+    /// Whether a publish would be taken now (the outbox has room).
+    pub fn has_room(&self) -> bool {
+        self.outbox.len() < self.config.max_waiting
+            && self.outbox_bytes < self.config.max_waiting_bytes
+            && self.tracking.len() < self.config.max_outstanding
+    }
+
+    /// This node's subscriptions.
+    pub fn subscriptions(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// The subscriber cache.
+    pub fn cache(&self) -> &SubscriberCache {
+        &self.cache
+    }
+
+    /// Subscriber nodes with a QoS 1 stream from this node.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Publishers whose QoS 1 streams this node remembers (at most [`MAX_RECEIVING`]).
+    pub fn receiving(&self) -> usize {
+        self.receiving.len()
+    }
+
+    // ------------------------------------------------------------------ subscribing
+
+    /// Adds a subscription whose messages go to `inbox`, and announces it.
+    pub(crate) fn subscribe(
+        &mut self,
+        pattern: Pattern,
+        group: Option<String>,
+        inbox: InboxId,
+        cx: &mut Cx<'_>,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        if self.subs.len() >= self.config.max_subscriptions {
+            return Err(SubscribeError::TooMany);
+        }
+        let prefix: String = pattern.literal_prefix().into();
+        let mut interests = self.interests(&prefix);
+        let entry = (String::from(pattern.as_str()), group.clone());
+        if !interests.contains(&entry) {
+            interests.push(entry);
+            if announcement(&interests).len() > self.max_announcement {
+                return Err(SubscribeError::TooManyUnderPrefix);
+            }
+        }
+        self.next_sub += 1;
+        let id = SubscriptionId(self.next_sub);
+        self.subs.insert(
+            id,
+            Sub {
+                pattern,
+                group,
+                inbox,
+            },
+        );
+        self.announce(&prefix, cx);
+        Ok(id)
+    }
+
+    /// Removes a subscription; returns its inbox (for the node to close), or `None` if unknown.
+    pub(crate) fn unsubscribe(&mut self, id: SubscriptionId, cx: &mut Cx<'_>) -> Option<InboxId> {
+        let sub = self.subs.remove(&id)?;
+        let prefix: String = sub.pattern.literal_prefix().into();
+        self.announce(&prefix, cx);
+        Some(sub.inbox)
+    }
+
+    /// The distinct (pattern, group) pairs of this node under `prefix`, ordered.
+    fn interests(&self, prefix: &str) -> Vec<(String, Option<String>)> {
+        let set: BTreeSet<(String, Option<String>)> = self
+            .subs
+            .values()
+            .filter(|s| s.pattern.literal_prefix() == prefix)
+            .map(|s| (String::from(s.pattern.as_str()), s.group.clone()))
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// Publishes (or withdraws, when none is left) this node's record under `prefix`.
+    fn announce(&mut self, prefix: &str, cx: &mut Cx<'_>) {
+        let key = self.key(prefix);
+        let interests = self.interests(prefix);
+        let ask = if interests.is_empty() {
+            DhtAsk::Withdraw(key)
+        } else {
+            DhtAsk::Put(key, announcement(&interests))
+        };
+        self.stats.announcements += 1;
+        let ticket = cx.ask(ProtocolId::DHT, Ask::Dht(ask));
+        self.asks.insert(ticket, Asked::Announce(prefix.into()));
+    }
+
+    fn key(&self, prefix: &str) -> KeyBytes {
+        let mut name = Vec::with_capacity(7 + prefix.len());
+        name.extend_from_slice(b"pubsub/");
+        name.extend_from_slice(prefix.as_bytes());
+        record_key(&self.realm, KeyKind::Provider, &name)
+    }
+
+    /// A publish arrived.
+    fn receive(&mut self, from: Peer, publish: Publish, cx: &mut Cx<'_>) {
+        let Some(topic) = self.check_incoming(&publish) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        match publish.qos {
+            Qos::AtMostOnce => {
+                if !self.dedup.first_time(from.id, publish.epoch, publish.seq) {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+            }
+            Qos::AtLeastOnce => {
+                if !self.in_order(from.id, &publish, cx) {
+                    return;
+                }
+            }
+        }
+        self.hand_over(from, topic, publish, cx);
+    }
+
+    /// Whether a QoS 1 message is the next of its stream (and notes it, and the ack it
+    /// earns); one taken before is acknowledged again, one ahead of a gap is dropped.
+    fn in_order(&mut self, publisher: NodeId, publish: &Publish, cx: &mut Cx<'_>) -> bool {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.receiving.contains_key(&publisher) && self.receiving.len() >= MAX_RECEIVING {
+            let stalest = self
+                .receiving
+                .iter()
+                .min_by_key(|(_, s)| s.touched)
+                .map(|(id, _)| *id);
+            if let Some(id) = stalest {
+                self.receiving.remove(&id);
+            }
+        }
+        let stream = self.receiving.entry(publisher).or_insert(Incoming {
+            epoch: publish.epoch,
+            expected: publish.base,
+            touched: clock,
+        });
+        stream.touched = clock;
+        if publish.epoch < stream.epoch {
+            // An earlier run of a restarted publisher: nobody waits for it.
+            self.stats.duplicates += 1;
+            return false;
+        }
+        if publish.epoch > stream.epoch {
+            stream.epoch = publish.epoch;
+            stream.expected = publish.base;
+        }
+        stream.expected = stream.expected.max(publish.base);
+        let taken = publish.seq == stream.expected;
+        if taken {
+            stream.expected += 1;
+        } else if publish.seq > stream.expected {
+            self.stats.out_of_order += 1;
+            return false;
+        } else {
+            self.stats.duplicates += 1;
+        }
+        if stream.expected > 0 {
+            self.acks_due.insert(
+                publisher,
+                PubAck {
+                    epoch: stream.epoch,
+                    upto: stream.expected - 1,
+                },
+            );
+            self.ack_at.get_or_insert(cx.now());
+        }
+        taken
+    }
+
+    /// Hands a message to the subscriptions it is for.
+    fn hand_over(&mut self, from: Peer, topic: Topic, publish: Publish, cx: &mut Cx<'_>) {
+        let mut targets: Vec<SubscriptionId> = Vec::new();
+        if publish.plain {
+            targets.extend(
+                self.subs
+                    .iter()
+                    .filter(|(_, s)| s.group.is_none() && s.pattern.matches(&topic))
+                    .map(|(id, _)| *id),
+            );
+        }
+        for group in &publish.groups {
+            if let Some(id) = self.local_member(group, &topic) {
+                targets.push(id);
+            }
+        }
+        if targets.is_empty() {
+            self.stats.unmatched += 1;
+            return;
+        }
+        let received = Received {
+            subscription: targets[0],
+            topic: publish.topic,
+            publisher: from.id,
+            seq: publish.seq,
+            qos: publish.qos,
+            headers: publish.headers,
+            payload: publish.payload,
+        };
+        self.deliver_each(&targets, received, Some(from), cx);
+    }
+
+    /// One local subscription of `group` that matches, taking turns.
+    fn local_member(&mut self, group: &str, topic: &Topic) -> Option<SubscriptionId> {
+        let members: Vec<SubscriptionId> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.group.as_deref() == Some(group) && s.pattern.matches(topic))
+            .map(|(id, _)| *id)
+            .collect();
+        if members.is_empty() {
+            return None;
+        }
+        self.local_turn = self.local_turn.wrapping_add(1);
+        Some(members[(self.local_turn % members.len() as u64) as usize])
+    }
+
+    /// Delivers `received` to each of `targets` (a copy each but the last).
+    fn deliver_each(
+        &mut self,
+        targets: &[SubscriptionId],
+        received: Received,
+        from: Option<Peer>,
+        cx: &mut Cx<'_>,
+    ) {
+        let mut received = Some(received);
+        for (i, id) in targets.iter().enumerate() {
+            let Some(sub) = self.subs.get(id) else {
+                continue;
+            };
+            let mut data = if i + 1 == targets.len() {
+                received.take().expect("the last one takes it")
+            } else {
+                received.clone().expect("kept for the last one")
+            };
+            data.subscription = *id;
+            let outcome = match from {
+                Some(from) => cx.deliver(sub.inbox, from, Data::Message(data)),
+                None => cx.deliver_local(sub.inbox, Data::Message(data)),
+            };
+            match outcome {
+                Delivered::Queued => self.stats.delivered += 1,
+                Delivered::Dropped => {}
+                Delivered::NoInbox => {
+                    // The application closed the inbox without unsubscribing.
+                    let _ = self.unsubscribe(*id, cx);
+                }
+            }
+        }
+    }
+
+    /// The topic of a message from a peer, if the message keeps the rules.
+    fn check_incoming(&self, publish: &Publish) -> Option<Topic> {
+        let topic = Topic::new(&publish.topic).ok()?;
+        let headers = check_headers(&publish.headers, &self.config).ok()?;
+        let size = publish.topic.len() + headers + publish.payload.len();
+        (size <= self.config.max_message_size).then_some(topic)
+    }
+
+    // ------------------------------------------------------------------ publishing
+
+    /// Takes a publish: it waits in the outbox for discovery and room, then goes.
+    pub(crate) fn publish(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        options: PublishOptions,
+        cx: &mut Cx<'_>,
+    ) -> Result<Publishing, PublishError> {
+        if self.closed {
+            return Err(PublishError::Closed);
+        }
+        let topic = Topic::new(topic).map_err(PublishError::Topic)?;
+        let headers =
+            check_headers(&options.headers, &self.config).map_err(|()| PublishError::Headers)?;
+        let size = topic.as_str().len() + headers + payload.len();
+        if size > self.config.max_message_size {
+            return Err(PublishError::TooLarge {
+                size,
+                max: self.config.max_message_size,
+            });
+        }
+        if !self.has_room() {
+            self.refused = true;
+            return Err(PublishError::Full);
+        }
+        self.stats.published += 1;
+        self.next_publish += 1;
+        let id = PublishId(self.next_publish);
+        self.look_up(&topic, cx);
+        self.outbox_bytes += payload.len();
+        self.outbox.push_back(Waiting {
+            id,
+            body: Arc::new(Body {
+                topic,
+                headers: options.headers,
+                payload,
+            }),
+            qos: options.qos,
+            deadline: options.deadline.unwrap_or(self.config.deadline),
+            since: cx.now(),
+            told: false,
+        });
+        self.drain(cx);
+        if let Some(i) = self.done.iter().position(|d| d.0 == id) {
+            let (_, subscribers, _) = self.done.remove(i);
+            self.report_done(cx);
+            return Ok(Publishing::Sent { subscribers });
+        }
+        if let Some(waiting) = self.outbox.iter_mut().find(|w| w.id == id) {
+            waiting.told = true;
+        }
+        self.report_done(cx);
+        Ok(Publishing::Pending(id))
+    }
+
+    /// Asks the DHT for the prefixes of `topic` that are due.
+    fn look_up(&mut self, topic: &Topic, cx: &mut Cx<'_>) {
+        for prefix in self.cache.to_look_up(topic, cx.now()) {
+            if self.looking.contains(&prefix) {
+                continue;
+            }
+            self.stats.lookups += 1;
+            let ticket = cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::Get(self.key(&prefix))));
+            self.asks.insert(ticket, Asked::Lookup(prefix.clone()));
+            self.looking.insert(prefix);
+        }
+    }
+
+    /// Sends what waits in the outbox, in order, as far as discovery and room allow.
+    fn drain(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now();
+        self.outbox_wake = None;
+        while let Some(front) = self.outbox.front() {
+            if !self.cache.knows(&front.body.topic) {
+                let until = front.since + self.config.discovery_wait;
+                if now < until {
+                    self.outbox_wake = Some(until);
+                    break;
+                }
+            }
+            let body = front.body.clone();
+            let qos = front.qos;
+            // Refresh in the background while the topic is in use.
+            self.look_up(&body.topic, cx);
+            let Some(plan) = self.plan(&body.topic, qos, cx) else {
+                // A subscriber has no room: an ack or a drained channel brings it back here.
+                break;
+            };
+            let waiting = self.outbox.pop_front().expect("the front");
+            self.outbox_bytes -= waiting.body.payload.len();
+            self.send(waiting, plan, cx);
+        }
+        if self.refused && self.has_room() {
+            self.refused = false;
+            cx.emit(Event::Pubsub(PubsubEvent::Ready));
+        }
+        self.report_done(cx);
+    }
+
+    /// Where a message on `topic` goes now: each remote node with whether it is for its plain
+    /// subscriptions and the groups it was picked for, and the local subscriptions. `None`
+    /// if some remote node has no room for it.
+    fn plan(&mut self, topic: &Topic, qos: Qos, cx: &mut Cx<'_>) -> Option<Plan> {
+        let now = cx.now();
+        let own = cx.identity().node_id();
+        let Targets { plain, groups } = self.cache.subscribers(topic, now);
+        let mut remote: BTreeMap<NodeId, Copy> = BTreeMap::new();
+        for (node, addr) in plain {
+            remote.insert(
+                node,
+                Copy {
+                    addr,
+                    plain: true,
+                    groups: Vec::new(),
+                },
+            );
+        }
+        let mut local: Vec<SubscriptionId> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.group.is_none() && s.pattern.matches(topic))
+            .map(|(id, _)| *id)
+            .collect();
+        // Queue groups: this node's own members count as one member.
+        let mut all_groups: BTreeMap<String, Vec<(NodeId, Option<SocketAddr>)>> = groups;
+        for sub in self.subs.values() {
+            if let Some(g) = &sub.group {
+                if sub.pattern.matches(topic) {
+                    let members = all_groups.entry(g.clone()).or_default();
+                    if !members.iter().any(|(n, _)| *n == own) {
+                        members.push((own, None));
+                        members.sort_by_key(|(n, _)| *n);
+                    }
+                }
+            }
+        }
+        for (group, members) in all_groups {
+            let Some((node, addr)) = self.pick(&group, &members, qos, cx) else {
+                continue;
+            };
+            if node == own {
+                if let Some(id) = self.local_member(&group, topic) {
+                    local.push(id);
+                }
+                continue;
+            }
+            let copy = remote.entry(node).or_insert(Copy {
+                addr,
+                plain: false,
+                groups: Vec::new(),
+            });
+            copy.groups.push(group);
+        }
+        remote.remove(&own);
+        for node in remote.keys() {
+            let room = match qos {
+                Qos::AtMostOnce => cx.data_writable(node),
+                Qos::AtLeastOnce => self.stream_room(node),
+            };
+            if !room {
+                return None;
+            }
+        }
+        Some(Plan { remote, local })
+    }
+
+    /// One member of a queue group for the next message, taking turns; members whose stream
+    /// is full (they stopped acking) are skipped while another has room.
+    fn pick(
+        &mut self,
+        group: &str,
+        members: &[(NodeId, Option<SocketAddr>)],
+        qos: Qos,
+        cx: &mut Cx<'_>,
+    ) -> Option<(NodeId, Option<SocketAddr>)> {
+        if members.is_empty() {
+            return None;
+        }
+        if !self.turns.contains_key(group) && self.turns.len() >= MAX_TURNS {
+            self.turns.pop_first();
+        }
+        let turn = self.turns.entry(group.into()).or_insert(0);
+        *turn = turn.wrapping_add(1);
+        let start = (*turn % members.len() as u64) as usize;
+        let own = cx.identity().node_id();
+        let order = (0..members.len()).map(|i| members[(start + i) % members.len()]);
+        let mut first = None;
+        for (node, addr) in order {
+            first.get_or_insert((node, addr));
+            let room = node == own
+                || match qos {
+                    Qos::AtMostOnce => cx.data_writable(&node),
+                    Qos::AtLeastOnce => self.stream_room(&node),
+                };
+            if room {
+                return Some((node, addr));
+            }
+        }
+        first
+    }
+
+    /// Whether a QoS 1 stream to `node` can take another message.
+    fn stream_room(&self, node: &NodeId) -> bool {
+        match self.streams.get(node) {
+            Some(stream) => stream.unacked.len() < self.config.window,
+            None => {
+                self.streams.len() < self.config.max_streams
+                    || self.streams.values().any(|s| s.unacked.is_empty())
+            }
+        }
+    }
+
+    /// Sends a message as planned.
+    fn send(&mut self, waiting: Waiting, plan: Plan, cx: &mut Cx<'_>) {
+        let Waiting {
+            id,
+            body,
+            qos,
+            deadline,
+            told,
+            ..
+        } = waiting;
+        let subscribers = plan.remote.len() + usize::from(!plan.local.is_empty());
+        if !plan.local.is_empty() {
+            let received = Received {
+                subscription: plan.local[0],
+                topic: body.topic.as_str().into(),
+                publisher: cx.identity().node_id(),
+                seq: 0,
+                qos,
+                headers: body.headers.clone(),
+                payload: body.payload.clone(),
+            };
+            self.deliver_each(&plan.local, received, None, cx);
+        }
+        match qos {
+            Qos::AtMostOnce => {
+                self.seq0 += 1;
+                for (node, copy) in plan.remote {
+                    let message = PubsubMessage::Publish(Publish {
+                        epoch: self.epoch,
+                        qos,
+                        seq: self.seq0,
+                        base: 0,
+                        plain: copy.plain,
+                        groups: copy.groups,
+                        topic: body.topic.as_str().into(),
+                        headers: body.headers.clone(),
+                        payload: body.payload.clone(),
+                    });
+                    match cx.send_data(node, copy.addr, &message) {
+                        Ok(()) => self.stats.sent += 1,
+                        // At most once: a node that can't be reached misses it.
+                        Err(_) => self.cache.forget(&node),
+                    }
+                }
+                self.done.push((id, subscribers, told));
+            }
+            Qos::AtLeastOnce => {
+                let deadline = cx.now() + deadline;
+                let remote = plan.remote.len();
+                self.tracking.insert(
+                    id,
+                    Tracking {
+                        subscribers,
+                        waiting: remote,
+                        acked: Vec::new(),
+                        missed: Vec::new(),
+                    },
+                );
+                for (node, copy) in plan.remote {
+                    self.enqueue(node, id, &body, copy, deadline, cx);
+                }
+                if remote == 0 {
+                    self.finish(id, cx);
+                }
+            }
+        }
+    }
+
+    /// Adds a QoS 1 message to the stream to `node` and sends what the stream may.
+    fn enqueue(
+        &mut self,
+        node: NodeId,
+        id: PublishId,
+        body: &Arc<Body>,
+        copy: Copy,
+        deadline: Instant,
+        cx: &mut Cx<'_>,
+    ) {
+        if !self.streams.contains_key(&node) && self.streams.len() >= self.config.max_streams {
+            // Make room: forget an idle stream (a later one to that node starts above
+            // `high_water`, so its receiver can't take it for a replay).
+            let idle = self
+                .streams
+                .iter()
+                .find(|(_, s)| s.unacked.is_empty())
+                .map(|(n, _)| *n);
+            if let Some(idle) = idle {
+                self.remove_stream(idle);
+            }
+        }
+        let rto = self.config.ack_timeout;
+        let start = self.high_water + 1;
+        let stream = self.streams.entry(node).or_insert(Stream {
+            addr: copy.addr,
+            next: start,
+            unacked: VecDeque::new(),
+            sent: 0,
+            sent_high: 0,
+            link: None,
+            rto,
+            retry_at: None,
+            wake: None,
+        });
+        if copy.addr.is_some() {
+            stream.addr = copy.addr;
+        }
+        let seq = stream.next;
+        stream.next += 1;
+        self.high_water = self.high_water.max(seq);
+        stream.unacked.push_back(Unacked {
+            seq,
+            id,
+            body: body.clone(),
+            plain: copy.plain,
+            groups: copy.groups,
+            deadline,
+        });
+        self.pump(node, cx);
+    }
+
+    /// Sends the messages of the stream to `node` not sent since it last went back, while the
+    /// channel takes them; then files the stream's next wake-up.
+    fn pump(&mut self, node: NodeId, cx: &mut Cx<'_>) {
+        let Some(stream) = self.streams.get_mut(&node) else {
+            return;
+        };
+        let mut failed = false;
+        while stream.sent < stream.unacked.len() {
+            if !cx.data_writable(&node) {
+                break;
+            }
+            let message = frame(self.epoch, stream, stream.sent);
+            let seq = stream.unacked[stream.sent].seq;
+            match cx.send_data(node, stream.addr, &message) {
+                Ok(()) => {
+                    stream.sent += 1;
+                    if seq <= stream.sent_high {
+                        self.stats.resent += 1;
+                    } else {
+                        self.stats.sent += 1;
+                        stream.sent_high = seq;
+                    }
+                    stream.link = cx.link_to(&node);
+                }
+                Err(SendError::Full) => break,
+                Err(SendError::NotConnected | SendError::NotSpoken) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            self.cache.forget(&node);
+            self.fail_stream(node, cx);
+            return;
+        }
+        if stream.sent > 0 && stream.retry_at.is_none() {
+            stream.retry_at = Some(cx.now() + stream.rto);
+        }
+        self.file(node);
+    }
+
+    /// Files the stream's next wake-up: its retry or the deadline of its first message.
+    fn file(&mut self, node: NodeId) {
+        let Some(stream) = self.streams.get_mut(&node) else {
+            return;
+        };
+        let next = [stream.retry_at, stream.unacked.front().map(|u| u.deadline)]
+            .into_iter()
+            .flatten()
+            .min();
+        if next != stream.wake {
+            if let Some(old) = stream.wake {
+                self.wakeups.remove(&(old, node));
+            }
+            if let Some(t) = next {
+                self.wakeups.insert((t, node));
+            }
+            stream.wake = next;
+        }
+    }
+
+    /// A stream's wake-up: give up messages past their deadline at its head, and send again
+    /// what was not acknowledged.
+    fn wake_stream(&mut self, node: NodeId, cx: &mut Cx<'_>) {
+        let now = cx.now();
+        let mut given_up = Vec::new();
+        let Some(stream) = self.streams.get_mut(&node) else {
+            return;
+        };
+        while stream.unacked.front().is_some_and(|u| u.deadline <= now) {
+            let u = stream.unacked.pop_front().expect("checked");
+            stream.sent = stream.sent.saturating_sub(1);
+            given_up.push(u.id);
+        }
+        let mut probe = None;
+        if stream.unacked.is_empty() {
+            stream.retry_at = None;
+        } else if stream.retry_at.is_some_and(|t| t <= now) {
+            stream.rto = stream
+                .rto
+                .saturating_mul(2)
+                .min(self.config.max_ack_timeout);
+            stream.retry_at = None;
+            if stream.link.is_some() && stream.link == cx.link_to(&node) {
+                // QUIC delivers in order on the same link: a probe of the first is enough.
+                probe = Some(frame(self.epoch, stream, 0));
+            } else {
+                stream.sent = 0;
+            }
+        }
+        for id in given_up {
+            self.stats.missed += 1;
+            self.resolve(id, node, false, cx);
+        }
+        if let Some(message) = probe {
+            let addr = self.streams.get(&node).and_then(|s| s.addr);
+            if cx.send_data(node, addr, &message).is_ok() {
+                self.stats.resent += 1;
+            }
+            if let Some(stream) = self.streams.get_mut(&node) {
+                stream.retry_at = Some(now + stream.rto);
+            }
+        }
+        self.pump(node, cx);
+    }
+
+    /// `node` acknowledged its stream up to `upto`.
+    fn acked(&mut self, node: NodeId, upto: u64, cx: &mut Cx<'_>) {
+        let Some(stream) = self.streams.get_mut(&node) else {
+            return;
+        };
+        let mut done = Vec::new();
+        while stream.unacked.front().is_some_and(|u| u.seq <= upto) {
+            let u = stream.unacked.pop_front().expect("checked");
+            stream.sent = stream.sent.saturating_sub(1);
+            done.push(u.id);
+        }
+        if !done.is_empty() {
+            stream.rto = self.config.ack_timeout;
+            stream.retry_at = (!stream.unacked.is_empty()).then(|| cx.now() + stream.rto);
+        }
+        self.file(node);
+        for id in done {
+            self.resolve(id, node, true, cx);
+        }
+    }
+
+    /// Gives up every message of the stream to `node` (it can't be reached).
+    fn fail_stream(&mut self, node: NodeId, cx: &mut Cx<'_>) {
+        let Some(stream) = self.remove_stream(node) else {
+            return;
+        };
+        for u in stream.unacked {
+            self.stats.missed += 1;
+            self.resolve(u.id, node, false, cx);
+        }
+    }
+
+    fn remove_stream(&mut self, node: NodeId) -> Option<Stream> {
+        let stream = self.streams.remove(&node)?;
+        if let Some(t) = stream.wake {
+            self.wakeups.remove(&(t, node));
+        }
+        Some(stream)
+    }
+
+    /// One subscriber node is done with QoS 1 publish `id`.
+    fn resolve(&mut self, id: PublishId, node: NodeId, acked: bool, cx: &mut Cx<'_>) {
+        let Some(t) = self.tracking.get_mut(&id) else {
+            return;
+        };
+        if acked {
+            t.acked.push(node);
+        } else {
+            t.missed.push(node);
+        }
+        t.waiting = t.waiting.saturating_sub(1);
+        if t.waiting == 0 {
+            self.finish(id, cx);
+        }
+    }
+
+    fn finish(&mut self, id: PublishId, cx: &mut Cx<'_>) {
+        let Some(mut t) = self.tracking.remove(&id) else {
+            return;
+        };
+        t.acked.sort();
+        t.missed.sort();
+        cx.emit(Event::Pubsub(PubsubEvent::Published {
+            id,
+            subscribers: t.subscribers,
+            acked: t.acked,
+            missed: t.missed,
+        }));
+    }
+
+    /// Tells the QoS 0 publishes finished in a drain whose callers were told to wait.
+    /// (One not told yet belongs to the publish under way, which answers it itself.)
+    fn report_done(&mut self, cx: &mut Cx<'_>) {
+        let (told, untold) = core::mem::take(&mut self.done)
+            .into_iter()
+            .partition(|d| d.2);
+        self.done = untold;
+        for (id, subscribers, _) in told {
+            {
+                cx.emit(Event::Pubsub(PubsubEvent::Published {
+                    id,
+                    subscribers,
+                    acked: Vec::new(),
+                    missed: Vec::new(),
+                }));
+            }
+        }
+    }
+
+    /// The node is closing: nothing new is taken, announcements stop.
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
+        self.to_announce.clear();
+        self.announce_at = None;
+    }
+}
+
+/// Where one copy of a message goes.
+#[derive(Debug)]
+struct Copy {
+    addr: Option<SocketAddr>,
+    plain: bool,
+    groups: Vec<String>,
+}
+
+/// A message's way out: remote copies and local subscriptions.
+#[derive(Debug)]
+struct Plan {
+    remote: BTreeMap<NodeId, Copy>,
+    local: Vec<SubscriptionId>,
+}
+
+/// The frame of the `index`-th unacknowledged message of `stream`.
+fn frame(epoch: u64, stream: &Stream, index: usize) -> PubsubMessage {
+    let u = &stream.unacked[index];
+    PubsubMessage::Publish(Publish {
+        epoch,
+        qos: Qos::AtLeastOnce,
+        seq: u.seq,
+        base: stream.unacked.front().map_or(u.seq, |f| f.seq),
+        plain: u.plain,
+        groups: u.groups.clone(),
+        topic: u.body.topic.as_str().into(),
+        headers: u.body.headers.clone(),
+        payload: u.body.payload.clone(),
+    })
+}
+
+/// The bytes of `headers`, if they keep the configured bounds.
+fn check_headers(headers: &[(String, Vec<u8>)], config: &PubsubConfig) -> Result<usize, ()> {
+    let bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if headers.len() > config.max_headers || bytes > config.max_header_bytes {
+        return Err(());
+    }
+    Ok(bytes)
+}
+
+/// A record's value: the (pattern, group) pairs a node subscribes with under one prefix.
+fn announcement(interests: &[(String, Option<String>)]) -> Vec<u8> {
+    postcard::to_allocvec(interests).expect("strings encode")
+}
+
+/// A subscriber as its record announces it; `None` for a value that is not an announcement.
+fn parse_announcement(record: &Record) -> Option<Subscriber> {
+    let interests: Vec<(String, Option<String>)> = postcard::from_bytes(&record.value).ok()?;
+    let patterns: Vec<(Pattern, Option<String>)> = interests
+        .into_iter()
+        .filter_map(|(p, g)| {
+            let group_ok = g.as_deref().map_or(true, valid_group);
+            Some((Pattern::new(&p).ok()?, g)).filter(|_| group_ok)
+        })
+        .collect();
+    (!patterns.is_empty()).then(|| Subscriber {
+        node: record.publisher,
+        addr: record.addrs.first().copied(),
+        patterns,
+    })
+}
+
+/// Whether `group` is a valid queue group name.
+pub(crate) fn valid_group(group: &str) -> bool {
+    (1..=64).contains(&group.len())
+        && !group
+            .chars()
+            .any(|c| c == '.' || c == '*' || c.is_whitespace() || c.is_control())
+}
