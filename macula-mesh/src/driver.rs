@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
 use macula_proto::dht::OpId;
+use macula_proto::pubsub::{PublishId, PubsubEvent};
 use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::{
     Config, Data, Event, Identity, InboxId, Instant, LinkId, NodeId, PingId, ProtocolId,
@@ -48,6 +49,8 @@ pub(crate) enum OpKey {
     Ping(PingId),
     /// A DHT operation.
     Dht(OpId),
+    /// A publish whose outcome comes later.
+    Publish(PublishId),
 }
 
 /// Why a waiter is dropped without its result.
@@ -104,13 +107,62 @@ where
 pub(crate) struct Ops {
     waiting: BTreeMap<OpKey, (Option<WallInstant>, Box<dyn Waiter>)>,
     deadlines: BTreeSet<(WallInstant, OpKey)>,
-    /// Data sends held back, by peer and protocol, in the order they were made.
-    held: BTreeMap<(NodeId, ProtocolId, u64), HeldSend>,
-    /// Payload bytes of the held sends.
-    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
+    /// Operations held back, by what they wait for, in the order they were made.
+    held: BTreeMap<(Gate, u64), (usize, Box<dyn Held>)>,
+    /// Payload bytes of the held operations.
     held_bytes: usize,
-    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     next_seq: u64,
+}
+
+/// What a held operation waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Gate {
+    /// Room on the channel to a peer for a protocol's data.
+    Channel(NodeId, ProtocolId),
+    /// Room in the publisher's outbox.
+    Publish,
+}
+
+impl Gate {
+    fn open(self, node: &macula_proto::Node) -> bool {
+        match self {
+            Gate::Channel(peer, protocol) => node.data_writable(&peer, protocol),
+            Gate::Publish => node.pubsub_has_room(),
+        }
+    }
+}
+
+/// An operation held back until its [`Gate`] opens.
+pub(crate) trait Held: Send {
+    /// Tries it; returns whether it is done with (answered, or handed to a waiter).
+    fn attempt(&mut self, cx: &mut Ctx<'_>) -> bool;
+    /// It ends without being tried again.
+    fn fail(&self, error: MeshError);
+    /// Whether its caller stopped waiting (then it is dropped untried).
+    fn abandoned(&self) -> bool;
+}
+
+/// A held operation: `attempt` returns `false` while the gate is shut (keeping what it needs
+/// for the next try), and otherwise answers `reply` or files a waiter with it.
+pub(crate) struct HeldOp<T, F> {
+    pub attempt: F,
+    pub reply: Reply<Result<T, MeshError>>,
+}
+
+impl<T, F> Held for HeldOp<T, F>
+where
+    T: Send,
+    F: FnMut(&mut Ctx<'_>, &Reply<Result<T, MeshError>>) -> bool + Send,
+{
+    fn attempt(&mut self, cx: &mut Ctx<'_>) -> bool {
+        (self.attempt)(cx, &self.reply)
+    }
+    fn fail(&self, error: MeshError) {
+        let _ = self.reply.try_send(Err(error));
+    }
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
 }
 
 /// Most data sends held back at once (each is a caller awaiting its send); more fail with
@@ -151,24 +203,25 @@ impl Ops {
             }
             Event::PingResult { id, .. } => Some(OpKey::Ping(id)),
             Event::Dht(ref outcome) => Some(OpKey::Dht(outcome.op())),
+            Event::Pubsub(PubsubEvent::Published { id, .. }) => Some(OpKey::Publish(id)),
             _ => None,
         }
     }
 
-    /// The held sends to `peer` on `protocol`, oldest first.
-    fn held_to(&self, peer: NodeId, protocol: ProtocolId) -> Vec<(NodeId, ProtocolId, u64)> {
+    /// The operations held at `gate`, oldest first.
+    fn held_at(&self, gate: Gate) -> Vec<(Gate, u64)> {
         self.held
-            .range((peer, protocol, 0)..=(peer, protocol, u64::MAX))
+            .range((gate, 0)..=(gate, u64::MAX))
             .map(|(k, _)| *k)
             .collect()
     }
 
-    /// Every peer and protocol with sends held back.
-    fn held_channels(&self) -> Vec<(NodeId, ProtocolId)> {
-        let mut out: Vec<(NodeId, ProtocolId)> = Vec::new();
-        for (peer, protocol, _) in self.held.keys() {
-            if out.last() != Some(&(*peer, *protocol)) {
-                out.push((*peer, *protocol));
+    /// Every gate with operations held back.
+    fn gates(&self) -> Vec<Gate> {
+        let mut out: Vec<Gate> = Vec::new();
+        for (gate, _) in self.held.keys() {
+            if out.last() != Some(gate) {
+                out.push(*gate);
             }
         }
         out
@@ -187,9 +240,7 @@ pub(crate) struct Ctx<'a> {
     pub endpoint: &'a mut Endpoint,
     pub now: Instant,
     ops: &'a mut Ops,
-    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     consumers: &'a mut BTreeMap<InboxId, Consumer>,
-    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     doorbell: &'a async_channel::Sender<()>,
     wall: WallInstant,
 }
@@ -206,29 +257,18 @@ impl Ctx<'_> {
         self.ops.insert(key, deadline, Box::new(waiter));
     }
 
-    /// Sends data with `attempt` (a data send of the node, such as `echo_bulk`), holding it
-    /// back while the channel to `peer` is full: the caller's `reply` is answered once the
-    /// node takes it. Sends to one peer and protocol are taken in the order they were made.
-    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
-    pub fn send_data(
+    /// Runs `attempt` now, or holds it back until `gate` opens if it returns `false` (or if
+    /// others wait at the gate already, so they keep their order). `bytes` is its payload's
+    /// size, counted against [`MAX_HELD_BYTES`].
+    pub fn hold<T: Send + 'static>(
         &mut self,
-        peer: NodeId,
-        protocol: ProtocolId,
+        gate: Gate,
         bytes: usize,
-        mut attempt: impl FnMut(&mut macula_proto::Node, Instant) -> Result<(), macula_proto::SendError>
-            + Send
-            + 'static,
-        reply: Reply<Result<(), MeshError>>,
+        mut attempt: impl FnMut(&mut Ctx<'_>, &Reply<Result<T, MeshError>>) -> bool + Send + 'static,
+        reply: Reply<Result<T, MeshError>>,
     ) {
-        let queued = !self.ops.held_to(peer, protocol).is_empty();
-        if !queued {
-            match self.endpoint.with_node(self.now, &mut attempt) {
-                Err(macula_proto::SendError::Full) => {}
-                result => {
-                    let _ = reply.try_send(result.map_err(MeshError::Send));
-                    return;
-                }
-            }
+        if self.ops.held_at(gate).is_empty() && attempt(self, &reply) {
+            return;
         }
         let over_bytes = !self.ops.held.is_empty() && self.ops.held_bytes + bytes > MAX_HELD_BYTES;
         if self.ops.held.len() >= MAX_HELD_SENDS || over_bytes {
@@ -237,18 +277,40 @@ impl Ctx<'_> {
         }
         self.ops.next_seq += 1;
         self.ops.held_bytes += bytes;
-        let send = HeldSend {
-            attempt: Box::new(attempt),
-            reply,
-            bytes,
-        };
+        let op = HeldOp { attempt, reply };
         self.ops
             .held
-            .insert((peer, protocol, self.ops.next_seq), send);
+            .insert((gate, self.ops.next_seq), (bytes, Box::new(op)));
+    }
+
+    /// Sends data with `send` (a data send of the node, such as `echo_bulk`), holding it back
+    /// while the channel to `peer` is full: the caller's `reply` is answered once the node
+    /// takes it. Sends to one peer and protocol are taken in the order they were made.
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
+    pub fn send_data(
+        &mut self,
+        peer: NodeId,
+        protocol: ProtocolId,
+        bytes: usize,
+        mut send: impl FnMut(&mut macula_proto::Node, Instant) -> Result<(), macula_proto::SendError>
+            + Send
+            + 'static,
+        reply: Reply<Result<(), MeshError>>,
+    ) {
+        let attempt = move |cx: &mut Ctx<'_>, reply: &Reply<Result<(), MeshError>>| match cx
+            .endpoint
+            .with_node(cx.now, &mut send)
+        {
+            Err(macula_proto::SendError::Full) => false,
+            result => {
+                let _ = reply.try_send(result.map_err(MeshError::Send));
+                true
+            }
+        };
+        self.hold(Gate::Channel(peer, protocol), bytes, attempt, reply);
     }
 
     /// Opens the way from `inbox` to the application: a channel of `capacity` items.
-    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
     pub fn consume(&mut self, inbox: InboxId, capacity: usize) -> crate::Inbox {
         // An inbox the node closed (replaced by this one, say) lets its reader see the end.
         let node = self.endpoint.node();
@@ -265,38 +327,6 @@ impl Ctx<'_> {
         crate::mesh::Inbox::new(rx, parked, self.doorbell.clone())
     }
 }
-
-#[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
-type Attempt =
-    Box<dyn FnMut(&mut macula_proto::Node, Instant) -> Result<(), macula_proto::SendError> + Send>;
-
-/// A data send held back until its channel drains.
-#[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
-struct HeldSend {
-    attempt: Attempt,
-    reply: Reply<Result<(), MeshError>>,
-    /// Its payload's size.
-    bytes: usize,
-}
-
-impl HeldSend {
-    /// Tries the send again. Returns whether it is done with (taken, failed, or its caller
-    /// gave up, in which case it is not sent).
-    fn retry(&mut self, cx: &mut Ctx<'_>) -> bool {
-        if self.reply.is_closed() {
-            return true;
-        }
-        match cx.endpoint.with_node(cx.now, &mut self.attempt) {
-            Err(macula_proto::SendError::Full) => false,
-            result => {
-                let _ = self.reply.try_send(result.map_err(MeshError::Send));
-                true
-            }
-        }
-    }
-}
-
-// Data sends and inboxes: only the test-only echo protocol uses them until pub/sub.
 
 /// Commands waiting in the channel before senders wait; bounds memory under a burst.
 const COMMAND_QUEUE: usize = 256;
@@ -350,8 +380,19 @@ struct Driver<R: Runtime> {
     parked: BTreeSet<InboxId>,
     doorbell: async_channel::Sender<()>,
     ringing: async_channel::Receiver<()>,
-    /// Set once closing: when to give up waiting, and who to tell.
-    closing: Option<(WallInstant, Vec<Reply<()>>)>,
+    /// Set once closing.
+    closing: Option<Closing>,
+}
+
+/// A close under way: first the publisher's outstanding messages are waited for (up to their
+/// deadline), then the node closes and its connections drain (up to [`CLOSE_LINGER`]).
+struct Closing {
+    /// Until when outstanding publishes are waited for.
+    drain_until: WallInstant,
+    /// Set once the node is closed: until when connections may drain.
+    linger: Option<WallInstant>,
+    /// Who to tell when done.
+    waiters: Vec<Reply<()>>,
 }
 
 /// What woke the driver.
@@ -373,7 +414,10 @@ impl<R: Runtime> Driver<R> {
             .endpoint
             .poll_timeout()
             .map(|t| self.epoch + std::time::Duration::from_micros(t.as_micros()));
-        let linger = self.closing.as_ref().map(|(t, _)| *t);
+        let linger = self
+            .closing
+            .as_ref()
+            .map(|c| c.linger.unwrap_or(c.drain_until));
         let requests = self.ops.deadlines.first().map(|(t, _)| *t);
         [core, linger, requests].into_iter().flatten().min()
     }
@@ -385,9 +429,21 @@ impl<R: Runtime> Driver<R> {
             self.endpoint
                 .set_max_datagrams(self.socket.max_gso_segments());
             self.flush().await;
-            if let Some((linger, _)) = &self.closing {
-                if self.endpoint.is_idle() || R::now() >= *linger {
-                    break;
+            if let Some(closing) = &self.closing {
+                match closing.linger {
+                    None => {
+                        let node = self.endpoint.node();
+                        let drained = node.pubsub_outstanding() == 0 && self.ops.held.is_empty();
+                        if drained || R::now() >= closing.drain_until {
+                            self.shut();
+                            continue;
+                        }
+                    }
+                    Some(linger) => {
+                        if self.endpoint.is_idle() || R::now() >= linger {
+                            break;
+                        }
+                    }
                 }
             }
             let deadline = self.deadline();
@@ -460,8 +516,8 @@ impl<R: Runtime> Driver<R> {
         // channel would otherwise keep them, unanswered, for as long as a handle lives).
         self.commands.close();
         while self.commands.try_recv().is_ok() {}
-        if let Some((_, waiters)) = self.closing.take() {
-            for w in waiters {
+        if let Some(closing) = self.closing.take() {
+            for w in closing.waiters {
                 let _ = w.try_send(());
             }
         }
@@ -531,25 +587,25 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    /// Sends held back go as soon as their channel takes data again, in order. Checked after
-    /// every wake rather than on an event, so no lost or unsent event can strand one (a dial
-    /// that failed, a channel that drained while the event queue overflowed).
+    /// Operations held back go as soon as their gate opens, in order. Checked after every
+    /// wake rather than on an event, so no lost or unsent event can strand one (a dial that
+    /// failed, a channel that drained while the event queue overflowed).
     fn retry_held(&mut self) -> bool {
         let mut progress = false;
-        for (peer, protocol) in self.ops.held_channels() {
-            if !self.endpoint.node().data_writable(&peer, protocol) {
+        for gate in self.ops.gates() {
+            if !gate.open(self.endpoint.node()) {
                 continue;
             }
-            for key in self.ops.held_to(peer, protocol) {
-                let Some(mut send) = self.ops.held.remove(&key) else {
+            for key in self.ops.held_at(gate) {
+                let Some((bytes, mut op)) = self.ops.held.remove(&key) else {
                     continue;
                 };
                 progress = true;
-                if !send.retry(&mut self.cx()) {
-                    self.ops.held.insert(key, send);
+                if !op.abandoned() && !op.attempt(&mut self.cx()) {
+                    self.ops.held.insert(key, (bytes, op));
                     break;
                 }
-                self.ops.held_bytes -= send.bytes;
+                self.ops.held_bytes -= bytes;
             }
         }
         progress
@@ -604,7 +660,24 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
+    /// Starts a close: publishes still outstanding are waited for first (a QoS 1 message
+    /// left unacknowledged would silently become QoS 0), at most their deadline.
     fn close(&mut self, reply: Reply<()>) {
+        match &mut self.closing {
+            Some(closing) => closing.waiters.push(reply),
+            None => {
+                let deadline = self.endpoint.node().config().pubsub.deadline;
+                self.closing = Some(Closing {
+                    drain_until: R::now() + std::time::Duration::from(deadline),
+                    linger: None,
+                    waiters: vec![reply],
+                });
+            }
+        }
+    }
+
+    /// Closes the node: every peer hears a goodbye, every waiter fails with `Closed`.
+    fn shut(&mut self) {
         let now = self.now();
         self.endpoint.close(now);
         let waiting = std::mem::take(&mut self.ops.waiting);
@@ -613,13 +686,12 @@ impl<R: Runtime> Driver<R> {
             waiter.abandon(Abandon::Closed);
         }
         self.ops.held_bytes = 0;
-        for (_, send) in std::mem::take(&mut self.ops.held) {
-            let _ = send.reply.try_send(Err(MeshError::Closed));
+        for (_, (_, op)) in std::mem::take(&mut self.ops.held) {
+            op.fail(MeshError::Closed);
         }
         self.consumers.clear();
-        match &mut self.closing {
-            Some((_, waiters)) => waiters.push(reply),
-            None => self.closing = Some((R::now() + CLOSE_LINGER, vec![reply])),
+        if let Some(closing) = &mut self.closing {
+            closing.linger = Some(R::now() + CLOSE_LINGER);
         }
     }
 }

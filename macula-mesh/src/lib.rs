@@ -16,6 +16,7 @@ mod mesh;
 mod runtime;
 mod udp;
 
+pub use api::pubsub::{PublishReport, Subscription};
 pub use driver::{MAX_HELD_BYTES, MAX_HELD_SENDS};
 pub use mesh::{Events, Inbox, Mesh, MeshConfig, MeshError, MeshStats};
 pub use runtime::{Runtime, UdpSocket};

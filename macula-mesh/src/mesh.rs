@@ -94,6 +94,12 @@ pub enum MeshError {
     /// An inbox could not be opened.
     #[error("could not open an inbox: {0}")]
     Inbox(InboxError),
+    /// A publish was refused.
+    #[error("publish refused: {0}")]
+    Publish(macula_proto::pubsub::PublishError),
+    /// A subscription was refused.
+    #[error("subscription refused: {0}")]
+    Subscribe(macula_proto::pubsub::SubscribeError),
     /// The node did not answer within its own timeout and some slack (a bug in the node,
     /// reported rather than waited on forever).
     #[error("no answer from the node in time")]
@@ -326,6 +332,11 @@ impl<R: Runtime> Mesh<R> {
         crate::api::dht::Dht::new(self)
     }
 
+    /// Publish/subscribe.
+    pub fn pubsub(&self) -> crate::api::pubsub::Pubsub<'_, R> {
+        crate::api::pubsub::Pubsub::new(self)
+    }
+
     /// The test-only echo protocol (feature `test-protocols`).
     #[cfg(feature = "test-protocols")]
     pub fn echo(&self) -> crate::api::echo::Echo<'_, R> {
@@ -361,6 +372,11 @@ impl<R: Runtime> Mesh<R> {
         rx.recv().await.map_err(|_| MeshError::Closed)?
     }
 
+    /// The way to the node's task.
+    pub(crate) fn commands(&self) -> &async_channel::Sender<Command> {
+        &self.commands
+    }
+
     /// Runs `read` on the node's task and returns what it gives.
     pub(crate) async fn query<T: Send + 'static>(
         &self,
@@ -377,7 +393,8 @@ impl<R: Runtime> Mesh<R> {
 /// [`Overflow`](macula_proto::Overflow) for what happens when it is not read).
 #[derive(Debug)]
 pub struct Inbox {
-    rx: async_channel::Receiver<Data>,
+    // Pinned on the heap, so the handle is `Unpin` and can be polled as a stream.
+    rx: std::pin::Pin<Box<async_channel::Receiver<Data>>>,
     parked: Arc<AtomicBool>,
     doorbell: async_channel::Sender<()>,
 }
@@ -389,7 +406,7 @@ impl Inbox {
         doorbell: async_channel::Sender<()>,
     ) -> Self {
         Inbox {
-            rx,
+            rx: Box::pin(rx),
             parked,
             doorbell,
         }
@@ -398,11 +415,15 @@ impl Inbox {
     /// The next item; `None` once the node has stopped (or closed the inbox).
     pub async fn recv(&mut self) -> Option<Data> {
         let data = self.rx.recv().await.ok()?;
+        self.took();
+        Some(data)
+    }
+
+    /// An item was taken: a node waiting for room in this channel hears of it.
+    fn took(&self) {
         if self.parked.swap(false, Ordering::SeqCst) {
-            // The node found this inbox's channel full and waits for room.
             let _ = self.doorbell.try_send(());
         }
-        Some(data)
     }
 
     /// Items waiting in this handle's channel (the node's inbox may hold more).
@@ -413,6 +434,21 @@ impl Inbox {
     /// Whether this handle's channel is empty.
     pub fn is_empty(&self) -> bool {
         self.rx.is_empty()
+    }
+}
+
+impl futures_lite::Stream for Inbox {
+    type Item = Data;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Data>> {
+        let polled = self.rx.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(Some(_)) = polled {
+            self.took();
+        }
+        polled
     }
 }
 

@@ -5,3 +5,4 @@
 pub mod dht;
 #[cfg(feature = "test-protocols")]
 pub mod echo;
+pub mod pubsub;

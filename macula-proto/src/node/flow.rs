@@ -120,10 +120,11 @@ impl Core {
         // pausing channel); past `capacity + max_peers` it drops like a dropping one, which a
         // well-behaved mesh never reaches.
         let bound = match inbox.overflow {
-            Overflow::DropNewest => inbox.capacity,
+            Overflow::DropNewest | Overflow::DropOldest => inbox.capacity,
             Overflow::Block => inbox.capacity + self.config.max_peers,
         };
-        if inbox.queue.len() >= bound {
+        let full = inbox.queue.len() >= bound;
+        if full {
             inbox.dropped += 1;
             self.stats.data_dropped += 1;
             if !inbox.dropping {
@@ -131,7 +132,14 @@ impl Core {
                 let dropped = inbox.dropped;
                 self.push_event(Event::DataDropped { inbox: id, dropped });
             }
-            return Delivered::Dropped;
+        }
+        let inbox = self.inboxes.open.get_mut(&id).expect("open");
+        if full {
+            if inbox.overflow != Overflow::DropOldest {
+                return Delivered::Dropped;
+            }
+            // The oldest was counted delivered when it came; now it is counted dropped too.
+            inbox.queue.pop_front();
         }
         inbox.queue.push_back(data);
         self.stats.data_delivered += 1;

@@ -306,6 +306,10 @@ pub enum Overflow {
     /// Drop what arrives while the inbox is full, count it, and tell the application with
     /// [`Event::DataDropped`]. The channel keeps flowing.
     DropNewest,
+    /// Drop the oldest item to make room for what arrives (real-time data, where the latest
+    /// matters most), count it, and tell the application with [`Event::DataDropped`]. The
+    /// channel keeps flowing.
+    DropOldest,
 }
 
 /// Data for the application, taken from an inbox with [`Node::take_data`].

@@ -398,6 +398,41 @@ fn a_dropping_subscription_counts_what_it_drops_and_the_publisher_goes_on() {
         .any(|e| matches!(e, Event::DataDropped { inbox, .. } if *inbox == sub.inbox)));
 }
 
+#[test]
+fn a_subscription_that_drops_the_oldest_keeps_the_latest() {
+    let mut net = mesh(2);
+    let sub = net
+        .command(1, |n, now| {
+            n.subscribe(
+                "prices",
+                SubscribeOptions {
+                    capacity: 4,
+                    overflow: Overflow::DropOldest,
+                    ..SubscribeOptions::default()
+                },
+                now,
+            )
+        })
+        .unwrap();
+    net.run_for(Duration::from_secs(2));
+    for k in 0..20u8 {
+        publish(&mut net, 0, "prices", &[k], Qos::AtLeastOnce);
+        net.run_for(Duration::from_millis(1));
+    }
+    net.run_for(Duration::from_secs(1));
+    let got: Vec<u8> = take_all(&mut net, 1, sub.inbox)
+        .iter()
+        .map(|m| m.payload[0])
+        .collect();
+    assert_eq!(got, [16, 17, 18, 19]);
+    assert_eq!(net.nodes[1].stats().data_dropped, 16);
+    assert_eq!(
+        net.nodes[0].pubsub_outstanding(),
+        0,
+        "every message was acked"
+    );
+}
+
 /// A node with one subscription on `topic`, and a fake publisher linked to it: frames are
 /// fed to the node directly.
 fn receiver(pattern: &str) -> (Node, Subscribed, crate::LinkId, Identity) {

@@ -51,6 +51,20 @@ impl SubscribeOptions {
             ..SubscribeOptions::default()
         }
     }
+
+    /// With an inbox of `capacity` messages.
+    #[must_use]
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// With `overflow` as what a full inbox does.
+    #[must_use]
+    pub fn with_overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
 }
 
 /// A subscription: its id, and the inbox its messages arrive in (as [`Data::Message`]).
@@ -84,6 +98,20 @@ impl PublishOptions {
             qos,
             ..PublishOptions::default()
         }
+    }
+
+    /// With a header `key` = `value` added.
+    #[must_use]
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
+
+    /// QoS 1: tried for `deadline` instead of the configured default.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 }
 
