@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use macula_proto::pubsub::Qos;
 use macula_proto::{ApiKey, Config, Realm};
 use macula_tokio::{Mesh, MeshConfig};
 
@@ -56,8 +57,31 @@ enum Command {
         #[command(flatten)]
         realm: RealmArgs,
     },
+    /// Publish a message on a topic of a running mesh: joins it through `--bootstrap` as a
+    /// short-lived client; prints `message=<n> subscribers=<nodes>` per message.
+    Pub {
+        #[command(flatten)]
+        args: cli::pubsub::PubArgs,
+        /// A node of the mesh to join through (required); repeat for several.
+        #[arg(long = "bootstrap", value_name = "ADDR")]
+        bootstraps: Vec<SocketAddr>,
+        #[command(flatten)]
+        realm: RealmArgs,
+    },
+    /// Subscribe to a pattern on a running mesh; prints
+    /// `topic=<topic> from=<8 hex> seq=<n> payload=<text>` per message.
+    Sub {
+        #[command(flatten)]
+        args: cli::pubsub::SubArgs,
+        /// A node of the mesh to join through (required); repeat for several.
+        #[arg(long = "bootstrap", value_name = "ADDR")]
+        bootstraps: Vec<SocketAddr>,
+        #[command(flatten)]
+        realm: RealmArgs,
+    },
     /// Start three nodes on loopback in this process, connect them, ping every pair, put a value
-    /// in the DHT on one node and get it on the others.
+    /// in the DHT on one node and get it on the others, and show one wildcard subscriber
+    /// receiving from two publishers.
     Demo,
 }
 
@@ -90,10 +114,11 @@ impl RealmArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints a table; its logs would only clutter it unless RUST_LOG asks for them.
+    // A running node logs what it does; the tools print their results on stdout and only
+    // warnings on stderr, unless RUST_LOG asks for more.
     let default_level = match cli.command {
-        Command::Demo => "warn",
-        _ => "info",
+        Command::Node { .. } => "info",
+        _ => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -125,6 +150,26 @@ fn main() -> ExitCode {
                 bootstraps,
                 realm,
             } => dht(command, bootstraps, &realm).await,
+            Command::Pub {
+                args,
+                bootstraps,
+                realm,
+            } => {
+                let mesh = client(&bootstraps, &realm, false).await?;
+                let result = cli::pubsub::publish(&mesh, args).await;
+                mesh.close().await;
+                result
+            }
+            Command::Sub {
+                args,
+                bootstraps,
+                realm,
+            } => {
+                let mesh = client(&bootstraps, &realm, true).await?;
+                let result = cli::pubsub::subscribe(&mesh, args).await;
+                mesh.close().await;
+                result
+            }
             Command::Demo => demo().await,
         }
     });
@@ -193,13 +238,46 @@ async fn ping(addr: SocketAddr, realm: &RealmArgs, count: u32) -> Result<()> {
     result
 }
 
-/// An unspecified address of `addr`'s family, any port: where a short-lived client binds.
-fn any_port_like(addr: SocketAddr) -> SocketAddr {
-    if addr.is_ipv4() {
+/// Where a short-lived client reaching `addr` binds: any port, on the local address that
+/// routes to it when the client must be reachable (`reachable`: publishers dial a
+/// subscriber), else on the unspecified address of its family.
+fn client_addr(addr: SocketAddr, reachable: bool) -> SocketAddr {
+    let any = if addr.is_ipv4() {
         SocketAddr::from(([0, 0, 0, 0], 0))
     } else {
         SocketAddr::from(([0u16; 8], 0))
+    };
+    if !reachable {
+        return any;
     }
+    // Connecting a UDP socket sends nothing; it only picks the route.
+    std::net::UdpSocket::bind(any)
+        .and_then(|s| s.connect(addr).and_then(|()| s.local_addr()))
+        .map(|local| SocketAddr::new(local.ip(), 0))
+        .unwrap_or(any)
+}
+
+/// A short-lived client that joined the mesh through `bootstraps`; `reachable` makes it
+/// advertise its address (a subscriber must be dialed by publishers).
+async fn client(bootstraps: &[SocketAddr], realm: &RealmArgs, reachable: bool) -> Result<Mesh> {
+    let first = *bootstraps
+        .first()
+        .context("give a node of the mesh to join through with --bootstrap ADDR")?;
+    let mut config = MeshConfig::new(realm.config()?, client_addr(first, reachable));
+    config.advertise = reachable;
+    let mesh = Mesh::bind(config).await?;
+    let mut joined = 0;
+    for addr in bootstraps {
+        match mesh.connect(*addr).await {
+            Ok(_) => joined += 1,
+            Err(err) => tracing::warn!(%addr, "bootstrap failed: {err}"),
+        }
+    }
+    if joined == 0 {
+        mesh.close().await;
+        bail!("could not join the mesh through any --bootstrap address");
+    }
+    Ok(mesh)
 }
 
 async fn dht(
@@ -207,26 +285,8 @@ async fn dht(
     bootstraps: Vec<SocketAddr>,
     realm: &RealmArgs,
 ) -> Result<()> {
-    let first = *bootstraps
-        .first()
-        .context("give a node of the mesh to join through with --bootstrap ADDR")?;
-    let mut config = MeshConfig::new(realm.config()?, any_port_like(first));
-    config.advertise = false;
-    let mesh = Mesh::bind(config).await?;
-    let result = async {
-        let mut joined = 0;
-        for addr in &bootstraps {
-            match mesh.connect(*addr).await {
-                Ok(_) => joined += 1,
-                Err(err) => tracing::warn!(%addr, "bootstrap failed: {err}"),
-            }
-        }
-        if joined == 0 {
-            bail!("could not join the mesh through any --bootstrap address");
-        }
-        cli::dht::run(&mesh, command).await
-    }
-    .await;
+    let mesh = client(&bootstraps, realm, false).await?;
+    let result = cli::dht::run(&mesh, command).await;
     mesh.close().await;
     result
 }
@@ -295,6 +355,35 @@ async fn demo() -> Result<()> {
         println!(
             "DHT: node {i} got '{key}' = '{}' from node 0",
             String::from_utf8_lossy(&record.value)
+        );
+    }
+    // Pub/sub: a wildcard subscriber on node 2 hears both other nodes.
+    let pattern = "demo.*.greeting";
+    let mut sub = nodes[2].pubsub().subscribe(pattern).await?;
+    println!("\nPub/sub: node 2 subscribes to '{pattern}'");
+    for (i, n) in nodes.iter().enumerate().take(2) {
+        let topic = format!("demo.node{i}.greeting");
+        let report = n
+            .pubsub()
+            .publish(&topic, format!("hello from node {i}"), Qos::AtLeastOnce)
+            .await?;
+        println!(
+            "Pub/sub: node {i} published on '{topic}' (acknowledged by {} of {} subscribers)",
+            report.acked.len(),
+            report.subscribers
+        );
+    }
+    for _ in 0..2 {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(10), sub.recv())
+            .await
+            .context("the subscriber heard nothing for 10 s")?
+            .context("node 2 stopped")?;
+        let from = nodes.iter().position(|n| n.node_id() == m.publisher);
+        println!(
+            "Pub/sub: node 2 got '{}' on '{}' from node {}",
+            String::from_utf8_lossy(&m.payload),
+            m.topic,
+            from.map_or("?".into(), |i| i.to_string())
         );
     }
     println!("\nClosing.");

@@ -156,6 +156,14 @@ fn demo_connects_three_nodes_and_prints_a_table() {
         stdout.contains("node 2 got 'demo/greeting' = 'hello from node 0'"),
         "{stdout}"
     );
+    for i in 0..2 {
+        assert!(
+            stdout.contains(&format!(
+                "node 2 got 'hello from node {i}' on 'demo.node{i}.greeting' from node {i}"
+            )),
+            "{stdout}"
+        );
+    }
     assert_eq!(
         stdout
             .lines()
@@ -231,4 +239,134 @@ fn dht_put_and_get_against_running_nodes() {
     let lost = dht(&["get", "color"]);
     assert!(!lost.status.success());
     assert!(String::from_utf8_lossy(&lost.stderr).contains("--bootstrap"));
+}
+
+fn publish(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("pub")
+        .args(args)
+        .output()
+        .expect("the macula binary runs")
+}
+
+#[test]
+fn sub_prints_what_pub_sends_on_matching_topics_only() {
+    let seed = NodeProcess::start(&["--realm", "io.cli.pubsub"]);
+    let realm = ["--realm", "io.cli.pubsub"];
+    let sub = Command::new(BIN)
+        .args([
+            "sub",
+            "sensors.*.temp",
+            "--count",
+            "2",
+            "--bootstrap",
+            &seed.addr,
+        ])
+        .args(realm)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the macula binary starts");
+    // Publish until the subscriber is found (its announcement takes a moment to land).
+    let mut found = false;
+    for _ in 0..100 {
+        let out = publish(
+            &[
+                &["sensors.kitchen.humidity", "55", "--bootstrap", &seed.addr],
+                &realm[..],
+            ]
+            .concat(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "message=1 subscribers=0\n"
+        );
+        assert!(out.stderr.is_empty(), "quiet by default");
+        let out = publish(
+            &[
+                &[
+                    "sensors.kitchen.temp",
+                    "21",
+                    "--qos",
+                    "1",
+                    "--bootstrap",
+                    &seed.addr,
+                ],
+                &realm[..],
+            ]
+            .concat(),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if stdout.contains("subscribers=1 acked=1 missed=0") {
+            found = true;
+            break;
+        }
+        assert_eq!(stdout, "message=1 subscribers=0 acked=0 missed=0\n");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(found, "the subscriber was never found");
+    // With --count, messages get a counter suffix; the subscriber exits after two.
+    let out = publish(
+        &[
+            &[
+                "sensors.hall.temp",
+                "19",
+                "--count",
+                "1",
+                "--bootstrap",
+                &seed.addr,
+            ],
+            &realm[..],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success());
+    let output = sub.wait_with_output().expect("the subscriber exits");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("topic=sensors.kitchen.temp from="),
+        "{stdout}"
+    );
+    assert!(lines[0].ends_with(" payload=21"), "{stdout}");
+    assert!(
+        lines[1].starts_with("topic=sensors.hall.temp from="),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("humidity"));
+    let from = lines[0].split_whitespace().nth(1).unwrap();
+    assert_eq!(from.len(), "from=".len() + 8, "{stdout}");
+    assert!(output.stderr.is_empty(), "quiet by default");
+
+    // Several messages with a counter, and a bad topic is named.
+    let out = publish(
+        &[
+            &["a.b", "m", "--count", "3", "--bootstrap", &seed.addr],
+            &realm[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "message=1 subscribers=0\nmessage=2 subscribers=0\nmessage=3 subscribers=0\n"
+    );
+    let bad = publish(&[&["a..b", "m", "--bootstrap", &seed.addr], &realm[..]].concat());
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid topic"));
 }

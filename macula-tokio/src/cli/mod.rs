@@ -1,3 +1,4 @@
 //! One module per subsystem's subcommands.
 
 pub mod dht;
+pub mod pubsub;
