@@ -43,6 +43,9 @@ enum Command {
         /// Loss probability on every path (0 to 1).
         #[arg(long, default_value_t = 0.0)]
         loss: f64,
+        /// Duplication probability on every path (0 to 1; QUIC mode duplicates datagrams).
+        #[arg(long, default_value_t = 0.0)]
+        dup: f64,
         /// Fraction of nodes that crash and restart during the run (0 to 1).
         #[arg(long, default_value_t = 0.0)]
         churn: f64,
@@ -79,13 +82,14 @@ fn main() -> ExitCode {
             quic,
             json,
             loss,
+            dup,
             churn,
             partition,
             no_prefetch,
             expectations,
         } => {
-            if !(0.0..=1.0).contains(&loss) || !(0.0..=1.0).contains(&churn) {
-                eprintln!("error: --loss and --churn are probabilities between 0 and 1");
+            if [loss, dup, churn].iter().any(|p| !(0.0..=1.0).contains(p)) {
+                eprintln!("error: --loss, --dup and --churn are probabilities between 0 and 1");
                 return ExitCode::from(2);
             }
             if nodes == 0 || nodes > 1 << 17 {
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
                 duration: Duration::from_secs(duration),
                 mode: if quic { Mode::Quic } else { Mode::Frames },
                 loss,
+                dup,
                 churn,
                 partition,
                 prefetch: no_prefetch.then_some(false),

@@ -8,8 +8,8 @@ use std::rc::Rc;
 use macula_proto::node::layout::Prefetch;
 use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::{
-    Channel, Config, Duration, Event, Identity, Instant, LinkError, LinkId, LinkInfo, Node, NodeId,
-    PingError, PingId, Rng, Transmit,
+    Channel, Config, Data, Duration, Event, Identity, Instant, LinkError, LinkId, LinkInfo, Node,
+    NodeId, PingError, PingId, Rng, Transmit,
 };
 
 use crate::check::{self, Checker, Observation, Verdict};
@@ -49,6 +49,7 @@ pub struct SimBuilder {
     nodes: usize,
     duration: Duration,
     record_events: bool,
+    read_inboxes: bool,
     mode: Mode,
     link: LinkModel,
     configure: ConfigureFn,
@@ -79,6 +80,7 @@ impl SimBuilder {
             nodes: 2,
             duration: Duration::from_secs(60),
             record_events: false,
+            read_inboxes: false,
             mode: Mode::Frames,
             link: LinkModel::default(),
             configure: Rc::new(|_, _| {}),
@@ -140,6 +142,13 @@ impl SimBuilder {
         self
     }
 
+    /// Makes the simulation read every node's inboxes as soon as they hold data (an
+    /// application that keeps up), handing the data to [`Sim::take_data`]. Off by default.
+    pub fn read_inboxes(&mut self, read: bool) -> &mut Self {
+        self.read_inboxes = read;
+        self
+    }
+
     /// The simulation, every node started at time zero.
     ///
     /// # Panics
@@ -175,6 +184,8 @@ impl SimBuilder {
             epoch,
             stats: SimStats::default(),
             events_out: Vec::new(),
+            read_inboxes: self.read_inboxes,
+            data_out: Vec::new(),
             end: Instant::ZERO + self.duration,
             recorded: self.record_events.then(Vec::new),
             prefetch,
@@ -520,6 +531,10 @@ pub struct Sim {
     stats: SimStats,
     /// Node events of the last step, for [`Sim::step`]'s caller.
     events_out: Vec<(NodeIdx, Event)>,
+    /// Whether nodes' inboxes are read as they fill ([`SimBuilder::read_inboxes`]).
+    read_inboxes: bool,
+    /// Data read from inboxes since [`Sim::take_data`] was last called.
+    data_out: Vec<(NodeIdx, Data)>,
     /// When [`Sim::run`] stops.
     end: Instant,
     /// Events kept for [`Sim::take_events`], when recording.
@@ -795,6 +810,12 @@ impl Sim {
         self.run_until(end, |_| false);
     }
 
+    /// The data read from nodes' inboxes since the last call, in order (empty unless the
+    /// builder asked to [read](SimBuilder::read_inboxes) them).
+    pub fn take_data(&mut self) -> Vec<(NodeIdx, Data)> {
+        std::mem::take(&mut self.data_out)
+    }
+
     /// The node events recorded since the last call, in order (empty unless the builder asked
     /// to [record](SimBuilder::record_events) them).
     pub fn take_events(&mut self) -> Vec<NodeEvent> {
@@ -948,8 +969,55 @@ impl Sim {
         self.observe(&o);
     }
 
-    /// Carries out everything node `n` asks for, records its events, re-arms its timer.
+    /// Carries out everything node `n` asks for, records its events, reads its inboxes (if
+    /// asked to), re-arms its timer.
     fn drain(&mut self, n: NodeIdx) {
+        loop {
+            self.drain_outputs(n);
+            if !self.read_inboxes || !self.read_data(n) {
+                break;
+            }
+        }
+        self.observe_gauges(n);
+        let now = self.now;
+        let node = &mut self.nodes[n as usize];
+        let Some(host) = node.host.as_ref() else {
+            return;
+        };
+        if let Some(t) = host.poll_timeout() {
+            let t = t.max(now);
+            if t < node.timer {
+                node.timer = t;
+                self.queue.push(t, Ev::Timer(n));
+            }
+        }
+    }
+
+    /// Takes what node `n`'s inboxes hold; returns whether there was anything (taking it may
+    /// have given the node work).
+    fn read_data(&mut self, n: NodeIdx) -> bool {
+        let now = self.now;
+        let mut read = false;
+        while let Some(inbox) = self
+            .with_host(n, |h| h.command(now, |node, _| node.poll_ready()))
+            .flatten()
+        {
+            while let Some(data) = self
+                .with_host(n, |h| {
+                    h.command(now, |node, now| node.take_data(inbox, now))
+                })
+                .flatten()
+            {
+                self.digest.record(now.as_micros(), n, 0xda);
+                self.data_out.push((n, data));
+                read = true;
+            }
+        }
+        read
+    }
+
+    /// Carries out the transmits node `n` asks for and records its events.
+    fn drain_outputs(&mut self, n: NodeIdx) {
         loop {
             let out = self.with_host(n, |h| match h {
                 Host::Frames(node) => node.poll_transmit().map(Out::Transmit),
@@ -987,19 +1055,6 @@ impl Sim {
                 event: &event,
             });
             self.events_out.push((n, event));
-        }
-        self.observe_gauges(n);
-        let now = self.now;
-        let node = &mut self.nodes[n as usize];
-        let Some(host) = node.host.as_ref() else {
-            return;
-        };
-        if let Some(t) = host.poll_timeout() {
-            let t = t.max(now);
-            if t < node.timer {
-                node.timer = t;
-                self.queue.push(t, Ev::Timer(n));
-            }
         }
     }
 

@@ -12,6 +12,7 @@ fn params(nodes: usize, seed: u64, mode: Mode) -> Params {
         duration: Duration::from_secs(40),
         mode,
         loss: 0.0,
+        dup: 0.0,
         churn: 0.0,
         partition: false,
         prefetch: None,

@@ -61,7 +61,7 @@ impl Node {
     /// a provider (or `Failed`).
     pub fn dht_find_providers(&mut self, name: &[u8], now: Instant) -> OpId {
         let key = self.dht_key(KeyKind::Provider, name);
-        self.dht_get_key(key, now)
+        self.run(now, |dht: &mut Dht, cx| dht.get(key, true, Owner::App, cx))
     }
 
     /// Withdraws this node's value or provider record under `name` and stops republishing it:
@@ -78,6 +78,6 @@ impl Node {
 
     /// [`Node::dht_get`] under a key made elsewhere (see [`Node::dht_key`]).
     pub fn dht_get_key(&mut self, key: KeyBytes, now: Instant) -> OpId {
-        self.run(now, |dht: &mut Dht, cx| dht.get(key, Owner::App, cx))
+        self.run(now, |dht: &mut Dht, cx| dht.get(key, false, Owner::App, cx))
     }
 }

@@ -30,8 +30,10 @@ use crate::wire::{KeyBytes, ProtocolId};
 enum Goal {
     /// Find the closest nodes and report them.
     FindNode,
-    /// Find records under the key.
-    Get,
+    /// Find records under the key: from the first node that has some (a value), or from
+    /// every one of the closest nodes (`all`: providers, each announced at its own set of
+    /// nodes).
+    Get { all: bool },
     /// Store the record at the closest nodes.
     Put(Record),
     /// Withdraw our record from the closest nodes.
@@ -277,7 +279,7 @@ impl Subsystem for Dht {
         let Ask::Dht(ask) = ask;
         match ask {
             DhtAsk::FindNode(target) => self.find_node(target, owner, cx),
-            DhtAsk::Get(key) => self.get(key, owner, cx),
+            DhtAsk::FindProviders(key) => self.get(key, true, owner, cx),
             DhtAsk::Put(key, value) => self.put(key, value, owner, cx),
             DhtAsk::Withdraw(key) => self.withdraw(key, owner, cx),
         };
@@ -326,10 +328,10 @@ impl Dht {
 
     /// Finds the records under `key`: this node's own and those it holds, and those of the
     /// nodes closest to the key.
-    pub(crate) fn get(&mut self, key: KeyBytes, owner: Owner, cx: &mut Cx<'_>) -> OpId {
+    pub(crate) fn get(&mut self, key: KeyBytes, all: bool, owner: Owner, cx: &mut Cx<'_>) -> OpId {
         let local = self.page(&key, None, usize::MAX, cx.now()).0;
         let local = local.into_iter().map(|r| (r.publisher, r)).collect();
-        self.start_with(Goal::Get, owner, key, local, cx)
+        self.start_with(Goal::Get { all }, owner, key, local, cx)
     }
 
     /// Publishes `value` under `key` at the closest nodes, and again every
@@ -568,7 +570,8 @@ impl Dht {
             }
             return;
         }
-        let get = matches!(op.goal, Goal::Get);
+        let get = matches!(op.goal, Goal::Get { .. });
+        let first_hit = matches!(op.goal, Goal::Get { all: false });
         let target = op.lookup.target();
         for (to, addr) in op.lookup.next_queries() {
             self.request(to, addr, Some(op_id), false, cx, |id| {
@@ -586,7 +589,7 @@ impl Dht {
         let Some(op) = self.ops.get_mut(&op_id) else {
             return;
         };
-        if op.pages > 0 || !(op.lookup.is_done() || op.got_remote) {
+        if op.pages > 0 || !(op.lookup.is_done() || (first_hit && op.got_remote)) {
             return;
         }
         let found = op.lookup.found();
@@ -676,7 +679,7 @@ impl Dht {
                 return;
             }
             (_, Some(error)) => DhtEvent::Failed { op: op_id, error },
-            (Goal::Get, None) if !op.records.is_empty() => DhtEvent::Got {
+            (Goal::Get { .. }, None) if !op.records.is_empty() => DhtEvent::Got {
                 op: op_id,
                 records: op.records.into_values().collect(),
             },
@@ -691,7 +694,7 @@ impl Dht {
                 queries: found.queries,
                 elapsed: now.saturating_duration_since(op.started),
             },
-            (Goal::Get, None) => DhtEvent::Got {
+            (Goal::Get { .. }, None) => DhtEvent::Got {
                 op: op_id,
                 records: Vec::new(),
             },
@@ -800,7 +803,7 @@ impl Dht {
                         .map(|c| (c.id, SocketAddr::from(c.addr)));
                     op.lookup.answered(from, nodes);
                 }
-                if matches!(op.goal, Goal::Get) {
+                if matches!(op.goal, Goal::Get { .. }) {
                     let mut last = None;
                     for r in records.into_iter().take(max_records) {
                         match Record::from_wire(r, &key, now, max_ttl) {

@@ -101,12 +101,12 @@ impl DhtEvent {
 
 /// What a sibling subsystem may ask of the DHT; the answer is the operation's [`DhtEvent`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // pub/sub and RPC will ask for providers
 pub(crate) enum DhtAsk {
     /// The closest nodes to a target.
+    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))] // asked by echo's tests
     FindNode(KeyBytes),
-    /// The records under a key.
-    Get(KeyBytes),
+    /// The provider records under a key, from every one of the closest nodes.
+    FindProviders(KeyBytes),
     /// Publish (and keep republishing) a value under a key.
     Put(KeyBytes, Vec<u8>),
     /// Withdraw this node's record under a key.

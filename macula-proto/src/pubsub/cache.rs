@@ -151,6 +151,15 @@ impl SubscriberCache {
         );
     }
 
+    /// A lookup of `prefix` failed (nobody answered in time, or the DHT was busy): an answer
+    /// already kept stays (and is looked up again once the topic may be), else the prefix is
+    /// taken to have no subscribers for now, so publishes can go on.
+    pub fn fill_failed(&mut self, prefix: &str, now: Instant) {
+        if !self.prefixes.contains_key(prefix) {
+            self.fill(prefix, Vec::new(), now);
+        }
+    }
+
     /// The nodes with a pattern that matches `topic`, each once per group (or once outside
     /// any), with an address to reach them at.
     pub fn subscribers(&mut self, topic: &Topic, now: Instant) -> Targets {
@@ -311,6 +320,19 @@ mod tests {
         c.forget(&NodeId([1; 32]));
         c.fill("", Vec::new(), at(20));
         assert!(c.subscribers(&t("p9"), at(21)).plain.is_empty());
+    }
+
+    #[test]
+    fn a_failed_lookup_keeps_what_was_known() {
+        let mut c = SubscriberCache::default();
+        let topic = t("a");
+        c.fill("a", vec![sub(1, &["a"])], at(0));
+        c.fill_failed("a", at(6_000));
+        c.fill_failed("", at(6_000));
+        assert!(c.knows(&topic));
+        assert_eq!(c.subscribers(&topic, at(6_001)).plain.len(), 1);
+        // Still old: looked up again once the topic may be.
+        assert_eq!(c.to_look_up(&topic, at(6_001)), vec!["a"]);
     }
 
     #[test]

@@ -317,19 +317,20 @@ impl Subsystem for Pubsub {
         match asked {
             Asked::Lookup(prefix) => {
                 self.looking.remove(&prefix);
-                let records = match outcome {
-                    DhtEvent::Got { records, .. } => records,
-                    // Nobody to ask, or nobody answered: nobody is known there for now (the
-                    // next refresh asks again).
-                    _ => Vec::new(),
-                };
-                let own = cx.identity().node_id();
-                let subscribers = records
-                    .iter()
-                    .filter(|r| r.publisher != own)
-                    .filter_map(parse_announcement)
-                    .collect();
-                self.cache.fill(&prefix, subscribers, cx.now());
+                match outcome {
+                    DhtEvent::Got { records, .. } => {
+                        let own = cx.identity().node_id();
+                        let subscribers = records
+                            .iter()
+                            .filter(|r| r.publisher != own)
+                            .filter_map(parse_announcement)
+                            .collect();
+                        self.cache.fill(&prefix, subscribers, cx.now());
+                    }
+                    // Nobody to ask, or nobody answered: what was known stays (the next
+                    // refresh asks again).
+                    _ => self.cache.fill_failed(&prefix, cx.now()),
+                }
                 self.drain(cx);
             }
             Asked::Announce(prefix) => {
@@ -697,7 +698,10 @@ impl Pubsub {
                 continue;
             }
             self.stats.lookups += 1;
-            let ticket = cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::Get(self.key(&prefix))));
+            let ticket = cx.ask(
+                ProtocolId::DHT,
+                Ask::Dht(DhtAsk::FindProviders(self.key(&prefix))),
+            );
             self.asks.insert(ticket, Asked::Lookup(prefix.clone()));
             self.looking.insert(prefix);
         }

@@ -2,10 +2,11 @@
 
 mod connect;
 mod dht;
+mod pubsub;
 
 use std::time::Instant as WallInstant;
 
-use macula_proto::{Config, Duration, Event, Instant, Rng};
+use macula_proto::{Config, Data, Duration, Event, Instant, Rng};
 use serde_json::{json, Map, Value};
 
 use crate::check::Verdict;
@@ -14,6 +15,7 @@ use crate::sim::{Mode, Sim, SimBuilder, Step};
 
 pub use connect::Connect;
 pub use dht::Dht;
+pub use pubsub::Pubsub;
 
 /// What a scenario run is asked to do (the CLI's options).
 #[derive(Clone, Debug)]
@@ -28,6 +30,8 @@ pub struct Params {
     pub mode: Mode,
     /// Loss probability on every path.
     pub loss: f64,
+    /// Duplication probability on every path (QUIC mode: datagrams).
+    pub dup: f64,
     /// Fraction of nodes that crash and restart during the run.
     pub churn: f64,
     /// Whether to split the mesh in two for a while.
@@ -46,6 +50,9 @@ pub trait Scenario {
     fn on_action(&mut self, sim: &mut Sim, tag: u64);
     /// A node emitted an event.
     fn on_event(&mut self, sim: &mut Sim, node: NodeIdx, event: &Event);
+    /// Data was read from a node's inbox (only when the scenario's
+    /// [`configure`](Scenario::configure) asked the builder to read inboxes).
+    fn on_data(&mut self, _sim: &mut Sim, _node: NodeIdx, _data: Data) {}
     /// The scenario's own figures.
     fn figures(&self, sim: &Sim) -> Map<String, Value>;
     /// The scenario's own invariants.
@@ -62,6 +69,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "dht",
         "nodes join, look up random ids, put values and get them from others; --loss, --churn",
     ),
+    (
+        "pubsub",
+        "publishers and exact, wildcard and queue-group subscribers; QoS 0 and 1; --loss, --dup, --churn, --partition",
+    ),
 ];
 
 /// The scenario called `name`.
@@ -69,6 +80,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Scenario>> {
     match name {
         "connect" => Some(Box::new(Connect::default())),
         "dht" => Some(Box::new(Dht::default())),
+        "pubsub" => Some(Box::new(Pubsub::default())),
         _ => None,
     }
 }
@@ -141,6 +153,7 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
     let mut builder = SimBuilder::new();
     let link = LinkModel {
         loss: params.loss,
+        duplicate: params.dup,
         ..LinkModel::default()
     };
     builder
@@ -166,6 +179,9 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
                 }
             }
         }
+        for (node, data) in sim.take_data() {
+            scenario.on_data(&mut sim, node, data);
+        }
     }
     let wall_secs = wall.elapsed().as_secs_f64();
     let run_secs = wall_secs - setup_secs;
@@ -187,7 +203,7 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
         "anon_huge_bytes": crate::memory::anon_huge_bytes(),
         "trace_digest": sim.trace_digest(),
         "invariants": verdicts.iter().map(|v| json!({"name": v.name, "ok": v.ok, "detail": v.detail})).collect::<Vec<_>>(),
-        "faults": {"loss": params.loss, "churn": params.churn, "partition": params.partition},
+        "faults": {"loss": params.loss, "dup": params.dup, "churn": params.churn, "partition": params.partition},
     });
     let net = sim.stats();
     let figures = json.as_object_mut().expect("built as an object");
