@@ -143,6 +143,9 @@ fn main() -> ExitCode {
                 if loss > 0.0 {
                     replay.push_str(&format!(" --loss {loss}"));
                 }
+                if dup > 0.0 {
+                    replay.push_str(&format!(" --dup {dup}"));
+                }
                 if churn > 0.0 {
                     replay.push_str(&format!(" --churn {churn}"));
                 }

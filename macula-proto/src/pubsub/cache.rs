@@ -205,6 +205,13 @@ impl SubscriberCache {
         }
     }
 
+    /// What is known under `prefix`, and when it was fetched.
+    pub fn known(&self, prefix: &str) -> Option<(&[Subscriber], Instant)> {
+        self.prefixes
+            .get(prefix)
+            .map(|a| (a.subscribers.as_slice(), a.fetched))
+    }
+
     /// Prefixes remembered.
     pub fn len(&self) -> usize {
         self.prefixes.len()

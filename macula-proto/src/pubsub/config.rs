@@ -32,7 +32,8 @@ pub struct PubsubConfig {
     /// Subscriber nodes a publisher keeps QoS 1 streams to. Default: 4,096.
     pub max_streams: usize,
     /// How long a publish waits for its topic's first discovery before it goes to the
-    /// subscribers found so far. Default: 5 s.
+    /// subscribers found so far. On a healthy mesh discovery takes a DHT lookup (milliseconds
+    /// to a second); under churn, lookups wait out requests to nodes that left. Default: 15 s.
     pub discovery_wait: Duration,
     /// Time before an unacknowledged QoS 1 message is sent again; doubled on every try up to
     /// `max_ack_timeout`. Default: 1 s.
@@ -57,7 +58,7 @@ impl Default for PubsubConfig {
             window: 1024,
             max_outstanding: 4096,
             max_streams: 4096,
-            discovery_wait: Duration::from_secs(5),
+            discovery_wait: Duration::from_secs(15),
             ack_timeout: Duration::from_secs(1),
             max_ack_timeout: Duration::from_secs(8),
             deadline: Duration::from_secs(30),

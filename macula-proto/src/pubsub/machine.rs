@@ -892,7 +892,10 @@ impl Pubsub {
                     match cx.send_data(node, copy.addr, &message) {
                         Ok(()) => self.stats.sent += 1,
                         // At most once: a node that can't be reached misses it.
-                        Err(_) => self.cache.forget(&node),
+                        Err(_) => {
+                            self.stats.unsent += 1;
+                            self.cache.forget(&node);
+                        }
                     }
                 }
                 self.done.push((id, subscribers, told));

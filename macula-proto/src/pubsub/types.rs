@@ -268,6 +268,8 @@ pub struct PubsubStats {
     pub acks_received: u64,
     /// (QoS 1 message, subscriber node) pairs given up: deadline passed or node unreachable.
     pub missed: u64,
+    /// QoS 0 copies that could not be sent (no link to the node and no address to dial).
+    pub unsent: u64,
     /// Subscriber lookups asked of the DHT (one per prefix).
     pub lookups: u64,
     /// Messages handed to local subscriptions.
