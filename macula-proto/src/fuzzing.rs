@@ -167,6 +167,83 @@ pub fn node_dht(data: &[u8]) {
     }
 }
 
+/// Feeds `data` to a node's pub/sub as the bytes an established peer sends on the pub/sub
+/// channel, while the node has exact, wildcard, queue-group and dropping subscriptions, reads
+/// some of what they receive, and publishes itself. The node must not panic, and its inboxes
+/// and pub/sub state must stay within their bounds; a paused channel is not fed until it
+/// flows again (as a transport would).
+pub fn node_pubsub(data: &[u8]) {
+    use crate::pubsub::{PublishOptions, Qos, SubscribeOptions, MAX_RECEIVING};
+    use crate::Overflow;
+    let mut config = Config {
+        max_frame_size: MAX_FRAME,
+        max_queued_events: 16,
+        ..Config::default()
+    };
+    config.dht.max_value_size = 512;
+    config.pubsub.max_waiting = 8;
+    config.pubsub.window = 4;
+    config.pubsub.max_outstanding = 8;
+    let mut node =
+        Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).expect("the config is valid");
+    let peer = Identity::from_seed(2).node_id();
+    let link = inbound(&mut node, peer, 9);
+    let listens = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 9).into();
+    connect(&mut node, link, peer, alloc::vec![listens]);
+    let mut inboxes = Vec::new();
+    for (pattern, options) in [
+        ("t", SubscribeOptions::default().with_capacity(4)),
+        ("t.*", SubscribeOptions::default().with_capacity(4)),
+        ("**", SubscribeOptions::group("g").with_capacity(4)),
+        (
+            "**.x",
+            SubscribeOptions::default()
+                .with_capacity(2)
+                .with_overflow(Overflow::DropOldest),
+        ),
+    ] {
+        let sub = node
+            .subscribe(pattern, options, Instant::ZERO)
+            .expect("valid subscriptions");
+        inboxes.push(sub.inbox);
+    }
+    let channel = ProtocolId::PUBSUB.channel();
+    let mut now = Instant::ZERO;
+    for (i, chunk) in data.chunks(37).enumerate() {
+        now += crate::Duration::from_millis(u64::from(chunk[0]) * 10);
+        match chunk[0] % 5 {
+            0 => {
+                let qos = if chunk[0] & 0x80 == 0 {
+                    Qos::AtMostOnce
+                } else {
+                    Qos::AtLeastOnce
+                };
+                let _ = node.publish("t.x", chunk.to_vec(), PublishOptions::qos(qos), now);
+            }
+            1 => {
+                let inbox = inboxes[i % inboxes.len()];
+                while node.take_data(inbox, now).is_some() {}
+            }
+            _ => {}
+        }
+        if !node.is_paused(link, channel) {
+            node.handle_link_data(link, channel, chunk, now);
+        }
+        node.handle_timeout(now);
+        drain(&mut node);
+        while node.poll_resumed().is_some() {}
+        for inbox in &inboxes {
+            let held = node.inbox_len(*inbox).unwrap_or(0);
+            assert!(held <= 4 + node.config().max_peers, "inbox bound: {held}");
+        }
+        let pubsub = node.pubsub();
+        assert!(pubsub.outstanding() <= 8 + 8);
+        assert!(pubsub.receiving() <= MAX_RECEIVING);
+        assert!(pubsub.streams() <= node.config().pubsub.max_streams);
+        assert!(node.stats().peers <= 1);
+    }
+}
+
 /// Takes everything the node has queued; what it sends stays small.
 fn drain(node: &mut Node) {
     while let Some(t) = node.poll_transmit() {

@@ -37,3 +37,53 @@ fn node_link_data_corpus() {
 fn node_dht_corpus() {
     replay("node_dht", macula_proto::fuzzing::node_dht);
 }
+
+#[test]
+fn node_pubsub_corpus() {
+    replay("node_pubsub", macula_proto::fuzzing::node_pubsub);
+}
+
+/// Writes the seed inputs of the `node_pubsub` corpus (run once with `--ignored` when the
+/// protocol changes; the fuzzer grows the corpus from them).
+#[test]
+#[ignore]
+fn write_node_pubsub_seeds() {
+    use macula_proto::pubsub::{PubAck, Publish, PubsubMessage, Qos};
+    use macula_proto::wire::encode;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/node_pubsub");
+    std::fs::create_dir_all(&dir).unwrap();
+    let publish = |qos, seq, base, topic: &str, groups: Vec<String>, plain| {
+        encode(&PubsubMessage::Publish(Publish {
+            epoch: 7,
+            qos,
+            seq,
+            base,
+            plain,
+            groups,
+            topic: topic.into(),
+            headers: vec![("k".into(), b"v".to_vec())],
+            payload: b"payload".to_vec(),
+        }))
+    };
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    for seq in 1..4 {
+        seeds.push(publish(Qos::AtMostOnce, seq, 0, "t", vec![], true));
+        seeds.push(publish(Qos::AtLeastOnce, seq, 1, "t.x", vec![], true));
+        seeds.push(publish(
+            Qos::AtLeastOnce,
+            seq + 5,
+            seq,
+            "a.b.x",
+            vec!["g".into()],
+            false,
+        ));
+    }
+    seeds.push(publish(Qos::AtLeastOnce, 3, 1, "t..x", vec![], true));
+    seeds.push(encode(&PubsubMessage::PubAck(PubAck { epoch: 1, upto: 3 })));
+    let all: Vec<u8> = seeds.concat();
+    seeds.push(all.clone());
+    seeds.push(all.iter().rev().copied().collect());
+    for (i, seed) in seeds.iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:02}")), seed).unwrap();
+    }
+}

@@ -132,7 +132,10 @@ enum Asked {
     Announce(String),
 }
 
-/// See the [module documentation](self).
+/// The pub/sub subsystem of a node: its subscriptions and their announcements, its publisher
+/// side (subscriber cache, outbox, QoS 1 streams) and its receiver side (per-publisher order and
+/// de-duplication). Read it with [`Node::pubsub`](crate::Node::pubsub); `docs/pubsub.md` says
+/// how it works.
 #[derive(Debug)]
 pub struct Pubsub {
     config: PubsubConfig,
