@@ -79,6 +79,17 @@ enum Command {
         #[command(flatten)]
         realm: RealmArgs,
     },
+    /// Measure Macula on loopback (separate processes, public API); results on stdout.
+    Bench {
+        #[command(subcommand)]
+        command: cli::bench::BenchCommand,
+    },
+    /// A benchmark's worker process (started by `macula bench`).
+    #[command(hide = true)]
+    BenchWorker {
+        #[command(subcommand)]
+        command: cli::bench::WorkerCommand,
+    },
     /// Start three nodes on loopback in this process, connect them, ping every pair, put a value
     /// in the DHT on one node and get it on the others, and show one wildcard subscriber
     /// receiving from two publishers.
@@ -170,6 +181,8 @@ fn main() -> ExitCode {
                 mesh.close().await;
                 result
             }
+            Command::Bench { command } => cli::bench::run(command).await,
+            Command::BenchWorker { command } => cli::bench::worker(command).await,
             Command::Demo => demo().await,
         }
     });

@@ -370,3 +370,37 @@ fn sub_prints_what_pub_sends_on_matching_topics_only() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid topic"));
 }
+
+#[test]
+fn bench_pubsub_runs_separate_processes_and_counts_loss() {
+    let out = Command::new(BIN)
+        .args([
+            "bench", "pubsub", "--subs", "2", "--size", "32", "--count", "3000", "--json",
+        ])
+        .output()
+        .expect("the macula binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().last().expect("a JSON line");
+    for field in [
+        "\"delivered_msgs_per_s\":",
+        "\"delivered_payload_mb_per_s\":",
+        "\"peak_rss_bytes\":",
+        "\"rtt\":{\"p50_us\":",
+        "\"p99_us\":",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    assert!(line.contains("\"lost\":0,"), "{line}");
+    assert!(line.contains("\"delivered_total\":6000,"), "{line}");
+    let small = Command::new(BIN)
+        .args(["bench", "pubsub", "--size", "8"])
+        .output()
+        .expect("the macula binary runs");
+    assert!(!small.status.success());
+    assert!(String::from_utf8_lossy(&small.stderr).contains("at least 16"));
+}

@@ -110,6 +110,54 @@ impl<'a, R: Runtime> Pubsub<'a, R> {
             .await
     }
 
+    /// Publishes every payload of `payloads` on `topic`, in order, with one trip to the node's
+    /// task for as many as the publisher has room for. Returns how many were published once the
+    /// node has taken them all (sent at QoS 0; sent and awaiting acknowledgement at QoS 1,
+    /// whose outcomes this does not wait for: a closing mesh still waits for them).
+    ///
+    /// # Errors
+    /// As [`Pubsub::publish_with`]; messages before the one refused were published.
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        payloads: Vec<Vec<u8>>,
+        qos: Qos,
+    ) -> Result<usize, MeshError> {
+        let topic = topic.to_owned();
+        let bytes = payloads.iter().map(Vec::len).sum();
+        let total = payloads.len();
+        let mut queue: std::collections::VecDeque<Vec<u8>> = payloads.into();
+        self.mesh
+            .call(move |cx, reply| {
+                let attempt = move |cx: &mut crate::driver::Ctx<'_>,
+                                    reply: &crate::driver::Reply<Result<usize, MeshError>>| {
+                    let outcome = cx.endpoint.with_node(cx.now, |node, now| {
+                        while let Some(payload) = queue.pop_front() {
+                            if !node.pubsub_has_room() {
+                                queue.push_front(payload);
+                                return Ok(false);
+                            }
+                            node.publish(&topic, payload, PublishOptions::qos(qos), now)?;
+                        }
+                        Ok(true)
+                    });
+                    match outcome {
+                        Ok(false) => false,
+                        Ok(true) => {
+                            let _ = reply.try_send(Ok(total));
+                            true
+                        }
+                        Err(error) => {
+                            let _ = reply.try_send(Err(MeshError::Publish(error)));
+                            true
+                        }
+                    }
+                };
+                cx.hold(Gate::Publish, bytes, attempt, reply);
+            })
+            .await
+    }
+
     /// Subscribes to the topics `pattern` matches (`*` one segment, `**` any number).
     ///
     /// # Errors

@@ -1,4 +1,5 @@
 //! One module per subsystem's subcommands.
 
+pub mod bench;
 pub mod dht;
 pub mod pubsub;

@@ -1,0 +1,357 @@
+//! `macula bench pubsub`: publisher and subscribers in separate processes (this binary started
+//! again as hidden workers), each an application on the public `Mesh` API, over loopback.
+//!
+//! Every payload starts with its sequence number and the publisher's wall-clock send time (16
+//! bytes), so subscribers count loss from sequence gaps and measure latency on the shared clock.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use macula_proto::pubsub::{Qos, SubscribeOptions};
+use macula_proto::{Config, Realm};
+use macula_tokio::{Mesh, MeshConfig};
+
+const REALM: &str = "bench.macula.local";
+const DATA: &str = "bench.data";
+const READY: &str = "bench.ready";
+/// Messages handed to the node per trip to its task.
+const BATCH: usize = 1024;
+/// A subscriber that heard nothing for this long after its first message stops counting.
+const QUIET: Duration = Duration::from_secs(10);
+
+/// `macula bench ...`.
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// One publisher to `--subs` subscribers, each in its own process: delivered messages/s,
+    /// payload MB/s, loss (from sequence gaps), latency p50/p99 and each process's peak RSS.
+    Pubsub {
+        /// Subscriber processes.
+        #[arg(long, default_value_t = 1)]
+        subs: usize,
+        /// Payload bytes per message (at least 16: sequence number and send time).
+        #[arg(long, default_value_t = 16)]
+        size: usize,
+        /// Messages to publish.
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        /// 0 or 1.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
+        /// Print one JSON line (field names as `../shared/peers` uses them).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The workers `macula bench` starts (hidden from `--help`).
+#[derive(clap::Subcommand)]
+pub enum WorkerCommand {
+    /// Subscribe to the benchmark's topic; print `ready`, then one JSON line of figures.
+    Sub {
+        #[arg(long)]
+        bootstrap: SocketAddr,
+        #[arg(long)]
+        count: u64,
+    },
+    /// Publish `count` messages once `subs` subscribers are found; print one JSON line.
+    Pub {
+        #[arg(long)]
+        bootstrap: SocketAddr,
+        #[arg(long)]
+        subs: usize,
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        qos: u8,
+    },
+}
+
+fn micros_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn member(bootstrap: SocketAddr) -> Result<Mesh> {
+    let config = MeshConfig::new(
+        Config::new(Realm::new(REALM).expect("valid")),
+        "127.0.0.1:0".parse()?,
+    );
+    let mesh = Mesh::bind(config).await?;
+    mesh.connect(bootstrap).await?;
+    Ok(mesh)
+}
+
+/// Runs a worker.
+pub async fn worker(command: WorkerCommand) -> Result<()> {
+    match command {
+        WorkerCommand::Sub { bootstrap, count } => {
+            let mesh = member(bootstrap).await?;
+            let options = SubscribeOptions::default().with_capacity(65_536);
+            let mut sub = mesh.pubsub().subscribe_with(DATA, options).await?;
+            let _ready = mesh.pubsub().subscribe(READY).await?;
+            println!("ready");
+            let mut seen = vec![false; count as usize];
+            let (mut received, mut first, mut last) = (0u64, 0u64, 0u64);
+            let mut latencies = Vec::with_capacity(count.min(1 << 22) as usize);
+            while received < count {
+                let wait = if received == 0 {
+                    Duration::from_secs(120)
+                } else {
+                    QUIET
+                };
+                let Ok(Some(m)) = tokio::time::timeout(wait, sub.recv()).await else {
+                    break;
+                };
+                let now = micros_now();
+                let seq = u64::from_le_bytes(m.payload[..8].try_into()?);
+                let sent = u64::from_le_bytes(m.payload[8..16].try_into()?);
+                if let Some(slot) = seen.get_mut(seq as usize) {
+                    if !*slot {
+                        *slot = true;
+                        received += 1;
+                    }
+                }
+                if first == 0 {
+                    first = now;
+                }
+                last = now;
+                if latencies.len() < latencies.capacity() {
+                    latencies.push(now.saturating_sub(sent));
+                }
+            }
+            latencies.sort_unstable();
+            let pct = |p: f64| {
+                latencies
+                    .get(((latencies.len().max(1) - 1) as f64 * p) as usize)
+                    .copied()
+                    .unwrap_or(0)
+            };
+            println!(
+                "{{\"received\":{received},\"lost\":{},\"first_us\":{first},\"last_us\":{last},\"p50_us\":{},\"p99_us\":{},\"peak_rss_bytes\":{}}}",
+                count - received,
+                pct(0.5),
+                pct(0.99),
+                peak_rss_bytes()
+            );
+            mesh.close().await;
+        }
+        WorkerCommand::Pub {
+            bootstrap,
+            subs,
+            size,
+            count,
+            qos,
+        } => {
+            let mesh = member(bootstrap).await?;
+            let qos = if qos == 1 {
+                Qos::AtLeastOnce
+            } else {
+                Qos::AtMostOnce
+            };
+            // Until every subscriber is found (their announcements take a moment).
+            loop {
+                let report = mesh
+                    .pubsub()
+                    .publish(READY, vec![0u8; 16], Qos::AtMostOnce)
+                    .await?;
+                if report.subscribers >= subs {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // The data topic's own discovery, before the clock starts.
+            mesh.pubsub().publish_batch(DATA, Vec::new(), qos).await?;
+            let start = micros_now();
+            let mut seq = 0u64;
+            while seq < count {
+                let n = (count - seq).min(BATCH as u64);
+                let batch: Vec<Vec<u8>> = (seq..seq + n)
+                    .map(|s| {
+                        let mut p = vec![0u8; size];
+                        p[..8].copy_from_slice(&s.to_le_bytes());
+                        p[8..16].copy_from_slice(&micros_now().to_le_bytes());
+                        p
+                    })
+                    .collect();
+                mesh.pubsub().publish_batch(DATA, batch, qos).await?;
+                seq += n;
+            }
+            let published = micros_now();
+            println!(
+                "{{\"start_us\":{start},\"published_us\":{published},\"peak_rss_bytes\":{}}}",
+                peak_rss_bytes()
+            );
+            // Stay until the subscribers are done (the benchmark says so on stdin): a closing
+            // connection drops what the peer has not read yet.
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)
+            })
+            .await;
+            mesh.close().await;
+        }
+    }
+    Ok(())
+}
+
+/// A worker process and its stdout.
+struct Worker {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Worker {
+    fn start(args: &[String]) -> Result<Worker> {
+        let exe = std::env::current_exe().context("finding this binary")?;
+        let mut child = Command::new(exe)
+            .arg("bench-worker")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting a worker process")?;
+        let stdout = child.stdout.take().expect("piped");
+        Ok(Worker {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    fn line(&mut self) -> Result<String> {
+        match self.lines.next() {
+            Some(line) => Ok(line?),
+            None => bail!("a worker exited early"),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A number field of a worker's JSON line.
+fn field(line: &str, name: &str) -> Result<u64> {
+    let key = format!("\"{name}\":");
+    let at = line
+        .find(&key)
+        .with_context(|| format!("no {name} in {line}"))?;
+    let rest = &line[at + key.len()..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    Ok(rest[..end].trim().parse()?)
+}
+
+/// Runs a benchmark, printing its figures on stdout.
+pub async fn run(command: BenchCommand) -> Result<()> {
+    let BenchCommand::Pubsub {
+        subs,
+        size,
+        count,
+        qos,
+        json,
+    } = command;
+    if size < 16 {
+        bail!("--size must be at least 16 bytes (sequence number and send time)");
+    }
+    if subs == 0 || count == 0 {
+        bail!("--subs and --count must be at least 1");
+    }
+    let boot = Mesh::bind(MeshConfig::new(
+        Config::new(Realm::new(REALM).expect("valid")),
+        "127.0.0.1:0".parse()?,
+    ))
+    .await?;
+    let at = boot.local_addr().to_string();
+    let common = |kind: &str| vec![kind.to_string(), "--bootstrap".into(), at.clone()];
+    let mut subscribers = Vec::new();
+    for _ in 0..subs {
+        let mut args = common("sub");
+        args.extend(["--count".into(), count.to_string()]);
+        let mut w = Worker::start(&args)?;
+        let line = tokio::task::block_in_place(|| w.line())?;
+        if line != "ready" {
+            bail!("a subscriber said {line:?}");
+        }
+        subscribers.push(w);
+    }
+    let mut args = common("pub");
+    for (k, v) in [
+        ("--subs", subs.to_string()),
+        ("--size", size.to_string()),
+        ("--count", count.to_string()),
+        ("--qos", qos.to_string()),
+    ] {
+        args.extend([k.into(), v]);
+    }
+    let mut publisher = Worker::start(&args)?;
+    let pub_line = tokio::task::block_in_place(|| publisher.line())?;
+    let mut sub_lines = Vec::new();
+    for w in &mut subscribers {
+        sub_lines.push(tokio::task::block_in_place(|| w.line())?);
+    }
+    // The publisher may leave now.
+    if let Some(stdin) = publisher.child.stdin.as_mut() {
+        use std::io::Write;
+        let _ = writeln!(stdin, "done");
+    }
+    let _ = tokio::task::block_in_place(|| publisher.child.wait());
+    boot.close().await;
+    let start = field(&pub_line, "start_us")?;
+    let mut total = 0u64;
+    let (mut lost, mut last, mut p50s, mut p99) = (0u64, 0u64, Vec::new(), 0u64);
+    let mut rss = vec![field(&pub_line, "peak_rss_bytes")?];
+    for line in &sub_lines {
+        total += field(line, "received")?;
+        lost += field(line, "lost")?;
+        last = last.max(field(line, "last_us")?);
+        p50s.push(field(line, "p50_us")?);
+        p99 = p99.max(field(line, "p99_us")?);
+        rss.push(field(line, "peak_rss_bytes")?);
+    }
+    p50s.sort_unstable();
+    let p50 = p50s[p50s.len() / 2];
+    let secs = (last.saturating_sub(start)).max(1) as f64 / 1e6;
+    let rate = total as f64 / secs;
+    let mb = rate * size as f64 / 1e6;
+    let peak = rss.iter().copied().max().unwrap_or(0);
+    if json {
+        let per_process: Vec<String> = rss.iter().map(u64::to_string).collect();
+        println!(
+            "{{\"bench\":\"macula_pubsub\",\"subs\":{subs},\"size\":{size},\"count\":{count},\"qos\":{qos},\"delivered_total\":{total},\"delivered_msgs_per_s\":{rate:.0},\"delivered_payload_mb_per_s\":{mb:.2},\"lost\":{lost},\"rtt\":{{\"p50_us\":{p50},\"p99_us\":{p99}}},\"peak_rss_bytes\":{peak},\"peak_rss_bytes_per_process\":[{}]}}",
+            per_process.join(",")
+        );
+    } else {
+        println!("delivered_msgs_per_s={rate:.0} delivered_payload_mb_per_s={mb:.2} lost={lost} delivered_total={total}");
+        println!("latency_p50_us={p50} latency_p99_us={p99}");
+        println!(
+            "peak_rss_bytes publisher={} subscribers={}",
+            rss[0],
+            rss[1..]
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    Ok(())
+}
