@@ -110,6 +110,19 @@ struct Tracking {
     missed: Vec<NodeId>,
 }
 
+/// A QoS 1 message still within its deadline, and the nodes it went to: a subscriber found
+/// later gets it too.
+#[derive(Debug)]
+struct Recent {
+    id: PublishId,
+    body: Arc<Body>,
+    deadline: Instant,
+    targets: BTreeSet<NodeId>,
+}
+
+/// Most QoS 1 messages kept for subscribers found late.
+const MAX_RECENT: usize = 1024;
+
 /// A receiver's view of one publisher's QoS 1 stream.
 #[derive(Debug)]
 struct Incoming {
@@ -174,6 +187,7 @@ pub struct Pubsub {
     streams: BTreeMap<NodeId, Stream>,
     wakeups: BTreeSet<(Instant, NodeId)>,
     tracking: BTreeMap<PublishId, Tracking>,
+    recent: VecDeque<Recent>,
     turns: BTreeMap<String, u64>,
     /// QoS 0 publishes finished during a drain: (id, subscribers, whether it was told Pending).
     done: Vec<(PublishId, usize, bool)>,
@@ -220,6 +234,7 @@ impl Subsystem for Pubsub {
             streams: BTreeMap::new(),
             wakeups: BTreeSet::new(),
             tracking: BTreeMap::new(),
+            recent: VecDeque::new(),
             turns: BTreeMap::new(),
             done: Vec::new(),
         }
@@ -329,6 +344,7 @@ impl Subsystem for Pubsub {
                             .filter_map(parse_announcement)
                             .collect();
                         self.cache.fill(&prefix, subscribers, cx.now());
+                        self.top_up(cx);
                     }
                     // Nobody to ask, or nobody answered: what was known stays (the next
                     // refresh asks again).
@@ -906,6 +922,15 @@ impl Pubsub {
             Qos::AtLeastOnce => {
                 let deadline = cx.now() + deadline;
                 let remote = plan.remote.len();
+                if self.recent.len() >= MAX_RECENT {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(Recent {
+                    id,
+                    body: body.clone(),
+                    deadline,
+                    targets: plan.remote.keys().copied().collect(),
+                });
                 self.tracking.insert(
                     id,
                     Tracking {
@@ -921,6 +946,59 @@ impl Pubsub {
                 if remote == 0 {
                     self.finish(id, cx);
                 }
+            }
+        }
+    }
+
+    /// Sends the QoS 1 messages still within their deadline to the subscribers the cache
+    /// knows now but did not when they were sent (a lookup that missed them, a subscription
+    /// that came later), in publish order, and only those newer than the newest such a node
+    /// already got, so its stream stays in order.
+    fn top_up(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now();
+        while self.recent.front().is_some_and(|r| r.deadline <= now) {
+            self.recent.pop_front();
+        }
+        if self.recent.is_empty() {
+            return;
+        }
+        let own = cx.identity().node_id();
+        // The newest recent message each node already got.
+        let mut newest: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for (i, r) in self.recent.iter().enumerate() {
+            for node in &r.targets {
+                newest.insert(*node, i);
+            }
+        }
+        for i in 0..self.recent.len() {
+            let topic = self.recent[i].body.topic.clone();
+            let late: Vec<(NodeId, Option<SocketAddr>)> = self
+                .cache
+                .subscribers(&topic, now)
+                .plain
+                .into_iter()
+                .filter(|(node, _)| *node != own)
+                .filter(|(node, _)| newest.get(node).map_or(true, |&j| j < i))
+                .collect();
+            for (node, addr) in late {
+                if !self.stream_room(&node) {
+                    continue;
+                }
+                let r = &mut self.recent[i];
+                r.targets.insert(node);
+                newest.insert(node, i);
+                let (id, body, deadline) = (r.id, r.body.clone(), r.deadline);
+                if let Some(t) = self.tracking.get_mut(&id) {
+                    t.subscribers += 1;
+                    t.waiting += 1;
+                }
+                self.stats.late += 1;
+                let copy = Copy {
+                    addr,
+                    plain: true,
+                    groups: Vec::new(),
+                };
+                self.enqueue(node, id, &body, copy, deadline, cx);
             }
         }
     }

@@ -270,6 +270,8 @@ pub struct PubsubStats {
     pub missed: u64,
     /// QoS 0 copies that could not be sent (no link to the node and no address to dial).
     pub unsent: u64,
+    /// QoS 1 copies sent to a subscriber found after the message was first sent.
+    pub late: u64,
     /// Subscriber lookups asked of the DHT (one per prefix).
     pub lookups: u64,
     /// Messages handed to local subscriptions.

@@ -55,9 +55,10 @@ const HEAL: u64 = 7;
 /// time out).
 pub const DISCOVERY: Duration = Duration::from_secs(15);
 
-/// How long a publisher must stay up after a publish for the message to count: long enough
-/// to deliver it to every live subscriber, retransmissions included.
-const PUBLISHER_STAYS: Duration = Duration::from_secs(10);
+/// How long a publisher must stay up after a publish for the message to count: its deadline
+/// (a first message may wait that long for discovery, and a crashed publisher takes what it
+/// had not delivered with it).
+const PUBLISHER_STAYS: Duration = DEADLINE;
 
 /// How long a QoS 1 message is tried for.
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -370,12 +371,16 @@ impl Pubsub {
                         };
                         t.first_missing = Some(format!(
                             "message {index} ({:?}, {} at {:.3} s from node {}) never reached node {s} \
-                             (subscribed in life {life} at {:.3} s; the publisher says: {outcome})",
+                             (subscribed in life {life} at {:.3} s; the publisher says: {outcome}; \
+                             its life ended at {})",
                             m.qos,
                             self.topics[m.topic].as_str(),
                             m.at.as_micros() as f64 / 1e6,
                             m.publisher,
                             self.subscribed_in(s, life).map_or(0.0, |t| t.as_micros() as f64 / 1e6),
+                            self.ended
+                                .get(&(m.publisher, m.publisher_life))
+                                .map_or("never".into(), |t| format!("{:.3} s", t.as_micros() as f64 / 1e6)),
                         ));
                     }
                 }
