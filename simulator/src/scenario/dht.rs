@@ -25,7 +25,8 @@ use macula_proto::{Duration, Event, Instant, NodeId, Rng};
 use serde_json::{json, Map, Value};
 
 use super::{
-    bootstrap_count, configure_nodes, crash_for_a_while, shuffle_front, tag, Params, Scenario,
+    at_fraction, bootstrap_count, configure_nodes, crash_for_a_while, random_moment, shuffle_front,
+    tag, Params, Scenario,
 };
 use crate::check::Verdict;
 use crate::net::NodeIdx;
@@ -41,11 +42,6 @@ const SWEEP: u64 = 7;
 
 /// A node counts as live for the lookup check once it has been up this long.
 const SETTLED: Duration = Duration::from_secs(10);
-
-/// A fraction of the run's duration, as a moment.
-fn at_fraction(duration: Duration, f: f64) -> u64 {
-    (duration.as_micros() as f64 * f) as u64
-}
 
 #[derive(Debug)]
 enum Pending {
@@ -101,11 +97,8 @@ impl Dht {
     }
 
     fn random_moment(&mut self, from: f64, to: f64) -> Instant {
-        let (a, b) = (
-            at_fraction(self.duration, from),
-            at_fraction(self.duration, to),
-        );
-        Instant::from_micros(a + self.rng().below((b - a).max(1)))
+        let duration = self.duration;
+        random_moment(self.rng(), duration, from, to)
     }
 
     /// The live node closest to `target`, other than `asker`.
@@ -280,7 +273,7 @@ impl Scenario for Dht {
             sim.schedule(at, tag(CRASH, n));
         }
         for step in 1..10 {
-            let at = Instant::from_micros(at_fraction(self.duration, f64::from(step) / 10.0));
+            let at = at_fraction(self.duration, f64::from(step) / 10.0);
             sim.schedule(at, tag(SWEEP, 0));
         }
     }

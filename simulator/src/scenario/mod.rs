@@ -90,6 +90,20 @@ fn tag(kind: u64, node: NodeIdx) -> u64 {
     kind << 32 | u64::from(node)
 }
 
+/// The moment a fraction `f` of a run of `duration` has passed.
+fn at_fraction(duration: Duration, f: f64) -> Instant {
+    Instant::from_micros((duration.as_micros() as f64 * f) as u64)
+}
+
+/// A random moment between fractions `from` and `to` of a run of `duration`.
+fn random_moment(rng: &mut Rng, duration: Duration, from: f64, to: f64) -> Instant {
+    let (a, b) = (
+        at_fraction(duration, from).as_micros(),
+        at_fraction(duration, to).as_micros(),
+    );
+    Instant::from_micros(a + rng.below((b - a).max(1)))
+}
+
 /// Crashes node `n` and schedules `restart` (an action tag) 5 to 15 s later.
 fn crash_for_a_while(sim: &mut Sim, rng: &mut Rng, n: NodeIdx, restart: u64) {
     sim.crash(n);

@@ -34,7 +34,8 @@ use macula_proto::{Data, Duration, Event, Instant, NodeId, Rng};
 use serde_json::{json, Map, Value};
 
 use super::{
-    bootstrap_count, configure_nodes, crash_for_a_while, shuffle_front, tag, Params, Scenario,
+    at_fraction, bootstrap_count, configure_nodes, crash_for_a_while, random_moment, shuffle_front,
+    tag, Params, Scenario,
 };
 use crate::check::Verdict;
 use crate::net::NodeIdx;
@@ -68,10 +69,6 @@ const RATE: u64 = 20;
 
 /// The group the queue-group subscribers join.
 const GROUP: &str = "workers";
-
-fn at_fraction(duration: Duration, f: f64) -> Instant {
-    Instant::from_micros((duration.as_micros() as f64 * f) as u64)
-}
 
 /// What a subscriber listens to.
 #[derive(Clone, Debug)]
@@ -158,11 +155,8 @@ impl Pubsub {
     }
 
     fn moment(&mut self, from: f64, to: f64) -> Instant {
-        let (a, b) = (
-            at_fraction(self.duration, from).as_micros(),
-            at_fraction(self.duration, to).as_micros(),
-        );
-        Instant::from_micros(a + self.rng().below((b - a).max(1)))
+        let duration = self.duration;
+        random_moment(self.rng(), duration, from, to)
     }
 
     fn subscribe(&mut self, sim: &mut Sim, n: NodeIdx) {
