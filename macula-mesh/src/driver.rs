@@ -626,23 +626,32 @@ impl<R: Runtime> Driver<R> {
                 self.consumers.remove(&inbox);
                 continue;
             }
-            if consumer.tx.is_full() {
-                consumer.parked.store(true, Ordering::SeqCst);
-                // The consumer may have made room before it could see the flag.
-                if consumer.tx.is_full() {
-                    self.parked.insert(inbox);
-                    return;
+            // As much as the channel takes in one trip to the node.
+            let fed = self.endpoint.with_node(now, |n, now| {
+                while !consumer.tx.is_full() {
+                    let Some(data) = n.take_data(inbox, now) else {
+                        return Fed::Emptied;
+                    };
+                    // The driver is the only sender and the channel had room.
+                    if consumer.tx.try_send(data).is_err() {
+                        return Fed::Gone;
+                    }
                 }
-            }
-            let Some(data) = self
-                .endpoint
-                .with_node(now, |n, now| n.take_data(inbox, now))
-            else {
-                return;
-            };
-            // The driver is the only sender and the channel had room.
-            if consumer.tx.try_send(data).is_err() {
-                self.consumers.remove(&inbox);
+                Fed::Filled
+            });
+            match fed {
+                Fed::Emptied => return,
+                Fed::Gone => {
+                    self.consumers.remove(&inbox);
+                }
+                Fed::Filled => {
+                    consumer.parked.store(true, Ordering::SeqCst);
+                    // The consumer may have made room before it could see the flag.
+                    if consumer.tx.is_full() {
+                        self.parked.insert(inbox);
+                        return;
+                    }
+                }
             }
         }
     }
@@ -694,6 +703,16 @@ impl<R: Runtime> Driver<R> {
             closing.linger = Some(R::now() + CLOSE_LINGER);
         }
     }
+}
+
+/// How a trip feeding a consumer ended.
+enum Fed {
+    /// The inbox is empty.
+    Emptied,
+    /// The consumer's channel is full.
+    Filled,
+    /// The consumer went away.
+    Gone,
 }
 
 /// `addr` as a socket bound at `local` must dial it: a socket bound to an IPv6 address reaches

@@ -116,7 +116,8 @@ impl<'a, R: Runtime> Pubsub<'a, R> {
     /// whose outcomes this does not wait for: a closing mesh still waits for them).
     ///
     /// # Errors
-    /// As [`Pubsub::publish_with`]; messages before the one refused were published.
+    /// As [`Pubsub::publish_with`]; a bad topic or a payload too large is refused before any
+    /// message is published.
     pub async fn publish_batch(
         &self,
         topic: &str,
@@ -131,15 +132,10 @@ impl<'a, R: Runtime> Pubsub<'a, R> {
             .call(move |cx, reply| {
                 let attempt = move |cx: &mut crate::driver::Ctx<'_>,
                                     reply: &crate::driver::Reply<Result<usize, MeshError>>| {
+                    let options = PublishOptions::qos(qos);
                     let outcome = cx.endpoint.with_node(cx.now, |node, now| {
-                        while let Some(payload) = queue.pop_front() {
-                            if !node.pubsub_has_room() {
-                                queue.push_front(payload);
-                                return Ok(false);
-                            }
-                            node.publish(&topic, payload, PublishOptions::qos(qos), now)?;
-                        }
-                        Ok(true)
+                        node.publish_batch(&topic, &mut queue, &options, now)
+                            .map(|_| queue.is_empty())
                     });
                     match outcome {
                         Ok(false) => false,

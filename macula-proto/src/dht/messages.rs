@@ -116,6 +116,7 @@ pub struct WireRecord {
     /// Where the publisher listens (at most 16).
     pub addrs: Vec<WireAddr>,
     /// The value or provider metadata (bounded by the store's value size limit).
+    #[serde(with = "crate::wire::bytes")]
     pub value: Vec<u8>,
     /// How long the publisher wants it kept, in seconds from when a holder receives it.
     pub ttl_secs: u32,

@@ -11,7 +11,7 @@ use super::subsystem::{PeerChange, Unreachable};
 use super::{ConnectFailure, LinkId, SendError};
 use crate::id::NodeId;
 use crate::time::Duration;
-use crate::wire::{encode, CloseCode, Message, RefuseReason};
+use crate::wire::{encode, CloseCode, Encode, RefuseReason};
 
 /// An on-demand link under way and the frames it will carry once up, with the subsystem each
 /// came from.
@@ -32,7 +32,7 @@ impl Core {
 
     /// Sends a subsystem's message to `to`, dialing `addr` if there is no link (see
     /// [`Cx::send`](super::subsystem::Cx::send)).
-    pub fn send_to<M: Message>(&mut self, to: NodeId, addr: Option<SocketAddr>, message: &M) {
+    pub fn send_to<M: Encode>(&mut self, to: NodeId, addr: Option<SocketAddr>, message: &M) {
         let index = index_of(M::PROTOCOL).expect("subsystems send their own protocol");
         if let Some(&link_id) = self.peers.get(&to) {
             if self.link_speaks(link_id, index) {
@@ -83,7 +83,7 @@ impl Core {
     /// [`Cx::send_data`](super::subsystem::Cx::send_data)).
     // Only the test-only echo protocol delivers data until pub/sub, its first production user.
     #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))]
-    pub fn send_data_to<M: Message>(
+    pub fn send_data_to<M: Encode>(
         &mut self,
         to: NodeId,
         addr: Option<SocketAddr>,
@@ -109,7 +109,7 @@ impl Core {
     }
 
     /// Sends a subsystem's message to `to` over an established link only.
-    pub fn reply_to<M: Message>(&mut self, to: NodeId, message: &M) -> bool {
+    pub fn reply_to<M: Encode>(&mut self, to: NodeId, message: &M) -> bool {
         let index = index_of(M::PROTOCOL).expect("subsystems send their own protocol");
         match self.peers.get(&to) {
             Some(&link_id) if self.link_speaks(link_id, index) => {

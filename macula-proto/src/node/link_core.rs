@@ -28,7 +28,7 @@ use crate::rate::TokenBucket;
 use crate::rng::Rng;
 use crate::time::Instant;
 use crate::wire::{
-    encode_into, Channel, CloseCode, Connect, Control, Message, Ping, ProtocolId, RefuseReason,
+    encode_into, Channel, CloseCode, Connect, Control, Encode, Ping, ProtocolId, RefuseReason,
     Versions, WireAddr,
 };
 
@@ -673,7 +673,7 @@ impl Core {
             .collect()
     }
 
-    pub(super) fn send_frame<M: Message>(&mut self, link_id: LinkId, message: &M) {
+    pub(super) fn send_frame<M: Encode>(&mut self, link_id: LinkId, message: &M) {
         let channel = M::PROTOCOL.channel();
         let Some(link) = self.links.get_mut(link_id) else {
             return;

@@ -24,7 +24,7 @@ use super::{Data, Event, InboxId, LinkId, SendError};
 use crate::config::Config;
 use crate::id::{Identity, NodeId};
 use crate::time::Instant;
-use crate::wire::{Message, ProtocolId};
+use crate::wire::{Encode, Message, ProtocolId};
 
 /// What a subsystem is made from.
 pub(crate) struct Init<'a> {
@@ -174,7 +174,7 @@ impl<'a> Cx<'a> {
     /// Sends `message` to `to`. Without a link to it, dials `addr` and holds a bounded number
     /// of frames until the link is up. Frames that can't be delivered come back as
     /// [`PeerChange::Unreachable`], never synchronously.
-    pub fn send<M: Message>(&mut self, to: NodeId, addr: Option<SocketAddr>, message: &M) {
+    pub fn send<M: Encode>(&mut self, to: NodeId, addr: Option<SocketAddr>, message: &M) {
         debug_assert_eq!(
             M::PROTOCOL,
             self.protocol,
@@ -188,7 +188,7 @@ impl<'a> Cx<'a> {
     /// [`SendError::Full`] while the channel to `to` has more than `Config::channel_backlog`
     /// waiting in the transport (the receiver is not reading): the caller holds it back and
     /// tries again after [`Event::Writable`].
-    pub fn send_data<M: Message>(
+    pub fn send_data<M: Encode>(
         &mut self,
         to: NodeId,
         addr: Option<SocketAddr>,
@@ -228,7 +228,7 @@ impl<'a> Cx<'a> {
 
     /// Sends `message` to `to` if a link to it is up (an answer, which is not worth a dial).
     /// Returns whether it was sent.
-    pub fn reply<M: Message>(&mut self, to: NodeId, message: &M) -> bool {
+    pub fn reply<M: Encode>(&mut self, to: NodeId, message: &M) -> bool {
         debug_assert_eq!(
             M::PROTOCOL,
             self.protocol,

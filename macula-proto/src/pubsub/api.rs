@@ -1,5 +1,6 @@
 //! The node's pub/sub commands.
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use super::machine::{valid_group, Pubsub};
@@ -76,6 +77,29 @@ impl Node {
     ) -> Result<Publishing, PublishError> {
         self.run(now, |pubsub: &mut Pubsub, cx| {
             pubsub.publish(topic, payload, options, cx)
+        })
+    }
+
+    /// Publishes the payloads at the front of `payloads`, in order, on one `topic` with the
+    /// same `options`, as far as the publisher has room; returns how many it took (they
+    /// leave `payloads`; publish the rest after
+    /// [`PubsubEvent::Ready`](super::PubsubEvent::Ready)). Each is a publish as
+    /// [`Node::publish`] makes it, but the topic is checked and its subscribers worked out
+    /// once for the lot, and no [`PubsubEvent::Published`](super::PubsubEvent::Published)
+    /// is told for them: this is for streams of messages.
+    ///
+    /// # Errors
+    /// [`PublishError`] for a bad topic or headers, or a payload too large (then none was
+    /// taken), or a closed node.
+    pub fn publish_batch(
+        &mut self,
+        topic: &str,
+        payloads: &mut VecDeque<Vec<u8>>,
+        options: &PublishOptions,
+        now: Instant,
+    ) -> Result<usize, PublishError> {
+        self.run(now, |pubsub: &mut Pubsub, cx| {
+            pubsub.publish_batch(topic, payloads, options, cx)
         })
     }
 

@@ -76,6 +76,8 @@ pub struct SubscriberCache {
     prefixes: BTreeMap<String, Answer>,
     /// When each topic was last looked up.
     lookups: BTreeMap<String, Instant>,
+    /// Counts changes to what [`SubscriberCache::subscribers`] answers.
+    generation: u64,
 }
 
 impl SubscriberCache {
@@ -85,7 +87,36 @@ impl SubscriberCache {
             config,
             prefixes: BTreeMap::new(),
             lookups: BTreeMap::new(),
+            generation: 0,
         }
+    }
+
+    /// Changes whenever what [`SubscriberCache::subscribers`] or
+    /// [`SubscriberCache::knows`] answers may have changed: an answer kept, dropped or
+    /// edited. A publisher keeps a topic's subscribers worked out while it stays the same.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The earliest time [`SubscriberCache::to_look_up`] may have a prefix of `topic` to
+    /// look up: when its oldest answer stops being fresh, but not before `lookup_interval`
+    /// after the topic's last lookup. Until then (and while the generation stays the same)
+    /// nothing about the topic needs asking.
+    pub fn next_lookup(&self, topic: &Topic) -> Instant {
+        let stale = topic
+            .prefixes()
+            .map(|p| {
+                self.prefixes
+                    .get(p)
+                    .map_or(Instant::ZERO, |a| a.fetched + self.config.fresh_for)
+            })
+            .min()
+            .unwrap_or(Instant::ZERO);
+        let allowed = self
+            .lookups
+            .get(topic.as_str())
+            .map_or(Instant::ZERO, |&t| t + self.config.lookup_interval);
+        stale.max(allowed)
     }
 
     /// The prefixes of `topic` to look up now: those with no answer or an old one, unless the
@@ -141,6 +172,7 @@ impl SubscriberCache {
                 self.prefixes.remove(&k);
             }
         }
+        self.generation += 1;
         self.prefixes.insert(
             prefix.into(),
             Answer {
@@ -201,7 +233,11 @@ impl SubscriberCache {
     /// Forgets `node` everywhere (a delivery to it failed); a later lookup may bring it back.
     pub fn forget(&mut self, node: &NodeId) {
         for answer in self.prefixes.values_mut() {
+            let before = answer.subscribers.len();
             answer.subscribers.retain(|s| s.node != *node);
+            if answer.subscribers.len() != before {
+                self.generation += 1;
+            }
         }
     }
 
@@ -358,5 +394,41 @@ mod tests {
         assert_eq!(members("workers"), vec![NodeId([1; 32]), NodeId([2; 32])]);
         assert_eq!(members("audit"), vec![NodeId([3; 32])]);
         assert_eq!(found.plain.len(), 1, "node 3 also takes every message");
+    }
+
+    #[test]
+    fn the_generation_moves_with_every_change_and_the_next_lookup_is_known() {
+        let mut c = SubscriberCache::default();
+        let topic = t("a.b");
+        let g0 = c.generation();
+        assert_eq!(
+            c.next_lookup(&topic),
+            Instant::ZERO,
+            "nothing known: due now"
+        );
+        assert_eq!(c.to_look_up(&topic, at(0)).len(), 3);
+        assert_eq!(
+            c.next_lookup(&topic),
+            at(2_000),
+            "not again before two seconds"
+        );
+        c.fill("a", vec![sub(1, &["a.*"])], at(100));
+        c.fill("a.b", Vec::new(), at(200));
+        c.fill("", Vec::new(), at(300));
+        assert!(c.generation() > g0);
+        // Fresh until the oldest answer is five seconds old.
+        assert_eq!(c.next_lookup(&topic), at(5_100));
+        let g1 = c.generation();
+        c.forget(&NodeId([9; 32]));
+        assert_eq!(
+            c.generation(),
+            g1,
+            "forgetting a node it does not know changes nothing"
+        );
+        c.forget(&NodeId([1; 32]));
+        assert_ne!(c.generation(), g1);
+        let g2 = c.generation();
+        c.fill_failed("a", at(6_000));
+        assert_eq!(c.generation(), g2, "a failed lookup keeps what was known");
     }
 }

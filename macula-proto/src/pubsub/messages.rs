@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{Message, ProtocolId};
+use crate::wire::{bytes, Encode, Message, ProtocolId};
 
 /// The pub/sub protocol's messages. The variant index is the message kind.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +74,35 @@ pub struct Publish {
     /// Small key-value metadata.
     pub headers: Vec<(String, Vec<u8>)>,
     /// The payload.
+    #[serde(with = "bytes")]
     pub payload: Vec<u8>,
+}
+
+/// A [`PubsubMessage::Publish`] as a publisher sends it: the same bytes, encoded from the
+/// message it keeps rather than from a copy of its topic and payload.
+#[derive(Debug, Serialize)]
+pub(crate) enum Outgoing<'a> {
+    /// Kind 0, as [`PubsubMessage::Publish`].
+    Publish(PublishRef<'a>),
+}
+
+impl Encode for Outgoing<'_> {
+    const PROTOCOL: ProtocolId = ProtocolId::PUBSUB;
+}
+
+/// [`Publish`]'s fields, in its order, borrowed.
+#[derive(Debug, Serialize)]
+pub(crate) struct PublishRef<'a> {
+    pub epoch: u64,
+    pub qos: Qos,
+    pub seq: u64,
+    pub base: u64,
+    pub plain: bool,
+    pub groups: &'a [String],
+    pub topic: &'a str,
+    pub headers: &'a [(String, Vec<u8>)],
+    #[serde(with = "bytes")]
+    pub payload: &'a [u8],
 }
 
 /// A cumulative acknowledgement of a QoS 1 stream.

@@ -671,3 +671,120 @@ fn a_subscriber_found_late_gets_recent_qos1_messages_in_order() {
     );
     assert!(net.nodes[0].pubsub_stats().late >= 1);
 }
+
+#[test]
+fn a_batch_goes_in_order_to_every_matching_subscriber_and_waits_for_room() {
+    let mut net = mesh_with(3, |i| {
+        let mut c = config(i);
+        c.pubsub.max_waiting = 16;
+        c
+    });
+    let exact = subscribe(&mut net, 1, "feed.a");
+    let wild = subscribe(&mut net, 2, "feed.*");
+    net.run_for(Duration::from_secs(2));
+    let mut batch: alloc::collections::VecDeque<Vec<u8>> = (0..40)
+        .map(|i| alloc::format!("{i}").into_bytes())
+        .collect();
+    let options = PublishOptions::qos(Qos::AtMostOnce);
+    // Not discovered yet: the outbox takes 16, the rest stay with the caller.
+    let taken = net
+        .command(0, |n, now| {
+            n.publish_batch("feed.a", &mut batch, &options, now)
+        })
+        .unwrap();
+    assert_eq!((taken, batch.len()), (16, 24));
+    net.run_for(Duration::from_secs(1));
+    assert!(net.events[0]
+        .iter()
+        .any(|e| matches!(e, Event::Pubsub(PubsubEvent::Ready))));
+    // Discovered: the rest go at once, subscribers worked out once for the lot.
+    let taken = net
+        .command(0, |n, now| {
+            n.publish_batch("feed.a", &mut batch, &options, now)
+        })
+        .unwrap();
+    assert_eq!((taken, batch.len()), (24, 0));
+    net.run_for(Duration::from_secs(1));
+    let expected: Vec<String> = (0..40).map(|i| alloc::format!("{i}")).collect();
+    assert_eq!(payloads(&take_all(&mut net, 1, exact.inbox)), expected);
+    assert_eq!(payloads(&take_all(&mut net, 2, wild.inbox)), expected);
+    assert!(published(&net, 0).is_empty(), "a batch tells no events");
+    assert_eq!(net.nodes[0].pubsub_stats().sent, 80);
+    // Bad input is refused before anything is taken.
+    let mut bad: alloc::collections::VecDeque<Vec<u8>> = [vec![1], vec![0; 1 << 20]].into();
+    let refused = net.command(0, |n, now| {
+        n.publish_batch("feed.a", &mut bad, &options, now)
+    });
+    assert!(matches!(refused, Err(PublishError::TooLarge { .. })));
+    assert_eq!(bad.len(), 2);
+    let refused = net.command(0, |n, now| {
+        n.publish_batch("feed.*", &mut bad, &options, now)
+    });
+    assert!(matches!(refused, Err(PublishError::Topic(_))));
+}
+
+#[test]
+fn subscriptions_made_while_a_topic_streams_get_its_next_messages() {
+    let mut net = mesh(2);
+    let remote = subscribe(&mut net, 1, "t.x");
+    net.run_for(Duration::from_secs(2));
+    pending(publish(&mut net, 0, "t.x", b"1", Qos::AtMostOnce));
+    net.run_for(Duration::from_secs(1));
+    // The publisher worked out where `t.x` goes and the receiver matched it: both are kept
+    // for the next messages, and both must see a new subscription at once.
+    let own = subscribe(&mut net, 0, "t.*");
+    let second = subscribe(&mut net, 1, "**");
+    assert_eq!(
+        publish(&mut net, 0, "t.x", b"2", Qos::AtMostOnce),
+        Publishing::Sent { subscribers: 2 }
+    );
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(payloads(&take_all(&mut net, 0, own.inbox)), ["2"]);
+    assert_eq!(payloads(&take_all(&mut net, 1, remote.inbox)), ["1", "2"]);
+    assert_eq!(payloads(&take_all(&mut net, 1, second.inbox)), ["2"]);
+    // An unsubscription too.
+    assert!(net.command(1, |n, now| n.unsubscribe(remote.id, now)));
+    publish(&mut net, 0, "t.x", b"3", Qos::AtMostOnce);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(payloads(&take_all(&mut net, 1, second.inbox)), ["3"]);
+    assert_eq!(net.nodes[1].pubsub_stats().unmatched, 0);
+}
+
+#[test]
+fn a_publish_is_encoded_from_the_kept_message_to_the_same_bytes() {
+    let publish = Publish {
+        epoch: 7,
+        qos: Qos::AtLeastOnce,
+        seq: 300,
+        base: 299,
+        plain: true,
+        groups: vec!["g".into()],
+        topic: "a.b".into(),
+        headers: vec![("k".into(), vec![1, 2])],
+        payload: (0..=255).collect(),
+    };
+    let borrowed = messages::Outgoing::Publish(messages::PublishRef {
+        epoch: publish.epoch,
+        qos: publish.qos,
+        seq: publish.seq,
+        base: publish.base,
+        plain: publish.plain,
+        groups: &publish.groups,
+        topic: &publish.topic,
+        headers: &publish.headers,
+        payload: &publish.payload,
+    });
+    let owned = PubsubMessage::Publish(publish.clone());
+    assert_eq!(encode(&borrowed), encode(&owned));
+    // The payload as postcard's bytes is the same as a sequence of `u8` (what earlier
+    // builds wrote), so either side may be either.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct AsSequence(Vec<u8>);
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct AsBytes(#[serde(with = "crate::wire::bytes")] Vec<u8>);
+    let sequence = postcard::to_allocvec(&AsSequence(publish.payload.clone())).unwrap();
+    let bytes = postcard::to_allocvec(&AsBytes(publish.payload.clone())).unwrap();
+    assert_eq!(sequence, bytes);
+    let back: AsBytes = postcard::from_bytes(&sequence).unwrap();
+    assert_eq!(back.0, publish.payload);
+}

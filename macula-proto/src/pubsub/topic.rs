@@ -17,6 +17,7 @@
 //! product of the two lengths (at most 32 × 32 steps), whatever the wildcards.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -99,9 +100,10 @@ impl fmt::Display for TopicError {
     }
 }
 
-/// A valid topic. See the [module documentation](self).
+/// A valid topic. See the [module documentation](self). Cloning it is cheap (the text is
+/// shared), so one message's copies all hold the same topic.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Topic(String);
+pub struct Topic(Arc<str>);
 
 impl Topic {
     /// Checks `text` against the rules for topics.
@@ -127,7 +129,7 @@ impl Topic {
     /// under which the subscriptions that may match it are announced (see
     /// [`Pattern::literal_prefix`]).
     pub fn prefixes(&self) -> impl Iterator<Item = &str> {
-        let text = self.0.as_str();
+        let text: &str = &self.0;
         text.match_indices('.')
             .map(move |(at, _)| &text[..at])
             .chain(core::iter::once(text))
@@ -156,6 +158,8 @@ enum Segment {
 pub struct Pattern {
     text: String,
     segments: Vec<Segment>,
+    /// Whether it has no wildcard (then it matches only the topic it spells).
+    literal: bool,
 }
 
 impl Pattern {
@@ -165,7 +169,7 @@ impl Pattern {
     /// The [`TopicError`] naming the first rule it breaks.
     pub fn new(text: &str) -> Result<Self, TopicError> {
         check(text, true)?;
-        let segments = text
+        let segments: Vec<Segment> = text
             .split('.')
             .map(|s| match s {
                 "*" => Segment::One,
@@ -173,9 +177,11 @@ impl Pattern {
                 literal => Segment::Literal(literal.into()),
             })
             .collect();
+        let literal = segments.iter().all(|s| matches!(s, Segment::Literal(_)));
         Ok(Pattern {
             text: text.into(),
             segments,
+            literal,
         })
     }
 
@@ -186,9 +192,7 @@ impl Pattern {
 
     /// Whether it has a wildcard.
     pub fn is_wildcard(&self) -> bool {
-        self.segments
-            .iter()
-            .any(|s| !matches!(s, Segment::Literal(_)))
+        !self.literal
     }
 
     /// The segments before its first wildcard, joined by dots (empty for a pattern that starts
@@ -213,6 +217,9 @@ impl Pattern {
 
     /// Whether `topic` matches.
     pub fn matches(&self, topic: &Topic) -> bool {
+        if self.literal {
+            return self.text == topic.as_str();
+        }
         let mut segments = [""; MAX_SEGMENTS];
         let mut n = 0;
         for s in topic.segments() {

@@ -27,6 +27,70 @@ pub trait Message: Serialize + DeserializeOwned {
     const KINDS: u32;
 }
 
+/// Something that can be sent as one frame of `PROTOCOL`: every [`Message`], and borrowed
+/// forms of a message that encode to the same bytes without copying its fields first (a
+/// publisher sends the body it keeps, not a clone of it).
+pub trait Encode: Serialize {
+    /// The protocol of the frame.
+    const PROTOCOL: ProtocolId;
+}
+
+impl<M: Message> Encode for M {
+    const PROTOCOL: ProtocolId = <M as Message>::PROTOCOL;
+}
+
+/// Serde helpers that write a byte string as postcard's bytes (length, then the bytes in one
+/// copy) rather than as a sequence of `u8` one element at a time. The two forms are the same
+/// bytes on the wire, so a field can switch freely; this one is many times faster for a
+/// payload of any size.
+pub mod bytes {
+    use alloc::vec::Vec;
+    use core::fmt;
+
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde::Serializer;
+
+    /// Writes `bytes` (for `#[serde(with = "bytes")]` on a `Vec<u8>` or `&[u8]` field).
+    pub fn serialize<S: Serializer, B: AsRef<[u8]> + ?Sized>(
+        bytes: &B,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes.as_ref())
+    }
+
+    /// Reads a byte string into a `Vec<u8>`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(ByteBuf)
+    }
+
+    struct ByteBuf;
+
+    impl<'de> Visitor<'de> for ByteBuf {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        // Formats without a byte string (not postcard) hand over a sequence.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(b) = seq.next_element()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+}
+
 /// Why a byte stream could not be split into frames. After an error the decoder stays failed:
 /// the stream is out of step and the link must be closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +159,7 @@ impl RawFrame<'_> {
 }
 
 /// Appends `message`, length prefix and protocol id first, to `out`.
-pub fn encode_into<M: Message>(message: &M, out: &mut Vec<u8>) {
+pub fn encode_into<M: Encode>(message: &M, out: &mut Vec<u8>) {
     let body = (M::PROTOCOL.0, message);
     // Small frames (pings, acks, most control traffic) are serialized on the stack, so the
     // prefix can be written first without a second pass or a move.
@@ -125,7 +189,7 @@ pub fn encode_into<M: Message>(message: &M, out: &mut Vec<u8>) {
 }
 
 /// `message`, length prefix first, as a new buffer.
-pub fn encode<M: Message>(message: &M) -> Vec<u8> {
+pub fn encode<M: Encode>(message: &M) -> Vec<u8> {
     let mut out = Vec::with_capacity(32);
     encode_into(message, &mut out);
     out
@@ -137,7 +201,7 @@ pub fn encode<M: Message>(message: &M) -> Vec<u8> {
 /// [`MessageError::UnknownKind`] for a kind past `M::KINDS`; [`MessageError::Malformed`] if
 /// the fields do not decode exactly.
 pub fn decode_message<M: Message>(frame: RawFrame<'_>) -> Result<M, MessageError> {
-    debug_assert_eq!(frame.protocol, M::PROTOCOL);
+    debug_assert_eq!(frame.protocol, <M as Message>::PROTOCOL);
     let kind = frame.kind();
     if kind >= M::KINDS {
         return Err(MessageError::UnknownKind(kind));

@@ -22,8 +22,8 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{
-    decode_message, encode, encode_into, DecodeError, Decoder, Message, MessageError, RawFrame,
-    MAX_PREFIX_LEN,
+    bytes, decode_message, encode, encode_into, DecodeError, Decoder, Encode, Message,
+    MessageError, RawFrame, MAX_PREFIX_LEN,
 };
 pub use common::{CloseCode, RefuseReason, WireAddr};
 pub use control::{Connect, ConnectAck, ConnectError, Control, Ping, ProtocolOffer, Versions};

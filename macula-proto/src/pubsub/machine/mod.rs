@@ -27,7 +27,7 @@ use core::net::SocketAddr;
 use super::cache::{Subscriber, SubscriberCache, Targets};
 use super::config::PubsubConfig;
 use super::dedup::Dedup;
-use super::messages::{PubAck, Publish, PubsubMessage, Qos};
+use super::messages::{Outgoing, PubAck, Publish, PublishRef, PubsubMessage, Qos};
 use super::topic::{Pattern, Topic};
 use super::types::{
     PublishError, PublishId, PublishOptions, Publishing, PubsubEvent, PubsubStats, Received,
@@ -71,8 +71,18 @@ struct Waiting {
     qos: Qos,
     deadline: Duration,
     since: Instant,
-    /// Whether the caller was told [`Publishing::Pending`] (else it waits for the answer now).
-    told: bool,
+    notify: Notify,
+}
+
+/// Who hears how a publish went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Notify {
+    /// The publish under way: it answers its caller itself.
+    Caller,
+    /// The caller was told [`Publishing::Pending`]: a [`PubsubEvent::Published`] says.
+    Event,
+    /// Nobody (one of a batch: its caller counts what was taken).
+    Nobody,
 }
 
 /// A QoS 1 message on a stream, not yet acknowledged.
@@ -107,6 +117,7 @@ struct Stream {
 /// A QoS 1 publish awaiting its subscribers' acks.
 #[derive(Debug)]
 struct Tracking {
+    notify: bool,
     subscribers: usize,
     waiting: usize,
     acked: Vec<NodeId>,
@@ -194,6 +205,16 @@ pub struct Pubsub {
     turns: BTreeMap<String, u64>,
     /// QoS 0 publishes finished during a drain: (id, subscribers, whether it was told Pending).
     done: Vec<(PublishId, usize, bool)>,
+    /// The topics published lately and where their messages go, so that a stream of
+    /// messages on one topic works its subscribers out once, not once a message.
+    routes: Vec<Route>,
+    /// Counts changes to this node's subscriptions (routes made before one are stale).
+    subs_generation: u64,
+    /// A plan's buffers, kept between messages.
+    scratch: Plan,
+    /// The topic of the last message received, checked, and this node's subscriptions
+    /// outside groups that match it: a stream of messages on one topic is matched once.
+    arrival: Option<Arrival>,
 }
 
 impl Subsystem for Pubsub {
@@ -240,6 +261,10 @@ impl Subsystem for Pubsub {
             recent: VecDeque::new(),
             turns: BTreeMap::new(),
             done: Vec::new(),
+            routes: Vec::new(),
+            subs_generation: 0,
+            scratch: Plan::default(),
+            arrival: None,
         }
     }
 
@@ -439,6 +464,7 @@ impl Pubsub {
             }
         }
         self.next_sub += 1;
+        self.subs_generation += 1;
         let id = SubscriptionId(self.next_sub);
         self.subs.insert(
             id,
@@ -455,6 +481,7 @@ impl Pubsub {
     /// Removes a subscription; returns its inbox (for the node to close), or `None` if unknown.
     pub(crate) fn unsubscribe(&mut self, id: SubscriptionId, cx: &mut Cx<'_>) -> Option<InboxId> {
         let sub = self.subs.remove(&id)?;
+        self.subs_generation += 1;
         let prefix: String = sub.pattern.literal_prefix().into();
         self.announce(&prefix, cx);
         Some(sub.inbox)
@@ -502,40 +529,13 @@ impl Pubsub {
         options: PublishOptions,
         cx: &mut Cx<'_>,
     ) -> Result<Publishing, PublishError> {
-        if self.closed {
-            return Err(PublishError::Closed);
-        }
-        let topic = Topic::new(topic).map_err(PublishError::Topic)?;
-        let headers =
-            check_headers(&options.headers, &self.config).map_err(|()| PublishError::Headers)?;
-        let size = topic.as_str().len() + headers + payload.len();
-        if size > self.config.max_message_size {
-            return Err(PublishError::TooLarge {
-                size,
-                max: self.config.max_message_size,
-            });
-        }
+        let topic = self.check_publish(topic, &options, payload.len())?;
         if !self.has_room() {
             self.refused = true;
             return Err(PublishError::Full);
         }
-        self.stats.published += 1;
-        self.next_publish += 1;
-        let id = PublishId(self.next_publish);
         self.look_up(&topic, cx);
-        self.outbox_bytes += payload.len();
-        self.outbox.push_back(Waiting {
-            id,
-            body: Arc::new(Body {
-                topic,
-                headers: options.headers,
-                payload,
-            }),
-            qos: options.qos,
-            deadline: options.deadline.unwrap_or(self.config.deadline),
-            since: cx.now(),
-            told: false,
-        });
+        let id = self.take(topic, payload, &options, Notify::Caller, cx.now());
         self.drain(cx);
         if let Some(i) = self.done.iter().position(|d| d.0 == id) {
             let (_, subscribers, _) = self.done.remove(i);
@@ -543,10 +543,95 @@ impl Pubsub {
             return Ok(Publishing::Sent { subscribers });
         }
         if let Some(waiting) = self.outbox.iter_mut().find(|w| w.id == id) {
-            waiting.told = true;
+            waiting.notify = Notify::Event;
         }
         self.report_done(cx);
         Ok(Publishing::Pending(id))
+    }
+
+    /// Takes the payloads at the front of `payloads`, in order, as publishes on one `topic`
+    /// with the same options, while there is room; returns how many it took (they leave
+    /// `payloads`). Their callers are not told how each went: a batch is for streams of
+    /// messages, where the topic is checked and its subscribers worked out once.
+    pub(crate) fn publish_batch(
+        &mut self,
+        topic: &str,
+        payloads: &mut VecDeque<Vec<u8>>,
+        options: &PublishOptions,
+        cx: &mut Cx<'_>,
+    ) -> Result<usize, PublishError> {
+        let largest = payloads.iter().map(Vec::len).max().unwrap_or(0);
+        let topic = self.check_publish(topic, options, largest)?;
+        self.look_up(&topic, cx);
+        let now = cx.now();
+        let mut taken = 0;
+        while let Some(payload) = payloads.pop_front() {
+            if !self.has_room() {
+                // Send what can go, then see again.
+                self.drain(cx);
+                if !self.has_room() {
+                    payloads.push_front(payload);
+                    self.refused = true;
+                    break;
+                }
+            }
+            self.take(topic.clone(), payload, options, Notify::Nobody, now);
+            taken += 1;
+        }
+        self.drain(cx);
+        Ok(taken)
+    }
+
+    /// The topic of a publish, if the node takes publishes and the message keeps the bounds
+    /// with a payload of `payload` bytes.
+    fn check_publish(
+        &self,
+        topic: &str,
+        options: &PublishOptions,
+        payload: usize,
+    ) -> Result<Topic, PublishError> {
+        if self.closed {
+            return Err(PublishError::Closed);
+        }
+        let topic = Topic::new(topic).map_err(PublishError::Topic)?;
+        let headers =
+            check_headers(&options.headers, &self.config).map_err(|()| PublishError::Headers)?;
+        let size = topic.as_str().len() + headers + payload;
+        if size > self.config.max_message_size {
+            return Err(PublishError::TooLarge {
+                size,
+                max: self.config.max_message_size,
+            });
+        }
+        Ok(topic)
+    }
+
+    /// Puts a checked publish in the outbox.
+    fn take(
+        &mut self,
+        topic: Topic,
+        payload: Vec<u8>,
+        options: &PublishOptions,
+        notify: Notify,
+        now: Instant,
+    ) -> PublishId {
+        self.stats.published += 1;
+        self.next_publish += 1;
+        let id = PublishId(self.next_publish);
+        self.outbox_bytes += payload.len();
+        self.outbox.push_back(Waiting {
+            id,
+            body: Arc::new(Body {
+                topic,
+                headers: options.headers.clone(),
+                payload,
+            }),
+            qos: options.qos,
+            deadline: options.deadline.unwrap_or(self.config.deadline),
+            since: now,
+            notify,
+        });
+        id
     }
 
     /// Asks the DHT for the prefixes of `topic` that are due.
@@ -570,24 +655,28 @@ impl Pubsub {
         let now = cx.now();
         self.outbox_wake = None;
         while let Some(front) = self.outbox.front() {
-            if !self.cache.knows(&front.body.topic) {
-                let until = front.since + self.config.discovery_wait;
+            let body = front.body.clone();
+            let (qos, since) = (front.qos, front.since);
+            let route = self.route(&body.topic, cx);
+            if !self.routes[route].known {
+                // Not discovered yet: it waits, at most `discovery_wait`, then goes to the
+                // subscribers known by then.
+                let until = since + self.config.discovery_wait;
                 if now < until {
                     self.outbox_wake = Some(until);
                     break;
                 }
             }
-            let body = front.body.clone();
-            let qos = front.qos;
-            // Refresh in the background while the topic is in use.
-            self.look_up(&body.topic, cx);
-            let Some(plan) = self.plan(&body.topic, qos, cx) else {
+            let mut plan = core::mem::take(&mut self.scratch);
+            if !self.plan(route, &body.topic, qos, &mut plan, cx) {
                 // A subscriber has no room: an ack or a drained channel brings it back here.
+                self.scratch = plan;
                 break;
-            };
+            }
             let waiting = self.outbox.pop_front().expect("the front");
             self.outbox_bytes -= waiting.body.payload.len();
-            self.send(waiting, plan, cx);
+            self.send(waiting, &mut plan, cx);
+            self.scratch = plan;
         }
         if self.refused && self.has_room() {
             self.refused = false;
@@ -596,36 +685,57 @@ impl Pubsub {
         self.report_done(cx);
     }
 
-    /// Where a message on `topic` goes now: each remote node with whether it is for its plain
-    /// subscriptions and the groups it was picked for, and the local subscriptions. `None`
-    /// if some remote node has no room for it.
-    fn plan(&mut self, topic: &Topic, qos: Qos, cx: &mut Cx<'_>) -> Option<Plan> {
+    /// The index in `routes` of where `topic`'s messages go now, worked out again if the
+    /// cache or the subscriptions changed since; the topic is looked up again (in the
+    /// background) whenever that may be due.
+    fn route(&mut self, topic: &Topic, cx: &mut Cx<'_>) -> usize {
         let now = cx.now();
-        let own = cx.identity().node_id();
-        let Targets { plain, groups } = self.cache.subscribers(topic, now);
-        let mut remote: BTreeMap<NodeId, Copy> = BTreeMap::new();
-        for (node, addr) in plain {
-            remote.insert(
-                node,
-                Copy {
-                    addr,
-                    plain: true,
-                    groups: Vec::new(),
-                },
-            );
+        let at = self.routes.iter().position(|r| r.topic == *topic);
+        if let Some(i) = at {
+            if self.routes[i].current(self) && now < self.routes[i].until {
+                return i;
+            }
         }
-        let mut local: Vec<SubscriptionId> = self
+        // Refresh in the background while the topic is in use.
+        self.look_up(topic, cx);
+        let until = self.cache.next_lookup(topic);
+        match at {
+            Some(i) if self.routes[i].current(self) => {
+                self.routes[i].until = until;
+                i
+            }
+            Some(i) => {
+                self.routes[i] = self.work_out(topic, until, cx);
+                i
+            }
+            None => {
+                if self.routes.len() >= MAX_ROUTES {
+                    self.routes.remove(0);
+                }
+                let route = self.work_out(topic, until, cx);
+                self.routes.push(route);
+                self.routes.len() - 1
+            }
+        }
+    }
+
+    /// Where `topic`'s messages go, from the cache and this node's subscriptions.
+    fn work_out(&mut self, topic: &Topic, until: Instant, cx: &mut Cx<'_>) -> Route {
+        let own = cx.identity().node_id();
+        let Targets { plain, groups } = self.cache.subscribers(topic, cx.now());
+        let plain = plain.into_iter().filter(|(n, _)| *n != own).collect();
+        let local = self
             .subs
             .iter()
             .filter(|(_, s)| s.group.is_none() && s.pattern.matches(topic))
             .map(|(id, _)| *id)
             .collect();
         // Queue groups: this node's own members count as one member.
-        let mut all_groups: BTreeMap<String, Vec<(NodeId, Option<SocketAddr>)>> = groups;
+        let mut groups: BTreeMap<String, Members> = groups;
         for sub in self.subs.values() {
             if let Some(g) = &sub.group {
                 if sub.pattern.matches(topic) {
-                    let members = all_groups.entry(g.clone()).or_default();
+                    let members = groups.entry(g.clone()).or_default();
                     if !members.iter().any(|(n, _)| *n == own) {
                         members.push((own, None));
                         members.sort_by_key(|(n, _)| *n);
@@ -633,34 +743,71 @@ impl Pubsub {
                 }
             }
         }
-        for (group, members) in all_groups {
+        Route {
+            topic: topic.clone(),
+            known: self.cache.knows(topic),
+            cache_generation: self.cache.generation(),
+            subs_generation: self.subs_generation,
+            until,
+            plain,
+            groups: groups.into_iter().collect(),
+            local,
+        }
+    }
+
+    /// Fills `plan` with where one message on `topic` goes now by `routes[route]`: each
+    /// remote node with whether it is for its plain subscriptions and the groups it was
+    /// picked for, and the local subscriptions. False if some remote node has no room for it.
+    fn plan(
+        &mut self,
+        route: usize,
+        topic: &Topic,
+        qos: Qos,
+        plan: &mut Plan,
+        cx: &mut Cx<'_>,
+    ) -> bool {
+        plan.clear();
+        let own = cx.identity().node_id();
+        let r = &self.routes[route];
+        plan.remote.extend(r.plain.iter().map(|&(node, addr)| {
+            (
+                node,
+                Copy {
+                    addr,
+                    plain: true,
+                    groups: Vec::new(),
+                },
+            )
+        }));
+        plan.local.extend_from_slice(&r.local);
+        for g in 0..self.routes[route].groups.len() {
+            let (group, members) = &self.routes[route].groups[g];
+            let (group, members) = (group.clone(), members.clone());
             let Some((node, addr)) = self.pick(&group, &members, qos, cx) else {
                 continue;
             };
             if node == own {
                 if let Some(id) = self.local_member(&group, topic) {
-                    local.push(id);
+                    plan.local.push(id);
                 }
                 continue;
             }
-            let copy = remote.entry(node).or_insert(Copy {
-                addr,
-                plain: false,
-                groups: Vec::new(),
-            });
-            copy.groups.push(group);
-        }
-        remote.remove(&own);
-        for node in remote.keys() {
-            let room = match qos {
-                Qos::AtMostOnce => cx.data_writable(node),
-                Qos::AtLeastOnce => self.stream_room(node),
-            };
-            if !room {
-                return None;
+            match plan.remote.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, copy)) => copy.groups.push(group),
+                None => plan.remote.push((
+                    node,
+                    Copy {
+                        addr,
+                        plain: false,
+                        groups: alloc::vec![group],
+                    },
+                )),
             }
         }
-        Some(Plan { remote, local })
+        plan.remote.iter().all(|(node, _)| match qos {
+            Qos::AtMostOnce => cx.data_writable(node),
+            Qos::AtLeastOnce => self.stream_room(node),
+        })
     }
 
     /// One member of a queue group for the next message, taking turns; members whose stream
@@ -709,14 +856,14 @@ impl Pubsub {
         }
     }
 
-    /// Sends a message as planned.
-    fn send(&mut self, waiting: Waiting, plan: Plan, cx: &mut Cx<'_>) {
+    /// Sends a message as planned (`plan` is left empty).
+    fn send(&mut self, waiting: Waiting, plan: &mut Plan, cx: &mut Cx<'_>) {
         let Waiting {
             id,
             body,
             qos,
             deadline,
-            told,
+            notify,
             ..
         } = waiting;
         let subscribers = plan.remote.len() + usize::from(!plan.local.is_empty());
@@ -730,22 +877,24 @@ impl Pubsub {
                 headers: body.headers.clone(),
                 payload: body.payload.clone(),
             };
-            self.deliver_each(&plan.local, received, None, cx);
+            let local = core::mem::take(&mut plan.local);
+            self.deliver_each(&local, received, None, cx);
+            plan.local = local;
         }
         match qos {
             Qos::AtMostOnce => {
                 self.seq0 += 1;
-                for (node, copy) in plan.remote {
-                    let message = PubsubMessage::Publish(Publish {
+                for (node, copy) in plan.remote.drain(..) {
+                    let message = Outgoing::Publish(PublishRef {
                         epoch: self.epoch,
                         qos,
                         seq: self.seq0,
                         base: 0,
                         plain: copy.plain,
-                        groups: copy.groups,
-                        topic: body.topic.as_str().into(),
-                        headers: body.headers.clone(),
-                        payload: body.payload.clone(),
+                        groups: &copy.groups,
+                        topic: body.topic.as_str(),
+                        headers: &body.headers,
+                        payload: &body.payload,
                     });
                     match cx.send_data(node, copy.addr, &message) {
                         Ok(()) => self.stats.sent += 1,
@@ -756,7 +905,11 @@ impl Pubsub {
                         }
                     }
                 }
-                self.done.push((id, subscribers, told));
+                match notify {
+                    Notify::Caller => self.done.push((id, subscribers, false)),
+                    Notify::Event => self.done.push((id, subscribers, true)),
+                    Notify::Nobody => {}
+                }
             }
             Qos::AtLeastOnce => {
                 let deadline = cx.now() + deadline;
@@ -768,18 +921,19 @@ impl Pubsub {
                     id,
                     body: body.clone(),
                     deadline,
-                    targets: plan.remote.keys().copied().collect(),
+                    targets: plan.remote.iter().map(|(n, _)| *n).collect(),
                 });
                 self.tracking.insert(
                     id,
                     Tracking {
+                        notify: notify != Notify::Nobody,
                         subscribers,
                         waiting: remote,
                         acked: Vec::new(),
                         missed: Vec::new(),
                     },
                 );
-                for (node, copy) in plan.remote {
+                for (node, copy) in plan.remote.drain(..) {
                     self.enqueue(node, id, &body, copy, deadline, cx);
                 }
                 if remote == 0 {
@@ -787,17 +941,17 @@ impl Pubsub {
                 }
             }
         }
+        plan.clear();
     }
 
     /// Tells the QoS 0 publishes finished in a drain whose callers were told to wait.
     /// (One not told yet belongs to the publish under way, which answers it itself.)
     fn report_done(&mut self, cx: &mut Cx<'_>) {
-        let (told, untold) = core::mem::take(&mut self.done)
-            .into_iter()
-            .partition(|d| d.2);
-        self.done = untold;
-        for (id, subscribers, _) in told {
-            {
+        if self.done.is_empty() {
+            return;
+        }
+        self.done.retain(|&(id, subscribers, told)| {
+            if told {
                 cx.emit(Event::Pubsub(PubsubEvent::Published {
                     id,
                     subscribers,
@@ -805,7 +959,8 @@ impl Pubsub {
                     missed: Vec::new(),
                 }));
             }
-        }
+            !told
+        });
     }
 
     /// The node is closing: nothing new is taken, announcements stop.
@@ -825,11 +980,60 @@ struct Copy {
 }
 
 /// A message's way out: remote copies and local subscriptions.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Plan {
-    remote: BTreeMap<NodeId, Copy>,
+    remote: Vec<(NodeId, Copy)>,
     local: Vec<SubscriptionId>,
 }
+
+impl Plan {
+    fn clear(&mut self) {
+        self.remote.clear();
+        self.local.clear();
+    }
+}
+
+/// Where one topic's messages go, worked out from the subscriber cache and this node's
+/// subscriptions; good while neither changes and no lookup is due.
+#[derive(Debug)]
+struct Route {
+    topic: Topic,
+    /// Whether every prefix of the topic had an answer (else its messages wait, at most
+    /// `discovery_wait`).
+    known: bool,
+    cache_generation: u64,
+    subs_generation: u64,
+    /// When the topic may need looking up again ([`SubscriberCache::next_lookup`]).
+    until: Instant,
+    /// Remote nodes that take every message, ordered by id.
+    plain: Vec<(NodeId, Option<SocketAddr>)>,
+    /// Each queue group with its members, this node among them if it has one.
+    groups: Vec<(String, Members)>,
+    /// This node's matching subscriptions outside queue groups.
+    local: Vec<SubscriptionId>,
+}
+
+impl Route {
+    /// Whether nothing it was worked out from changed since.
+    fn current(&self, pubsub: &Pubsub) -> bool {
+        self.cache_generation == pubsub.cache.generation()
+            && self.subs_generation == pubsub.subs_generation
+    }
+}
+
+/// A queue group's member nodes, each with an address to reach it at (`None`: this node).
+type Members = Vec<(NodeId, Option<SocketAddr>)>;
+
+/// A received topic, checked, and the plain subscriptions it matches.
+#[derive(Debug)]
+struct Arrival {
+    topic: Topic,
+    subs_generation: u64,
+    plain: Vec<SubscriptionId>,
+}
+
+/// Topics whose routes a publisher keeps.
+const MAX_ROUTES: usize = 16;
 
 /// The bytes of `headers`, if they keep the configured bounds.
 fn check_headers(headers: &[(String, Vec<u8>)], config: &PubsubConfig) -> Result<usize, ()> {

@@ -6,10 +6,10 @@ use super::*;
 impl Pubsub {
     /// A publish arrived.
     pub(super) fn receive(&mut self, from: Peer, publish: Publish, cx: &mut Cx<'_>) {
-        let Some(topic) = self.check_incoming(&publish) else {
+        if !self.check_incoming(&publish) {
             self.stats.malformed += 1;
             return;
-        };
+        }
         match publish.qos {
             Qos::AtMostOnce => {
                 if !self.dedup.first_time(from.id, publish.epoch, publish.seq) {
@@ -23,7 +23,7 @@ impl Pubsub {
                 }
             }
         }
-        self.hand_over(from, topic, publish, cx);
+        self.hand_over(from, publish, cx);
     }
 
     /// Whether a QoS 1 message is the next of its stream (and notes it, and the ack it
@@ -84,42 +84,39 @@ impl Pubsub {
         taken
     }
 
-    /// Hands a message to the subscriptions it is for.
-    pub(super) fn hand_over(
-        &mut self,
-        from: Peer,
-        topic: Topic,
-        publish: Publish,
-        cx: &mut Cx<'_>,
-    ) {
-        let mut targets: Vec<SubscriptionId> = Vec::new();
+    /// Hands a message to the subscriptions it is for (its topic is `self.arrival`'s).
+    pub(super) fn hand_over(&mut self, from: Peer, publish: Publish, cx: &mut Cx<'_>) {
+        let Some(arrival) = &self.arrival else {
+            return;
+        };
+        let mut targets = core::mem::take(&mut self.scratch.local);
+        targets.clear();
         if publish.plain {
-            targets.extend(
-                self.subs
-                    .iter()
-                    .filter(|(_, s)| s.group.is_none() && s.pattern.matches(&topic))
-                    .map(|(id, _)| *id),
-            );
+            targets.extend_from_slice(&arrival.plain);
         }
-        for group in &publish.groups {
-            if let Some(id) = self.local_member(group, &topic) {
-                targets.push(id);
+        if !publish.groups.is_empty() {
+            let topic = arrival.topic.clone();
+            for group in &publish.groups {
+                if let Some(id) = self.local_member(group, &topic) {
+                    targets.push(id);
+                }
             }
         }
         if targets.is_empty() {
             self.stats.unmatched += 1;
-            return;
+        } else {
+            let received = Received {
+                subscription: targets[0],
+                topic: publish.topic,
+                publisher: from.id,
+                seq: publish.seq,
+                qos: publish.qos,
+                headers: publish.headers,
+                payload: publish.payload,
+            };
+            self.deliver_each(&targets, received, Some(from), cx);
         }
-        let received = Received {
-            subscription: targets[0],
-            topic: publish.topic,
-            publisher: from.id,
-            seq: publish.seq,
-            qos: publish.qos,
-            headers: publish.headers,
-            payload: publish.payload,
-        };
-        self.deliver_each(&targets, received, Some(from), cx);
+        self.scratch.local = targets;
     }
 
     /// One local subscription of `group` that matches, taking turns.
@@ -171,11 +168,35 @@ impl Pubsub {
         }
     }
 
-    /// The topic of a message from a peer, if the message keeps the rules.
-    pub(super) fn check_incoming(&self, publish: &Publish) -> Option<Topic> {
-        let topic = Topic::new(&publish.topic).ok()?;
-        let headers = check_headers(&publish.headers, &self.config).ok()?;
+    /// Whether a message from a peer keeps the rules; if it does, `self.arrival` is for its
+    /// topic.
+    pub(super) fn check_incoming(&mut self, publish: &Publish) -> bool {
+        let Ok(headers) = check_headers(&publish.headers, &self.config) else {
+            return false;
+        };
         let size = publish.topic.len() + headers + publish.payload.len();
-        (size <= self.config.max_message_size).then_some(topic)
+        if size > self.config.max_message_size {
+            return false;
+        }
+        let known = self.arrival.as_ref().is_some_and(|a| {
+            a.subs_generation == self.subs_generation && a.topic.as_str() == publish.topic
+        });
+        if !known {
+            let Ok(topic) = Topic::new(&publish.topic) else {
+                return false;
+            };
+            let plain = self
+                .subs
+                .iter()
+                .filter(|(_, s)| s.group.is_none() && s.pattern.matches(&topic))
+                .map(|(id, _)| *id)
+                .collect();
+            self.arrival = Some(Arrival {
+                topic,
+                subs_generation: self.subs_generation,
+                plain,
+            });
+        }
+        true
     }
 }

@@ -185,7 +185,7 @@ impl Pubsub {
             stream.sent = stream.sent.saturating_sub(1);
             given_up.push(u.id);
         }
-        let mut probe = None;
+        let mut probe = false;
         if stream.unacked.is_empty() {
             stream.retry_at = None;
         } else if stream.retry_at.is_some_and(|t| t <= now) {
@@ -196,7 +196,7 @@ impl Pubsub {
             stream.retry_at = None;
             if stream.link.is_some() && stream.link == cx.link_to(&node) {
                 // QUIC delivers in order on the same link: a probe of the first is enough.
-                probe = Some(frame(self.epoch, stream, 0));
+                probe = true;
             } else {
                 stream.sent = 0;
             }
@@ -205,12 +205,15 @@ impl Pubsub {
             self.stats.missed += 1;
             self.resolve(id, node, false, cx);
         }
-        if let Some(message) = probe {
-            let addr = self.streams.get(&node).and_then(|s| s.addr);
-            if cx.send_data(node, addr, &message).is_ok() {
-                self.stats.resent += 1;
-            }
+        if probe {
             if let Some(stream) = self.streams.get_mut(&node) {
+                if !stream.unacked.is_empty()
+                    && cx
+                        .send_data(node, stream.addr, &frame(self.epoch, stream, 0))
+                        .is_ok()
+                {
+                    self.stats.resent += 1;
+                }
                 stream.retry_at = Some(now + stream.rto);
             }
         }
@@ -277,6 +280,9 @@ impl Pubsub {
         let Some(mut t) = self.tracking.remove(&id) else {
             return;
         };
+        if !t.notify {
+            return;
+        }
         t.acked.sort();
         t.missed.sort();
         cx.emit(Event::Pubsub(PubsubEvent::Published {
@@ -289,17 +295,17 @@ impl Pubsub {
 }
 
 /// The frame of the `index`-th unacknowledged message of `stream`.
-pub(super) fn frame(epoch: u64, stream: &Stream, index: usize) -> PubsubMessage {
+pub(super) fn frame(epoch: u64, stream: &Stream, index: usize) -> Outgoing<'_> {
     let u = &stream.unacked[index];
-    PubsubMessage::Publish(Publish {
+    Outgoing::Publish(PublishRef {
         epoch,
         qos: Qos::AtLeastOnce,
         seq: u.seq,
         base: stream.unacked.front().map_or(u.seq, |f| f.seq),
         plain: u.plain,
-        groups: u.groups.clone(),
-        topic: u.body.topic.as_str().into(),
-        headers: u.body.headers.clone(),
-        payload: u.body.payload.clone(),
+        groups: &u.groups,
+        topic: u.body.topic.as_str(),
+        headers: &u.body.headers,
+        payload: &u.body.payload,
     })
 }
