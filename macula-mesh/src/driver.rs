@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
@@ -22,6 +21,7 @@ use macula_proto::{
     Config, Data, Event, Identity, InboxId, Instant, LinkId, NodeId, PingId, ProtocolId,
 };
 
+use crate::handoff::{handoff, Fed, Feeder};
 use crate::mesh::MeshError;
 use crate::runtime::{Runtime, UdpSocket};
 use futures_lite::future::race;
@@ -231,8 +231,7 @@ impl Ops {
 /// An inbox's way to the application: a bounded channel, and a flag the consumer reads to ring
 /// the driver's doorbell when it makes room in a channel the driver found full.
 pub(crate) struct Consumer {
-    pub tx: async_channel::Sender<Data>,
-    pub parked: Arc<AtomicBool>,
+    pub feeder: Feeder<Data>,
 }
 
 /// What a command may use during its call.
@@ -315,16 +314,9 @@ impl Ctx<'_> {
         // An inbox the node closed (replaced by this one, say) lets its reader see the end.
         let node = self.endpoint.node();
         self.consumers.retain(|id, _| node.inbox_len(*id).is_some());
-        let (tx, rx) = async_channel::bounded(capacity.max(1));
-        let parked = Arc::new(AtomicBool::new(false));
-        self.consumers.insert(
-            inbox,
-            Consumer {
-                tx,
-                parked: parked.clone(),
-            },
-        );
-        crate::mesh::Inbox::new(rx, parked, self.doorbell.clone())
+        let (feeder, taker) = handoff(capacity);
+        self.consumers.insert(inbox, Consumer { feeder });
+        crate::mesh::Inbox::new(taker, self.doorbell.clone())
     }
 }
 
@@ -360,6 +352,7 @@ pub(crate) fn spawn<R: Runtime>(
         ops: Ops::default(),
         consumers: BTreeMap::new(),
         parked: BTreeSet::new(),
+        batch: Vec::new(),
         doorbell,
         ringing,
         closing: None,
@@ -378,6 +371,8 @@ struct Driver<R: Runtime> {
     consumers: BTreeMap<InboxId, Consumer>,
     /// Inboxes whose consumer's channel was full when the driver last fed it.
     parked: BTreeSet<InboxId>,
+    /// Data on its way from an inbox to its consumer (kept to reuse its allocation).
+    batch: Vec<Data>,
     doorbell: async_channel::Sender<()>,
     ringing: async_channel::Receiver<()>,
     /// Set once closing.
@@ -496,7 +491,7 @@ impl<R: Runtime> Driver<R> {
                     let closed = self
                         .consumers
                         .iter()
-                        .filter(|(_, c)| c.tx.is_closed())
+                        .filter(|(_, c)| c.feeder.is_closed())
                         .map(|(id, _)| *id);
                     let again: BTreeSet<InboxId> = parked.into_iter().chain(closed).collect();
                     for inbox in again {
@@ -516,10 +511,12 @@ impl<R: Runtime> Driver<R> {
         // channel would otherwise keep them, unanswered, for as long as a handle lives).
         self.commands.close();
         while self.commands.try_recv().is_ok() {}
-        if let Some(closing) = self.closing.take() {
-            for w in closing.waiters {
-                let _ = w.try_send(());
-            }
+        let waiters = self.closing.take().map(|c| c.waiters).unwrap_or_default();
+        // The socket closes before anyone hears that the node has: a node restarted at the
+        // same address right after `close` returned must be able to bind it.
+        drop(self);
+        for w in waiters {
+            let _ = w.try_send(());
         }
     }
 
@@ -622,35 +619,31 @@ impl<R: Runtime> Driver<R> {
                     .with_node(now, |n, now| n.close_inbox(inbox, now));
                 return;
             };
-            if consumer.tx.is_closed() {
+            if consumer.feeder.is_closed() {
                 self.consumers.remove(&inbox);
                 continue;
             }
-            // As much as the channel takes in one trip to the node.
-            let fed = self.endpoint.with_node(now, |n, now| {
-                while !consumer.tx.is_full() {
-                    let Some(data) = n.take_data(inbox, now) else {
-                        return Fed::Emptied;
-                    };
-                    // The driver is the only sender and the channel had room.
-                    if consumer.tx.try_send(data).is_err() {
-                        return Fed::Gone;
+            // As much as the consumer's queue takes, in one trip to the node.
+            let room = consumer.feeder.room();
+            let batch = &mut self.batch;
+            let more = self.endpoint.with_node(now, |n, now| {
+                while batch.len() < room {
+                    match n.take_data(inbox, now) {
+                        Some(data) => batch.push(data),
+                        None => return false,
                     }
                 }
-                Fed::Filled
+                n.inbox_len(inbox).is_some_and(|len| len > 0)
             });
-            match fed {
+            match consumer.feeder.feed(batch, more) {
                 Fed::Emptied => return,
+                Fed::Filled => {
+                    // The consumer rings the doorbell when it takes the batch.
+                    self.parked.insert(inbox);
+                    return;
+                }
                 Fed::Gone => {
                     self.consumers.remove(&inbox);
-                }
-                Fed::Filled => {
-                    consumer.parked.store(true, Ordering::SeqCst);
-                    // The consumer may have made room before it could see the flag.
-                    if consumer.tx.is_full() {
-                        self.parked.insert(inbox);
-                        return;
-                    }
                 }
             }
         }
@@ -703,16 +696,6 @@ impl<R: Runtime> Driver<R> {
             closing.linger = Some(R::now() + CLOSE_LINGER);
         }
     }
-}
-
-/// How a trip feeding a consumer ended.
-enum Fed {
-    /// The inbox is empty.
-    Emptied,
-    /// The consumer's channel is full.
-    Filled,
-    /// The consumer went away.
-    Gone,
 }
 
 /// `addr` as a socket bound at `local` must dial it: a socket bound to an IPv6 address reaches

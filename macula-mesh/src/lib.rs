@@ -12,6 +12,7 @@
 
 pub mod api;
 mod driver;
+mod handoff;
 mod mesh;
 mod runtime;
 mod udp;

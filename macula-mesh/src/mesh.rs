@@ -4,8 +4,6 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use macula_proto::dht::{DhtError, DhtStats};
 use macula_proto::quic::{EndpointError, EndpointStats};
 use macula_proto::{
@@ -14,6 +12,7 @@ use macula_proto::{
 };
 
 use crate::driver::{self, Command, Ctx, Once, OpKey, Reply};
+use crate::handoff::{Taker, Took};
 use crate::runtime::{Runtime, UdpSocket};
 
 /// How to start a [`Mesh`].
@@ -350,6 +349,7 @@ impl<R: Runtime> Mesh<R> {
 
     /// Leaves the mesh gracefully: every peer sees a clean goodbye. Waits (at most about two
     /// seconds) until the closes are sent and the connections drained, then stops the task.
+    /// When it returns, the node's socket is closed: its address can be bound again.
     pub async fn close(&self) {
         let (tx, rx) = async_channel::bounded(1);
         if self.commands.send(Command::Close(tx)).await.is_ok() {
@@ -390,50 +390,65 @@ impl<R: Runtime> Mesh<R> {
 }
 
 /// Data from one of the node's inboxes, in the order it arrived (see
-/// [`Overflow`](macula_proto::Overflow) for what happens when it is not read).
+/// [`Overflow`](macula_proto::Overflow) for what happens when it is not read). The handle takes
+/// what waits in batches, and holds at most twice its capacity (a batch being read and one
+/// waiting).
 #[derive(Debug)]
 pub struct Inbox {
-    // Pinned on the heap, so the handle is `Unpin` and can be polled as a stream.
-    rx: std::pin::Pin<Box<async_channel::Receiver<Data>>>,
-    parked: Arc<AtomicBool>,
+    taker: Taker<Data>,
     doorbell: async_channel::Sender<()>,
 }
 
 impl Inbox {
-    pub(crate) fn new(
-        rx: async_channel::Receiver<Data>,
-        parked: Arc<AtomicBool>,
-        doorbell: async_channel::Sender<()>,
-    ) -> Self {
-        Inbox {
-            rx: Box::pin(rx),
-            parked,
-            doorbell,
-        }
+    pub(crate) fn new(taker: Taker<Data>, doorbell: async_channel::Sender<()>) -> Self {
+        Inbox { taker, doorbell }
     }
 
     /// The next item; `None` once the node has stopped (or closed the inbox).
     pub async fn recv(&mut self) -> Option<Data> {
-        let data = self.rx.recv().await.ok()?;
-        self.took();
-        Some(data)
+        futures_lite::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// An item was taken: a node waiting for room in this channel hears of it.
-    fn took(&self) {
-        if self.parked.swap(false, Ordering::SeqCst) {
+    /// The next item if one is waiting now, without waiting; `None` if none is (or the node
+    /// has stopped). A consumer that reads many small items can take what is there this way
+    /// and wait with [`Inbox::recv`] only when it runs dry.
+    pub fn try_recv(&mut self) -> Option<Data> {
+        match self.taker.try_take() {
+            Took::Item { item, unparked } => {
+                self.took(unparked);
+                Some(item)
+            }
+            Took::Empty | Took::Ended => None,
+        }
+    }
+
+    fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Data>> {
+        match self.taker.poll_take(cx) {
+            std::task::Poll::Ready(Took::Item { item, unparked }) => {
+                self.took(unparked);
+                std::task::Poll::Ready(Some(item))
+            }
+            std::task::Poll::Ready(_) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    /// A batch was taken from a queue the node stopped feeding for want of room: it hears
+    /// there is room again.
+    fn took(&self, unparked: bool) {
+        if unparked {
             let _ = self.doorbell.try_send(());
         }
     }
 
-    /// Items waiting in this handle's channel (the node's inbox may hold more).
+    /// Items waiting in this handle (the node's inbox may hold more).
     pub fn len(&self) -> usize {
-        self.rx.len()
+        self.taker.len()
     }
 
-    /// Whether this handle's channel is empty.
+    /// Whether this handle holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.len() == 0
     }
 }
 
@@ -444,18 +459,14 @@ impl futures_lite::Stream for Inbox {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Data>> {
-        let polled = self.rx.as_mut().poll_next(cx);
-        if let std::task::Poll::Ready(Some(_)) = polled {
-            self.took();
-        }
-        polled
+        self.poll_recv(cx)
     }
 }
 
 impl Drop for Inbox {
     fn drop(&mut self) {
         // The node closes the inbox, letting what it paused flow, once it sees nobody reads.
-        self.rx.close();
+        self.taker.close();
         let _ = self.doorbell.try_send(());
     }
 }

@@ -261,6 +261,19 @@ impl Subscription {
         }
     }
 
+    /// The next message if one is waiting now, without waiting; `None` if none is (or the
+    /// node has stopped). A reader of many small messages takes what is there this way and
+    /// waits with [`Subscription::recv`] only when it runs dry.
+    pub fn try_recv(&mut self) -> Option<Received> {
+        loop {
+            match self.inbox.try_recv()? {
+                Data::Message(m) => return Some(m),
+                #[allow(unreachable_patterns)] // other kinds exist under test-protocols
+                _ => continue,
+            }
+        }
+    }
+
     /// Messages waiting in this handle (the node may hold more).
     pub fn len(&self) -> usize {
         self.inbox.len()

@@ -11,7 +11,7 @@ use super::subsystem::{Answer, Ask, Cx, Init, Peer, PeerChange, Subsystem, Ticke
 use crate::config::Config;
 use crate::rng::Rng;
 use crate::time::Instant;
-use crate::wire::{decode_message, MessageError, ProtocolId, ProtocolOffer, RawFrame};
+use crate::wire::{MessageError, ProtocolId, ProtocolOffer, RawFrame};
 
 /// Most subsystems a node may have (a bound for per-subsystem tables).
 pub(crate) const MAX_SUBSYSTEMS: usize = 8;
@@ -168,7 +168,10 @@ macro_rules! subsystems {
                 let index = index_of(frame.protocol).filter(|i| self.enabled.has(*i))?;
                 $( $(#[$attr])* {
                     if frame.protocol == <$ty as Subsystem>::PROTOCOL {
-                        return Some(decode_message(frame).map(|m| (index, Incoming::$field(m))));
+                        return Some(
+                            Subsystem::decode(&self.$field, frame)
+                                .map(|m| (index, Incoming::$field(m))),
+                        );
                     }
                 } )*
                 None

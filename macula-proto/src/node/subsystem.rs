@@ -24,7 +24,7 @@ use super::{Data, Event, InboxId, LinkId, SendError};
 use crate::config::Config;
 use crate::id::{Identity, NodeId};
 use crate::time::Instant;
-use crate::wire::{Encode, Message, ProtocolId};
+use crate::wire::{decode_message, Encode, Message, MessageError, ProtocolId, RawFrame};
 
 /// What a subsystem is made from.
 pub(crate) struct Init<'a> {
@@ -123,6 +123,13 @@ pub(crate) trait Subsystem {
 
     /// A peer that speaks the protocol came or went, or was unreachable.
     fn on_peer(&mut self, change: PeerChange, cx: &mut Cx<'_>);
+
+    /// Reads a frame of its protocol as one of its messages. The default decodes it with
+    /// postcard ([`decode_message`]); a subsystem may read its busiest message faster (by
+    /// reusing what it decoded from an earlier frame, say) as long as the result is the same.
+    fn decode(&self, frame: RawFrame<'_>) -> Result<Self::Message, MessageError> {
+        decode_message(frame)
+    }
 
     /// One of its messages arrived from an established peer.
     fn on_message(&mut self, from: Peer, message: Self::Message, cx: &mut Cx<'_>);

@@ -8,11 +8,12 @@
 //! counter, used only to drop duplicates.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{bytes, Encode, Message, ProtocolId};
+use crate::wire::{bytes, decode_message, Encode, Message, MessageError, ProtocolId, RawFrame};
 
 /// The pub/sub protocol's messages. The variant index is the message kind.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,13 +70,80 @@ pub struct Publish {
     pub plain: bool,
     /// The queue groups the publisher chose the receiver for, this message.
     pub groups: Vec<String>,
-    /// The topic.
-    pub topic: String,
+    /// The topic (the receiver checks it; shared, so that messages on one topic can hold
+    /// the same text).
+    #[serde(with = "shared_str")]
+    pub topic: Arc<str>,
     /// Small key-value metadata.
     pub headers: Vec<(String, Vec<u8>)>,
     /// The payload.
     #[serde(with = "bytes")]
     pub payload: Vec<u8>,
+}
+
+impl PubsubMessage {
+    /// Reads `frame` exactly as [`decode_message`] does, but a publish whose topic has the
+    /// bytes of `topic` shares that text: a stream of messages on one topic then costs no
+    /// allocation and no UTF-8 check for it.
+    pub(crate) fn decode_with(
+        frame: RawFrame<'_>,
+        topic: Option<&Arc<str>>,
+    ) -> Result<Self, MessageError> {
+        if frame.kind() != 0 {
+            return decode_message(frame);
+        }
+        fn take<'a, T: Deserialize<'a>>(bytes: &mut &'a [u8]) -> Result<T, MessageError> {
+            let (value, rest) =
+                postcard::take_from_bytes(bytes).map_err(|_| MessageError::Malformed)?;
+            *bytes = rest;
+            Ok(value)
+        }
+        let mut b = frame.message;
+        let _kind: u32 = take(&mut b)?;
+        let epoch = take(&mut b)?;
+        let qos = take(&mut b)?;
+        let seq = take(&mut b)?;
+        let base = take(&mut b)?;
+        let plain = take(&mut b)?;
+        let groups = take(&mut b)?;
+        let text: &[u8] = take(&mut b)?;
+        let topic = match topic {
+            Some(known) if known.as_bytes() == text => known.clone(),
+            _ => Arc::from(core::str::from_utf8(text).map_err(|_| MessageError::Malformed)?),
+        };
+        let headers = take(&mut b)?;
+        let payload: &[u8] = take(&mut b)?;
+        if !b.is_empty() {
+            return Err(MessageError::Malformed);
+        }
+        Ok(PubsubMessage::Publish(Publish {
+            epoch,
+            qos,
+            seq,
+            base,
+            plain,
+            groups,
+            topic,
+            headers,
+            payload: payload.to_vec(),
+        }))
+    }
+}
+
+/// Serde for a shared string: written as a string.
+mod shared_str {
+    use alloc::string::String;
+    use alloc::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(deserializer).map(Arc::from)
+    }
 }
 
 /// A [`PubsubMessage::Publish`] as a publisher sends it: the same bytes, encoded from the

@@ -788,3 +788,90 @@ fn a_publish_is_encoded_from_the_kept_message_to_the_same_bytes() {
     let back: AsBytes = postcard::from_bytes(&sequence).unwrap();
     assert_eq!(back.0, publish.payload);
 }
+
+mod decoding {
+    use super::*;
+    use crate::wire::{Decoder, RawFrame};
+    use alloc::sync::Arc;
+    use proptest::prelude::*;
+
+    fn publish() -> impl Strategy<Value = Publish> {
+        (
+            (
+                any::<u64>(),
+                any::<bool>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<bool>(),
+            ),
+            proptest::collection::vec("[a-z]{0,4}", 0..3),
+            "[a-z.*]{0,12}|\\PC{0,6}",
+            proptest::collection::vec(
+                ("[a-z]{0,3}", proptest::collection::vec(any::<u8>(), 0..4)),
+                0..3,
+            ),
+            proptest::collection::vec(any::<u8>(), 0..300),
+        )
+            .prop_map(
+                |((epoch, qos, seq, base, plain), groups, topic, headers, payload)| Publish {
+                    epoch,
+                    qos: if qos {
+                        Qos::AtLeastOnce
+                    } else {
+                        Qos::AtMostOnce
+                    },
+                    seq,
+                    base,
+                    plain,
+                    groups,
+                    topic: topic.as_str().into(),
+                    headers,
+                    payload,
+                },
+            )
+    }
+
+    /// The frame `bytes` split off a stream, or `None`.
+    fn with_frame<R>(bytes: &[u8], f: impl FnOnce(RawFrame<'_>) -> R) -> Option<R> {
+        let mut decoder = Decoder::new(1 << 20);
+        let mut input = bytes;
+        match decoder.next_frame_from(&mut input) {
+            Ok(Some(frame)) => Some(f(frame)),
+            _ => None,
+        }
+    }
+
+    proptest! {
+        /// The fast reading of a publish is the plain one, whatever the topic it shares.
+        #[test]
+        fn reading_a_publish_with_a_known_topic_is_reading_it(
+            p in publish(),
+            known in "[a-z.]{0,12}",
+            cut in 0usize..400,
+        ) {
+            let bytes = encode(&PubsubMessage::Publish(p.clone()));
+            let known: Arc<str> = known.as_str().into();
+            let same = p.topic.clone();
+            with_frame(&bytes, |frame| {
+                let plain = crate::wire::decode_message::<PubsubMessage>(frame);
+                prop_assert_eq!(&plain, &Ok(PubsubMessage::Publish(p.clone())));
+                for topic in [None, Some(&known), Some(&same)] {
+                    prop_assert_eq!(&PubsubMessage::decode_with(frame, topic), &plain);
+                }
+                Ok(())
+            }).expect("a whole frame")?;
+            // A damaged body reads the same both ways (both fail, or both give the same).
+            let mut damaged = bytes.clone();
+            let at = cut % damaged.len();
+            damaged[at] ^= 0x5a;
+            with_frame(&damaged, |frame| {
+                if frame.protocol != ProtocolId::PUBSUB || frame.message.is_empty() {
+                    return Ok(());
+                }
+                let plain = crate::wire::decode_message::<PubsubMessage>(frame);
+                prop_assert_eq!(PubsubMessage::decode_with(frame, Some(&same)), plain);
+                Ok(())
+            });
+        }
+    }
+}

@@ -115,8 +115,24 @@ impl Topic {
         Ok(Topic(text.into()))
     }
 
+    /// Checks shared `text` against the rules for topics, keeping it shared.
+    pub(crate) fn from_shared(text: Arc<str>) -> Result<Self, TopicError> {
+        check(&text, false)?;
+        Ok(Topic(text))
+    }
+
+    /// A topic already checked (its text came from a `Topic`, or passed [`Topic::new`]).
+    pub(crate) fn from_checked(text: Arc<str>) -> Self {
+        Topic(text)
+    }
+
     /// The topic as written.
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Its text, shared.
+    pub(crate) fn shared(&self) -> &Arc<str> {
         &self.0
     }
 
@@ -134,6 +150,24 @@ impl Topic {
             .map(move |(at, _)| &text[..at])
             .chain(core::iter::once(text))
             .chain(core::iter::once(""))
+    }
+}
+
+impl AsRef<str> for Topic {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Topic {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Topic {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
     }
 }
 

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::messages::Qos;
-use super::topic::TopicError;
+use super::topic::{Topic, TopicError};
 use crate::id::NodeId;
 use crate::node::{InboxError, InboxId, Overflow};
 use crate::time::Duration;
@@ -218,7 +218,7 @@ pub struct Received {
     /// The subscription it matched.
     pub subscription: SubscriptionId,
     /// The topic it was published on.
-    pub topic: String,
+    pub topic: Topic,
     /// The publishing node.
     pub publisher: NodeId,
     /// Its sequence number: at QoS 1 its place in the publisher's stream to this node (no

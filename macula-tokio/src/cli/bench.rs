@@ -77,6 +77,21 @@ fn micros_now() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// CPU time this process has used (user and system, all threads), in milliseconds. Linux
+/// counts it in ticks of 1/100 s (`USER_HZ`).
+fn cpu_ms() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // The fields after the command name, which is in parentheses and may hold spaces.
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split(' ').collect();
+            let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+            Some((ticks(11)? + ticks(12)?) * 10)
+        })
+        .unwrap_or(0)
+}
+
 fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -116,24 +131,33 @@ pub async fn worker(command: WorkerCommand) -> Result<()> {
                 } else {
                     QUIET
                 };
-                let Ok(Some(m)) = tokio::time::timeout(wait, sub.recv()).await else {
+                // Wait for one message, then take what else is there without waiting.
+                let Ok(Some(first_one)) = tokio::time::timeout(wait, sub.recv()).await else {
                     break;
                 };
-                let now = micros_now();
-                let seq = u64::from_le_bytes(m.payload[..8].try_into()?);
-                let sent = u64::from_le_bytes(m.payload[8..16].try_into()?);
-                if let Some(slot) = seen.get_mut(seq as usize) {
-                    if !*slot {
-                        *slot = true;
-                        received += 1;
+                let mut next = Some(first_one);
+                while let Some(m) = next {
+                    let now = micros_now();
+                    let seq = u64::from_le_bytes(m.payload[..8].try_into()?);
+                    let sent = u64::from_le_bytes(m.payload[8..16].try_into()?);
+                    if let Some(slot) = seen.get_mut(seq as usize) {
+                        if !*slot {
+                            *slot = true;
+                            received += 1;
+                        }
                     }
-                }
-                if first == 0 {
-                    first = now;
-                }
-                last = now;
-                if latencies.len() < latencies.capacity() {
-                    latencies.push(now.saturating_sub(sent));
+                    if first == 0 {
+                        first = now;
+                    }
+                    last = now;
+                    if latencies.len() < latencies.capacity() {
+                        latencies.push(now.saturating_sub(sent));
+                    }
+                    next = if received < count {
+                        sub.try_recv()
+                    } else {
+                        None
+                    };
                 }
             }
             latencies.sort_unstable();
@@ -144,11 +168,12 @@ pub async fn worker(command: WorkerCommand) -> Result<()> {
                     .unwrap_or(0)
             };
             println!(
-                "{{\"received\":{received},\"lost\":{},\"first_us\":{first},\"last_us\":{last},\"p50_us\":{},\"p99_us\":{},\"peak_rss_bytes\":{}}}",
+                "{{\"received\":{received},\"lost\":{},\"first_us\":{first},\"last_us\":{last},\"p50_us\":{},\"p99_us\":{},\"peak_rss_bytes\":{},\"cpu_ms\":{}}}",
                 count - received,
                 pct(0.5),
                 pct(0.99),
-                peak_rss_bytes()
+                peak_rss_bytes(),
+                cpu_ms()
             );
             mesh.close().await;
         }
@@ -195,8 +220,9 @@ pub async fn worker(command: WorkerCommand) -> Result<()> {
             }
             let published = micros_now();
             println!(
-                "{{\"start_us\":{start},\"published_us\":{published},\"peak_rss_bytes\":{}}}",
-                peak_rss_bytes()
+                "{{\"start_us\":{start},\"published_us\":{published},\"peak_rss_bytes\":{},\"cpu_ms\":{}}}",
+                peak_rss_bytes(),
+                cpu_ms()
             );
             // Stay until the subscribers are done (the benchmark says so on stdin): a closing
             // connection drops what the peer has not read yet.
@@ -320,6 +346,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     let mut total = 0u64;
     let (mut lost, mut last, mut p50s, mut p99) = (0u64, 0u64, Vec::new(), 0u64);
     let mut rss = vec![field(&pub_line, "peak_rss_bytes")?];
+    let mut cpu = vec![field(&pub_line, "cpu_ms")?];
     for line in &sub_lines {
         total += field(line, "received")?;
         lost += field(line, "lost")?;
@@ -327,7 +354,9 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         p50s.push(field(line, "p50_us")?);
         p99 = p99.max(field(line, "p99_us")?);
         rss.push(field(line, "peak_rss_bytes")?);
+        cpu.push(field(line, "cpu_ms")?);
     }
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     p50s.sort_unstable();
     let p50 = p50s[p50s.len() / 2];
     let secs = (last.saturating_sub(start)).max(1) as f64 / 1e6;
@@ -335,10 +364,10 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     let mb = rate * size as f64 / 1e6;
     let peak = rss.iter().copied().max().unwrap_or(0);
     if json {
-        let per_process: Vec<String> = rss.iter().map(u64::to_string).collect();
         println!(
-            "{{\"bench\":\"macula_pubsub\",\"subs\":{subs},\"size\":{size},\"count\":{count},\"qos\":{qos},\"delivered_total\":{total},\"delivered_msgs_per_s\":{rate:.0},\"delivered_payload_mb_per_s\":{mb:.2},\"lost\":{lost},\"rtt\":{{\"p50_us\":{p50},\"p99_us\":{p99}}},\"peak_rss_bytes\":{peak},\"peak_rss_bytes_per_process\":[{}]}}",
-            per_process.join(",")
+            "{{\"bench\":\"macula_pubsub\",\"subs\":{subs},\"size\":{size},\"count\":{count},\"qos\":{qos},\"delivered_total\":{total},\"delivered_msgs_per_s\":{rate:.0},\"delivered_payload_mb_per_s\":{mb:.2},\"lost\":{lost},\"rtt\":{{\"p50_us\":{p50},\"p99_us\":{p99}}},\"peak_rss_bytes\":{peak},\"peak_rss_bytes_per_process\":[{}],\"cpu_ms_per_process\":[{}]}}",
+            list(&rss),
+            list(&cpu)
         );
     } else {
         println!("delivered_msgs_per_s={rate:.0} delivered_payload_mb_per_s={mb:.2} lost={lost} delivered_total={total}");
@@ -346,11 +375,12 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         println!(
             "peak_rss_bytes publisher={} subscribers={}",
             rss[0],
-            rss[1..]
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
+            list(&rss[1..])
+        );
+        println!(
+            "cpu_ms publisher={} subscribers={}",
+            cpu[0],
+            list(&cpu[1..])
         );
     }
     Ok(())

@@ -41,7 +41,7 @@ use crate::node::subsystem::{
 };
 use crate::node::{Data, Event, InboxId, LinkId, SendError};
 use crate::time::{Duration, Instant};
-use crate::wire::{KeyBytes, ProtocolId};
+use crate::wire::{KeyBytes, MessageError, ProtocolId, RawFrame};
 
 mod receive;
 mod streams;
@@ -299,6 +299,11 @@ impl Subsystem for Pubsub {
             PeerChange::Writable { peer } => self.pump(peer, cx),
         }
         self.drain(cx);
+    }
+
+    fn decode(&self, frame: RawFrame<'_>) -> Result<PubsubMessage, MessageError> {
+        // A stream of messages on one topic shares the last topic's text.
+        PubsubMessage::decode_with(frame, self.arrival.as_ref().map(|a| a.topic.shared()))
     }
 
     fn on_message(&mut self, from: Peer, message: PubsubMessage, cx: &mut Cx<'_>) {
@@ -870,7 +875,7 @@ impl Pubsub {
         if !plan.local.is_empty() {
             let received = Received {
                 subscription: plan.local[0],
-                topic: body.topic.as_str().into(),
+                topic: body.topic.clone(),
                 publisher: cx.identity().node_id(),
                 seq: 0,
                 qos,

@@ -107,7 +107,7 @@ impl Pubsub {
         } else {
             let received = Received {
                 subscription: targets[0],
-                topic: publish.topic,
+                topic: Topic::from_checked(publish.topic),
                 publisher: from.id,
                 seq: publish.seq,
                 qos: publish.qos,
@@ -179,10 +179,11 @@ impl Pubsub {
             return false;
         }
         let known = self.arrival.as_ref().is_some_and(|a| {
-            a.subs_generation == self.subs_generation && a.topic.as_str() == publish.topic
+            a.subs_generation == self.subs_generation
+                && (Arc::ptr_eq(a.topic.shared(), &publish.topic) || a.topic == *publish.topic)
         });
         if !known {
-            let Ok(topic) = Topic::new(&publish.topic) else {
+            let Ok(topic) = Topic::from_shared(publish.topic.clone()) else {
                 return false;
             };
             let plain = self
