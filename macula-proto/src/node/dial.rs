@@ -11,7 +11,7 @@ use super::subsystem::{PeerChange, Unreachable};
 use super::{ConnectFailure, LinkId, SendError};
 use crate::id::NodeId;
 use crate::time::Duration;
-use crate::wire::{encode, CloseCode, Encode, RefuseReason};
+use crate::wire::{encode, CloseCode, Encode, ProtocolId, RefuseReason};
 
 /// An on-demand link under way and the frames it will carry once up, with the subsystem each
 /// came from.
@@ -106,6 +106,27 @@ impl Core {
         }
         self.send_to(to, addr, message);
         Ok(())
+    }
+
+    /// The link a data send of `protocol` to `to` would go on at once: established, speaking
+    /// the protocol, its channel not blocked.
+    pub fn data_link(&self, to: &NodeId, protocol: ProtocolId) -> Option<LinkId> {
+        let index = index_of(protocol)?;
+        let &link = self.peers.get(to)?;
+        let open =
+            self.link_speaks(link, index) && !self.links.get(link)?.is_blocked(protocol.channel());
+        open.then_some(link)
+    }
+
+    /// Sends `messages` over `link` (from [`Core::data_link`]) in order, the link looked up
+    /// once. Returns how many.
+    pub fn send_data_on<M: Encode>(
+        &mut self,
+        link: LinkId,
+        messages: impl IntoIterator<Item = M>,
+    ) -> usize {
+        self.use_link(link);
+        self.send_frames::<M, M>(link, messages)
     }
 
     /// Sends a subsystem's message to `to` over an established link only.

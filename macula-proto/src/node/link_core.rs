@@ -674,20 +674,34 @@ impl Core {
     }
 
     pub(super) fn send_frame<M: Encode>(&mut self, link_id: LinkId, message: &M) {
+        self.send_frames::<M, &M>(link_id, core::iter::once(message));
+    }
+
+    /// Queues `messages`, in order, on their channel of `link_id`. Returns how many.
+    pub(super) fn send_frames<M: Encode, B: core::borrow::Borrow<M>>(
+        &mut self,
+        link_id: LinkId,
+        messages: impl IntoIterator<Item = B>,
+    ) -> usize {
         let channel = M::PROTOCOL.channel();
         let Some(link) = self.links.get_mut(link_id) else {
-            return;
+            return 0;
         };
         let out = link.out.channel(channel);
         let before = out.len();
-        encode_into(message, out);
+        let mut frames = 0;
+        for message in messages {
+            encode_into(message.borrow(), out);
+            frames += 1;
+        }
         let written = out.len() - before;
-        self.traffic.frames_sent += 1;
+        self.traffic.frames_sent += frames as u64;
         self.traffic.bytes_sent += written as u64;
-        if !link.dirty {
+        if frames > 0 && !link.dirty {
             link.dirty = true;
             self.dirty.push_back(link_id);
         }
+        frames
     }
 
     /// Queues an already encoded frame.

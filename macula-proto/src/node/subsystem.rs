@@ -223,6 +223,30 @@ impl<'a> Cx<'a> {
             .deliver(inbox, None, self.protocol.channel(), data)
     }
 
+    /// The link a data send to `to` would go on at once (up, speaking this protocol, with
+    /// room), for [`Cx::send_data_on`].
+    pub fn data_link(&self, to: &NodeId) -> Option<LinkId> {
+        self.core.data_link(to, self.protocol)
+    }
+
+    /// Sends a run of data messages over `link` (from [`Cx::data_link`]), in order, with one
+    /// look-up of the link: as [`Cx::send_data`] each, for a subsystem that sends many
+    /// messages to one node at once. The channel's room is not checked between them, so a run
+    /// may overshoot it by the run's size: keep runs small (pub/sub's are at most 64 KiB).
+    /// Returns how many were sent.
+    pub fn send_data_on<M: Encode>(
+        &mut self,
+        link: LinkId,
+        messages: impl IntoIterator<Item = M>,
+    ) -> usize {
+        debug_assert_eq!(
+            M::PROTOCOL,
+            self.protocol,
+            "a subsystem sends its own messages"
+        );
+        self.core.send_data_on(link, messages)
+    }
+
     /// Whether a data send to `to` would be taken now (see [`Cx::send_data`]).
     pub fn data_writable(&self, to: &NodeId) -> bool {
         self.core.data_writable(to, self.protocol)

@@ -672,6 +672,9 @@ impl Pubsub {
                     break;
                 }
             }
+            if qos == Qos::AtMostOnce && self.send_run(route, cx) {
+                continue;
+            }
             let mut plan = core::mem::take(&mut self.scratch);
             if !self.plan(route, &body.topic, qos, &mut plan, cx) {
                 // A subscriber has no room: an ack or a drained channel brings it back here.
@@ -758,6 +761,79 @@ impl Pubsub {
             groups: groups.into_iter().collect(),
             local,
         }
+    }
+
+    /// Sends the QoS 0 messages at the front of the outbox that share the front's topic as one
+    /// run (at most [`MAX_RUN_BYTES`]): each remote node's link is looked up once and the run
+    /// appended to it at once. Only for a route without queue groups (there each message's
+    /// member is picked apart) whose remote nodes all have a link up with room; false, and
+    /// nothing done, otherwise.
+    fn send_run(&mut self, route: usize, cx: &mut Cx<'_>) -> bool {
+        let r = &self.routes[route];
+        if !r.groups.is_empty() {
+            return false;
+        }
+        let mut links = Vec::with_capacity(r.plain.len());
+        for (node, _) in &r.plain {
+            match cx.data_link(node) {
+                Some(link) => links.push(link),
+                None => return false,
+            }
+        }
+        let topic = &r.topic;
+        let mut run = 0;
+        let mut bytes = 0;
+        for w in &self.outbox {
+            if w.qos != Qos::AtMostOnce || w.body.topic != *topic || bytes >= MAX_RUN_BYTES {
+                break;
+            }
+            run += 1;
+            bytes += topic.as_str().len() + w.body.payload.len() + RUN_OVERHEAD;
+        }
+        let local = r.local.clone();
+        let first = self.seq0 + 1;
+        self.seq0 += run as u64;
+        let epoch = self.epoch;
+        for &link in &links {
+            let messages = self.outbox.iter().take(run).zip(first..).map(|(w, seq)| {
+                Outgoing::Publish(PublishRef {
+                    epoch,
+                    qos: Qos::AtMostOnce,
+                    seq,
+                    base: 0,
+                    plain: true,
+                    groups: &[],
+                    topic: w.body.topic.as_str(),
+                    headers: &w.body.headers,
+                    payload: &w.body.payload,
+                })
+            });
+            cx.send_data_on(link, messages);
+        }
+        self.stats.sent += (run * links.len()) as u64;
+        let subscribers = links.len() + usize::from(!local.is_empty());
+        for _ in 0..run {
+            let w = self.outbox.pop_front().expect("counted");
+            self.outbox_bytes -= w.body.payload.len();
+            if !local.is_empty() {
+                let received = Received {
+                    subscription: local[0],
+                    topic: w.body.topic.clone(),
+                    publisher: cx.identity().node_id(),
+                    seq: 0,
+                    qos: Qos::AtMostOnce,
+                    headers: w.body.headers.clone(),
+                    payload: w.body.payload.clone(),
+                };
+                self.deliver_each(&local, received, None, cx);
+            }
+            match w.notify {
+                Notify::Caller => self.done.push((w.id, subscribers, false)),
+                Notify::Event => self.done.push((w.id, subscribers, true)),
+                Notify::Nobody => {}
+            }
+        }
+        true
     }
 
     /// Fills `plan` with where one message on `topic` goes now by `routes[route]`: each
@@ -1036,6 +1112,13 @@ struct Arrival {
     subs_generation: u64,
     plain: Vec<SubscriptionId>,
 }
+
+/// Most bytes of messages sent to one node as one run (see `Pubsub::send_run`): a run is not
+/// checked against the channel's room message by message, so it may overshoot by this much.
+const MAX_RUN_BYTES: usize = 64 * 1024;
+
+/// Bytes a message adds to a run besides its topic and payload (a fair guess at its fields).
+const RUN_OVERHEAD: usize = 24;
 
 /// Topics whose routes a publisher keeps.
 const MAX_ROUTES: usize = 16;
