@@ -627,12 +627,7 @@ impl<R: Runtime> Driver<R> {
             let room = consumer.feeder.room();
             let batch = &mut self.batch;
             let more = self.endpoint.with_node(now, |n, now| {
-                while batch.len() < room {
-                    match n.take_data(inbox, now) {
-                        Some(data) => batch.push(data),
-                        None => return false,
-                    }
-                }
+                n.take_data_into(inbox, room, batch, now);
                 n.inbox_len(inbox).is_some_and(|len| len > 0)
             });
             match consumer.feeder.feed(batch, more) {

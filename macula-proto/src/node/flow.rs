@@ -169,8 +169,28 @@ impl Core {
 
     /// The next item of inbox `id`, resuming the channels it paused once it is half empty.
     pub fn take_data(&mut self, id: InboxId) -> Option<Data> {
-        let inbox = self.inboxes.open.get_mut(&id)?;
-        let data = inbox.queue.pop_front();
+        let data = self.inboxes.open.get_mut(&id)?.queue.pop_front();
+        self.taken(id);
+        data
+    }
+
+    /// Moves up to `max` items of inbox `id`, oldest first, to `out`. Returns how many.
+    pub fn take_data_into(&mut self, id: InboxId, max: usize, out: &mut Vec<Data>) -> usize {
+        let Some(inbox) = self.inboxes.open.get_mut(&id) else {
+            return 0;
+        };
+        let n = max.min(inbox.queue.len());
+        out.extend(inbox.queue.drain(..n));
+        self.taken(id);
+        n
+    }
+
+    /// Items were taken from inbox `id`: at half full or less, what it paused flows again;
+    /// empty, it is no longer ready.
+    fn taken(&mut self, id: InboxId) {
+        let Some(inbox) = self.inboxes.open.get_mut(&id) else {
+            return;
+        };
         if inbox.queue.len() <= inbox.capacity / 2 {
             inbox.dropping = false;
             let paused = core::mem::take(&mut inbox.paused);
@@ -178,12 +198,13 @@ impl Core {
                 self.unpause(link, channel);
             }
         }
-        let inbox = self.inboxes.open.get_mut(&id)?;
+        let Some(inbox) = self.inboxes.open.get_mut(&id) else {
+            return;
+        };
         if inbox.queue.is_empty() && inbox.ready {
             inbox.ready = false;
             self.inboxes.ready.retain(|r| *r != id);
         }
-        data
     }
 
     /// Gauge: items in inbox `id`.

@@ -305,14 +305,32 @@ impl Node {
     /// it paused flow again once it is half empty: frames they hold are read at once, and
     /// [`Node::poll_resumed`] tells the transport to read them again.
     pub fn take_data(&mut self, inbox: InboxId, now: Instant) -> Option<Data> {
+        self.taking(now, |core| core.take_data(inbox))
+    }
+
+    /// Moves up to `max` items of `inbox`, oldest first, to the end of `out` (what
+    /// [`Node::take_data`] would give one call at a time, for a consumer that takes many).
+    /// Returns how many.
+    pub fn take_data_into(
+        &mut self,
+        inbox: InboxId,
+        max: usize,
+        out: &mut Vec<Data>,
+        now: Instant,
+    ) -> usize {
+        self.taking(now, |core| core.take_data_into(inbox, max, out))
+    }
+
+    /// Runs a take from an inbox, then lets what it resumed flow.
+    fn taking<T>(&mut self, now: Instant, take: impl FnOnce(&mut Core) -> T) -> T {
         self.core.advance(now);
         let before = self.core.resumed.len();
-        let data = self.core.take_data(inbox);
+        let taken = take(&mut self.core);
         if self.core.resumed.len() > before {
             self.read_resumed(before);
             self.settle();
         }
-        data
+        taken
     }
 
     /// Gauge: items waiting in `inbox` (`None`: not open).
