@@ -50,6 +50,7 @@ mod tests;
 mod types;
 
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
 
