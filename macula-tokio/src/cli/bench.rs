@@ -26,7 +26,8 @@ const QUIET: Duration = Duration::from_secs(10);
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
     /// One publisher to `--subs` subscribers, each in its own process: delivered messages/s,
-    /// payload MB/s, loss (from sequence gaps), latency p50/p99 and each process's peak RSS.
+    /// payload MB/s, loss (from sequence gaps), latency p50/p99, and each process's peak RSS
+    /// and CPU time.
     Pubsub {
         /// Subscriber processes.
         #[arg(long, default_value_t = 1)]
