@@ -17,6 +17,7 @@ extern crate std;
 pub mod auth;
 pub mod config;
 pub mod dht;
+pub mod discovery;
 #[cfg(feature = "test-protocols")]
 pub mod echo;
 #[doc(hidden)]

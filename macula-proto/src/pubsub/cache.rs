@@ -7,6 +7,7 @@
 //! per [`CacheConfig::lookup_interval`] (2 s) for a topic. Meanwhile an old answer still
 //! serves. Prefixes are shared between topics (`a.b.c` and `a.b.d` both need `a` and `a.b`), and
 //! at most [`CacheConfig::max_prefixes`] are kept: the one used least recently goes first.
+//! The memory itself is [`Providers`](crate::discovery::Providers), which RPC shares.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -14,6 +15,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use super::topic::{Pattern, Topic};
+use crate::discovery::{Bounds, Provider, Providers};
 use crate::id::NodeId;
 use crate::time::{Duration, Instant};
 
@@ -62,32 +64,38 @@ pub struct Targets {
     pub groups: BTreeMap<String, Vec<(NodeId, Option<SocketAddr>)>>,
 }
 
-#[derive(Debug)]
-struct Answer {
-    subscribers: Vec<Subscriber>,
-    fetched: Instant,
-    used: Instant,
+impl Provider for Subscriber {
+    fn node(&self) -> NodeId {
+        self.node
+    }
 }
 
-/// See the [module documentation](self).
-#[derive(Debug, Default)]
+/// See the [module documentation](self). Its memory is the [`Providers`] that RPC shares:
+/// names are literal prefixes, keys are topics.
+#[derive(Debug)]
 pub struct SubscriberCache {
-    config: CacheConfig,
-    prefixes: BTreeMap<String, Answer>,
-    /// When each topic was last looked up.
-    lookups: BTreeMap<String, Instant>,
-    /// Counts changes to what [`SubscriberCache::subscribers`] answers.
-    generation: u64,
+    providers: Providers<Subscriber>,
+}
+
+impl Default for SubscriberCache {
+    fn default() -> Self {
+        SubscriberCache::new(CacheConfig::default())
+    }
 }
 
 impl SubscriberCache {
     /// An empty cache.
     pub fn new(config: CacheConfig) -> Self {
         SubscriberCache {
-            config,
-            prefixes: BTreeMap::new(),
-            lookups: BTreeMap::new(),
-            generation: 0,
+            providers: Providers::new(Bounds {
+                fresh_for: config.fresh_for,
+                lookup_interval: config.lookup_interval,
+                max_names: config.max_prefixes,
+                max_keys: config.max_topics,
+                // A subscriber that could not be reached is left out until the next answer.
+                quarantine: Duration::ZERO,
+                max_failed: config.max_prefixes,
+            }),
         }
     }
 
@@ -95,7 +103,7 @@ impl SubscriberCache {
     /// [`SubscriberCache::knows`] answers may have changed: an answer kept, dropped or
     /// edited. A publisher keeps a topic's subscribers worked out while it stays the same.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.providers.generation()
     }
 
     /// The earliest time [`SubscriberCache::to_look_up`] may have a prefix of `topic` to
@@ -105,91 +113,44 @@ impl SubscriberCache {
     pub fn next_lookup(&self, topic: &Topic) -> Instant {
         let stale = topic
             .prefixes()
-            .map(|p| {
-                self.prefixes
-                    .get(p)
-                    .map_or(Instant::ZERO, |a| a.fetched + self.config.fresh_for)
-            })
+            .map(|p| self.providers.stale_at(p))
             .min()
             .unwrap_or(Instant::ZERO);
-        let allowed = self
-            .lookups
-            .get(topic.as_str())
-            .map_or(Instant::ZERO, |&t| t + self.config.lookup_interval);
-        stale.max(allowed)
+        stale.max(self.providers.next_lookup_of(topic.as_str()))
     }
 
     /// The prefixes of `topic` to look up now: those with no answer or an old one, unless the
     /// topic was looked up less than `lookup_interval` ago (then none). Notes the lookup.
     pub fn to_look_up(&mut self, topic: &Topic, now: Instant) -> Vec<String> {
-        if let Some(&last) = self.lookups.get(topic.as_str()) {
-            if now.saturating_duration_since(last) < self.config.lookup_interval {
-                return Vec::new();
-            }
+        if !self.providers.may_look_up(topic.as_str(), now) {
+            return Vec::new();
         }
-        let fresh_for = self.config.fresh_for;
         let due: Vec<String> = topic
             .prefixes()
-            .filter(|p| {
-                self.prefixes.get(*p).map_or(true, |a| {
-                    now.saturating_duration_since(a.fetched) >= fresh_for
-                })
-            })
+            .filter(|p| self.providers.is_due(p, now))
             .map(String::from)
             .collect();
         if !due.is_empty() {
-            if self.lookups.len() >= self.config.max_topics
-                && !self.lookups.contains_key(topic.as_str())
-            {
-                let oldest = self
-                    .lookups
-                    .iter()
-                    .min_by_key(|(_, t)| **t)
-                    .map(|(k, _)| k.clone());
-                if let Some(k) = oldest {
-                    self.lookups.remove(&k);
-                }
-            }
-            self.lookups.insert(topic.as_str().into(), now);
+            self.providers.looking_up(topic.as_str(), now);
         }
         due
     }
 
     /// Whether every prefix of `topic` has an answer, fresh or not: a publish can be sent.
     pub fn knows(&self, topic: &Topic) -> bool {
-        topic.prefixes().all(|p| self.prefixes.contains_key(p))
+        topic.prefixes().all(|p| self.providers.knows(p))
     }
 
     /// Keeps the answer for `prefix`.
     pub fn fill(&mut self, prefix: &str, subscribers: Vec<Subscriber>, now: Instant) {
-        if !self.prefixes.contains_key(prefix) && self.prefixes.len() >= self.config.max_prefixes {
-            let stalest = self
-                .prefixes
-                .iter()
-                .min_by_key(|(_, a)| a.used)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = stalest {
-                self.prefixes.remove(&k);
-            }
-        }
-        self.generation += 1;
-        self.prefixes.insert(
-            prefix.into(),
-            Answer {
-                subscribers,
-                fetched: now,
-                used: now,
-            },
-        );
+        self.providers.fill(prefix, subscribers, now);
     }
 
     /// A lookup of `prefix` failed (nobody answered in time, or the DHT was busy): an answer
     /// already kept stays (and is looked up again once the topic may be), else the prefix is
     /// taken to have no subscribers for now, so publishes can go on.
     pub fn fill_failed(&mut self, prefix: &str, now: Instant) {
-        if !self.prefixes.contains_key(prefix) {
-            self.fill(prefix, Vec::new(), now);
-        }
+        self.providers.fill_failed(prefix, now);
     }
 
     /// The nodes with a pattern that matches `topic`, each once per group (or once outside
@@ -205,11 +166,7 @@ impl SubscriberCache {
         let mut plain = Found::new();
         let mut groups: BTreeMap<String, Found> = BTreeMap::new();
         for prefix in topic.prefixes() {
-            let Some(answer) = self.prefixes.get_mut(prefix) else {
-                continue;
-            };
-            answer.used = now;
-            for s in &answer.subscribers {
+            for s in self.providers.get(prefix, now) {
                 for (pattern, group) in &s.patterns {
                     if !pattern.matches(topic) {
                         continue;
@@ -230,32 +187,31 @@ impl SubscriberCache {
         }
     }
 
-    /// Forgets `node` everywhere (a delivery to it failed); a later lookup may bring it back.
-    pub fn forget(&mut self, node: &NodeId) {
-        for answer in self.prefixes.values_mut() {
-            let before = answer.subscribers.len();
-            answer.subscribers.retain(|s| s.node != *node);
-            if answer.subscribers.len() != before {
-                self.generation += 1;
-            }
-        }
+    /// A delivery to `node` failed at `now`: it is left out of what is known until the next
+    /// answer (or a link to it comes up, [`SubscriberCache::alive`]).
+    pub fn forget(&mut self, node: &NodeId, now: Instant) {
+        self.providers.failed(*node, now);
     }
 
-    /// What is known under `prefix`, and when it was fetched.
+    /// A link to `node` came up: it is reachable again.
+    pub fn alive(&mut self, node: &NodeId) {
+        self.providers.alive(node);
+    }
+
+    /// What is known under `prefix` (nodes that failed since included), and when it was
+    /// fetched.
     pub fn known(&self, prefix: &str) -> Option<(&[Subscriber], Instant)> {
-        self.prefixes
-            .get(prefix)
-            .map(|a| (a.subscribers.as_slice(), a.fetched))
+        self.providers.known(prefix)
     }
 
     /// Prefixes remembered.
     pub fn len(&self) -> usize {
-        self.prefixes.len()
+        self.providers.len()
     }
 
     /// Whether it remembers none.
     pub fn is_empty(&self) -> bool {
-        self.prefixes.is_empty()
+        self.providers.is_empty()
     }
 }
 
@@ -358,9 +314,9 @@ mod tests {
             c.to_look_up(&topic, at(i));
         }
         assert_eq!(c.len(), 4);
-        assert_eq!(c.lookups.len(), 2);
-        assert!(c.prefixes.contains_key("p9") && !c.prefixes.contains_key("p0"));
-        c.forget(&NodeId([1; 32]));
+        assert_eq!(c.providers.keys(), 2);
+        assert!(c.providers.knows("p9") && !c.providers.knows("p0"));
+        c.forget(&NodeId([1; 32]), at(20));
         c.fill("", Vec::new(), at(20));
         assert!(c.subscribers(&t("p9"), at(21)).plain.is_empty());
     }
@@ -419,14 +375,18 @@ mod tests {
         // Fresh until the oldest answer is five seconds old.
         assert_eq!(c.next_lookup(&topic), at(5_100));
         let g1 = c.generation();
-        c.forget(&NodeId([9; 32]));
-        assert_eq!(
-            c.generation(),
-            g1,
-            "forgetting a node it does not know changes nothing"
-        );
-        c.forget(&NodeId([1; 32]));
+        c.forget(&NodeId([1; 32]), at(5_200));
         assert_ne!(c.generation(), g1);
+        assert!(
+            c.subscribers(&topic, at(5_200)).plain.is_empty(),
+            "left out once it failed"
+        );
+        // Until the next answer for its prefix lists it again, or a link to it comes up.
+        c.alive(&NodeId([1; 32]));
+        assert_eq!(c.subscribers(&topic, at(5_300)).plain.len(), 1);
+        c.forget(&NodeId([1; 32]), at(5_400));
+        c.fill("a", vec![sub(1, &["a.*"])], at(5_500));
+        assert_eq!(c.subscribers(&topic, at(5_500)).plain.len(), 1);
         let g2 = c.generation();
         c.fill_failed("a", at(6_000));
         assert_eq!(c.generation(), g2, "a failed lookup keeps what was known");

@@ -270,7 +270,9 @@ impl Subsystem for Pubsub {
 
     fn on_peer(&mut self, change: PeerChange, cx: &mut Cx<'_>) {
         match change {
-            PeerChange::Up { .. } => {
+            PeerChange::Up { peer, .. } => {
+                // A subscriber that could not be reached is reachable again.
+                self.cache.alive(&peer);
                 // A node that could not announce (no peers yet) tries at once.
                 if !self.to_announce.is_empty() {
                     self.announce_at = Some(cx.now());
@@ -286,7 +288,7 @@ impl Subsystem for Pubsub {
             }
             PeerChange::Unreachable { peer, why } => match why {
                 Unreachable::DialFailed | Unreachable::NotSpoken => {
-                    self.cache.forget(&peer);
+                    self.cache.forget(&peer, cx.now());
                     self.fail_stream(peer, cx);
                 }
                 // The stream tries again after its back-off.
@@ -982,7 +984,7 @@ impl Pubsub {
                         // At most once: a node that can't be reached misses it.
                         Err(_) => {
                             self.stats.unsent += 1;
-                            self.cache.forget(&node);
+                            self.cache.forget(&node, cx.now());
                         }
                     }
                 }

@@ -142,7 +142,7 @@ impl Pubsub {
             }
         }
         if failed {
-            self.cache.forget(&node);
+            self.cache.forget(&node, cx.now());
             self.fail_stream(node, cx);
             return;
         }
