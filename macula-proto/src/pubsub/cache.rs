@@ -7,7 +7,7 @@
 //! per [`CacheConfig::lookup_interval`] (2 s) for a topic. Meanwhile an old answer still
 //! serves. Prefixes are shared between topics (`a.b.c` and `a.b.d` both need `a` and `a.b`), and
 //! at most [`CacheConfig::max_prefixes`] are kept: the one used least recently goes first.
-//! The memory itself is [`Providers`](crate::discovery::Providers), which RPC shares.
+//! The memory itself is [`Providers`], which RPC shares.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
