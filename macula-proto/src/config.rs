@@ -10,6 +10,7 @@ use core::net::SocketAddr;
 
 use crate::dht::DhtConfig;
 use crate::pubsub::PubsubConfig;
+use crate::rpc::RpcConfig;
 use crate::time::Duration;
 
 /// A realm: a tenant of the mesh, named in reverse-DNS form (`io.example.prod`).
@@ -181,6 +182,8 @@ pub struct Config {
     pub dht: DhtConfig,
     /// Pub/sub's settings (each with its own documented default).
     pub pubsub: PubsubConfig,
+    /// RPC's settings (each with its own documented default).
+    pub rpc: RpcConfig,
     /// Whether the node runs the test-only echo protocol.
     #[cfg(feature = "test-protocols")]
     pub test_echo: bool,
@@ -214,6 +217,7 @@ impl Config {
             start_epoch: 0,
             dht: DhtConfig::default(),
             pubsub: PubsubConfig::default(),
+            rpc: RpcConfig::default(),
             #[cfg(feature = "test-protocols")]
             test_echo: false,
         }
@@ -258,7 +262,8 @@ impl Config {
             return Err(ConfigError::Zero("pool_idle_timeout"));
         }
         self.dht.validate(self.max_frame_size)?;
-        self.pubsub.validate()
+        self.pubsub.validate()?;
+        self.rpc.validate()
     }
 }
 
@@ -292,6 +297,8 @@ pub enum ConfigError {
     Dht(&'static str),
     /// Pub/sub settings that contradict each other; the text says which and what to do.
     Pubsub(&'static str),
+    /// RPC settings that contradict each other; the text says which.
+    Rpc(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -314,7 +321,9 @@ impl fmt::Display for ConfigError {
                 "keepalive_interval must be non-zero and shorter than idle_timeout, \
                  or peers would time out between pings",
             ),
-            ConfigError::Dht(why) | ConfigError::Pubsub(why) => f.write_str(why),
+            ConfigError::Dht(why) | ConfigError::Pubsub(why) | ConfigError::Rpc(why) => {
+                f.write_str(why)
+            }
             ConfigError::TooManyListenAddrs => {
                 write!(
                     f,

@@ -18,10 +18,13 @@
 //! - every change to what the answers say moves [`Providers::generation`], so a user can keep
 //!   what it worked out from them until then.
 //!
+//! The announcing side is smaller: [`Announcer`] holds the announcements the DHT could not
+//! make, to try again after a back-off.
+//!
 //! It holds what the DHT answered and decides nothing else: which names a key needs and what a
 //! provider's record means belong to its user.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -215,6 +218,17 @@ impl<T: Provider> Providers<T> {
         }
     }
 
+    /// `node` said it does not serve `name` (any more): it leaves that answer.
+    pub fn remove(&mut self, name: &str, node: &NodeId) {
+        if let Some(answer) = self.names.get_mut(name) {
+            let before = answer.providers.len();
+            answer.providers.retain(|p| p.node() != *node);
+            if answer.providers.len() != before {
+                self.generation += 1;
+            }
+        }
+    }
+
     /// Whether `node` is left out for having failed.
     pub fn is_failed(&self, node: &NodeId) -> bool {
         self.failed.contains_key(node)
@@ -240,6 +254,77 @@ impl<T: Provider> Providers<T> {
     /// Keys whose last lookup is remembered.
     pub fn keys(&self) -> usize {
         self.lookups.len()
+    }
+}
+
+/// Wait before an announcement the DHT could not make is tried again; doubled on each
+/// failure up to [`MAX_RETRY`].
+pub const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Longest wait between two tries of an announcement.
+pub const MAX_RETRY: Duration = Duration::from_secs(32);
+
+/// The other side of discovery: the names this node announces whose last announcement the
+/// DHT could not make (no peers yet, nobody acknowledged), to try again after a back-off.
+/// The DHT republishes what it stored; this only covers what it never stored.
+#[derive(Debug)]
+pub struct Announcer {
+    again: BTreeSet<String>,
+    at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Default for Announcer {
+    fn default() -> Self {
+        Announcer {
+            again: BTreeSet::new(),
+            at: None,
+            backoff: FIRST_RETRY,
+        }
+    }
+}
+
+impl Announcer {
+    /// An announcement was stored: the back-off starts over.
+    pub fn stored(&mut self) {
+        self.backoff = FIRST_RETRY;
+    }
+
+    /// An announcement of `name` failed at `now`: it is tried again after the back-off,
+    /// which doubles.
+    pub fn failed(&mut self, name: String, now: Instant) {
+        self.again.insert(name);
+        let at = now + self.backoff;
+        self.at = Some(self.at.map_or(at, |t| t.min(at)));
+        self.backoff = self.backoff.saturating_mul(2).min(MAX_RETRY);
+    }
+
+    /// A peer came up: what waits is tried at once.
+    pub fn peer_up(&mut self, now: Instant) {
+        if !self.again.is_empty() {
+            self.at = Some(now);
+        }
+    }
+
+    /// The names due to be announced again at `now` (they leave the announcer).
+    pub fn due(&mut self, now: Instant) -> BTreeSet<String> {
+        if self.at.is_some_and(|t| t <= now) {
+            self.at = None;
+            core::mem::take(&mut self.again)
+        } else {
+            BTreeSet::new()
+        }
+    }
+
+    /// When [`Announcer::due`] next has something.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.at
+    }
+
+    /// Nothing is announced any more (the node is closing).
+    pub fn clear(&mut self) {
+        self.again.clear();
+        self.at = None;
     }
 }
 

@@ -27,6 +27,7 @@ pub mod node;
 pub mod pubsub;
 mod rate;
 mod rng;
+pub mod rpc;
 #[cfg(test)]
 mod testnet;
 pub mod time;

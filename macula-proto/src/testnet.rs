@@ -19,6 +19,23 @@ pub(crate) fn addr(i: usize) -> SocketAddr {
     SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 10_000 + i as u16)
 }
 
+/// Node `i`'s configuration in realm `io.test`, listening at [`addr`]`(i)`.
+pub(crate) fn config(i: usize) -> Config {
+    let mut c = Config::new(crate::config::Realm::new("io.test").unwrap());
+    c.listen_addrs = vec![addr(i)];
+    c
+}
+
+/// `n` nodes configured by `config`, each joined to node 0, with the DHT settled.
+pub(crate) fn joined(n: usize, config: impl Fn(usize) -> Config) -> Net {
+    let mut net = Net::new((0..n).map(config).collect());
+    for i in 1..n {
+        net.connect(i, 0);
+    }
+    net.run_for(Duration::from_secs(3));
+    net
+}
+
 pub(crate) enum Delivery {
     Data(LinkId, Channel, Vec<u8>),
     Down(LinkId, LinkError),
@@ -42,6 +59,9 @@ pub(crate) struct Net {
     held: BTreeMap<(usize, LinkId, Channel), VecDeque<Vec<u8>>>,
     /// Sending ends told their channel is blocked: (node, link, channel).
     blocked: alloc::collections::BTreeSet<(usize, LinkId, Channel)>,
+    /// Nodes killed without a goodbye: they take no input, run no timer and send nothing,
+    /// and their links stay up on the other side until it times them out.
+    pub killed: alloc::collections::BTreeSet<usize>,
 }
 
 impl Net {
@@ -71,6 +91,7 @@ impl Net {
             exporter_counter: 0,
             held: BTreeMap::new(),
             blocked: alloc::collections::BTreeSet::new(),
+            killed: alloc::collections::BTreeSet::new(),
         }
     }
 
@@ -93,7 +114,8 @@ impl Net {
             self.log.push((i, t.clone()));
             match t {
                 Transmit::Open { link, addr: a, .. } => {
-                    let target = (0..self.nodes.len()).find(|j| addr(*j) == a);
+                    let target =
+                        (0..self.nodes.len()).find(|j| addr(*j) == a && !self.killed.contains(j));
                     let Some(j) = target else {
                         self.deliver_at(
                             self.now + LATENCY,
@@ -233,7 +255,13 @@ impl Net {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let timers = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
+        let timers = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.killed.contains(i))
+            .filter_map(|(_, n)| n.poll_timeout())
+            .min();
         let queued = self.queue.front().map(|(t, _, _)| *t);
         match (timers, queued) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -247,6 +275,9 @@ impl Net {
             self.now = self.now.max(t);
             while self.queue.front().is_some_and(|(at, _, _)| *at <= self.now) {
                 let (_, to, d) = self.queue.pop_front().unwrap();
+                if self.killed.contains(&to) {
+                    continue;
+                }
                 let now = self.now;
                 match d {
                     Delivery::Data(link, channel, bytes) => {
@@ -264,6 +295,9 @@ impl Net {
                 self.drain(to);
             }
             for i in 0..self.nodes.len() {
+                if self.killed.contains(&i) {
+                    continue;
+                }
                 if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
                     self.nodes[i].handle_timeout(self.now);
                 }

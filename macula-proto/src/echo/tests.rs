@@ -52,9 +52,17 @@ fn nodes_with_different_protocols_use_what_they_share() {
     };
     assert_eq!(
         offers(0, id1),
-        [ProtocolId::DHT, ProtocolId::PUBSUB, ProtocolId::TEST_ECHO]
+        [
+            ProtocolId::DHT,
+            ProtocolId::PUBSUB,
+            ProtocolId::RPC,
+            ProtocolId::TEST_ECHO
+        ]
     );
-    assert_eq!(offers(0, id2), [ProtocolId::DHT, ProtocolId::PUBSUB]);
+    assert_eq!(
+        offers(0, id2),
+        [ProtocolId::DHT, ProtocolId::PUBSUB, ProtocolId::RPC]
+    );
     // They share the DHT: node 2 finds node 1 through node 0.
     let op = net.command(2, |n, now| n.dht_find_node(&id1, now));
     net.run_for(Duration::from_secs(2));

@@ -199,6 +199,15 @@ impl Core {
         })
     }
 
+    /// The latest round trip measured to peer `id`.
+    pub fn peer_rtt(&self, id: &NodeId) -> Option<crate::time::Duration> {
+        let link = self.links.get(*self.peers.get(id)?)?;
+        match &link.state {
+            LinkState::Established(est) => est.rtt,
+            _ => None,
+        }
+    }
+
     /// The peers up that speak the protocol of subsystem `protocol`.
     pub fn peers_speaking(&self, protocol: ProtocolId) -> Vec<(NodeId, LinkId)> {
         let Some(index) = index_of(protocol) else {
@@ -359,8 +368,13 @@ impl Core {
 
     pub fn push_event(&mut self, event: Event) {
         if self.events.len() >= self.tuning.max_queued_events {
-            self.events.pop_front();
-            self.stats.events_dropped += 1;
+            // The oldest event goes, unless it is a call's outcome: each call has exactly one,
+            // and calls in flight are bounded (`rpc.max_calls`).
+            let kept = |e: &Event| matches!(e, Event::Rpc(crate::rpc::RpcEvent::Done { .. }));
+            if let Some(i) = self.events.iter().position(|e| !kept(e)) {
+                self.events.remove(i);
+                self.stats.events_dropped += 1;
+            }
         }
         self.events.push_back(event);
     }

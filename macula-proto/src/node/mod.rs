@@ -253,6 +253,7 @@ impl Node {
     pub fn close(&mut self, now: Instant) {
         self.core.advance(now);
         self.subsystems.pubsub.close();
+        self.run(now, |rpc: &mut crate::rpc::Rpc, cx| rpc.close(cx));
         self.core.close();
         self.settle();
     }
@@ -480,6 +481,7 @@ impl Node {
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
         self.core.check_invariants();
+        self.subsystems.rpc.check_invariants();
         if self.core.is_closed() {
             return;
         }

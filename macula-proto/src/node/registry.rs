@@ -239,6 +239,7 @@ const _: () = assert!(PROTOCOLS.len() <= MAX_SUBSYSTEMS);
 subsystems! {
     dht: crate::dht::Dht,
     pubsub: crate::pubsub::Pubsub,
+    rpc: crate::rpc::Rpc,
     #[cfg(feature = "test-protocols")]
     echo: crate::echo::Echo,
 }

@@ -252,6 +252,11 @@ impl<'a> Cx<'a> {
         self.core.data_writable(to, self.protocol)
     }
 
+    /// The latest round trip measured to `to`, if a link to it is up and a ping came back.
+    pub fn rtt(&self, to: &NodeId) -> Option<crate::time::Duration> {
+        self.core.peer_rtt(to)
+    }
+
     /// The link to `to`, if one is up.
     pub fn link_to(&self, to: &NodeId) -> Option<LinkId> {
         self.core.peers.get(to).copied()

@@ -284,6 +284,8 @@ pub enum Event {
     },
     /// A pub/sub outcome.
     Pubsub(crate::pubsub::PubsubEvent),
+    /// An RPC outcome.
+    Rpc(crate::rpc::RpcEvent),
     /// The test-only echo protocol.
     #[cfg(feature = "test-protocols")]
     Echo(crate::echo::EchoEvent),
@@ -318,6 +320,8 @@ pub enum Overflow {
 pub enum Data {
     /// A pub/sub message for a subscription.
     Message(crate::pubsub::Received),
+    /// A call for a procedure this node serves.
+    Request(crate::rpc::Request),
     /// The test-only echo protocol's bulk bytes.
     #[cfg(feature = "test-protocols")]
     Echo(crate::echo::EchoData),

@@ -7,31 +7,15 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::*;
-use crate::config::{Config, Realm};
 use crate::node::{Data, Event, InboxId, Overflow};
-use crate::testnet::{addr, handshake_from, Net};
+use crate::testnet::{addr, config, handshake_from, joined, Net};
 use crate::time::{Duration, Instant};
 use crate::wire::{encode, CloseCode, ProtocolId};
 use crate::{Identity, NodeId};
 
-fn config(i: usize) -> Config {
-    let mut c = Config::new(Realm::new("io.test").unwrap());
-    c.listen_addrs = vec![addr(i)];
-    c
-}
-
 /// `n` nodes, each joined to node 0, with the DHT settled.
 fn mesh(n: usize) -> Net {
-    mesh_with(n, config)
-}
-
-fn mesh_with(n: usize, config: impl Fn(usize) -> Config) -> Net {
-    let mut net = Net::new((0..n).map(config).collect());
-    for i in 1..n {
-        net.connect(i, 0);
-    }
-    net.run_for(Duration::from_secs(3));
-    net
+    joined(n, config)
 }
 
 fn subscribe(net: &mut Net, i: usize, pattern: &str) -> Subscribed {
@@ -302,7 +286,7 @@ fn unsubscribing_withdraws_and_publishers_stop_sending_once_their_cache_refreshe
 
 #[test]
 fn a_consumer_that_stops_reading_slows_the_publisher_and_nothing_is_lost() {
-    let mut net = mesh_with(2, |i| {
+    let mut net = joined(2, |i| {
         let mut c = config(i);
         c.pubsub.window = 64;
         c
@@ -581,7 +565,7 @@ fn bad_input_is_refused_with_the_rule_it_breaks() {
 
 #[test]
 fn subscriptions_and_held_publishes_are_bounded() {
-    let mut net = mesh_with(2, |i| {
+    let mut net = joined(2, |i| {
         let mut c = config(i);
         c.pubsub.max_subscriptions = 8;
         c.pubsub.max_waiting = 10;
@@ -674,7 +658,7 @@ fn a_subscriber_found_late_gets_recent_qos1_messages_in_order() {
 
 #[test]
 fn a_batch_goes_in_order_to_every_matching_subscriber_and_waits_for_room() {
-    let mut net = mesh_with(3, |i| {
+    let mut net = joined(3, |i| {
         let mut c = config(i);
         c.pubsub.max_waiting = 16;
         c

@@ -39,6 +39,8 @@ impl ProtocolId {
     pub const DHT: ProtocolId = ProtocolId(1);
     /// Publish/subscribe.
     pub const PUBSUB: ProtocolId = ProtocolId(2);
+    /// Remote procedure calls.
+    pub const RPC: ProtocolId = ProtocolId(3);
     /// A test-only protocol (echo and bulk transfer), never spoken by a production build.
     pub const TEST_ECHO: ProtocolId = ProtocolId(0x7e);
 
@@ -55,6 +57,7 @@ impl fmt::Display for ProtocolId {
             ProtocolId::CONTROL => f.write_str("control"),
             ProtocolId::DHT => f.write_str("dht"),
             ProtocolId::PUBSUB => f.write_str("pubsub"),
+            ProtocolId::RPC => f.write_str("rpc"),
             ProtocolId::TEST_ECHO => f.write_str("test-echo"),
             ProtocolId(other) => write!(f, "protocol {other}"),
         }

@@ -34,6 +34,7 @@ use super::types::{
     SubscribeError, SubscriptionId,
 };
 use crate::dht::{record_key, DhtAsk, DhtEvent, KeyKind, Record};
+use crate::discovery::Announcer;
 use crate::id::NodeId;
 use crate::node::flow::Delivered;
 use crate::node::subsystem::{
@@ -52,9 +53,6 @@ pub const MAX_RECEIVING: usize = 4096;
 
 /// Queue groups whose turn a publisher remembers.
 const MAX_TURNS: usize = 1024;
-
-/// Wait before an announcement the DHT could not make is tried again (doubled up to 32 s).
-const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
 
 /// What one message is about, shared by every copy of it.
 #[derive(Debug)]
@@ -176,10 +174,8 @@ pub struct Pubsub {
     // ---- subscribing
     subs: BTreeMap<SubscriptionId, Sub>,
     next_sub: u64,
-    /// Announcements to make again at `announce_at`, and the current back-off.
-    to_announce: BTreeSet<String>,
-    announce_at: Option<Instant>,
-    announce_backoff: Duration,
+    /// Announcements to make again.
+    announcer: Announcer,
     receiving: BTreeMap<NodeId, Incoming>,
     clock: u64,
     dedup: Dedup,
@@ -239,9 +235,7 @@ impl Subsystem for Pubsub {
             asks: BTreeMap::new(),
             subs: BTreeMap::new(),
             next_sub: 0,
-            to_announce: BTreeSet::new(),
-            announce_at: None,
-            announce_backoff: ANNOUNCE_RETRY,
+            announcer: Announcer::default(),
             receiving: BTreeMap::new(),
             clock: 0,
             dedup: Dedup::default(),
@@ -275,9 +269,7 @@ impl Subsystem for Pubsub {
                 // A subscriber that could not be reached is reachable again.
                 self.cache.alive(&peer);
                 // A node that could not announce (no peers yet) tries at once.
-                if !self.to_announce.is_empty() {
-                    self.announce_at = Some(cx.now());
-                }
+                self.announcer.peer_up(cx.now());
             }
             PeerChange::Down { peer, .. } | PeerChange::Relinked { peer } => {
                 // What went on the old link may be lost: send it again from the start.
@@ -332,11 +324,8 @@ impl Subsystem for Pubsub {
                 }
             }
         }
-        if self.announce_at.is_some_and(|t| t <= now) {
-            self.announce_at = None;
-            for prefix in core::mem::take(&mut self.to_announce) {
-                self.announce(&prefix, cx);
-            }
+        for prefix in self.announcer.due(now) {
+            self.announce(&prefix, cx);
         }
         while let Some(&(at, node)) = self.wakeups.first() {
             if at > now {
@@ -354,7 +343,7 @@ impl Subsystem for Pubsub {
     fn poll_timeout(&self) -> Option<Instant> {
         [
             self.ack_at,
-            self.announce_at,
+            self.announcer.poll_timeout(),
             self.wakeups.first().map(|(t, _)| *t),
             self.outbox_wake,
         ]
@@ -394,15 +383,9 @@ impl Subsystem for Pubsub {
                     _ => false,
                 };
                 if ok {
-                    self.announce_backoff = ANNOUNCE_RETRY;
+                    self.announcer.stored();
                 } else if !self.closed {
-                    self.to_announce.insert(prefix);
-                    let at = cx.now() + self.announce_backoff;
-                    self.announce_at = Some(self.announce_at.map_or(at, |t| t.min(at)));
-                    self.announce_backoff = self
-                        .announce_backoff
-                        .saturating_mul(2)
-                        .min(Duration::from_secs(32));
+                    self.announcer.failed(prefix, cx.now());
                 }
             }
         }
@@ -718,8 +701,7 @@ impl Pubsub {
     /// The node is closing: nothing new is taken, announcements stop.
     pub(crate) fn close(&mut self) {
         self.closed = true;
-        self.to_announce.clear();
-        self.announce_at = None;
+        self.announcer.clear();
     }
 }
 
