@@ -17,6 +17,7 @@ use std::time::Instant as WallInstant;
 use macula_proto::dht::OpId;
 use macula_proto::pubsub::{PublishId, PubsubEvent};
 use macula_proto::quic::{Endpoint, EndpointConfig};
+use macula_proto::rpc::{CallId, RequestId, RpcEvent};
 use macula_proto::{
     Config, Data, Event, Identity, InboxId, Instant, LinkId, NodeId, PingId, ProtocolId,
 };
@@ -38,6 +39,8 @@ pub(crate) enum Command {
     Run(Start),
     /// Leaves the mesh; answers once the closes are sent.
     Close(Reply<()>),
+    /// Stops at once, as a crash would: no goodbye, nothing drained.
+    Kill,
 }
 
 /// Names an operation whose result is awaited.
@@ -51,6 +54,10 @@ pub(crate) enum OpKey {
     Dht(OpId),
     /// A publish whose outcome comes later.
     Publish(PublishId),
+    /// A call.
+    Call(CallId),
+    /// A request a handler holds, until it ends.
+    Request(RequestId),
 }
 
 /// Why a waiter is dropped without its result.
@@ -121,6 +128,8 @@ pub(crate) enum Gate {
     Channel(NodeId, ProtocolId),
     /// Room in the publisher's outbox.
     Publish,
+    /// Room for another call.
+    Rpc,
 }
 
 impl Gate {
@@ -128,6 +137,7 @@ impl Gate {
         match self {
             Gate::Channel(peer, protocol) => node.data_writable(&peer, protocol),
             Gate::Publish => node.pubsub_has_room(),
+            Gate::Rpc => node.rpc_has_room(),
         }
     }
 }
@@ -204,6 +214,8 @@ impl Ops {
             Event::PingResult { id, .. } => Some(OpKey::Ping(id)),
             Event::Dht(ref outcome) => Some(OpKey::Dht(outcome.op())),
             Event::Pubsub(PubsubEvent::Published { id, .. }) => Some(OpKey::Publish(id)),
+            Event::Rpc(RpcEvent::Done { id, .. }) => Some(OpKey::Call(id)),
+            Event::Rpc(RpcEvent::Ended { request, .. }) => Some(OpKey::Request(request)),
             _ => None,
         }
     }
@@ -503,6 +515,7 @@ impl<R: Runtime> Driver<R> {
                     start(&mut cx);
                 }
                 Wake::Command(Some(Command::Close(reply))) => self.close(reply),
+                Wake::Command(Some(Command::Kill)) => return,
                 // Every handle is gone: stop at once.
                 Wake::Command(None) => return,
             }
@@ -545,8 +558,11 @@ impl<R: Runtime> Driver<R> {
                 quiet = false;
                 // Publish before answering a request: whoever subscribes after their `connect`
                 // returned must not see the event that answered it.
-                // No subscribers is fine: events are for whoever listens.
-                let _ = self.events.try_broadcast(event.clone());
+                // No subscribers is fine: events are for whoever listens. A call's outcome
+                // goes to its caller alone (it carries the reply's payload).
+                if !matches!(event, Event::Rpc(RpcEvent::Done { .. })) {
+                    let _ = self.events.try_broadcast(event.clone());
+                }
                 self.dispatch(&event);
             }
             let now = self.now();

@@ -18,6 +18,7 @@ mod runtime;
 mod udp;
 
 pub use api::pubsub::{PublishReport, Subscription};
+pub use api::rpc::{Incoming, PendingCall, Service};
 pub use driver::{MAX_HELD_BYTES, MAX_HELD_SENDS};
 pub use mesh::{Events, Inbox, Mesh, MeshConfig, MeshError, MeshStats};
 pub use runtime::{Runtime, UdpSocket};

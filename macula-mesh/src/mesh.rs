@@ -99,6 +99,15 @@ pub enum MeshError {
     /// A subscription was refused.
     #[error("subscription refused: {0}")]
     Subscribe(macula_proto::pubsub::SubscribeError),
+    /// A call has no result.
+    #[error("call failed: {0}")]
+    Call(macula_proto::rpc::CallError),
+    /// A procedure could not be served.
+    #[error("could not serve the procedure: {0}")]
+    Register(macula_proto::rpc::RegisterError),
+    /// A handler's answer was not sent.
+    #[error("answer not sent: {0}")]
+    Reply(macula_proto::rpc::ReplyError),
     /// The node did not answer within its own timeout and some slack (a bug in the node,
     /// reported rather than waited on forever).
     #[error("no answer from the node in time")]
@@ -336,13 +345,19 @@ impl<R: Runtime> Mesh<R> {
         crate::api::pubsub::Pubsub::new(self)
     }
 
+    /// Remote procedure calls.
+    pub fn rpc(&self) -> crate::api::rpc::Rpc<'_, R> {
+        crate::api::rpc::Rpc::new(self)
+    }
+
     /// The test-only echo protocol (feature `test-protocols`).
     #[cfg(feature = "test-protocols")]
     pub fn echo(&self) -> crate::api::echo::Echo<'_, R> {
         crate::api::echo::Echo::new(self)
     }
 
-    /// A subscription to the node's events from now on.
+    /// A subscription to the node's events from now on (a call's outcome, `RpcEvent::Done`, goes to
+    /// its caller alone).
     pub fn events(&self) -> Events {
         Events(self.events.activate_cloned())
     }
@@ -355,6 +370,13 @@ impl<R: Runtime> Mesh<R> {
         if self.commands.send(Command::Close(tx)).await.is_ok() {
             let _ = rx.recv().await;
         }
+    }
+
+    /// Stops the node at once, as a crash (SIGKILL, power loss) would: no goodbye is sent and
+    /// nothing is drained, so peers find out only when their links time out. For testing how
+    /// a mesh copes with nodes that vanish; [`Mesh::close`] is the way to leave.
+    pub async fn kill(&self) {
+        let _ = self.commands.send(Command::Kill).await;
     }
 
     /// Runs `start` on the node's task; it answers through the reply it is given, at once or

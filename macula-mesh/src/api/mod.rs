@@ -6,3 +6,4 @@ pub mod dht;
 #[cfg(feature = "test-protocols")]
 pub mod echo;
 pub mod pubsub;
+pub mod rpc;

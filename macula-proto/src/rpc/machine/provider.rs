@@ -127,6 +127,20 @@ impl Rpc {
         Some(reg.inbox)
     }
 
+    /// Whether `request` still waits for its handler's answer.
+    pub fn is_waiting(&self, request: RequestId) -> bool {
+        self.requests.contains_key(&request)
+    }
+
+    /// The time left until `request`'s deadline at `now`, if it still waits.
+    pub fn time_left(&self, request: RequestId, now: Instant) -> Option<Duration> {
+        let key = self.requests.get(&request)?;
+        match self.execs.get(key)? {
+            Exec::Running { deadline, .. } => Some(deadline.saturating_duration_since(now)),
+            Exec::Done { .. } => None,
+        }
+    }
+
     /// A call arrived from `caller` (`peer` is `None` when it is this node's own).
     pub(crate) fn received(
         &mut self,
