@@ -85,6 +85,30 @@ enum Command {
         #[command(flatten)]
         realm: RealmArgs,
     },
+    /// Serve a procedure on a running mesh as an echo service (every call is answered with
+    /// its own payload); prints `serving=<procedure> node_id=<hex>` once callers can find it,
+    /// then `call from=<8 hex> bytes=<n>` per call.
+    Serve {
+        #[command(flatten)]
+        args: cli::rpc::ServeArgs,
+        /// A node of the mesh to join through (required); repeat for several.
+        #[arg(long = "bootstrap", value_name = "ADDR")]
+        bootstraps: Vec<SocketAddr>,
+        #[command(flatten)]
+        realm: RealmArgs,
+    },
+    /// Call a procedure on a running mesh; prints `from=<8 hex> rtt_us=<n> payload=<text>`
+    /// per reply, and exits non-zero naming the error (`no_responders`, `timeout`, ...) if a
+    /// call fails.
+    Call {
+        #[command(flatten)]
+        args: cli::rpc::CallArgs,
+        /// A node of the mesh to join through (required); repeat for several.
+        #[arg(long = "bootstrap", value_name = "ADDR")]
+        bootstraps: Vec<SocketAddr>,
+        #[command(flatten)]
+        realm: RealmArgs,
+    },
     /// Measure Macula on loopback (separate processes, public API); results on stdout.
     Bench {
         #[command(subcommand)]
@@ -184,6 +208,26 @@ fn main() -> ExitCode {
             } => {
                 let mesh = client(&bootstraps, &realm, true).await?;
                 let result = cli::pubsub::subscribe(&mesh, args).await;
+                mesh.close().await;
+                result
+            }
+            Command::Serve {
+                args,
+                bootstraps,
+                realm,
+            } => {
+                let mesh = client(&bootstraps, &realm, true).await?;
+                let result = cli::rpc::serve(&mesh, args).await;
+                mesh.close().await;
+                result
+            }
+            Command::Call {
+                args,
+                bootstraps,
+                realm,
+            } => {
+                let mesh = client(&bootstraps, &realm, false).await?;
+                let result = cli::rpc::call(&mesh, args).await;
                 mesh.close().await;
                 result
             }

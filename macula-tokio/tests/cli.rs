@@ -60,12 +60,28 @@ impl Drop for NodeProcess {
     }
 }
 
-fn ping(args: &[&str]) -> std::process::Output {
+/// Runs `macula <command> <args>` to completion.
+fn macula(command: &str, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
-        .arg("ping")
+        .arg(command)
         .args(args)
         .output()
         .expect("the macula binary runs")
+}
+
+/// The stdout of a run that must have succeeded (its output is shown if it did not).
+fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn ping(args: &[&str]) -> std::process::Output {
+    macula("ping", args)
 }
 
 #[test]
@@ -145,12 +161,7 @@ fn demo_connects_three_nodes_and_prints_a_table() {
         .arg("demo")
         .output()
         .expect("the macula binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains("Every node sees 2 peers"), "{stdout}");
     assert!(
         stdout.contains("node 2 got 'demo/greeting' = 'hello from node 0'"),
@@ -174,11 +185,7 @@ fn demo_connects_three_nodes_and_prints_a_table() {
 }
 
 fn dht(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("dht")
-        .args(args)
-        .output()
-        .expect("the macula binary runs")
+    macula("dht", args)
 }
 
 #[test]
@@ -242,11 +249,7 @@ fn dht_put_and_get_against_running_nodes() {
 }
 
 fn publish(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("pub")
-        .args(args)
-        .output()
-        .expect("the macula binary runs")
+    macula("pub", args)
 }
 
 #[test]
@@ -301,12 +304,7 @@ fn sub_prints_what_pub_sends_on_matching_topics_only() {
             ]
             .concat(),
         );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = succeeded(&out);
         if stdout.contains("subscribers=1 acked=1 missed=0") {
             found = true;
             break;
@@ -379,12 +377,7 @@ fn bench_pubsub_runs_separate_processes_and_counts_loss() {
         ])
         .output()
         .expect("the macula binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     let line = stdout.lines().last().expect("a JSON line");
     for field in [
         "\"delivered_msgs_per_s\":",
@@ -403,4 +396,138 @@ fn bench_pubsub_runs_separate_processes_and_counts_loss() {
         .expect("the macula binary runs");
     assert!(!small.status.success());
     assert!(String::from_utf8_lossy(&small.stderr).contains("at least 16"));
+}
+
+/// A `macula serve` process, once it says callers can find it.
+struct Server {
+    child: Running,
+    node_id: String,
+    /// Its stdout, kept open (it prints a line per call answered).
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Server {
+    fn start(procedure: &str, seed: &str, realm: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", procedure, "--bootstrap", seed])
+            .args(realm)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the macula binary starts");
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        stdout.read_line(&mut line).expect("serve prints a line");
+        let node_id = line
+            .trim()
+            .strip_prefix(&format!("serving={procedure} node_id="))
+            .unwrap_or_else(|| panic!("serving= first: {line:?}"))
+            .to_string();
+        Server {
+            child: Running(child),
+            node_id,
+            _stdout: stdout,
+        }
+    }
+}
+
+/// A child process, killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn call(args: &[&str]) -> std::process::Output {
+    macula("call", args)
+}
+
+#[test]
+fn call_is_answered_by_serve_and_survives_a_killed_server() {
+    let realm = ["--realm", "io.cli.rpc"];
+    let seed = NodeProcess::start(&realm);
+    let mut servers = vec![
+        Server::start("svc.echo", &seed.addr, &realm),
+        Server::start("svc.echo", &seed.addr, &realm),
+    ];
+    let out = call(
+        &[
+            &[
+                "svc.echo",
+                "hello",
+                "--count",
+                "3",
+                "--bootstrap",
+                &seed.addr,
+            ],
+            &realm[..],
+        ]
+        .concat(),
+    );
+    let stdout = succeeded(&out);
+    assert!(out.stderr.is_empty(), "quiet by default");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    let shorts: Vec<String> = servers.iter().map(|s| s.node_id[..8].to_string()).collect();
+    for line in &lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 3, "{line}");
+        let from = fields[0].strip_prefix("from=").expect("from= first");
+        assert!(shorts.iter().any(|s| s == from), "{line}");
+        let rtt: u64 = fields[1]
+            .strip_prefix("rtt_us=")
+            .expect("rtt_us=")
+            .parse()
+            .unwrap();
+        assert!(rtt > 0);
+        assert_eq!(fields[2], "payload=hello");
+    }
+    // Addressed to one server, only it answers.
+    let to = servers[1].node_id.clone();
+    let out = call(
+        &[
+            &["svc.echo", "you", "--to", &to, "--bootstrap", &seed.addr],
+            &realm[..],
+        ]
+        .concat(),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("from={}", &to[..8])));
+
+    // One server dies without a goodbye: every later call is still answered.
+    let mut dead = servers.remove(0);
+    dead.child.0.kill().expect("SIGKILL");
+    dead.child.0.wait().unwrap();
+    for k in 0..3 {
+        let payload = format!("after-{k}");
+        let out = call(
+            &[
+                &[
+                    "svc.echo",
+                    &payload,
+                    "--count",
+                    "4",
+                    "--bootstrap",
+                    &seed.addr,
+                ],
+                &realm[..],
+            ]
+            .concat(),
+        );
+        let stdout = succeeded(&out);
+        assert_eq!(stdout.lines().count(), 4);
+        for line in stdout.lines() {
+            assert!(line.starts_with(&format!("from={}", shorts[1])), "{line}");
+            assert!(line.ends_with(&format!("payload={payload}")), "{line}");
+        }
+    }
+
+    // Nobody serves it: a non-zero exit naming the error, at once.
+    let out = call(&[&["svc.nobody", "?", "--bootstrap", &seed.addr], &realm[..]].concat());
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no_responders"), "{stderr}");
 }

@@ -19,6 +19,11 @@ pub struct DhtConfig {
     pub diversity: Diversity,
     /// How long one query waits for its answer (including dialing). Default: 5 s.
     pub request_timeout: Duration,
+    /// How long a lookup waits on one query before it stops counting on it: the query may
+    /// still answer (until `request_timeout`), but the lookup asks the next node meanwhile
+    /// and may finish without it. A node that left without a goodbye then costs a lookup
+    /// this, not `request_timeout`. Default: 1 s.
+    pub stall_timeout: Duration,
     /// How long a whole operation (lookup, put, get) may take. Default: 30 s.
     pub lookup_timeout: Duration,
     /// The longest a stored record lives without being stored again; longer TTLs are capped.
@@ -60,6 +65,7 @@ impl Default for DhtConfig {
             replacement_cache: 3,
             diversity: Diversity::default(),
             request_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(1),
             lookup_timeout: Duration::from_secs(30),
             record_ttl: Duration::from_secs(300),
             republish_interval: Duration::from_secs(240),
@@ -98,6 +104,11 @@ impl DhtConfig {
                  or a lookup ends before its first request times out",
             ));
         }
+        if self.stall_timeout > self.request_timeout {
+            return Err(ConfigError::Dht(
+                "dht.stall_timeout must not be longer than dht.request_timeout",
+            ));
+        }
         if self.largest_answer() > max_frame_size as usize {
             return Err(ConfigError::Dht(
                 "the largest DHT answer (one record of dht.max_value_size and k contacts) \
@@ -134,6 +145,7 @@ impl DhtConfig {
         ];
         let times = [
             (self.request_timeout, "dht.request_timeout"),
+            (self.stall_timeout, "dht.stall_timeout"),
             (self.lookup_timeout, "dht.lookup_timeout"),
             (self.record_ttl, "dht.record_ttl"),
             (self.republish_interval, "dht.republish_interval"),

@@ -8,6 +8,9 @@
 //! asking the closest candidate not yet asked, and is done when the `k` closest candidates that
 //! did not fail have all answered: nothing closer can then be learned from anyone it knows.
 //! A failed query is replaced by one to the next candidate, which is the per-request retry.
+//! A query that has not answered within the stall timeout is *stalled*: the lookup stops
+//! counting on it (it no longer holds a place among the `α`, nor keeps the lookup from
+//! finishing), but takes its answer if it comes before the lookup is done.
 
 use alloc::vec::Vec;
 use core::net::SocketAddr;
@@ -19,6 +22,8 @@ use crate::wire::KeyBytes;
 enum State {
     Fresh,
     Asked,
+    /// Asked, and slow to answer: counted as failed until it answers.
+    Stalled,
     Answered,
     Failed,
 }
@@ -100,7 +105,7 @@ impl Lookup {
                 break;
             }
             match c.state {
-                State::Failed => continue,
+                State::Failed | State::Stalled => continue,
                 State::Fresh => {
                     c.state = State::Asked;
                     self.in_flight += 1;
@@ -123,13 +128,15 @@ impl Lookup {
         let Some(c) = self
             .candidates
             .iter_mut()
-            .find(|c| c.id == *from && c.state == State::Asked)
+            .find(|c| c.id == *from && matches!(c.state, State::Asked | State::Stalled))
         else {
             return;
         };
+        if c.state == State::Asked {
+            self.in_flight -= 1;
+        }
         c.state = State::Answered;
         let depth = c.depth.saturating_add(1);
-        self.in_flight -= 1;
         self.learn(nodes, depth);
     }
 
@@ -138,9 +145,24 @@ impl Lookup {
         if let Some(c) = self
             .candidates
             .iter_mut()
+            .find(|c| c.id == *from && matches!(c.state, State::Asked | State::Stalled))
+        {
+            if c.state == State::Asked {
+                self.in_flight -= 1;
+            }
+            c.state = State::Failed;
+        }
+    }
+
+    /// The query to `from` is slow: the lookup goes on without counting on it (its answer is
+    /// still taken if it comes).
+    pub fn stalled(&mut self, from: &NodeId) {
+        if let Some(c) = self
+            .candidates
+            .iter_mut()
             .find(|c| c.id == *from && c.state == State::Asked)
         {
-            c.state = State::Failed;
+            c.state = State::Stalled;
             self.in_flight -= 1;
         }
     }
@@ -154,7 +176,7 @@ impl Lookup {
         !self
             .candidates
             .iter()
-            .filter(|c| c.state != State::Failed)
+            .filter(|c| !matches!(c.state, State::Failed | State::Stalled))
             .take(self.k)
             .any(|c| c.state == State::Fresh)
     }
@@ -207,7 +229,7 @@ impl Lookup {
             match self
                 .candidates
                 .iter()
-                .rposition(|c| c.state != State::Asked)
+                .rposition(|c| !matches!(c.state, State::Asked | State::Stalled))
             {
                 Some(at) if at >= 3 * self.k => {
                     self.candidates.remove(at);
@@ -215,5 +237,40 @@ impl Lookup {
                 _ => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::{Ipv4Addr, SocketAddr};
+
+    fn node(n: u8) -> (NodeId, SocketAddr) {
+        (
+            NodeId([n; 32]),
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), u16::from(n)),
+        )
+    }
+
+    #[test]
+    fn a_stalled_query_frees_its_place_and_no_longer_holds_the_lookup_up() {
+        let mut lookup = Lookup::new(node(0).0, [0; 32], 2, 1, [node(1), node(2)]);
+        let first = lookup.next_queries();
+        assert_eq!(first, [node(1)], "one in flight");
+        assert!(lookup.next_queries().is_empty());
+        lookup.stalled(&node(1).0);
+        assert_eq!(
+            lookup.next_queries(),
+            [node(2)],
+            "the next is asked meanwhile"
+        );
+        lookup.answered(&node(2).0, []);
+        assert!(lookup.is_done(), "done without the stalled one");
+        assert_eq!(lookup.found().closest, [node(2)]);
+        // Its late answer still counts, and a later failure of it changes nothing.
+        lookup.answered(&node(1).0, []);
+        assert_eq!(lookup.found().closest, [node(1), node(2)]);
+        lookup.failed(&node(1).0);
+        assert!(lookup.is_done());
     }
 }

@@ -80,6 +80,10 @@ struct Request {
     addr: SocketAddr,
     op: Option<OpId>,
     deadline: Instant,
+    /// When its lookup stops counting on it (a lookup's query only).
+    stall_at: Option<Instant>,
+    /// A store of the operation's storing phase (else a query of its lookup, or a page).
+    store: bool,
     /// A follow-up page of a `FindValue`: its answer only adds records.
     page: bool,
     /// The request as sent, for sending again if its link is replaced.
@@ -114,6 +118,8 @@ pub struct Dht {
     by_op: BTreeSet<(OpId, u64)>,
     /// (deadline, correlation id) of every request.
     request_deadlines: BTreeSet<(Instant, u64)>,
+    /// (stall time, correlation id) of every lookup query not answered yet.
+    stalls: BTreeSet<(Instant, u64)>,
     /// (deadline, op) of every operation.
     op_deadlines: BTreeSet<(Instant, OpId)>,
     /// Request rates of peers, kept across reconnects.
@@ -164,6 +170,7 @@ impl Subsystem for Dht {
             by_peer: BTreeSet::new(),
             by_op: BTreeSet::new(),
             request_deadlines: BTreeSet::new(),
+            stalls: BTreeSet::new(),
             op_deadlines: BTreeSet::new(),
             limits: BTreeMap::new(),
             prune_rates_at: PRUNE_RATES_FROM,
@@ -230,6 +237,13 @@ impl Subsystem for Dht {
 
     fn on_timeout(&mut self, cx: &mut Cx<'_>) {
         let now = cx.now();
+        while let Some(&(at, corr)) = self.stalls.first() {
+            if at > now {
+                break;
+            }
+            self.stalls.pop_first();
+            self.stalled(corr, cx);
+        }
         while let Some(&(at, corr)) = self.request_deadlines.first() {
             if at > now {
                 break;
@@ -260,6 +274,7 @@ impl Subsystem for Dht {
         let publish = Some(self.next_publish).filter(|t| *t != Instant::NEVER);
         [
             self.request_deadlines.first().map(|(at, _)| *at),
+            self.stalls.first().map(|(at, _)| *at),
             self.op_deadlines.first().map(|(at, _)| *at),
             self.store.next_expiry(),
             publish,
@@ -717,6 +732,12 @@ impl Dht {
     ) {
         let id = self.new_id();
         let deadline = cx.now() + self.config.request_timeout;
+        let storing = op
+            .and_then(|o| self.ops.get(&o))
+            .map(|o| o.storing.is_some());
+        let stall_at =
+            (storing == Some(false) && !page).then(|| cx.now() + self.config.stall_timeout);
+        let store = storing == Some(true) && !page;
         let message = message(id);
         cx.send(to, Some(addr), &message);
         self.requests.insert(
@@ -726,10 +747,15 @@ impl Dht {
                 addr,
                 op,
                 deadline,
+                stall_at,
+                store,
                 page,
                 message,
             },
         );
+        if let Some(at) = stall_at {
+            self.stalls.insert((at, id));
+        }
         self.by_peer.insert((to, id));
         if let Some(op) = op {
             self.by_op.insert((op, id));
@@ -746,7 +772,31 @@ impl Dht {
             self.by_op.remove(&(op, id));
         }
         self.request_deadlines.remove(&(req.deadline, id));
+        if let Some(at) = req.stall_at {
+            self.stalls.remove(&(at, id));
+        }
         Some(req)
+    }
+
+    /// Lookup query `id` has not answered within the stall timeout: its lookup goes on
+    /// without counting on it.
+    fn stalled(&mut self, id: u64, cx: &mut Cx<'_>) {
+        let Some(req) = self.requests.get_mut(&id) else {
+            return;
+        };
+        req.stall_at = None;
+        let (to, op_id) = (req.to, req.op);
+        let Some(op_id) = op_id else {
+            return;
+        };
+        let Some(op) = self.ops.get_mut(&op_id) else {
+            return;
+        };
+        if op.storing.is_none() {
+            self.stats.requests_stalled += 1;
+            op.lookup.stalled(&to);
+            self.drive(op_id, cx);
+        }
     }
 
     /// A request got no answer; `forget` removes its addressee from the table (it timed out or
@@ -766,7 +816,9 @@ impl Dht {
             op.pages -= 1;
         } else {
             match &mut op.storing {
-                Some((waiting, _)) => *waiting = waiting.saturating_sub(1),
+                Some((waiting, _)) if req.store => *waiting = waiting.saturating_sub(1),
+                // A stalled query of the lookup, which finished without it.
+                Some(_) => return,
                 None => op.lookup.failed(&req.to),
             }
         }
@@ -791,6 +843,10 @@ impl Dht {
             return;
         };
         let key = op.lookup.target();
+        if op.storing.is_some() && !req.store && !req.page {
+            // A stalled query of the lookup, answering after it finished without it.
+            return;
+        }
         let mut next_page = None;
         match answer {
             Reply::Nodes(nodes, records, more) if op.storing.is_none() => {

@@ -131,6 +131,9 @@ pub struct DhtStats {
     pub requests_sent: u64,
     /// Its requests that timed out or could not be delivered.
     pub requests_failed: u64,
+    /// Lookup queries that did not answer within `stall_timeout` (the lookup went on
+    /// without them; some answered later).
+    pub requests_stalled: u64,
     /// Requests peers sent us.
     pub requests_received: u64,
     /// Peers' requests refused for their rate.

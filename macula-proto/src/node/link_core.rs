@@ -64,7 +64,9 @@ pub(crate) struct Core {
     /// it inline.
     pub(super) links: Links,
     // ---- cold: handshakes, failures, commands
-    pub(super) config: Config,
+    /// Behind a pointer: read only by cold paths (the hot values are copied into `tuning`),
+    /// and several hundred bytes that would otherwise push a node past one page.
+    pub(super) config: alloc::boxed::Box<Config>,
     pub(super) identity: Identity,
     pub(super) rng: Rng,
     /// The counters other than `traffic`'s (whose fields here stay zero; [`Core::stats`]
@@ -129,7 +131,7 @@ impl Core {
             touched: Mask::NONE,
             queued: false,
             stored: 0,
-            config,
+            config: alloc::boxed::Box::new(config),
             identity,
             rng: rng.child(),
             stats: alloc::boxed::Box::default(),

@@ -6,7 +6,7 @@
 //! *idempotency key*, the same for every attempt of the call, so a provider that receives a
 //! call again answers it from what it remembers instead of running it again. A restarted
 //! caller has a higher epoch, so no answer meant for its earlier life is taken for one of its
-//! new calls. [`Cancel`] tells a provider the caller no longer waits.
+//! new calls. [`RpcMessage::Cancel`] tells a provider the caller no longer waits.
 
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -21,7 +21,7 @@ mod types;
 mod tests;
 
 pub use config::{RpcConfig, MAX_ATTEMPTS};
-pub use machine::{Rpc, RpcProvider};
+pub use machine::{provider_name, Rpc, RpcProvider};
 pub use messages::RpcMessage;
 pub use types::{
     CallError, CallId, CallOptions, Ended, RegisterError, RegisterOptions, Registered,

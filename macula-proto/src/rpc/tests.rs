@@ -766,3 +766,16 @@ fn closing_ends_every_call() {
         Err(CallError::Closed)
     );
 }
+
+#[test]
+fn a_dead_node_in_the_dht_costs_discovery_a_stall_not_the_deadline() {
+    let mut net = mesh(6);
+    // Killed without a goodbye: lookups that ask it wait the DHT's stall timeout (1 s) for
+    // it, not its request timeout (5 s, the call's whole deadline).
+    net.killed.insert(4);
+    let id = call(&mut net, 3, "nobody.home", b"?", CallOptions::default());
+    let (result, took) = wait_for(&mut net, 3, id);
+    assert_eq!(result, Err(CallError::NoResponders));
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(net.nodes[3].rpc_stats().lookups, 1, "one lookup per call");
+}

@@ -3,3 +3,4 @@
 pub mod bench;
 pub mod dht;
 pub mod pubsub;
+pub mod rpc;

@@ -24,6 +24,7 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 pub(crate) struct Calling {
     procedure: String,
     payload: Vec<u8>,
+    started: Instant,
     deadline: Instant,
     strategy: Strategy,
     attempts: u8,
@@ -103,6 +104,7 @@ impl Rpc {
             Calling {
                 procedure: procedure.as_str().into(),
                 payload,
+                started: now,
                 deadline,
                 strategy: options.strategy,
                 attempts,
@@ -169,6 +171,12 @@ impl Rpc {
             call.deadline,
             call.strategy,
         );
+        // Whether the providers known were looked up before this call began (else asking
+        // again would only repeat what the DHT just said).
+        let known_before = self
+            .providers
+            .known(&procedure)
+            .is_some_and(|(_, fetched)| fetched < call.started);
         let mut candidates: Vec<RpcProvider> =
             self.providers.get(&procedure, now).cloned().collect();
         if local && !candidates.iter().any(|p| p.node == self.me) {
@@ -207,7 +215,7 @@ impl Rpc {
         if free.is_empty() {
             if busy {
                 self.stalled.insert(id);
-            } else if sent == 0 && self.look_up(&procedure, cx) {
+            } else if sent == 0 && known_before && self.look_up(&procedure, cx) {
                 // Everyone known failed or left: what does the DHT say now?
             } else if !live {
                 self.give_up(id, cx);

@@ -371,10 +371,7 @@ impl Rpc {
 
     /// The DHT key a procedure's providers are announced under.
     fn key(&self, procedure: &str) -> KeyBytes {
-        let mut name = Vec::with_capacity(4 + procedure.len());
-        name.extend_from_slice(b"rpc/");
-        name.extend_from_slice(procedure.as_bytes());
-        record_key(&self.realm, KeyKind::Provider, &name)
+        record_key(&self.realm, KeyKind::Provider, &provider_name(procedure))
     }
 
     /// Publishes (or withdraws, when not served) this node's record for `procedure`.
@@ -439,6 +436,15 @@ impl Rpc {
         }
         ok
     }
+}
+
+/// The name a procedure's providers announce themselves under in the DHT (a provider record
+/// of the node's realm): `rpc/` and the procedure. A DHT client can look them up with it.
+pub fn provider_name(procedure: &str) -> Vec<u8> {
+    let mut name = Vec::with_capacity(4 + procedure.len());
+    name.extend_from_slice(b"rpc/");
+    name.extend_from_slice(procedure.as_bytes());
+    name
 }
 
 /// Most peers whose rate-limit buckets are kept.
