@@ -295,6 +295,7 @@ impl Subsystem for Dht {
         match ask {
             DhtAsk::FindNode(target) => self.find_node(target, owner, cx),
             DhtAsk::FindProviders(key) => self.get(key, true, owner, cx),
+            DhtAsk::FindSomeProviders(key) => self.get(key, false, owner, cx),
             DhtAsk::Put(key, value) => self.put(key, value, owner, cx),
             DhtAsk::Withdraw(key) => self.withdraw(key, owner, cx),
         };

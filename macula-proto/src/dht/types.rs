@@ -107,6 +107,10 @@ pub(crate) enum DhtAsk {
     FindNode(KeyBytes),
     /// The provider records under a key, from every one of the closest nodes.
     FindProviders(KeyBytes),
+    /// The provider records under a key from the first of the closest nodes that holds some
+    /// (each holds every record it was given, so that is most often all of them): one node
+    /// that answers is enough, however many of the others left.
+    FindSomeProviders(KeyBytes),
     /// Publish (and keep republishing) a value under a key.
     Put(KeyBytes, Vec<u8>),
     /// Withdraw this node's record under a key.

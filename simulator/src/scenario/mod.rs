@@ -3,8 +3,11 @@
 mod connect;
 mod dht;
 mod pubsub;
+mod rpc;
 
 use std::time::Instant as WallInstant;
+
+use std::collections::BTreeMap;
 
 use macula_proto::{Config, Data, Duration, Event, Instant, Rng};
 use serde_json::{json, Map, Value};
@@ -16,6 +19,7 @@ use crate::sim::{Mode, Sim, SimBuilder, Step};
 pub use connect::Connect;
 pub use dht::Dht;
 pub use pubsub::Pubsub;
+pub use rpc::Rpc;
 
 /// What a scenario run is asked to do (the CLI's options).
 #[derive(Clone, Debug)]
@@ -73,6 +77,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "pubsub",
         "publishers and exact, wildcard and queue-group subscribers; QoS 0 and 1; --loss, --dup, --churn, --partition",
     ),
+    (
+        "rpc",
+        "callers and providers of five procedures; providers crash holding calls; --loss, --dup, --churn, --partition",
+    ),
 ];
 
 /// The scenario called `name`.
@@ -81,6 +89,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Scenario>> {
         "connect" => Some(Box::new(Connect::default())),
         "dht" => Some(Box::new(Dht::default())),
         "pubsub" => Some(Box::new(Pubsub::default())),
+        "rpc" => Some(Box::new(Rpc::default())),
         _ => None,
     }
 }
@@ -143,6 +152,67 @@ fn shuffle_front(rng: &mut Rng, items: &mut [NodeIdx], count: usize) {
     for k in 0..count.min(items.len()) {
         let pick = k + rng.below((items.len() - k) as u64) as usize;
         items.swap(k, pick);
+    }
+}
+
+/// Each node's lives: a node's life ends when it crashes and the next begins when it
+/// restarts. The first life of every node begins at zero.
+#[derive(Debug, Default)]
+pub(crate) struct Lives {
+    current: Vec<u32>,
+    /// When each (node, life) began (the first lives are not listed) and ended.
+    started: BTreeMap<(NodeIdx, u32), Instant>,
+    ended: BTreeMap<(NodeIdx, u32), Instant>,
+}
+
+impl Lives {
+    /// `nodes` nodes, each in its first life.
+    pub fn new(nodes: u32) -> Self {
+        Lives {
+            current: vec![0; nodes as usize],
+            ..Lives::default()
+        }
+    }
+
+    /// Node `n`'s current life.
+    pub fn life(&self, n: NodeIdx) -> u32 {
+        self.current[n as usize]
+    }
+
+    /// Node `n`'s current life ended (it crashed) at `at`.
+    pub fn end(&mut self, n: NodeIdx, at: Instant) {
+        self.ended.insert((n, self.life(n)), at);
+    }
+
+    /// Node `n` (re)started at `at`: its next life begins.
+    pub fn start(&mut self, n: NodeIdx, at: Instant) {
+        self.current[n as usize] += 1;
+        self.started.insert((n, self.life(n)), at);
+    }
+
+    /// When `n`'s life `life` began.
+    pub fn started(&self, n: NodeIdx, life: u32) -> Instant {
+        self.started
+            .get(&(n, life))
+            .copied()
+            .unwrap_or(Instant::ZERO)
+    }
+
+    /// When `n`'s life `life` ended, if it did.
+    pub fn ended(&self, n: NodeIdx, life: u32) -> Option<Instant> {
+        self.ended.get(&(n, life)).copied()
+    }
+
+    /// Whether `n`'s life `life` was still up at `to`.
+    pub fn up_through(&self, n: NodeIdx, life: u32, to: Instant) -> bool {
+        self.ended(n, life).map_or(true, |end| end > to)
+    }
+
+    /// The life node `n` had at `at` (`None`: it was down).
+    pub fn life_at(&self, n: NodeIdx, at: Instant) -> Option<u32> {
+        (0..=self.life(n))
+            .rev()
+            .find(|&life| self.started(n, life) <= at && self.up_through(n, life, at))
     }
 }
 

@@ -217,6 +217,11 @@ impl Rpc {
                 self.stalled.insert(id);
             } else if sent == 0 && known_before && self.look_up(&procedure, cx) {
                 // Everyone known failed or left: what does the DHT say now?
+            } else if self.looking.contains(&procedure) {
+                // The whole answer is still to come: it may name others.
+                if live {
+                    self.set_timer(id, deadline, deadline);
+                }
             } else if !live {
                 self.give_up(id, cx);
             } else {

@@ -60,7 +60,10 @@ impl Provider for RpcProvider {
 /// What a ticket to the DHT was for.
 #[derive(Debug)]
 enum Asked {
+    /// Every closest node's providers: the answer kept.
     Lookup(String),
+    /// The first providers found (see `look_up`), and when that lookup started.
+    Quick(String, Instant),
     Announce(String),
 }
 
@@ -254,6 +257,25 @@ impl Subsystem for Rpc {
                 }
                 self.discovered(&procedure, cx);
             }
+            Asked::Quick(procedure, asked) => {
+                let found: Vec<RpcProvider> = match outcome {
+                    DhtEvent::Got { records, .. } => records
+                        .iter()
+                        .filter_map(|r| parse_announcement(r, &procedure))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                // Some providers, before the whole answer: calls can go. Nothing found yet
+                // says nothing (the whole lookup may still find some).
+                let newer = self
+                    .providers
+                    .known(&procedure)
+                    .map_or(true, |(_, fetched)| fetched < asked);
+                if !found.is_empty() && newer && self.looking.contains(&procedure) {
+                    self.providers.fill(&procedure, found, cx.now());
+                    self.discovered(&procedure, cx);
+                }
+            }
             Asked::Announce(procedure) => {
                 let ok = matches!(outcome, DhtEvent::Stored { acks, .. } if acks > 0);
                 if ok {
@@ -399,11 +421,14 @@ impl Rpc {
         }
         self.providers.looking_up(procedure, now);
         self.stats.lookups += 1;
-        let ticket = cx.ask(
-            ProtocolId::DHT,
-            Ask::Dht(DhtAsk::FindProviders(self.key(procedure))),
-        );
-        self.asks.insert(ticket, Asked::Lookup(procedure.into()));
+        // Two lookups: one that answers with the first providers found (calls need only
+        // one, and under churn the whole answer waits on nodes that left), and one that
+        // gathers every closest node's, which replaces it.
+        let key = self.key(procedure);
+        let quick = cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::FindSomeProviders(key)));
+        self.asks.insert(quick, Asked::Quick(procedure.into(), now));
+        let whole = cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::FindProviders(key)));
+        self.asks.insert(whole, Asked::Lookup(procedure.into()));
         self.looking.insert(procedure.into());
         true
     }
