@@ -244,6 +244,77 @@ pub fn node_pubsub(data: &[u8]) {
     }
 }
 
+/// Feeds `data` to a node's RPC as the bytes an established peer sends on the RPC channel
+/// (calls, replies, refusals, cancellations), while the node serves two procedures, answers
+/// some of the calls it holds, gives others up, and makes calls of its own to the peer. The
+/// node must not panic, and its calls, remembered calls and requests must stay within their
+/// bounds.
+pub fn node_rpc(data: &[u8]) {
+    use crate::rpc::{CallOptions, RegisterOptions};
+    use crate::Data;
+    let mut config = Config {
+        max_frame_size: MAX_FRAME,
+        max_queued_events: 16,
+        ..Config::default()
+    };
+    config.dht.max_value_size = 512;
+    config.rpc.max_calls = 8;
+    config.rpc.queue = 4;
+    config.rpc.max_remembered = 16;
+    config.rpc.max_remembered_bytes = 4096;
+    let mut node =
+        Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).expect("the config is valid");
+    let peer = Identity::from_seed(2).node_id();
+    let link = inbound(&mut node, peer, 9);
+    let listens = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 9).into();
+    connect(&mut node, link, peer, alloc::vec![listens]);
+    let mut inboxes = Vec::new();
+    for procedure in ["svc.a", "svc.b"] {
+        let served = node
+            .rpc_register(procedure, RegisterOptions::default(), Instant::ZERO)
+            .expect("valid procedures");
+        inboxes.push(served.inbox);
+    }
+    let channel = ProtocolId::RPC.channel();
+    let mut now = Instant::ZERO;
+    for (i, chunk) in data.chunks(41).enumerate() {
+        now += crate::Duration::from_millis(u64::from(chunk[0]) * 10);
+        match chunk[0] % 6 {
+            0 => {
+                let options = CallOptions::default().to(peer);
+                let _ = node.rpc_call("svc.a", chunk.to_vec(), options, now);
+            }
+            1 | 2 => {
+                let inbox = inboxes[i % inboxes.len()];
+                while let Some(Data::Request(r)) = node.take_data(inbox, now) {
+                    let _ = match chunk[0] % 3 {
+                        0 => node.rpc_reply(r.id, chunk.to_vec(), now),
+                        1 => node.rpc_fail(r.id, "no", now),
+                        _ => node.rpc_abandon(r.id, now),
+                    };
+                }
+            }
+            _ => {}
+        }
+        if !node.is_paused(link, channel) {
+            node.handle_link_data(link, channel, chunk, now);
+        }
+        node.handle_timeout(now);
+        drain(&mut node);
+        while node.poll_resumed().is_some() {}
+        let rpc = node.rpc();
+        assert!(rpc.calls() <= 8, "calls in flight: {}", rpc.calls());
+        assert!(
+            rpc.remembered() <= 16 + 8,
+            "remembered: {}",
+            rpc.remembered()
+        );
+        assert!(rpc.remembered_bytes() <= 4096);
+        assert!(rpc.requests() <= 2 * 4);
+        assert!(node.stats().peers <= 1);
+    }
+}
+
 /// Takes everything the node has queued; what it sends stays small.
 fn drain(node: &mut Node) {
     while let Some(t) = node.poll_transmit() {

@@ -43,6 +43,62 @@ fn node_pubsub_corpus() {
     replay("node_pubsub", macula_proto::fuzzing::node_pubsub);
 }
 
+#[test]
+fn node_rpc_corpus() {
+    replay("node_rpc", macula_proto::fuzzing::node_rpc);
+}
+
+/// Writes the seed inputs of the `node_rpc` corpus (run once with `--ignored` when the
+/// protocol changes; the fuzzer grows the corpus from them).
+#[test]
+#[ignore]
+fn write_node_rpc_seeds() {
+    use macula_proto::rpc::messages::{Call, CallRef, Fail, Refusal, Reply, RpcMessage};
+    use macula_proto::wire::encode;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/node_rpc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let call = |epoch, id, settled_below, remaining_us, procedure: &str| {
+        encode(&RpcMessage::Call(Call {
+            call: CallRef { epoch, id },
+            settled_below,
+            remaining_us,
+            procedure: procedure.into(),
+            payload: b"argument".to_vec(),
+        }))
+    };
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    for id in 1..4 {
+        seeds.push(call(7, id, 0, 5_000_000, "svc.a"));
+        seeds.push(call(7, id, id, 1_000_000, "svc.b"));
+        seeds.push(call(8, id, 0, 0, "svc.a"));
+    }
+    seeds.push(call(7, 9, 0, 5_000_000, "not.served"));
+    seeds.push(call(7, 10, 0, u64::MAX, "svc..bad"));
+    seeds.push(encode(&RpcMessage::Cancel(CallRef { epoch: 7, id: 2 })));
+    seeds.push(encode(&RpcMessage::Reply(Reply {
+        call: CallRef { epoch: 0, id: 1 },
+        payload: b"reply".to_vec(),
+    })));
+    for error in [
+        Refusal::NotServed,
+        Refusal::Overloaded,
+        Refusal::TooLarge,
+        Refusal::Abandoned,
+        Refusal::Application("failed".into()),
+    ] {
+        seeds.push(encode(&RpcMessage::Fail(Fail {
+            call: CallRef { epoch: 0, id: 1 },
+            error,
+        })));
+    }
+    let all: Vec<u8> = seeds.concat();
+    seeds.push(all.clone());
+    seeds.push(all.iter().rev().copied().collect());
+    for (i, seed) in seeds.iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:02}")), seed).unwrap();
+    }
+}
+
 /// Writes the seed inputs of the `node_pubsub` corpus (run once with `--ignored` when the
 /// protocol changes; the fuzzer grows the corpus from them).
 #[test]

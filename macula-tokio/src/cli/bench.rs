@@ -1,8 +1,10 @@
-//! `macula bench pubsub`: publisher and subscribers in separate processes (this binary started
-//! again as hidden workers), each an application on the public `Mesh` API, over loopback.
+//! `macula bench pubsub` and `macula bench rpc`: the ends in separate processes (this binary
+//! started again as hidden workers), each an application on the public `Mesh` API, over
+//! loopback.
 //!
-//! Every payload starts with its sequence number and the publisher's wall-clock send time (16
-//! bytes), so subscribers count loss from sequence gaps and measure latency on the shared clock.
+//! Pub/sub: every payload starts with its sequence number and the publisher's wall-clock send
+//! time (16 bytes), so subscribers count loss from sequence gaps and measure latency on the
+//! shared clock. RPC: the caller times each call itself, from the call to its reply.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -11,12 +13,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use macula_proto::pubsub::{Qos, SubscribeOptions};
+use macula_proto::rpc::CallOptions;
 use macula_proto::{Config, Realm};
 use macula_tokio::{Mesh, MeshConfig};
 
 const REALM: &str = "bench.macula.local";
 const DATA: &str = "bench.data";
 const READY: &str = "bench.ready";
+const PROCEDURE: &str = "bench.echo";
 /// Messages handed to the node per trip to its task.
 const BATCH: usize = 1024;
 /// A subscriber that heard nothing for this long after its first message stops counting.
@@ -45,6 +49,22 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A caller and an echo provider, each in its own process: calls/s and round trips
+    /// p50/p99 with `--outstanding` calls in flight, and each process's peak RSS and CPU time.
+    Rpc {
+        /// Argument (and reply) bytes per call.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Calls in flight at once.
+        #[arg(long, default_value_t = 1)]
+        outstanding: usize,
+        /// Calls to make.
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// Print one JSON line (field names as `../shared/peers` uses them).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The workers `macula bench` starts (hidden from `--help`).
@@ -69,6 +89,23 @@ pub enum WorkerCommand {
         count: u64,
         #[arg(long)]
         qos: u8,
+    },
+    /// Serve the benchmark's procedure as an echo; print `ready`, then (told `done` on
+    /// stdin) one JSON line.
+    Serve {
+        #[arg(long)]
+        bootstrap: SocketAddr,
+    },
+    /// Make `count` calls, `outstanding` at once; print one JSON line.
+    Call {
+        #[arg(long)]
+        bootstrap: SocketAddr,
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        outstanding: usize,
+        #[arg(long)]
+        count: u64,
     },
 }
 
@@ -230,15 +267,92 @@ pub async fn worker(command: WorkerCommand) -> Result<()> {
             );
             // Stay until the subscribers are done (the benchmark says so on stdin): a closing
             // connection drops what the peer has not read yet.
-            let _ = tokio::task::spawn_blocking(|| {
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line)
-            })
-            .await;
+            until_done().await;
+            mesh.close().await;
+        }
+        WorkerCommand::Serve { bootstrap } => {
+            let mesh = member(bootstrap).await?;
+            let mut service = mesh.rpc().serve(PROCEDURE).await?;
+            super::rpc::wait_until_findable(&mesh, PROCEDURE).await?;
+            println!("ready");
+            let serving = tokio::spawn(async move {
+                while let Some(call) = service.recv().await {
+                    // Answered on a task of its own, so the calls in flight are answered
+                    // side by side.
+                    tokio::spawn(async move {
+                        let payload = call.payload().to_vec();
+                        let _ = call.reply(payload).await;
+                    });
+                }
+            });
+            until_done().await;
+            serving.abort();
+            println!(
+                "{{\"peak_rss_bytes\":{},\"cpu_ms\":{}}}",
+                peak_rss_bytes(),
+                cpu_ms()
+            );
+            mesh.close().await;
+        }
+        WorkerCommand::Call {
+            bootstrap,
+            size,
+            outstanding,
+            count,
+        } => {
+            let mesh = member(bootstrap).await?;
+            // Discovery and the link to the provider, before the clock starts.
+            let options = CallOptions::default();
+            mesh.rpc()
+                .call(PROCEDURE, vec![0u8; size], options.clone())
+                .await?;
+            let start = std::time::Instant::now();
+            let mut tasks = Vec::new();
+            for k in 0..outstanding as u64 {
+                let (mesh, options) = (mesh.clone(), options.clone());
+                // Calls k, k + outstanding, k + 2 × outstanding, ...
+                let calls = count / outstanding as u64 + u64::from(k < count % outstanding as u64);
+                tasks.push(tokio::spawn(async move {
+                    let mut rtts = Vec::with_capacity(calls as usize);
+                    for _ in 0..calls {
+                        let sent = std::time::Instant::now();
+                        mesh.rpc()
+                            .call(PROCEDURE, vec![0u8; size], options.clone())
+                            .await?;
+                        rtts.push(sent.elapsed().as_micros() as u64);
+                    }
+                    anyhow::Ok(rtts)
+                }));
+            }
+            let mut rtts = Vec::with_capacity(count as usize);
+            for task in tasks {
+                rtts.extend(task.await??);
+            }
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            rtts.sort_unstable();
+            let pct = |p: f64| rtts[((rtts.len() - 1) as f64 * p) as usize];
+            println!(
+                "{{\"calls\":{},\"req_per_s\":{:.0},\"p50_us\":{},\"p99_us\":{},\"peak_rss_bytes\":{},\"cpu_ms\":{}}}",
+                rtts.len(),
+                rtts.len() as f64 / secs,
+                pct(0.5),
+                pct(0.99),
+                peak_rss_bytes(),
+                cpu_ms()
+            );
             mesh.close().await;
         }
     }
     Ok(())
+}
+
+/// Waits until the benchmark says `done` on stdin (or closes it).
+async fn until_done() {
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)
+    })
+    .await;
 }
 
 /// A worker process and its stdout.
@@ -293,24 +407,91 @@ fn field(line: &str, name: &str) -> Result<u64> {
 
 /// Runs a benchmark, printing its figures on stdout.
 pub async fn run(command: BenchCommand) -> Result<()> {
-    let BenchCommand::Pubsub {
-        subs,
-        size,
-        count,
-        qos,
-        json,
-    } = command;
+    match command {
+        BenchCommand::Pubsub {
+            subs,
+            size,
+            count,
+            qos,
+            json,
+        } => pubsub(subs, size, count, qos, json).await,
+        BenchCommand::Rpc {
+            size,
+            outstanding,
+            count,
+            json,
+        } => rpc(size, outstanding, count, json).await,
+    }
+}
+
+/// A bootstrap node for the workers, in this process.
+async fn bootstrap() -> Result<Mesh> {
+    Ok(Mesh::bind(MeshConfig::new(
+        Config::new(Realm::new(REALM).expect("valid")),
+        "127.0.0.1:0".parse()?,
+    ))
+    .await?)
+}
+
+async fn rpc(size: usize, outstanding: usize, count: u64, json: bool) -> Result<()> {
+    if outstanding == 0 || count < outstanding as u64 {
+        bail!("--outstanding must be at least 1 and --count at least --outstanding");
+    }
+    let boot = bootstrap().await?;
+    let at = boot.local_addr().to_string();
+    let mut server = Worker::start(&["serve".into(), "--bootstrap".into(), at.clone()])?;
+    let line = tokio::task::block_in_place(|| server.line())?;
+    if line != "ready" {
+        bail!("the provider said {line:?}");
+    }
+    let args: Vec<String> = vec![
+        "call".into(),
+        "--bootstrap".into(),
+        at,
+        "--size".into(),
+        size.to_string(),
+        "--outstanding".into(),
+        outstanding.to_string(),
+        "--count".into(),
+        count.to_string(),
+    ];
+    let mut caller = Worker::start(&args)?;
+    let call_line = tokio::task::block_in_place(|| caller.line())?;
+    if let Some(stdin) = server.child.stdin.as_mut() {
+        use std::io::Write;
+        let _ = writeln!(stdin, "done");
+    }
+    let serve_line = tokio::task::block_in_place(|| server.line())?;
+    boot.close().await;
+    let rate = field(&call_line, "req_per_s")?;
+    let (p50, p99) = (field(&call_line, "p50_us")?, field(&call_line, "p99_us")?);
+    let rss = [
+        field(&call_line, "peak_rss_bytes")?,
+        field(&serve_line, "peak_rss_bytes")?,
+    ];
+    let cpu = [field(&call_line, "cpu_ms")?, field(&serve_line, "cpu_ms")?];
+    let peak = rss[0].max(rss[1]);
+    if json {
+        println!(
+            "{{\"bench\":\"macula_rpc\",\"size\":{size},\"outstanding\":{outstanding},\"count\":{count},\"req_per_s\":{rate},\"rtt\":{{\"p50_us\":{p50},\"p99_us\":{p99}}},\"peak_rss_bytes\":{peak},\"peak_rss_bytes_per_process\":[{},{}],\"cpu_ms_per_process\":[{},{}]}}",
+            rss[0], rss[1], cpu[0], cpu[1]
+        );
+    } else {
+        println!("req_per_s={rate} rtt_p50_us={p50} rtt_p99_us={p99}");
+        println!("peak_rss_bytes caller={} provider={}", rss[0], rss[1]);
+        println!("cpu_ms caller={} provider={}", cpu[0], cpu[1]);
+    }
+    Ok(())
+}
+
+async fn pubsub(subs: usize, size: usize, count: u64, qos: u8, json: bool) -> Result<()> {
     if size < 16 {
         bail!("--size must be at least 16 bytes (sequence number and send time)");
     }
     if subs == 0 || count == 0 {
         bail!("--subs and --count must be at least 1");
     }
-    let boot = Mesh::bind(MeshConfig::new(
-        Config::new(Realm::new(REALM).expect("valid")),
-        "127.0.0.1:0".parse()?,
-    ))
-    .await?;
+    let boot = bootstrap().await?;
     let at = boot.local_addr().to_string();
     let common = |kind: &str| vec![kind.to_string(), "--bootstrap".into(), at.clone()];
     let mut subscribers = Vec::new();

@@ -69,7 +69,7 @@ pub async fn serve(mesh: &Mesh, args: ServeArgs) -> Result<()> {
 
 /// Waits until the DHT lists this node as a provider of `procedure` (at most 30 s): a caller
 /// starting after `serve` said so finds it.
-async fn wait_until_findable(mesh: &Mesh, procedure: &str) -> Result<()> {
+pub async fn wait_until_findable(mesh: &Mesh, procedure: &str) -> Result<()> {
     let name = provider_name(procedure);
     let give_up = Instant::now() + Duration::from_secs(30);
     loop {

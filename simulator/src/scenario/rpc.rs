@@ -228,7 +228,7 @@ impl Rpc {
         let runs = self.runs.entry((n, life, index)).or_insert(0);
         *runs += 1;
         let expected = format!("svc.{}", self.calls[index].procedure);
-        if *request.procedure != *expected || self.providers.get(&n).is_none() {
+        if *request.procedure != *expected || !self.providers.contains_key(&n) {
             self.strays.push(format!(
                 "node {n} got call {index} for {}, which it does not serve",
                 request.procedure

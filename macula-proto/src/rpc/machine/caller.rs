@@ -179,6 +179,15 @@ impl Rpc {
             .is_some_and(|(_, fetched)| fetched < call.started);
         let mut candidates: Vec<RpcProvider> =
             self.providers.get(&procedure, now).cloned().collect();
+        let untried = |p: &RpcProvider| !call.tried.contains(&p.node);
+        if !candidates.iter().any(untried) {
+            // Those that failed lately are left out while others remain; with nobody else
+            // they are better than nobody (a provider slow once is not dead).
+            candidates = self
+                .providers
+                .known(&procedure)
+                .map_or(Vec::new(), |(all, _)| all.to_vec());
+        }
         if local && !candidates.iter().any(|p| p.node == self.me) {
             candidates.push(RpcProvider {
                 node: self.me,
@@ -475,6 +484,11 @@ impl Rpc {
         for id in hit {
             if let Some(call) = self.calls.get_mut(&id) {
                 call.live.retain(|(n, _)| *n != peer);
+                if !quarantine {
+                    // Not its fault (no room for a link, or a link this node closed): it may
+                    // be tried again.
+                    call.tried.retain(|n| *n != peer);
+                }
                 self.release(peer);
                 self.advance(id, cx);
             }
