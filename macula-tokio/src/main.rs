@@ -121,8 +121,8 @@ enum Command {
         command: cli::bench::WorkerCommand,
     },
     /// Start three nodes on loopback in this process, connect them, ping every pair, put a value
-    /// in the DHT on one node and get it on the others, and show one wildcard subscriber
-    /// receiving from two publishers.
+    /// in the DHT on one node and get it on the others, show one wildcard subscriber receiving
+    /// from two publishers, and a call that fails over when its provider vanishes.
     Demo,
 }
 
@@ -449,9 +449,80 @@ async fn demo() -> Result<()> {
             from.map_or("?".into(), |i| i.to_string())
         );
     }
+    rpc_failover(&nodes, &realm).await?;
     println!("\nClosing.");
     for n in &nodes {
         n.close().await;
+    }
+    Ok(())
+}
+
+/// RPC in the demo: nodes 1 and 2 serve an echo procedure, node 0 calls it; then the
+/// provider that answered vanishes without a goodbye and node 0's next call fails over.
+async fn rpc_failover(nodes: &[Mesh], realm: &Realm) -> Result<()> {
+    use macula_proto::rpc::{CallOptions, Strategy};
+    let procedure = "demo.echo";
+    // A fourth node, so one provider can vanish and the demo's three stay.
+    let spare = Mesh::bind(MeshConfig::new(
+        Config::new(realm.clone()),
+        "127.0.0.1:0".parse()?,
+    ))
+    .await?;
+    spare.connect(nodes[0].local_addr()).await?;
+    let providers = [&nodes[1], &spare];
+    for p in providers {
+        let mut service = p.rpc().serve(procedure).await?;
+        tokio::spawn(async move {
+            while let Some(call) = service.recv().await {
+                let payload = call.payload().to_vec();
+                let _ = call.reply(payload).await;
+            }
+        });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let name = |id: macula_proto::NodeId| {
+        if id == nodes[1].node_id() {
+            "node 1".to_string()
+        } else {
+            format!("node 3 ({})", id.short())
+        }
+    };
+    println!("\nRPC: node 1 and a fourth node serve '{procedure}'; node 0 calls it");
+    // `First` picks the provider with the lowest id while it answers: the one to vanish.
+    let first = CallOptions::default().with_strategy(Strategy::First);
+    let replied = nodes[0]
+        .rpc()
+        .call(procedure, "ping 1", first.clone())
+        .await?;
+    println!(
+        "RPC: node 0 got '{}' from {} in {} attempt(s)",
+        String::from_utf8_lossy(&replied.payload),
+        name(replied.from),
+        replied.attempts
+    );
+    let (gone, other) = if replied.from == spare.node_id() {
+        (&spare, &nodes[1])
+    } else {
+        (&nodes[1], &spare)
+    };
+    println!("RPC: {} vanishes without a goodbye", name(gone.node_id()));
+    // Stopping its node abruptly, as a crash would (the demo's node 1 is then left out of
+    // the closing below; its peers time its link out).
+    gone.kill().await;
+    let started = std::time::Instant::now();
+    let replied = nodes[0].rpc().call(procedure, "ping 2", first).await?;
+    if replied.from != other.node_id() {
+        bail!("the call was not answered by the remaining provider");
+    }
+    println!(
+        "RPC: node 0 got '{}' from {} after failing over ({} attempts, {} ms)",
+        String::from_utf8_lossy(&replied.payload),
+        name(replied.from),
+        replied.attempts,
+        started.elapsed().as_millis()
+    );
+    if !std::ptr::eq(gone, &spare) {
+        spare.close().await;
     }
     Ok(())
 }

@@ -41,6 +41,8 @@ pub(crate) struct Calling {
     next_attempt: Instant,
     /// The most telling refusal heard so far.
     refusal: Option<Refusal>,
+    /// It waits for a lookup under way to name another provider.
+    waiting: bool,
 }
 
 impl Calling {
@@ -115,6 +117,7 @@ impl Rpc {
                 timer: deadline,
                 next_attempt: deadline,
                 refusal: None,
+                waiting: false,
             },
         );
         self.timers.insert((deadline, id));
@@ -138,9 +141,10 @@ impl Rpc {
     /// ends it if nobody is left to try.
     pub(super) fn advance(&mut self, id: CallId, cx: &mut Cx<'_>) {
         let now = cx.now();
-        let Some(call) = self.calls.get(&id) else {
+        let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        call.waiting = false;
         if call.sent >= call.attempts {
             if call.live.is_empty() {
                 self.give_up(id, cx);
@@ -228,6 +232,9 @@ impl Rpc {
                 // Everyone known failed or left: what does the DHT say now?
             } else if self.looking.contains(&procedure) {
                 // The whole answer is still to come: it may name others.
+                if let Some(call) = self.calls.get_mut(&id) {
+                    call.waiting = true;
+                }
                 if live {
                     self.set_timer(id, deadline, deadline);
                 }
@@ -401,7 +408,7 @@ impl Rpc {
         let waiting: Vec<CallId> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.procedure == procedure && c.live.is_empty())
+            .filter(|(_, c)| c.procedure == procedure && (c.live.is_empty() || c.waiting))
             .map(|(id, _)| *id)
             .collect();
         for id in waiting {

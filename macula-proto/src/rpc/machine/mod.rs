@@ -178,8 +178,10 @@ impl Subsystem for Rpc {
     fn on_peer(&mut self, change: PeerChange, cx: &mut Cx<'_>) {
         match change {
             PeerChange::Up { peer, .. } => {
-                // A provider that failed is reachable again.
+                // A provider that failed is reachable again, and calls held for room on a
+                // dial to it may go.
                 self.providers.alive(&peer);
+                self.unstall(cx);
                 self.announcer.peer_up(cx.now());
             }
             PeerChange::Down { peer, why } => self.lost(peer, why != Gone::Closed, cx),
