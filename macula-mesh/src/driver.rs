@@ -334,6 +334,8 @@ impl Ctx<'_> {
 
 /// Commands waiting in the channel before senders wait; bounds memory under a burst.
 const COMMAND_QUEUE: usize = 256;
+/// Most commands run between two flushes.
+const COMMAND_BATCH: usize = 64;
 /// Largest UDP payload received.
 const RECV_BUF: usize = 65_536;
 /// Longest a graceful close waits for connections to drain.
@@ -510,12 +512,23 @@ impl<R: Runtime> Driver<R> {
                         self.feed(inbox);
                     }
                 }
-                Wake::Command(Some(Command::Run(start))) => {
-                    let mut cx = self.cx();
-                    start(&mut cx);
+                Wake::Command(Some(first)) => {
+                    // The commands waiting now run together, and what they send goes out in
+                    // one flush (many calls in flight then share datagrams).
+                    let mut next = Some(first);
+                    let mut taken = 0;
+                    while let Some(command) = next.take() {
+                        match command {
+                            Command::Run(start) => start(&mut self.cx()),
+                            Command::Close(reply) => self.close(reply),
+                            Command::Kill => return,
+                        }
+                        taken += 1;
+                        if taken < COMMAND_BATCH && self.closing.is_none() {
+                            next = self.commands.try_recv().ok();
+                        }
+                    }
                 }
-                Wake::Command(Some(Command::Close(reply))) => self.close(reply),
-                Wake::Command(Some(Command::Kill)) => return,
                 // Every handle is gone: stop at once.
                 Wake::Command(None) => return,
             }
