@@ -1,6 +1,6 @@
 //! The `macula` binary: `node` prints its id and address, `ping` measures round trips and names
 //! the cause when refused, Ctrl-C closes a node gracefully, `dht` puts and gets against running
-//! nodes, and `demo` runs.
+//! nodes, `pub`/`sub` and `serve`/`call` work against running nodes, and `demo` runs.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -181,6 +181,13 @@ fn demo_connects_three_nodes_and_prints_a_table() {
             .filter(|l| l.trim_start().starts_with("node ") && l.contains('-'))
             .count(),
         3
+    );
+    // The call whose provider vanished is answered by the other one.
+    assert!(stdout.contains("RPC: node 0 got 'ping 1'"), "{stdout}");
+    assert!(
+        stdout.contains("RPC: node 0 got 'ping 2'")
+            && stdout.contains("after failing over (2 attempts"),
+        "{stdout}"
     );
 }
 

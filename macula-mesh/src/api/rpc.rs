@@ -1,6 +1,8 @@
 //! Remote procedure calls' async API: `mesh.rpc()`.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_lite::Stream;
@@ -38,10 +40,54 @@ impl<'a, R: Runtime> Rpc<'a, R> {
         payload: impl Into<Vec<u8>>,
         options: CallOptions,
     ) -> Result<Replied, MeshError> {
-        self.start(procedure, payload, options)
-            .await?
-            .result()
-            .await
+        let procedure = procedure.to_owned();
+        let payload = payload.into();
+        let bytes = payload.len();
+        // One trip to the node's task: the command that starts the call also files the
+        // waiter for its outcome. The call's id comes back through `started`, for a drop to
+        // cancel it.
+        let started = Arc::new(AtomicU64::new(0));
+        let mut guard = CancelOnDrop {
+            started: started.clone(),
+            commands: self.mesh.commands().clone(),
+            armed: true,
+        };
+        let mut call = Some((procedure, payload, options));
+        let outcome = self
+            .mesh
+            .call(move |cx, reply| {
+                let attempt = move |cx: &mut Ctx<'_>, reply: &Reply<Result<Replied, MeshError>>| {
+                    if !cx.endpoint.node().rpc_has_room() {
+                        return false;
+                    }
+                    let (procedure, payload, options) = call.take().expect("tried until taken");
+                    let taken = cx.endpoint.with_node(cx.now, |node, now| {
+                        node.rpc_call(&procedure, payload, options, now)
+                    });
+                    match taken {
+                        Ok(id) => {
+                            started.store(id.0, Ordering::Relaxed);
+                            cx.wait(
+                                OpKey::Call(id),
+                                None,
+                                Once {
+                                    reply: reply.clone(),
+                                    map: move |event: &Event| done(event, id),
+                                    timeout: || MeshError::Timeout,
+                                },
+                            );
+                        }
+                        Err(error) => {
+                            let _ = reply.try_send(Err(MeshError::Call(error)));
+                        }
+                    }
+                    true
+                };
+                cx.hold(Gate::Rpc, bytes, attempt, reply);
+            })
+            .await;
+        guard.armed = false;
+        outcome
     }
 
     /// Starts a call and returns once the node has taken it; [`PendingCall::result`] waits
@@ -163,6 +209,23 @@ fn done(event: &Event, id: CallId) -> Option<Result<Replied, MeshError>> {
             Some(result.clone().map_err(MeshError::Call))
         }
         _ => None,
+    }
+}
+
+/// Cancels a call whose caller stopped waiting for it (the future of [`Rpc::call`] was
+/// dropped), once the node has taken it.
+struct CancelOnDrop {
+    started: Arc<AtomicU64>,
+    commands: async_channel::Sender<Command>,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let id = self.started.load(Ordering::Relaxed);
+        if self.armed && id != 0 {
+            let _ = self.commands.try_send(Command::Run(cancel(CallId(id))));
+        }
     }
 }
 

@@ -184,6 +184,10 @@ impl Rpc {
         let mut candidates: Vec<RpcProvider> =
             self.providers.get(&procedure, now).cloned().collect();
         let untried = |p: &RpcProvider| !call.tried.contains(&p.node);
+        // With nobody left to try, one tried before may be tried again (its link was lost,
+        // or it refused for lack of room): it is still a provider, and the call's key makes
+        // a second attempt there harmless.
+        let again_ok = to.is_some() || !candidates.iter().any(untried);
         if !candidates.iter().any(untried) {
             // Those that failed lately are left out while others remain; with nobody else
             // they are better than nobody (a provider slow once is not dead).
@@ -210,9 +214,10 @@ impl Rpc {
         let mut free: Vec<RpcProvider> = Vec::new();
         let mut busy = false;
         for p in candidates {
-            let again = match to {
-                Some(_) => call.live.iter().any(|(n, _)| *n == p.node),
-                None => call.tried.contains(&p.node),
+            let again = if again_ok {
+                call.live.iter().any(|(n, _)| *n == p.node)
+            } else {
+                call.tried.contains(&p.node)
             };
             if again {
                 continue;
