@@ -175,21 +175,11 @@ pub fn node_dht(data: &[u8]) {
 pub fn node_pubsub(data: &[u8]) {
     use crate::pubsub::{PublishOptions, Qos, SubscribeOptions, MAX_RECEIVING};
     use crate::Overflow;
-    let mut config = Config {
-        max_frame_size: MAX_FRAME,
-        max_queued_events: 16,
-        ..Config::default()
-    };
-    config.dht.max_value_size = 512;
-    config.pubsub.max_waiting = 8;
-    config.pubsub.window = 4;
-    config.pubsub.max_outstanding = 8;
-    let mut node =
-        Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).expect("the config is valid");
-    let peer = Identity::from_seed(2).node_id();
-    let link = inbound(&mut node, peer, 9);
-    let listens = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 9).into();
-    connect(&mut node, link, peer, alloc::vec![listens]);
+    let (mut node, link, _) = established(|config| {
+        config.pubsub.max_waiting = 8;
+        config.pubsub.window = 4;
+        config.pubsub.max_outstanding = 8;
+    });
     let mut inboxes = Vec::new();
     for (pattern, options) in [
         ("t", SubscribeOptions::default().with_capacity(4)),
@@ -252,22 +242,12 @@ pub fn node_pubsub(data: &[u8]) {
 pub fn node_rpc(data: &[u8]) {
     use crate::rpc::{CallOptions, RegisterOptions};
     use crate::Data;
-    let mut config = Config {
-        max_frame_size: MAX_FRAME,
-        max_queued_events: 16,
-        ..Config::default()
-    };
-    config.dht.max_value_size = 512;
-    config.rpc.max_calls = 8;
-    config.rpc.queue = 4;
-    config.rpc.max_remembered = 16;
-    config.rpc.max_remembered_bytes = 4096;
-    let mut node =
-        Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).expect("the config is valid");
-    let peer = Identity::from_seed(2).node_id();
-    let link = inbound(&mut node, peer, 9);
-    let listens = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 9).into();
-    connect(&mut node, link, peer, alloc::vec![listens]);
+    let (mut node, link, peer) = established(|config| {
+        config.rpc.max_calls = 8;
+        config.rpc.queue = 4;
+        config.rpc.max_remembered = 16;
+        config.rpc.max_remembered_bytes = 4096;
+    });
     let mut inboxes = Vec::new();
     for procedure in ["svc.a", "svc.b"] {
         let served = node
@@ -313,6 +293,25 @@ pub fn node_rpc(data: &[u8]) {
         assert!(rpc.requests() <= 2 * 4);
         assert!(node.stats().peers <= 1);
     }
+}
+
+/// A node with small frames, a short event queue and `tune` applied to its configuration,
+/// and the link of an established peer (node seed 2, at 127.0.0.1:9) to feed it from.
+fn established(tune: impl FnOnce(&mut Config)) -> (Node, crate::LinkId, NodeId) {
+    let mut config = Config {
+        max_frame_size: MAX_FRAME,
+        max_queued_events: 16,
+        ..Config::default()
+    };
+    config.dht.max_value_size = 512;
+    tune(&mut config);
+    let mut node =
+        Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).expect("the config is valid");
+    let peer = Identity::from_seed(2).node_id();
+    let link = inbound(&mut node, peer, 9);
+    let listens = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 9).into();
+    connect(&mut node, link, peer, alloc::vec![listens]);
+    (node, link, peer)
 }
 
 /// Takes everything the node has queued; what it sends stays small.

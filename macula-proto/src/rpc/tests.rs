@@ -2,7 +2,6 @@
 //! failover past a killed provider, idempotency, deadlines, cancellation, every strategy, and
 //! every bound under a flood.
 
-use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -297,11 +296,10 @@ fn a_provider_gives_up_a_call_at_its_deadline_and_drops_one_that_arrives_late() 
     );
 
     // A call whose time is already up when it arrives is dropped, not run.
-    let (mut node, link, caller) = lone_provider("svc.slow", |_| {});
+    let (mut node, link, _) = lone_provider("svc.slow", |_| {});
     feed(&mut node, link, call_frame(1, 1, 0, "svc.slow", b""), 0);
     assert_eq!(node.rpc_stats().expired, 1);
     assert_eq!(node.rpc().requests(), 0);
-    let _ = caller;
 }
 
 /// A node serving `procedure`, and an established peer (its link and identity) to feed it
@@ -745,7 +743,6 @@ fn bad_input_is_refused_with_the_rule_it_breaks() {
             ..
         })]
     ));
-    let _: String = String::new();
 }
 
 #[test]

@@ -216,6 +216,70 @@ impl Lives {
     }
 }
 
+/// The split of `--partition` in the `pubsub` and `rpc` scenarios: the first half of the
+/// members (`bootstraps..half`) apart from everyone else, from 45% of the run for 15% of it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Split {
+    start: Instant,
+    end: Instant,
+    bootstraps: NodeIdx,
+    half: NodeIdx,
+    nodes: NodeIdx,
+}
+
+impl Split {
+    /// Plans the split of `nodes` nodes (the first `bootstraps` of them bootstrap nodes) in a
+    /// run of `duration`, scheduling its start and end as actions `split` and `heal`; `None`
+    /// when there are fewer than two members.
+    pub fn plan(
+        sim: &mut Sim,
+        duration: Duration,
+        bootstraps: NodeIdx,
+        nodes: NodeIdx,
+        (split, heal): (u64, u64),
+    ) -> Option<Split> {
+        let members = nodes.saturating_sub(bootstraps);
+        if members < 2 {
+            return None;
+        }
+        let start = at_fraction(duration, 0.45);
+        let end = at_fraction(duration, 0.6);
+        sim.schedule(start, tag(split, 0));
+        sim.schedule(end, tag(heal, 0));
+        Some(Split {
+            start,
+            end,
+            bootstraps,
+            half: bootstraps + members / 2,
+            nodes,
+        })
+    }
+
+    /// Splits the mesh (the action `split` fell due).
+    pub fn apply(&self, sim: &mut Sim) {
+        let a: Vec<NodeIdx> = (self.bootstraps..self.half).collect();
+        let b: Vec<NodeIdx> = (0..self.bootstraps).chain(self.half..self.nodes).collect();
+        sim.partition(&a, &b, false);
+    }
+
+    /// Whether `a` and `b` were on different sides at any time in `from..=to`.
+    pub fn parted(&self, a: NodeIdx, b: NodeIdx, from: Instant, to: Instant) -> bool {
+        let side = |n: NodeIdx| n >= self.bootstraps && n < self.half;
+        side(a) != side(b) && from <= self.end && to >= self.start
+    }
+}
+
+/// A member whose join was refused (its bootstrap node full) tries again a second later, as
+/// action `join`.
+fn rejoin_if_refused(sim: &mut Sim, node: NodeIdx, event: &Event, bootstraps: u32, join: u64) {
+    if let Event::ConnectFailed { .. } = event {
+        if node >= bootstraps && sim.node(node).is_some_and(|n| n.peer_count() == 0) {
+            let at = sim.now() + Duration::from_secs(1);
+            sim.schedule_for(at, node, tag(join, node));
+        }
+    }
+}
+
 /// The outcome of a run.
 #[derive(Clone, Debug)]
 pub struct Report {

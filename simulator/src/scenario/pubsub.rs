@@ -34,8 +34,8 @@ use macula_proto::{Data, Duration, Event, Instant, NodeId, Rng};
 use serde_json::{json, Map, Value};
 
 use super::{
-    at_fraction, bootstrap_count, configure_nodes, crash_for_a_while, random_moment, shuffle_front,
-    tag, Params, Scenario,
+    at_fraction, bootstrap_count, configure_nodes, crash_for_a_while, random_moment,
+    rejoin_if_refused, shuffle_front, tag, Params, Scenario, Split,
 };
 use crate::check::Verdict;
 use crate::net::NodeIdx;
@@ -100,7 +100,7 @@ pub struct Pubsub {
     deadline: Duration,
     churn: f64,
     partition: bool,
-    parted: Option<(Instant, Instant, NodeIdx)>,
+    split: Option<Split>,
     topics: Vec<Topic>,
     publishers: BTreeMap<NodeIdx, usize>,
     interests: BTreeMap<NodeIdx, Interest>,
@@ -294,13 +294,7 @@ impl Pubsub {
     /// Whether `a` and `b` were on different sides of the partition at any time in
     /// `from..=to`.
     fn parted(&self, a: NodeIdx, b: NodeIdx, from: Instant, to: Instant) -> bool {
-        match self.parted {
-            Some((start, end, half)) => {
-                let sides = |n: NodeIdx| n >= self.bootstraps && n < half;
-                sides(a) != sides(b) && from <= end && to >= start
-            }
-            None => false,
-        }
+        self.split.is_some_and(|s| s.parted(a, b, from, to))
     }
 
     /// Counts of (pairs, eligible, delivered), for `qos`; group subscribers apart.
@@ -503,13 +497,9 @@ impl Scenario for Pubsub {
             let at = self.moment(0.35, 0.7);
             sim.schedule(at, tag(CRASH, n));
         }
-        if self.partition && count > 1 {
-            let start = at_fraction(self.duration, 0.45);
-            let end = at_fraction(self.duration, 0.6);
-            let half = self.bootstraps + (count as u32) / 2;
-            self.parted = Some((start, end, half));
-            sim.schedule(start, tag(PARTITION, 0));
-            sim.schedule(end, tag(HEAL, 0));
+        if self.partition {
+            let (duration, bootstraps, nodes) = (self.duration, self.bootstraps, self.nodes);
+            self.split = Split::plan(sim, duration, bootstraps, nodes, (PARTITION, HEAL));
         }
     }
 
@@ -541,10 +531,8 @@ impl Scenario for Pubsub {
                 self.subscribe(sim, n);
             }
             PARTITION => {
-                if let Some((_, _, half)) = self.parted {
-                    let a: Vec<NodeIdx> = (self.bootstraps..half).collect();
-                    let b: Vec<NodeIdx> = (0..self.bootstraps).chain(half..self.nodes).collect();
-                    sim.partition(&a, &b, false);
+                if let Some(split) = self.split {
+                    split.apply(sim);
                 }
             }
             HEAL => sim.heal(),
@@ -562,13 +550,7 @@ impl Scenario for Pubsub {
                 self.messages[index].outcome = Some((acked.clone(), missed.clone()));
             }
         }
-        // A join refused (its bootstrap node full) is tried again a second later.
-        if let Event::ConnectFailed { .. } = event {
-            if node >= self.bootstraps && sim.node(node).is_some_and(|n| n.peer_count() == 0) {
-                let at = sim.now() + Duration::from_secs(1);
-                sim.schedule_for(at, node, tag(JOIN, node));
-            }
-        }
+        rejoin_if_refused(sim, node, event, self.bootstraps, JOIN);
     }
 
     fn on_data(&mut self, sim: &mut Sim, node: NodeIdx, data: Data) {

@@ -28,8 +28,8 @@ use macula_proto::{Data, Duration, Event, Instant, Rng};
 use serde_json::{json, Map, Value};
 
 use super::{
-    at_fraction, bootstrap_count, configure_nodes, crash_for_a_while, random_moment, shuffle_front,
-    tag, Lives, Params, Scenario,
+    at_fraction, bootstrap_count, configure_nodes, crash_for_a_while, random_moment,
+    rejoin_if_refused, shuffle_front, tag, Lives, Params, Scenario, Split,
 };
 use crate::check::Verdict;
 use crate::net::NodeIdx;
@@ -84,7 +84,7 @@ pub struct Rpc {
     duration: Duration,
     churn: f64,
     partition: bool,
-    parted: Option<(Instant, Instant, NodeIdx)>,
+    split: Option<Split>,
     /// Each provider's procedure.
     providers: BTreeMap<NodeIdx, usize>,
     callers: Vec<NodeIdx>,
@@ -256,13 +256,7 @@ impl Rpc {
     /// Whether `a` and `b` were on different sides of the partition at any time in
     /// `from..=to`.
     fn parted(&self, a: NodeIdx, b: NodeIdx, from: Instant, to: Instant) -> bool {
-        match self.parted {
-            Some((start, end, half)) => {
-                let side = |n: NodeIdx| n >= self.bootstraps && n < half;
-                side(a) != side(b) && from <= end && to >= start
-            }
-            None => false,
-        }
+        self.split.is_some_and(|s| s.parted(a, b, from, to))
     }
 
     /// Whether call `c` had a provider live and reachable for its whole duration.
@@ -357,13 +351,9 @@ impl Scenario for Rpc {
             let at = self.moment(0.35, 0.7);
             sim.schedule(at, tag(CRASH, n));
         }
-        if self.partition && count > 1 {
-            let start = at_fraction(self.duration, 0.45);
-            let end = at_fraction(self.duration, 0.6);
-            let half = self.bootstraps + (count as u32) / 2;
-            self.parted = Some((start, end, half));
-            sim.schedule(start, tag(PARTITION, 0));
-            sim.schedule(end, tag(HEAL, 0));
+        if self.partition {
+            let (duration, bootstraps, nodes) = (self.duration, self.bootstraps, self.nodes);
+            self.split = Split::plan(sim, duration, bootstraps, nodes, (PARTITION, HEAL));
         }
     }
 
@@ -396,10 +386,8 @@ impl Scenario for Rpc {
                 self.register(sim, n);
             }
             PARTITION => {
-                if let Some((_, _, half)) = self.parted {
-                    let a: Vec<NodeIdx> = (self.bootstraps..half).collect();
-                    let b: Vec<NodeIdx> = (0..self.bootstraps).chain(half..self.nodes).collect();
-                    sim.partition(&a, &b, false);
+                if let Some(split) = self.split {
+                    split.apply(sim);
                 }
             }
             HEAL => sim.heal(),
@@ -411,13 +399,7 @@ impl Scenario for Rpc {
         if let Event::Rpc(RpcEvent::Done { id, result }) = event {
             self.done(sim, node, *id, result);
         }
-        // A join refused (its bootstrap node full) is tried again a second later.
-        if let Event::ConnectFailed { .. } = event {
-            if node >= self.bootstraps && sim.node(node).is_some_and(|n| n.peer_count() == 0) {
-                let at = sim.now() + Duration::from_secs(1);
-                sim.schedule_for(at, node, tag(JOIN, node));
-            }
-        }
+        rejoin_if_refused(sim, node, event, self.bootstraps, JOIN);
     }
 
     fn on_data(&mut self, sim: &mut Sim, node: NodeIdx, data: Data) {
