@@ -194,6 +194,10 @@ pub struct Endpoint {
     /// Connections an input touched since they were last driven; only these are driven, so an
     /// input costs the same with one peer or a thousand.
     active: BTreeSet<ConnectionHandle>,
+    /// Connections driven since their datagrams were last made. Datagrams are made when the
+    /// driver asks for them, not after each input: everything the inputs since the last
+    /// [`Endpoint::poll_transmit`] wrote (many calls, say) shares packets.
+    unsent: BTreeSet<ConnectionHandle>,
     /// Each connection's next timer (its `Conn::timeout`), so finding the next deadline and
     /// the due connections doesn't scan them all.
     timers: BTreeSet<(Instant, ConnectionHandle)>,
@@ -304,6 +308,7 @@ impl Endpoint {
             now,
             conns: BTreeMap::new(),
             active: BTreeSet::new(),
+            unsent: BTreeSet::new(),
             timers: BTreeSet::new(),
             links: BTreeMap::new(),
             datagrams: VecDeque::new(),
@@ -538,6 +543,9 @@ impl Endpoint {
     /// The next datagram to send.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Datagram> {
+        if self.datagrams.is_empty() {
+            self.transmit();
+        }
         let d = self.datagrams.pop_front();
         if let Some(d) = &d {
             self.stats.datagrams_sent += d.segments().count() as u64;
@@ -554,7 +562,7 @@ impl Endpoint {
     /// When [`Endpoint::handle_timeout`] must next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.datagrams.is_empty() || !self.events.is_empty() {
+        if !self.datagrams.is_empty() || !self.unsent.is_empty() || !self.events.is_empty() {
             return Some(self.now);
         }
         debug_assert!(
@@ -602,6 +610,21 @@ impl Endpoint {
         }
     }
 
+    /// Makes the datagrams of every connection driven since the last time.
+    fn transmit(&mut self) {
+        let now = self.now;
+        let std_now = self.std_instant(now);
+        while !self.unsent.is_empty() {
+            for handle in core::mem::take(&mut self.unsent) {
+                self.queue_connection_transmits(handle, std_now);
+                // Sending sets timers and may end a draining connection.
+                self.settle_connection(handle, now);
+            }
+            // What settling gave the connections or the node.
+            self.pump(now);
+        }
+    }
+
     fn push_quinn_transmit(&mut self, t: &quinn_proto::Transmit) {
         queue_transmit(&mut self.datagrams, &mut self.stats, &self.buf, t);
     }
@@ -623,7 +646,7 @@ impl Endpoint {
                 break;
             }
             for handle in batch {
-                self.drive_connection(handle, now, std_now);
+                self.drive_connection(handle, now);
             }
         }
         while let Some(e) = self.node.poll_event() {
@@ -636,14 +659,10 @@ impl Endpoint {
         }
     }
 
-    /// Handles one connection's events, transmits and endpoint events. Returns whether anything
-    /// happened that the node or another round may need to see.
-    fn drive_connection(
-        &mut self,
-        handle: ConnectionHandle,
-        now: Instant,
-        std_now: StdInstant,
-    ) -> bool {
+    /// Handles one connection's events and endpoint events, and marks it for its datagrams to
+    /// be made. Returns whether anything happened that the node or another round may need to
+    /// see.
+    fn drive_connection(&mut self, handle: ConnectionHandle, now: Instant) -> bool {
         let mut progress = false;
         loop {
             let Some(c) = self.conns.get_mut(&handle) else {
@@ -655,11 +674,18 @@ impl Endpoint {
             progress = true;
             self.connection_event(handle, ev, now);
         }
-        self.queue_connection_transmits(handle, std_now);
+        self.unsent.insert(handle);
+        self.settle_connection(handle, now) || progress
+    }
+
+    /// Handles a connection's endpoint events and files its next timer; returns whether
+    /// anything happened. Endpoint events (new connection ids, drained) come after transmits,
+    /// which can cause them.
+    fn settle_connection(&mut self, handle: ConnectionHandle, now: Instant) -> bool {
+        let mut progress = false;
         let Some(c) = self.conns.get_mut(&handle) else {
             return progress;
         };
-        // Endpoint events (new connection ids, drained) come last: transmits can cause them.
         while let Some(ev) = c.conn.poll_endpoint_events() {
             progress = true;
             let drained = ev.is_drained();
@@ -682,6 +708,7 @@ impl Endpoint {
                     self.timers.remove(&(at, handle));
                 }
                 self.conns.remove(&handle);
+                self.unsent.remove(&handle);
                 return true;
             }
         }
