@@ -28,8 +28,8 @@ use crate::mesh::MeshError;
 use crate::runtime::{Runtime, UdpSocket};
 use futures_lite::future::race;
 
-/// Where a request's answer goes: a one-slot channel, which works on every runtime.
-pub(crate) type Reply<T> = async_channel::Sender<T>;
+/// Where a request's answer goes: a one-answer slot, which works on every runtime.
+pub(crate) type Reply<T> = crate::oneshot::Sender<T>;
 
 /// Starts an operation on the endpoint (see the [module documentation](self)).
 pub(crate) type Start = Box<dyn FnOnce(&mut Ctx<'_>) + Send>;

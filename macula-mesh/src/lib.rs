@@ -14,6 +14,7 @@ pub mod api;
 mod driver;
 mod handoff;
 mod mesh;
+mod oneshot;
 mod runtime;
 mod udp;
 

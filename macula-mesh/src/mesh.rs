@@ -366,7 +366,7 @@ impl<R: Runtime> Mesh<R> {
     /// seconds) until the closes are sent and the connections drained, then stops the task.
     /// When it returns, the node's socket is closed: its address can be bound again.
     pub async fn close(&self) {
-        let (tx, rx) = async_channel::bounded(1);
+        let (tx, rx) = crate::oneshot::oneshot();
         if self.commands.send(Command::Close(tx)).await.is_ok() {
             let _ = rx.recv().await;
         }
@@ -385,7 +385,7 @@ impl<R: Runtime> Mesh<R> {
         &self,
         start: impl FnOnce(&mut Ctx<'_>, Reply<Result<T, MeshError>>) + Send + 'static,
     ) -> Result<T, MeshError> {
-        let (tx, rx) = async_channel::bounded(1);
+        let (tx, rx) = crate::oneshot::oneshot();
         let run: driver::Start = Box::new(move |cx| start(cx, tx));
         self.commands
             .send(Command::Run(run))

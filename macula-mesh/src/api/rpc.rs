@@ -13,6 +13,7 @@ use macula_proto::rpc::{
 use macula_proto::{Data, Event, NodeId};
 
 use crate::driver::{Command, Ctx, Gate, Once, OpKey, Reply, Start};
+use crate::oneshot::{self, oneshot};
 use crate::{Inbox, Mesh, MeshError, Runtime};
 
 /// Remote procedure calls of a [`Mesh`]: procedures served in the node's realm, found through
@@ -118,7 +119,7 @@ impl<'a, R: Runtime> Rpc<'a, R> {
                     });
                     let _ = reply.try_send(match started {
                         Ok(id) => {
-                            let (tx, rx) = async_channel::bounded(1);
+                            let (tx, rx) = oneshot();
                             cx.wait(
                                 OpKey::Call(id),
                                 None,
@@ -200,7 +201,7 @@ impl<'a, R: Runtime> Rpc<'a, R> {
 }
 
 /// A call taken by the node and the way its outcome comes back.
-type Started = (CallId, async_channel::Receiver<Result<Replied, MeshError>>);
+type Started = (CallId, oneshot::Receiver<Result<Replied, MeshError>>);
 
 /// The outcome of call `id`, if `event` is it.
 fn done(event: &Event, id: CallId) -> Option<Result<Replied, MeshError>> {
@@ -233,7 +234,7 @@ impl Drop for CancelOnDrop {
 #[derive(Debug)]
 pub struct PendingCall {
     id: CallId,
-    outcome: async_channel::Receiver<Result<Replied, MeshError>>,
+    outcome: oneshot::Receiver<Result<Replied, MeshError>>,
     commands: async_channel::Sender<Command>,
     finished: bool,
 }
@@ -413,7 +414,7 @@ impl Incoming {
             + Send
             + 'static,
     ) -> Result<(), MeshError> {
-        let (tx, rx) = async_channel::bounded(1);
+        let (tx, rx) = oneshot();
         let run: Start = Box::new(move |cx| {
             let result = cx.endpoint.with_node(cx.now, answer);
             let _ = tx.try_send(result.map_err(MeshError::Reply));
@@ -429,7 +430,7 @@ impl Incoming {
     /// deadline passed. A handler races its work against this to stop early.
     pub async fn cancelled(&self) -> Ended {
         let id = self.request.id;
-        let (tx, rx) = async_channel::bounded(1);
+        let (tx, rx) = oneshot();
         let run: Start = Box::new(move |cx| {
             let waiting = cx.endpoint.node().rpc().is_waiting(id);
             if !waiting {
