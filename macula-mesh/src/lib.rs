@@ -16,6 +16,7 @@ mod handoff;
 mod mesh;
 mod oneshot;
 mod runtime;
+pub mod store;
 mod udp;
 
 pub use api::pubsub::{PublishReport, Subscription};
@@ -23,4 +24,5 @@ pub use api::rpc::{Incoming, PendingCall, Service};
 pub use driver::{MAX_HELD_BYTES, MAX_HELD_SENDS};
 pub use mesh::{Events, Inbox, Mesh, MeshConfig, MeshError, MeshStats};
 pub use runtime::{Runtime, UdpSocket};
+pub use store::{DataDir, StoreError};
 pub use udp::{Received, UdpSockRef, UdpState};

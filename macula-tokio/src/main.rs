@@ -31,11 +31,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node until Ctrl-C; prints `node_id=<hex> listen=<addr>` once it listens.
+    /// Run a node until Ctrl-C or SIGTERM; prints `node_id=<hex> listen=<addr>` once it
+    /// listens.
     Node {
         /// UDP address to listen on.
         #[arg(long, default_value = "127.0.0.1:4433")]
         listen: SocketAddr,
+        /// Where the node keeps its identity (made on first start) and locks while it runs.
+        /// Default: one directory per listen address under `$XDG_STATE_HOME/macula` (or
+        /// `~/.local/state/macula`); none for port 0, whose identity is then a throwaway one.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
         #[command(flatten)]
         realm: RealmArgs,
         /// A node to join through; repeat for several. Tried again (1 s, 2 s, ... up to 30 s
@@ -109,6 +115,11 @@ enum Command {
         #[command(flatten)]
         realm: RealmArgs,
     },
+    /// Make or read identity files.
+    Keys {
+        #[command(subcommand)]
+        command: cli::keys::KeysCommand,
+    },
     /// Measure Macula on loopback (separate processes, public API); results on stdout.
     Bench {
         #[command(subcommand)]
@@ -134,6 +145,10 @@ struct RealmArgs {
     /// A file holding the realm's API key (at least 16 bytes; a trailing newline is ignored).
     #[arg(long, value_name = "FILE", global = true)]
     api_key_file: Option<PathBuf>,
+    /// The identity to present, from `macula keys generate`. Default: a node keeps one in its
+    /// data directory; the other commands use a throwaway identity.
+    #[arg(long, value_name = "FILE", global = true)]
+    identity: Option<PathBuf>,
 }
 
 impl RealmArgs {
@@ -151,6 +166,15 @@ impl RealmArgs {
         }
         Ok(config)
     }
+
+    /// The identity given with `--identity`, if any.
+    fn identity(&self) -> Result<Option<macula_proto::Identity>> {
+        Ok(self
+            .identity
+            .as_deref()
+            .map(macula_mesh::store::load_identity)
+            .transpose()?)
+    }
 }
 
 fn main() -> ExitCode {
@@ -167,6 +191,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -182,9 +208,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Node {
                 listen,
+                data_dir,
                 realm,
                 bootstraps,
-            } => node(listen, &realm, bootstraps).await,
+            } => node(listen, data_dir, &realm, bootstraps).await,
             Command::Ping { addr, realm, count } => ping(addr, &realm, count).await,
             Command::Dht {
                 command,
@@ -231,6 +258,7 @@ fn main() -> ExitCode {
                 mesh.close().await;
                 result
             }
+            Command::Keys { command } => cli::keys::run(command),
             Command::Bench { command } => cli::bench::run(command).await,
             Command::BenchWorker { command } => cli::bench::worker(command).await,
             Command::Demo => demo().await,
@@ -245,8 +273,25 @@ fn main() -> ExitCode {
     }
 }
 
-async fn node(listen: SocketAddr, realm: &RealmArgs, bootstraps: Vec<SocketAddr>) -> Result<()> {
-    let mesh = Mesh::bind(MeshConfig::new(realm.config()?, listen)).await?;
+async fn node(
+    listen: SocketAddr,
+    data_dir: Option<PathBuf>,
+    realm: &RealmArgs,
+    bootstraps: Vec<SocketAddr>,
+) -> Result<()> {
+    let data_dir = match data_dir {
+        Some(dir) => Some(dir),
+        None => cli::keys::default_data_dir(listen)?,
+    };
+    // The directory stays locked until the node is closed.
+    let (_dir, identity) =
+        cli::keys::node_identity(data_dir.as_deref(), realm.identity.as_deref())?;
+    if identity.is_none() {
+        tracing::warn!("an ephemeral port and no --data-dir: this node's identity is not kept");
+    }
+    let mut config = MeshConfig::new(realm.config()?, listen);
+    config.identity = identity;
+    let mesh = Mesh::bind(config).await?;
     println!("node_id={} listen={}", mesh.node_id(), mesh.local_addr());
     if !bootstraps.is_empty() {
         // Until one seed lets it in, the node keeps trying (a seed may be full or not up yet).
@@ -273,12 +318,25 @@ async fn node(listen: SocketAddr, realm: &RealmArgs, bootstraps: Vec<SocketAddr>
             }
         });
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    stopped().await?;
     tracing::info!("closing");
     mesh.close().await;
     Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM (a service manager's stop): either closes the node cleanly.
+async fn stopped() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted.context("waiting for Ctrl-C"),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")
 }
 
 async fn ping(addr: SocketAddr, realm: &RealmArgs, count: u32) -> Result<()> {
@@ -287,7 +345,9 @@ async fn ping(addr: SocketAddr, realm: &RealmArgs, count: u32) -> Result<()> {
     } else {
         "[::]:0".parse()?
     };
-    let mesh = Mesh::bind(MeshConfig::new(realm.config()?, local)).await?;
+    let mut config = MeshConfig::new(realm.config()?, local);
+    config.identity = realm.identity()?;
+    let mesh = Mesh::bind(config).await?;
     let result = async {
         let peer = mesh.connect(addr).await?;
         for seq in 1..=count {
@@ -327,6 +387,7 @@ async fn client(bootstraps: &[SocketAddr], realm: &RealmArgs, reachable: bool) -
         .first()
         .context("give a node of the mesh to join through with --bootstrap ADDR")?;
     let mut config = MeshConfig::new(realm.config()?, client_addr(first, reachable));
+    config.identity = realm.identity()?;
     config.advertise = reachable;
     let mesh = Mesh::bind(config).await?;
     let mut joined = 0;

@@ -1,6 +1,8 @@
 //! The `macula` binary: `node` prints its id and address, `ping` measures round trips and names
 //! the cause when refused, Ctrl-C closes a node gracefully, `dht` puts and gets against running
-//! nodes, `pub`/`sub` and `serve`/`call` work against running nodes, and `demo` runs.
+//! nodes, `pub`/`sub` and `serve`/`call` work against running nodes, `demo` runs, identities
+//! are made, shown and kept (`keys`, `--identity`, data directories), and SIGTERM closes a node
+//! with a goodbye.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -537,4 +539,190 @@ fn call_is_answered_by_serve_and_survives_a_killed_server() {
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no_responders"), "{stderr}");
+}
+
+/// A scratch directory of this test process.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("macula-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+/// Starts `macula node` with `args` (which give `--listen`), `env` set, and stderr piped when
+/// `logs`; returns the process, the node id and the address it printed.
+fn node_with(
+    args: &[&str],
+    env: &[(&str, &std::path::Path)],
+    logs: bool,
+) -> (Child, String, String) {
+    let mut command = Command::new(BIN);
+    command.arg("node").args(args).stdout(Stdio::piped());
+    command.stderr(if logs { Stdio::piped() } else { Stdio::null() });
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("the macula binary starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .expect("the node prints a line");
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {line:?}"))
+            .to_string()
+    };
+    let (id, addr) = (field("node_id="), field("listen="));
+    (child, id, addr)
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A UDP port free a moment ago on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[test]
+fn keys_generate_show_and_a_node_presents_the_identity_it_is_given() {
+    let dir = scratch("keys");
+    let key = dir.join("node.key");
+    let key_arg = key.to_str().expect("a UTF-8 path");
+    let made = succeeded(&macula("keys", &["generate", "--out", key_arg]));
+    let shown = succeeded(&macula("keys", &["show", key_arg]));
+    assert_eq!(made, shown);
+    let id = made
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.strip_prefix("node_id="))
+        .expect("node_id= first")
+        .to_string();
+    assert!(
+        made.trim_end()
+            .ends_with(&format!("fingerprint=sha256:{id}")),
+        "{made}"
+    );
+    // Never overwritten.
+    let again = macula("keys", &["generate", "--out", key_arg]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    // The node presents it, start after start.
+    for _ in 0..2 {
+        let (child, presented, _) = node_with(
+            &["--listen", "127.0.0.1:0", "--identity", key_arg],
+            &[],
+            false,
+        );
+        assert_eq!(presented, id);
+        stop(child);
+    }
+    // A key others may read is refused, with the fix.
+    let chmod = Command::new("chmod").args(["644", key_arg]).status();
+    assert!(chmod.expect("chmod runs").success());
+    let exposed = macula("keys", &["show", key_arg]);
+    assert!(!exposed.status.success());
+    let told = String::from_utf8_lossy(&exposed.stderr);
+    assert!(told.contains("chmod 600"), "{told}");
+}
+
+#[test]
+fn nodes_keep_their_identity_in_their_own_data_directory() {
+    let state = scratch("state");
+    let env = [("XDG_STATE_HOME", state.as_path())];
+    let (a_port, b_port) = (free_port(), free_port());
+    let a_listen = format!("127.0.0.1:{a_port}");
+    let b_listen = format!("127.0.0.1:{b_port}");
+    // Two nodes on one host without --data-dir: two identities.
+    let (a, a_id, _) = node_with(&["--listen", &a_listen], &env, false);
+    let (b, b_id, _) = node_with(&["--listen", &b_listen], &env, false);
+    assert_ne!(a_id, b_id);
+    stop(a);
+    stop(b);
+    // Started again at the same address, each is the node it was.
+    let (a, again, _) = node_with(&["--listen", &a_listen], &env, false);
+    assert_eq!(again, a_id);
+    stop(a);
+    // An explicit directory: kept across starts, and held by one node at a time.
+    let data = state.join("explicit");
+    let data_arg = data.to_str().expect("a UTF-8 path");
+    let (first, first_id, _) = node_with(
+        &["--listen", "127.0.0.1:0", "--data-dir", data_arg],
+        &[],
+        false,
+    );
+    let second = Command::new(BIN)
+        .args(["node", "--listen", "127.0.0.1:0", "--data-dir", data_arg])
+        .output()
+        .expect("the macula binary runs");
+    assert!(!second.status.success());
+    let told = String::from_utf8_lossy(&second.stderr);
+    assert!(told.contains("in use by another running node"), "{told}");
+    stop(first);
+    let (first, again, _) = node_with(
+        &["--listen", "127.0.0.1:0", "--data-dir", data_arg],
+        &[],
+        false,
+    );
+    assert_eq!(again, first_id);
+    stop(first);
+}
+
+#[test]
+fn sigterm_closes_a_node_with_a_goodbye_to_its_peers() {
+    let state = scratch("sigterm");
+    let a_dir = state.join("a");
+    let b_dir = state.join("b");
+    let (mut a, _, a_addr) = node_with(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            a_dir.to_str().unwrap(),
+        ],
+        &[],
+        false,
+    );
+    let (mut b, _, _) = node_with(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            b_dir.to_str().unwrap(),
+            "--bootstrap",
+            &a_addr,
+        ],
+        &[],
+        true,
+    );
+    let mut logs = BufReader::new(b.stderr.take().unwrap()).lines();
+    let joined = logs
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("joined through bootstrap"));
+    assert!(joined, "b joins through a");
+    let sent = Command::new("kill")
+        .args(["-TERM", &a.id().to_string()])
+        .status();
+    assert!(sent.expect("kill runs").success());
+    assert!(
+        a.wait().expect("a exits").success(),
+        "SIGTERM closes cleanly"
+    );
+    let goodbye = logs
+        .map_while(Result::ok)
+        .find(|l| l.contains("peer left"))
+        .expect("b hears a leave");
+    assert!(goodbye.contains("closed by peer"), "{goodbye}");
+    assert!(
+        !goodbye.contains('\u{1b}'),
+        "no colour codes into a pipe: {goodbye:?}"
+    );
+    stop(b);
 }

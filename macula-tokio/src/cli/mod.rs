@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod dht;
+pub mod keys;
 pub mod pubsub;
 pub mod rpc;
