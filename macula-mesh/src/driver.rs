@@ -19,8 +19,10 @@ use macula_proto::dht::OpId;
 use macula_proto::pubsub::{PublishId, PubsubEvent};
 use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::rpc::{CallId, RequestId, RpcEvent};
+use macula_proto::trust::TrustEvent;
 use macula_proto::{
-    Config, Data, Event, Identity, InboxId, Instant, LinkId, NodeId, PingId, ProtocolId,
+    Config, Data, Event, Fingerprint, Identity, InboxId, Instant, LinkId, NodeId, PingId,
+    ProtocolId,
 };
 
 use crate::handoff::{handoff, Fed, Feeder};
@@ -351,10 +353,21 @@ pub(crate) fn spawn<R: Runtime>(
     identity: Identity,
     seed: u64,
     events: async_broadcast::Sender<Event>,
+    pins: Option<(std::path::PathBuf, Vec<(String, NodeId)>)>,
 ) -> Result<async_channel::Sender<Command>, MeshError> {
     let epoch = R::now();
     let config = EndpointConfig::new(node, identity, seed, epoch);
     let mut endpoint = Endpoint::new(config, Instant::ZERO)?;
+    let pins_file = pins.map(|(path, kept)| {
+        endpoint.with_node(Instant::ZERO, |node, _| {
+            for (name, id) in kept {
+                if !node.trust_pin(&name, id) {
+                    tracing::warn!(%name, "more pins kept than max_pins: this one is not trusted");
+                }
+            }
+        });
+        path
+    });
     endpoint.set_max_datagrams(socket.max_gso_segments());
     let (tx, rx) = async_channel::bounded(COMMAND_QUEUE);
     let (doorbell, ringing) = async_channel::bounded(1);
@@ -368,6 +381,7 @@ pub(crate) fn spawn<R: Runtime>(
         consumers: BTreeMap::new(),
         parked: BTreeSet::new(),
         batch: Vec::new(),
+        pins_file,
         doorbell,
         ringing,
         closing: None,
@@ -388,6 +402,8 @@ struct Driver<R: Runtime> {
     parked: BTreeSet<InboxId>,
     /// Data on its way from an inbox to its consumer (kept to reuse its allocation).
     batch: Vec<Data>,
+    /// Where the trust pins are kept, rewritten whenever one is made or revoked.
+    pins_file: Option<std::path::PathBuf>,
     doorbell: async_channel::Sender<()>,
     ringing: async_channel::Receiver<()>,
     /// Set once closing.
@@ -639,6 +655,7 @@ impl<R: Runtime> Driver<R> {
             Event::PeerDown { peer, reason, .. } => {
                 tracing::info!(peer = %peer, %reason, "peer left");
             }
+            Event::Trust(trust) => self.trusted(trust),
             _ => {}
         }
         let Some(key) = Ops::key_for(event) else {
@@ -649,6 +666,43 @@ impl<R: Runtime> Driver<R> {
         };
         if !waiter.event(event, &mut self.cx()) {
             self.ops.insert(key, deadline, waiter);
+        }
+    }
+
+    /// Logs a trust change and keeps the pins the moment they change.
+    fn trusted(&mut self, event: &TrustEvent) {
+        match event {
+            TrustEvent::Pinned { name, node } => {
+                tracing::info!(%name, fingerprint = %Fingerprint(*node), "pinned the key found");
+            }
+            TrustEvent::Revoked { name, node } => {
+                tracing::info!(%name, fingerprint = %Fingerprint(*node), "pin revoked");
+            }
+            TrustEvent::Mismatch {
+                name,
+                pinned,
+                presented,
+            } => {
+                tracing::warn!(
+                    %name,
+                    pinned = %Fingerprint(*pinned),
+                    presented = %Fingerprint(*presented),
+                    "refused: another key than the pinned one answered"
+                );
+                return;
+            }
+            TrustEvent::NotPinned { name, .. } => {
+                tracing::warn!(%name, "not pinned: max_pins are kept already");
+                return;
+            }
+            _ => return,
+        }
+        if let Some(path) = &self.pins_file {
+            if let Err(err) =
+                crate::store::save_pins(path, self.endpoint.node().trust_pins().iter())
+            {
+                tracing::error!(%err, "could not keep the trust pins");
+            }
         }
     }
 

@@ -34,6 +34,10 @@ pub struct MeshConfig {
     /// and dial it. A short-lived client (a command-line tool) sets it to `false`: peers still
     /// answer it but don't spread its address. Default: `true`.
     pub advertise: bool,
+    /// A file of trust-on-first-use pins (see [`macula_proto::trust`]): loaded at start (a
+    /// corrupt file is an error, never a silent reset of trust) and rewritten, atomically, the
+    /// moment a pin is made or revoked. `None` keeps pins in memory only. Default: `None`.
+    pub pins: Option<std::path::PathBuf>,
 }
 
 impl MeshConfig {
@@ -46,6 +50,7 @@ impl MeshConfig {
             seed: None,
             event_capacity: 1024,
             advertise: true,
+            pins: None,
         }
     }
 }
@@ -65,6 +70,9 @@ pub enum MeshError {
     /// The operating system gave no randomness for a new identity.
     #[error("no randomness from the operating system: {0}")]
     Random(String),
+    /// The pin file could not be read.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The endpoint could not be made (bad configuration or TLS setup).
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
@@ -204,7 +212,14 @@ impl<R: Runtime> Mesh<R> {
         // A slow subscriber loses its oldest events; the node never waits for one.
         events.set_overflow(true);
         events.set_await_active(false);
-        let commands = driver::spawn::<R>(socket, node, identity, seed, events)?;
+        let pins = match config.pins {
+            Some(path) => {
+                let kept = crate::store::load_pins(&path)?;
+                Some((path, kept))
+            }
+            None => None,
+        };
+        let commands = driver::spawn::<R>(socket, node, identity, seed, events, pins)?;
         Ok(Mesh {
             commands,
             events: Arc::new(receiver.deactivate()),

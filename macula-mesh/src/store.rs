@@ -22,13 +22,16 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use macula_proto::Identity;
+use macula_proto::{Identity, NodeId};
 
 /// The identity file's name in a data directory.
 pub const IDENTITY_FILE: &str = "identity.key";
 
 /// The lock file's name in a data directory.
 pub const LOCK_FILE: &str = "lock";
+
+/// The trust pins' file name in a data directory.
+pub const PINS_FILE: &str = "pins";
 
 const KEY_TAG: &str = "ed25519-secret";
 
@@ -266,6 +269,11 @@ impl DataDir {
         &self.path
     }
 
+    /// Where its trust pins are kept.
+    pub fn pins_path(&self) -> PathBuf {
+        self.path.join(PINS_FILE)
+    }
+
     /// The node's identity: the one kept here, or a new one, kept here from now on.
     ///
     /// # Errors
@@ -277,6 +285,75 @@ impl DataDir {
             made => made,
         }
     }
+}
+
+/// The pins kept in `path` (none if there is no such file), by name.
+///
+/// # Errors
+/// [`StoreError::Malformed`] for a file that is not a pin file (trust is never reset in
+/// silence: the node must not start); [`StoreError::Io`] if it cannot be read.
+pub fn load_pins(path: &Path) -> Result<Vec<(String, NodeId)>, StoreError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Err(StoreError::Malformed {
+                path: path.to_owned(),
+                reason: "it is not text",
+            })
+        }
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let malformed = |reason| StoreError::Malformed {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut pins = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, key) = line
+            .rsplit_once(' ')
+            .ok_or(malformed("a line is not `<name> sha256:<hex>`"))?;
+        let id = key
+            .strip_prefix("sha256:")
+            .and_then(|hex| NodeId::from_hex(hex).ok())
+            .ok_or(malformed(
+                "a fingerprint is not `sha256:` and 64 hex digits",
+            ))?;
+        pins.push((name.trim().to_owned(), id));
+    }
+    Ok(pins)
+}
+
+/// Replaces the pin file at `path` with `pins`, atomically: written to a temporary file,
+/// synced, renamed over the old one, and the directory synced, so a crash leaves the old file
+/// or the new one, never a part.
+///
+/// # Errors
+/// [`StoreError::Io`] if it cannot be written.
+pub fn save_pins<'a>(
+    path: &Path,
+    pins: impl IntoIterator<Item = (&'a str, NodeId)>,
+) -> Result<(), StoreError> {
+    let mut text = String::from(
+        "# Macula trust pins: the key first found at each name this node was told to dial.\n\
+         # <name> <fingerprint>; `macula trust revoke NAME` removes one.\n",
+    );
+    for (name, id) in pins {
+        text.push_str(&format!("{name} sha256:{id}\n"));
+    }
+    let temporary = path.with_extension("tmp");
+    let written = File::create(&temporary)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    written.map_err(io_error(path))?;
+    if let Some(dir) = path.parent() {
+        // The rename is durable once the directory is (where directories can be synced).
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -367,6 +444,38 @@ mod tests {
             load_identity(&dir.join("missing")),
             Err(StoreError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn pins_are_saved_whole_and_a_corrupt_file_is_an_error_not_a_reset() {
+        let dir = scratch("pins");
+        let path = dir.join(PINS_FILE);
+        assert!(load_pins(&path).unwrap().is_empty(), "no file: no pins");
+        let (a, b) = (
+            Identity::from_seed(1).node_id(),
+            Identity::from_seed(2).node_id(),
+        );
+        let mut node = macula_proto::Node::new(
+            macula_proto::Config::new(macula_proto::Realm::new("a.b").unwrap()),
+            Identity::from_seed(3),
+            1,
+            macula_proto::Instant::ZERO,
+        )
+        .unwrap();
+        assert!(node.trust_pin("127.0.0.1:4433", a));
+        assert!(node.trust_pin("seed.example:4433", b));
+        save_pins(&path, node.trust_pins().iter()).unwrap();
+        assert_eq!(
+            load_pins(&path).unwrap(),
+            vec![
+                ("127.0.0.1:4433".to_string(), a),
+                ("seed.example:4433".to_string(), b)
+            ]
+        );
+        assert!(!path.with_extension("tmp").exists());
+        std::fs::write(&path, "127.0.0.1:4433 sha256:nothex\n").unwrap();
+        let error = load_pins(&path).unwrap_err();
+        assert!(matches!(error, StoreError::Malformed { .. }), "{error}");
     }
 
     #[test]

@@ -174,6 +174,10 @@ pub struct Config {
     /// Most events queued for the application; the oldest are dropped (and counted) beyond it.
     /// Default: 4096.
     pub max_queued_events: usize,
+    /// Most trust-on-first-use pins kept (see [`crate::trust`]). Past it, keys found at new
+    /// names are not pinned (and [`TrustEvent::NotPinned`](crate::trust::TrustEvent::NotPinned)
+    /// says so); no pin is ever evicted. Default: 4096.
+    pub max_pins: usize,
     /// A number that grows from one start of this node's identity to the next: the sequence
     /// numbers of the records it signs start from it, so those of a restarted node replace
     /// its older ones. Adapters use the Unix time in milliseconds at start. Default: 0.
@@ -214,6 +218,7 @@ impl Config {
             max_link_send_buffer: 4 << 20,
             channel_backlog: 1 << 20,
             max_queued_events: 4096,
+            max_pins: 4096,
             start_epoch: 0,
             dht: DhtConfig::default(),
             pubsub: PubsubConfig::default(),

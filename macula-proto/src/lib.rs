@@ -31,6 +31,7 @@ pub mod rpc;
 #[cfg(test)]
 mod testnet;
 pub mod time;
+pub mod trust;
 pub mod wire;
 
 #[cfg(feature = "quic")]

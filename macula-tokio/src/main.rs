@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use macula_mesh::store::DataDir;
 use macula_proto::pubsub::Qos;
 use macula_proto::{ApiKey, Config, Realm};
 use macula_tokio::{Mesh, MeshConfig};
@@ -119,6 +120,12 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: cli::keys::KeysCommand,
+    },
+    /// List or revoke the keys a node pinned at the addresses it was told to dial (trust on
+    /// first use).
+    Trust {
+        #[command(subcommand)]
+        command: cli::trust::TrustCommand,
     },
     /// Measure Macula on loopback (separate processes, public API); results on stdout.
     Bench {
@@ -259,6 +266,7 @@ fn main() -> ExitCode {
                 result
             }
             Command::Keys { command } => cli::keys::run(command),
+            Command::Trust { command } => cli::trust::run(command),
             Command::Bench { command } => cli::bench::run(command).await,
             Command::BenchWorker { command } => cli::bench::worker(command).await,
             Command::Demo => demo().await,
@@ -284,13 +292,13 @@ async fn node(
         None => cli::keys::default_data_dir(listen)?,
     };
     // The directory stays locked until the node is closed.
-    let (_dir, identity) =
-        cli::keys::node_identity(data_dir.as_deref(), realm.identity.as_deref())?;
+    let (dir, identity) = cli::keys::node_identity(data_dir.as_deref(), realm.identity.as_deref())?;
     if identity.is_none() {
         tracing::warn!("an ephemeral port and no --data-dir: this node's identity is not kept");
     }
     let mut config = MeshConfig::new(realm.config()?, listen);
     config.identity = identity;
+    config.pins = dir.as_ref().map(DataDir::pins_path);
     let mesh = Mesh::bind(config).await?;
     println!("node_id={} listen={}", mesh.node_id(), mesh.local_addr());
     if !bootstraps.is_empty() {

@@ -582,6 +582,18 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
+/// A node started with `args` (which give `--bootstrap`) once it has joined through it.
+fn joined(args: &[&str]) -> Child {
+    let (mut node, _, _) = node_with(args, &[], true);
+    let mut logs = BufReader::new(node.stderr.take().expect("stderr is piped")).lines();
+    let joined = logs
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("joined through bootstrap"));
+    assert!(joined, "the node joins through its bootstrap");
+    node
+}
+
 /// A UDP port free a moment ago on 127.0.0.1.
 fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -725,4 +737,99 @@ fn sigterm_closes_a_node_with_a_goodbye_to_its_peers() {
         "no colour codes into a pipe: {goodbye:?}"
     );
     stop(b);
+}
+
+#[test]
+fn a_pinned_key_is_kept_an_impostor_refused_and_a_revoke_trusts_the_next() {
+    let dir = scratch("tofu");
+    let (real, impostor) = (dir.join("real.key"), dir.join("impostor.key"));
+    let key_id = |key: &std::path::Path| {
+        let out = succeeded(&macula(
+            "keys",
+            &["generate", "--out", key.to_str().unwrap()],
+        ));
+        out.split_whitespace()
+            .next()
+            .and_then(|f| f.strip_prefix("node_id="))
+            .expect("node_id=")
+            .to_string()
+    };
+    let (real_id, impostor_id) = (key_id(&real), key_id(&impostor));
+    let seed_addr = format!("127.0.0.1:{}", free_port());
+    let b_dir = dir.join("b");
+    let b_args = |seed: &str| {
+        vec![
+            "--listen".to_string(),
+            "127.0.0.1:0".to_string(),
+            "--data-dir".to_string(),
+            b_dir.to_str().unwrap().to_string(),
+            "--bootstrap".to_string(),
+            seed.to_string(),
+        ]
+    };
+    let start_seed = |key: &std::path::Path| {
+        node_with(
+            &[
+                "--listen",
+                &seed_addr,
+                "--data-dir",
+                dir.join("seed").to_str().unwrap(),
+                "--identity",
+                key.to_str().unwrap(),
+            ],
+            &[],
+            false,
+        )
+        .0
+    };
+    let list = || {
+        succeeded(&macula(
+            "trust",
+            &["list", "--data-dir", b_dir.to_str().unwrap()],
+        ))
+    };
+    // First contact: b joins through the seed and pins its key.
+    let seed = start_seed(&real);
+    let args = b_args(&seed_addr);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    stop(joined(&args));
+    stop(seed);
+    assert_eq!(
+        list(),
+        format!("name={seed_addr} fingerprint=sha256:{real_id}\n")
+    );
+    // Another key at the pinned address: refused, both fingerprints named.
+    let seed = start_seed(&impostor);
+    let (mut b, _, _) = node_with(&args, &[], true);
+    let mut logs = BufReader::new(b.stderr.take().unwrap()).lines();
+    let refusal = logs
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("bootstrap failed"))
+        .expect("b says why it cannot join");
+    assert!(
+        refusal.contains(&format!("pinned sha256:{real_id}")),
+        "{refusal}"
+    );
+    assert!(
+        refusal.contains(&format!("presented sha256:{impostor_id}")),
+        "{refusal}"
+    );
+    stop(b);
+    assert!(list().contains(&real_id), "the pin stays");
+    // Revoked on purpose: the next key there is trusted and pinned.
+    let revoked = succeeded(&macula(
+        "trust",
+        &["revoke", &seed_addr, "--data-dir", b_dir.to_str().unwrap()],
+    ));
+    assert_eq!(
+        revoked,
+        format!("revoked name={seed_addr} fingerprint=sha256:{real_id}\n")
+    );
+    stop(joined(&args));
+    stop(seed);
+    assert_eq!(
+        list(),
+        format!("name={seed_addr} fingerprint=sha256:{impostor_id}\n")
+    );
 }

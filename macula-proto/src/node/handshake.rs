@@ -264,6 +264,7 @@ impl Core {
             addr,
             direction,
         });
+        self.pin_found(link_id, remote);
         self.notify((
             speaks,
             PeerChange::Up {

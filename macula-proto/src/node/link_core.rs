@@ -27,6 +27,7 @@ use crate::id::{Identity, NodeId};
 use crate::rate::TokenBucket;
 use crate::rng::Rng;
 use crate::time::Instant;
+use crate::trust::TrustEvent;
 use crate::wire::{
     encode_into, Channel, CloseCode, Connect, Control, Encode, Ping, ProtocolId, RefuseReason,
     Versions, WireAddr,
@@ -91,6 +92,9 @@ pub(crate) struct Core {
     pub(super) inboxes: super::flow::Inboxes,
     /// Paused channels that flow again, for the transport to read.
     pub(super) resumed: VecDeque<(LinkId, Channel)>,
+    /// Trust-on-first-use pins and the names being dialed; made when first needed (most
+    /// nodes of a large simulation never dial by name).
+    pub(super) trust: Option<alloc::boxed::Box<super::pinning::Trust>>,
 }
 
 impl fmt::Debug for Core {
@@ -145,6 +149,7 @@ impl Core {
             next_ticket: 1,
             inboxes: Default::default(),
             resumed: VecDeque::new(),
+            trust: None,
         }
     }
 
@@ -487,6 +492,21 @@ impl Core {
             self.fail_outbound(link_id, failure, CloseCode::UnexpectedPeer);
             return;
         }
+        if let Some((name, pinned)) = self.pin_contradicted(link_id, info.remote_id) {
+            self.stats.fingerprint_mismatches += 1;
+            self.push_event(Event::Trust(TrustEvent::Mismatch {
+                name: name.clone(),
+                pinned,
+                presented: info.remote_id,
+            }));
+            let failure = ConnectFailure::FingerprintMismatch {
+                name,
+                pinned,
+                presented: info.remote_id,
+            };
+            self.fail_outbound(link_id, failure, CloseCode::UnexpectedPeer);
+            return;
+        }
         let auth = self
             .config
             .api_key
@@ -675,6 +695,9 @@ impl Core {
     /// Removes a link and its timer.
     pub(super) fn take_link(&mut self, link_id: LinkId) -> Option<Link> {
         let link = self.links.remove(link_id)?;
+        if let Some(trust) = &mut self.trust {
+            trust.names.remove(&link_id);
+        }
         self.timers.prune(&self.links);
         self.forget_pauses(link_id);
         Some(link)

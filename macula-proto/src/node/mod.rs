@@ -41,6 +41,7 @@ mod handshake;
 pub mod layout;
 mod link;
 mod link_core;
+mod pinning;
 pub(crate) mod registry;
 mod stats;
 pub(crate) mod subsystem;
@@ -217,11 +218,51 @@ impl Node {
 
     /// Dials `addr`; `expected` names the node that must answer there. The outcome arrives as
     /// [`Event::PeerUp`] or [`Event::ConnectFailed`] for the returned link.
+    ///
+    /// Without `expected`, the address is a name the user supplied and trust on first use
+    /// applies (see [`crate::trust`]): the key that answers must be the one pinned at the
+    /// address, and the first one is pinned. [`Node::connect_name`] does the same for a name
+    /// the application resolved itself.
     pub fn connect(&mut self, addr: SocketAddr, expected: Option<NodeId>, now: Instant) -> LinkId {
         self.core.advance(now);
         let link = self.core.open_link(addr, expected, true);
+        if expected.is_none() {
+            self.core.name_dial(link, alloc::format!("{addr}"));
+        }
         self.settle();
         link
+    }
+
+    /// Dials `addr`, which `name` (a DNS name and port, say) resolved to: the key that answers
+    /// is checked against, or pinned at, `name` rather than the address (see
+    /// [`crate::trust`]).
+    pub fn connect_name(&mut self, name: &str, addr: SocketAddr, now: Instant) -> LinkId {
+        self.core.advance(now);
+        let link = self.core.open_link(addr, None, true);
+        self.core.name_dial(link, name.into());
+        self.settle();
+        link
+    }
+
+    /// Trusts `node` at `name` from now on, as if it had been found there (pins an adapter
+    /// kept from an earlier run). No event. Returns `false` if `Config::max_pins` are kept
+    /// already.
+    pub fn trust_pin(&mut self, name: &str, node: NodeId) -> bool {
+        self.core.pin(name, node)
+    }
+
+    /// Forgets the pin at `name` ([`TrustEvent::Revoked`](crate::trust::TrustEvent::Revoked));
+    /// the next key found there is pinned. Returns the key that was pinned.
+    pub fn trust_revoke(&mut self, name: &str, now: Instant) -> Option<NodeId> {
+        self.core.advance(now);
+        let node = self.core.revoke(name);
+        self.settle();
+        node
+    }
+
+    /// The trust-on-first-use pins.
+    pub fn trust_pins(&self) -> &crate::trust::Pins {
+        self.core.pins()
     }
 
     /// Pings an established peer; the round trip arrives as [`Event::PingResult`].

@@ -56,6 +56,10 @@ pub struct Stats {
     pub pending_handshakes: usize,
     /// Handshakes completed, both directions.
     pub handshakes_completed: u64,
+    /// Keys pinned at a name on first use (see [`crate::trust`]).
+    pub pins_made: u64,
+    /// Dials refused because another key than the pinned one answered.
+    pub fingerprint_mismatches: u64,
     /// Inbound handshakes this node refused, by reason.
     pub refused_by_us: RefusalCounts,
     /// Outbound handshakes the remote refused, by reason.

@@ -1021,3 +1021,102 @@ fn dials_to_reach_nodes_by_id_stay_within_the_dial_budget() {
     assert_eq!(opens, 2, "the burst");
     assert!(node.stats().dials_throttled >= 1);
 }
+
+/// The trust events node `i` has seen.
+fn trust_events(net: &Net, i: usize) -> Vec<crate::trust::TrustEvent> {
+    net.events[i]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Trust(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_first_key_at_a_dialed_address_is_pinned_and_another_is_refused_until_revoked() {
+    use crate::trust::TrustEvent;
+    let mut net = Net::new(vec![config("a.b"), config("a.b"), config("a.b")]);
+    let (id1, id2) = (net.id(1), net.id(2));
+    let name = addr(1).to_string();
+    // Node 0 pinned node 2's key at node 1's address (as if node 2 had been there before).
+    assert!(net.nodes[0].trust_pin(&name, id2));
+    net.connect(0, 1);
+    net.run_for(Duration::from_millis(100));
+    let failure = net.events[0].iter().find_map(|e| match e {
+        Event::ConnectFailed { failure, .. } => Some(failure.clone()),
+        _ => None,
+    });
+    let expected = ConnectFailure::FingerprintMismatch {
+        name: name.clone(),
+        pinned: id2,
+        presented: id1,
+    };
+    assert_eq!(failure, Some(expected.clone()));
+    let told = alloc::format!("{expected}");
+    assert!(told.contains(&alloc::format!("sha256:{id2}")), "{told}");
+    assert!(told.contains(&alloc::format!("sha256:{id1}")), "{told}");
+    assert_eq!(
+        trust_events(&net, 0),
+        vec![TrustEvent::Mismatch {
+            name: name.clone(),
+            pinned: id2,
+            presented: id1
+        }]
+    );
+    assert_eq!(net.nodes[0].stats().peers, 0);
+    assert_eq!(net.nodes[0].stats().fingerprint_mismatches, 1);
+    // Revoked on purpose: the key found next is trusted and pinned.
+    let revoked = net.command(0, |n, now| n.trust_revoke(&name, now));
+    assert_eq!(revoked, Some(id2));
+    net.connect(0, 1);
+    net.run_for(Duration::from_millis(100));
+    assert!(net.nodes[0].peer(&id1).is_some());
+    assert_eq!(net.nodes[0].trust_pins().get(&name), Some(id1));
+    assert_eq!(
+        trust_events(&net, 0)[1..],
+        [
+            TrustEvent::Revoked {
+                name: name.clone(),
+                node: id2
+            },
+            TrustEvent::Pinned {
+                name: name.clone(),
+                node: id1
+            }
+        ]
+    );
+    // The listener pinned nothing (inbound), and a dial by node id pins nothing either.
+    assert!(net.nodes[1].trust_pins().is_empty());
+    let link = net.command(0, |n, now| n.connect(addr(2), Some(id2), now));
+    net.run_for(Duration::from_millis(100));
+    assert!(net.nodes[0].peer(&id2).is_some(), "{link:?}");
+    assert_eq!(net.nodes[0].trust_pins().len(), 1);
+}
+
+#[test]
+fn pins_are_bounded_and_never_evicted() {
+    use crate::trust::TrustEvent;
+    let mut full = config("a.b");
+    full.max_pins = 1;
+    let mut net = Net::new(vec![full, config("a.b"), config("a.b")]);
+    let id1 = net.id(1);
+    assert!(net.nodes[0].trust_pin("seed.example:4433", id1));
+    assert!(!net.nodes[0].trust_pin("other.example:4433", id1));
+    net.connect(0, 2);
+    net.run_for(Duration::from_millis(100));
+    // Connected, but not pinned: the one pin stays.
+    assert!(net.nodes[0].peer(&net.id(2)).is_some());
+    assert_eq!(net.nodes[0].trust_pins().len(), 1);
+    assert_eq!(
+        net.nodes[0].trust_pins().get("seed.example:4433"),
+        Some(id1)
+    );
+    assert_eq!(
+        trust_events(&net, 0),
+        vec![TrustEvent::NotPinned {
+            name: addr(2).to_string(),
+            node: net.id(2)
+        }]
+    );
+}

@@ -133,6 +133,16 @@ pub enum ConnectFailure {
     },
     /// The address belongs to this node itself.
     SelfDial,
+    /// Another key than the one pinned at the name dialed answered there (see
+    /// [`crate::trust`]); the link was refused before the handshake went on.
+    FingerprintMismatch {
+        /// The name dialed.
+        name: String,
+        /// The key pinned there.
+        pinned: NodeId,
+        /// The key that answered.
+        presented: NodeId,
+    },
     /// The node answered, but it was already a peer over another link (two nodes dialed each
     /// other at once); that link was kept. Not an error for most callers.
     AlreadyConnected(NodeId),
@@ -151,6 +161,17 @@ impl fmt::Display for ConnectFailure {
             ConnectFailure::Refused { reason, message } => {
                 write!(f, "refused by peer: {reason} ({message})")
             }
+            ConnectFailure::FingerprintMismatch {
+                name,
+                pinned,
+                presented,
+            } => write!(
+                f,
+                "the key at {name} is not the one pinned there: pinned {}, presented {} \
+                 (if the change is expected, revoke the pin)",
+                crate::Fingerprint(*pinned),
+                crate::Fingerprint(*presented)
+            ),
             ConnectFailure::UnexpectedPeer { expected, found } => write!(
                 f,
                 "expected node {} but {} answered",
@@ -286,6 +307,8 @@ pub enum Event {
     Pubsub(crate::pubsub::PubsubEvent),
     /// An RPC outcome.
     Rpc(crate::rpc::RpcEvent),
+    /// A trust-on-first-use pin was made or removed, or a dial refused by one.
+    Trust(crate::trust::TrustEvent),
     /// The test-only echo protocol.
     #[cfg(feature = "test-protocols")]
     Echo(crate::echo::EchoEvent),

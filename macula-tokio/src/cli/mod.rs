@@ -5,3 +5,4 @@ pub mod dht;
 pub mod keys;
 pub mod pubsub;
 pub mod rpc;
+pub mod trust;

@@ -1,0 +1,88 @@
+//! Trust on first use in the link core: dials by name are checked against the pins, and the
+//! first key found at a name is pinned (see [`crate::trust`]).
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+
+use super::link_core::Core;
+use super::types::LinkId;
+use super::Event;
+use crate::id::NodeId;
+use crate::trust::{Pins, TrustEvent};
+
+/// The pins, and the name each application dial without an expected id is checked against.
+#[derive(Debug, Default)]
+pub(super) struct Trust {
+    pub pins: Pins,
+    /// Dials by name under way; an entry leaves with its link (`Core::take_link`).
+    pub names: BTreeMap<LinkId, String>,
+}
+
+/// What a node without pins shows.
+static NO_PINS: Pins = Pins::new();
+
+impl Core {
+    fn trust_mut(&mut self) -> &mut Trust {
+        self.trust.get_or_insert_with(Default::default)
+    }
+
+    pub(super) fn pins(&self) -> &Pins {
+        self.trust.as_ref().map_or(&NO_PINS, |t| &t.pins)
+    }
+
+    /// Link `link` dials the name `name`: its key is checked against the pin there.
+    pub(super) fn name_dial(&mut self, link: LinkId, name: String) {
+        self.trust_mut().names.insert(link, name);
+    }
+
+    /// The name dialed over `link` and the pinned key there, if `remote` is not that key.
+    pub(super) fn pin_contradicted(
+        &self,
+        link: LinkId,
+        remote: NodeId,
+    ) -> Option<(String, NodeId)> {
+        let trust = self.trust.as_ref()?;
+        let name = trust.names.get(&link)?;
+        let pinned = trust.pins.get(name)?;
+        (pinned != remote).then(|| (name.clone(), pinned))
+    }
+
+    /// The handshake over `link` completed with `remote`: if it dialed a name with no pin
+    /// yet, `remote` is pinned there.
+    pub(super) fn pin_found(&mut self, link: LinkId, remote: NodeId) {
+        let max = self.config.max_pins;
+        let Some(trust) = self.trust.as_mut() else {
+            return;
+        };
+        let Some(name) = trust.names.remove(&link) else {
+            return;
+        };
+        if trust.pins.get(&name).is_some() {
+            return;
+        }
+        let event = if trust.pins.insert(&name, remote, max) {
+            self.stats.pins_made += 1;
+            TrustEvent::Pinned { name, node: remote }
+        } else {
+            TrustEvent::NotPinned { name, node: remote }
+        };
+        self.push_event(Event::Trust(event));
+    }
+
+    /// Pins `node` at `name` as the application says (pins it kept from an earlier run):
+    /// no event. Returns `false` if the pins are full.
+    pub(super) fn pin(&mut self, name: &str, node: NodeId) -> bool {
+        let max = self.config.max_pins;
+        self.trust_mut().pins.insert(name, node, max)
+    }
+
+    /// Removes the pin at `name`; the next key found there is pinned anew.
+    pub(super) fn revoke(&mut self, name: &str) -> Option<NodeId> {
+        let node = self.trust.as_mut()?.pins.remove(name)?;
+        self.push_event(Event::Trust(TrustEvent::Revoked {
+            name: name.into(),
+            node,
+        }));
+        Some(node)
+    }
+}

@@ -1,0 +1,106 @@
+//! Trust on first use: the key this node found at each name its user gave it.
+//!
+//! When the application dials an address it supplied ([`Node::connect`](crate::Node::connect)
+//! without an expected node id: a bootstrap or seed address, a configured peer), nothing yet
+//! says which key should answer there. The first time a node completes a handshake at such a
+//! name it **pins** the key it found; from then on a different key at that name is refused
+//! before the handshake goes on, naming both fingerprints (SSH's `accept-new`). A dial by node
+//! id needs no pin (the expected id is the key), and addresses learned from the mesh, inbound
+//! links and mapped addresses are never pinned.
+//!
+//! The core keeps the pins in memory and reports each change as a [`TrustEvent`]; adapters
+//! load the pins at start ([`Node::trust_pin`](crate::Node::trust_pin)) and store them when
+//! they change. A pin is removed only on purpose
+//! ([`Node::trust_revoke`](crate::Node::trust_revoke)).
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+
+use crate::id::NodeId;
+
+/// The pins: a bounded map from name to the node id (the key) found there.
+#[derive(Debug, Default, Clone)]
+pub struct Pins {
+    by_name: BTreeMap<String, NodeId>,
+}
+
+impl Pins {
+    /// No pins.
+    pub const fn new() -> Self {
+        Pins {
+            by_name: BTreeMap::new(),
+        }
+    }
+
+    /// The key pinned at `name`.
+    pub fn get(&self, name: &str) -> Option<NodeId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Every pin, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, NodeId)> + '_ {
+        self.by_name.iter().map(|(n, id)| (n.as_str(), *id))
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Pins `node` at `name` unless `max` pins exist already (a pin is never evicted: that
+    /// would silently trust the next key at the evicted name). Replaces a pin at `name`.
+    pub(crate) fn insert(&mut self, name: &str, node: NodeId, max: usize) -> bool {
+        if !self.by_name.contains_key(name) && self.by_name.len() >= max {
+            return false;
+        }
+        self.by_name.insert(name.into(), node);
+        true
+    }
+
+    pub(crate) fn remove(&mut self, name: &str) -> Option<NodeId> {
+        self.by_name.remove(name)
+    }
+}
+
+/// A change to what the node trusts, or a refusal because of it. Each one is what an audit
+/// log records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrustEvent {
+    /// The first key seen at `name` was pinned (`tofu_trust`).
+    Pinned {
+        /// The name the application dialed.
+        name: String,
+        /// The key found there.
+        node: NodeId,
+    },
+    /// Another key than the pinned one answered at `name`, and the link was refused
+    /// (`fingerprint_mismatch`).
+    Mismatch {
+        /// The name the application dialed.
+        name: String,
+        /// The key pinned there.
+        pinned: NodeId,
+        /// The key that answered.
+        presented: NodeId,
+    },
+    /// A key was found at a new name, but the pins are full: it was not pinned.
+    NotPinned {
+        /// The name the application dialed.
+        name: String,
+        /// The key found there.
+        node: NodeId,
+    },
+    /// The application removed the pin at `name` (`trust_revoked`).
+    Revoked {
+        /// The name.
+        name: String,
+        /// The key that was pinned there.
+        node: NodeId,
+    },
+}
