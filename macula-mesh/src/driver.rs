@@ -354,8 +354,10 @@ pub(crate) fn spawn<R: Runtime>(
     seed: u64,
     events: async_broadcast::Sender<Event>,
     pins: Option<(std::path::PathBuf, Vec<(String, NodeId)>)>,
+    audit: Option<crate::audit::AuditLog>,
 ) -> Result<async_channel::Sender<Command>, MeshError> {
     let epoch = R::now();
+    let realm = node.realm.as_str().to_owned();
     let config = EndpointConfig::new(node, identity, seed, epoch);
     let mut endpoint = Endpoint::new(config, Instant::ZERO)?;
     let pins_file = pins.map(|(path, kept)| {
@@ -382,6 +384,7 @@ pub(crate) fn spawn<R: Runtime>(
         parked: BTreeSet::new(),
         batch: Vec::new(),
         pins_file,
+        audit: audit.map(|log| (log, realm)),
         doorbell,
         ringing,
         closing: None,
@@ -404,6 +407,8 @@ struct Driver<R: Runtime> {
     batch: Vec<Data>,
     /// Where the trust pins are kept, rewritten whenever one is made or revoked.
     pins_file: Option<std::path::PathBuf>,
+    /// The audit log, and the realm its lines name.
+    audit: Option<(crate::audit::AuditLog, String)>,
     doorbell: async_channel::Sender<()>,
     ringing: async_channel::Receiver<()>,
     /// Set once closing.
@@ -628,6 +633,11 @@ impl<R: Runtime> Driver<R> {
                 // returned must not see the event that answered it.
                 // No subscribers is fine: events are for whoever listens. A call's outcome
                 // goes to its caller alone (it carries the reply's payload).
+                if let Some((log, realm)) = &mut self.audit {
+                    if let Err(err) = log.record(&event, realm) {
+                        tracing::error!(%err, "could not write the audit log");
+                    }
+                }
                 if !matches!(event, Event::Rpc(RpcEvent::Done { .. })) {
                     let _ = self.events.try_broadcast(event.clone());
                 }

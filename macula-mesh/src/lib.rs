@@ -11,6 +11,7 @@
 //! protocol over UDP.
 
 pub mod api;
+pub mod audit;
 mod driver;
 mod handoff;
 mod mesh;

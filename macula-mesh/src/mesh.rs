@@ -38,6 +38,9 @@ pub struct MeshConfig {
     /// corrupt file is an error, never a silent reset of trust) and rewritten, atomically, the
     /// moment a pin is made or revoked. `None` keeps pins in memory only. Default: `None`.
     pub pins: Option<std::path::PathBuf>,
+    /// A file to append the audit log to, as JSON lines (see [`crate::audit`]): handshakes
+    /// accepted and refused, pins made, refused by and revoked. Default: `None`.
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 impl MeshConfig {
@@ -51,6 +54,7 @@ impl MeshConfig {
             event_capacity: 1024,
             advertise: true,
             pins: None,
+            audit_log: None,
         }
     }
 }
@@ -73,6 +77,14 @@ pub enum MeshError {
     /// The pin file could not be read.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The audit log could not be opened.
+    #[error("could not open the audit log {path}: {source}")]
+    Audit {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
     /// The endpoint could not be made (bad configuration or TLS setup).
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
@@ -219,7 +231,14 @@ impl<R: Runtime> Mesh<R> {
             }
             None => None,
         };
-        let commands = driver::spawn::<R>(socket, node, identity, seed, events, pins)?;
+        let audit = match config.audit_log {
+            Some(path) => Some(
+                crate::audit::AuditLog::open(&path, crate::audit::DEFAULT_MAX_BYTES)
+                    .map_err(|source| MeshError::Audit { path, source })?,
+            ),
+            None => None,
+        };
+        let commands = driver::spawn::<R>(socket, node, identity, seed, events, pins, audit)?;
         Ok(Mesh {
             commands,
             events: Arc::new(receiver.deactivate()),

@@ -43,6 +43,11 @@ enum Command {
         /// `~/.local/state/macula`); none for port 0, whose identity is then a throwaway one.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Append the audit log to FILE as JSON lines (handshakes accepted and refused, keys
+        /// pinned, refused by a pin, pins revoked), each written as it happens; past 16 MiB it
+        /// moves to FILE.1 and a new FILE begins.
+        #[arg(long, value_name = "FILE")]
+        audit_log: Option<PathBuf>,
         #[command(flatten)]
         realm: RealmArgs,
         /// A node to join through; repeat for several. Tried again (1 s, 2 s, ... up to 30 s
@@ -216,9 +221,10 @@ fn main() -> ExitCode {
             Command::Node {
                 listen,
                 data_dir,
+                audit_log,
                 realm,
                 bootstraps,
-            } => node(listen, data_dir, &realm, bootstraps).await,
+            } => node(listen, data_dir, audit_log, &realm, bootstraps).await,
             Command::Ping { addr, realm, count } => ping(addr, &realm, count).await,
             Command::Dht {
                 command,
@@ -284,6 +290,7 @@ fn main() -> ExitCode {
 async fn node(
     listen: SocketAddr,
     data_dir: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
     realm: &RealmArgs,
     bootstraps: Vec<SocketAddr>,
 ) -> Result<()> {
@@ -299,6 +306,7 @@ async fn node(
     let mut config = MeshConfig::new(realm.config()?, listen);
     config.identity = identity;
     config.pins = dir.as_ref().map(DataDir::pins_path);
+    config.audit_log = audit_log;
     let mesh = Mesh::bind(config).await?;
     println!("node_id={} listen={}", mesh.node_id(), mesh.local_addr());
     if !bootstraps.is_empty() {

@@ -757,12 +757,15 @@ fn a_pinned_key_is_kept_an_impostor_refused_and_a_revoke_trusts_the_next() {
     let (real_id, impostor_id) = (key_id(&real), key_id(&impostor));
     let seed_addr = format!("127.0.0.1:{}", free_port());
     let b_dir = dir.join("b");
+    let audit = dir.join("audit.log");
     let b_args = |seed: &str| {
         vec![
             "--listen".to_string(),
             "127.0.0.1:0".to_string(),
             "--data-dir".to_string(),
             b_dir.to_str().unwrap().to_string(),
+            "--audit-log".to_string(),
+            audit.to_str().unwrap().to_string(),
             "--bootstrap".to_string(),
             seed.to_string(),
         ]
@@ -832,4 +835,35 @@ fn a_pinned_key_is_kept_an_impostor_refused_and_a_revoke_trusts_the_next() {
         list(),
         format!("name={seed_addr} fingerprint=sha256:{impostor_id}\n")
     );
+    // The audit log tells the same story, one JSON line per event.
+    let log = std::fs::read_to_string(&audit).expect("b wrote its audit log");
+    // (A refused bootstrap is retried after a second: a slow machine may log it twice.)
+    let mut kinds: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("\"event\":\"").nth(1)?.split('"').next())
+        .filter(|k| *k != "auth_success")
+        .collect();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        ["tofu_trust", "fingerprint_mismatch", "tofu_trust"],
+        "{log}"
+    );
+    let mismatch = log
+        .lines()
+        .find(|l| l.contains("fingerprint_mismatch"))
+        .unwrap();
+    assert!(
+        mismatch.contains(&format!("\"peer\":\"{impostor_id}\"")),
+        "{mismatch}"
+    );
+    assert!(
+        mismatch.contains(&format!("pinned sha256:{real_id}")),
+        "{mismatch}"
+    );
+    assert!(
+        mismatch.contains(&format!("\"addr\":\"{seed_addr}\"")),
+        "{mismatch}"
+    );
+    assert!(log.contains("\"event\":\"auth_success\""), "{log}");
 }
