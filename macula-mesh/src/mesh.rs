@@ -260,9 +260,14 @@ impl<R: Runtime> Mesh<R> {
 
     /// Connects to the node at `addr` and completes the realm handshake. Returns its id.
     ///
+    /// The address is taken as one the user supplied: the first key found there is pinned,
+    /// and another key there later is refused (trust on first use; see
+    /// [`macula_proto::trust`] and [`MeshConfig::pins`]).
+    ///
     /// # Errors
     /// [`MeshError::Connect`] with the reason: refused by the peer (wrong realm, bad
-    /// credentials, capacity, version), unreachable, timed out.
+    /// credentials, capacity, version), another key than the one pinned at `addr`,
+    /// unreachable, timed out.
     pub async fn connect(&self, addr: SocketAddr) -> Result<NodeId, MeshError> {
         self.connect_to(addr, None).await
     }
@@ -276,10 +281,35 @@ impl<R: Runtime> Mesh<R> {
         addr: SocketAddr,
         expected: Option<NodeId>,
     ) -> Result<NodeId, MeshError> {
+        // The pin's name is the address as given, not the form the socket dials it by.
+        let name = expected.is_none().then(|| addr.to_string());
+        self.dial(addr, name, expected).await
+    }
+
+    /// Connects to `addr`, which `name` (a DNS name and port the user gave, say) resolved to:
+    /// the key that answers is checked against, or pinned at, `name` (trust on first use; see
+    /// [`macula_proto::trust`]).
+    ///
+    /// # Errors
+    /// As [`Mesh::connect`]; [`ConnectFailure::FingerprintMismatch`] if another key than the
+    /// one pinned at `name` answers.
+    pub async fn connect_name(&self, name: &str, addr: SocketAddr) -> Result<NodeId, MeshError> {
+        self.dial(addr, Some(name.to_owned()), None).await
+    }
+
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        name: Option<String>,
+        expected: Option<NodeId>,
+    ) -> Result<NodeId, MeshError> {
         let local = self.local_addr;
         self.call(move |cx, reply| {
             let dial = driver::dialable(addr, local);
-            let link = cx.endpoint.connect(dial, expected, cx.now);
+            let link = match &name {
+                Some(name) => cx.endpoint.connect_name(name, dial, cx.now),
+                None => cx.endpoint.connect(dial, expected, cx.now),
+            };
             let timeout = cx.endpoint.node().config().handshake_timeout;
             let map = move |event: &Event| match event {
                 Event::PeerUp { peer, .. } => Some(Ok(*peer)),

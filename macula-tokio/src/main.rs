@@ -50,10 +50,11 @@ enum Command {
         audit_log: Option<PathBuf>,
         #[command(flatten)]
         realm: RealmArgs,
-        /// A node to join through; repeat for several. Tried again (1 s, 2 s, ... up to 30 s
-        /// apart) until one lets the node in.
-        #[arg(long = "bootstrap", value_name = "ADDR")]
-        bootstraps: Vec<SocketAddr>,
+        /// A node to join through, as HOST:PORT (an address or a DNS name; its key is pinned
+        /// under that name on first contact); repeat for several. Tried again (1 s, 2 s, ...
+        /// up to 30 s apart) until one lets the node in.
+        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+        bootstraps: Vec<cli::join::Bootstrap>,
     },
     /// Connect to a node and measure round trips; one line per ping with the RTT in µs.
     Ping {
@@ -69,9 +70,10 @@ enum Command {
     Dht {
         #[command(subcommand)]
         command: cli::dht::DhtCommand,
-        /// A node of the mesh to join through (required); repeat for several.
-        #[arg(long = "bootstrap", value_name = "ADDR", global = true)]
-        bootstraps: Vec<SocketAddr>,
+        /// A node of the mesh to join through (required), as HOST:PORT (an address or a DNS
+        /// name); repeat for several.
+        #[arg(long = "bootstrap", value_name = "HOST:PORT", global = true)]
+        bootstraps: Vec<cli::join::Bootstrap>,
         #[command(flatten)]
         realm: RealmArgs,
     },
@@ -80,9 +82,10 @@ enum Command {
     Pub {
         #[command(flatten)]
         args: cli::pubsub::PubArgs,
-        /// A node of the mesh to join through (required); repeat for several.
-        #[arg(long = "bootstrap", value_name = "ADDR")]
-        bootstraps: Vec<SocketAddr>,
+        /// A node of the mesh to join through (required), as HOST:PORT (an address or a DNS
+        /// name); repeat for several.
+        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+        bootstraps: Vec<cli::join::Bootstrap>,
         #[command(flatten)]
         realm: RealmArgs,
     },
@@ -91,9 +94,10 @@ enum Command {
     Sub {
         #[command(flatten)]
         args: cli::pubsub::SubArgs,
-        /// A node of the mesh to join through (required); repeat for several.
-        #[arg(long = "bootstrap", value_name = "ADDR")]
-        bootstraps: Vec<SocketAddr>,
+        /// A node of the mesh to join through (required), as HOST:PORT (an address or a DNS
+        /// name); repeat for several.
+        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+        bootstraps: Vec<cli::join::Bootstrap>,
         #[command(flatten)]
         realm: RealmArgs,
     },
@@ -103,9 +107,10 @@ enum Command {
     Serve {
         #[command(flatten)]
         args: cli::rpc::ServeArgs,
-        /// A node of the mesh to join through (required); repeat for several.
-        #[arg(long = "bootstrap", value_name = "ADDR")]
-        bootstraps: Vec<SocketAddr>,
+        /// A node of the mesh to join through (required), as HOST:PORT (an address or a DNS
+        /// name); repeat for several.
+        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+        bootstraps: Vec<cli::join::Bootstrap>,
         #[command(flatten)]
         realm: RealmArgs,
     },
@@ -115,9 +120,10 @@ enum Command {
     Call {
         #[command(flatten)]
         args: cli::rpc::CallArgs,
-        /// A node of the mesh to join through (required); repeat for several.
-        #[arg(long = "bootstrap", value_name = "ADDR")]
-        bootstraps: Vec<SocketAddr>,
+        /// A node of the mesh to join through (required), as HOST:PORT (an address or a DNS
+        /// name); repeat for several.
+        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+        bootstraps: Vec<cli::join::Bootstrap>,
         #[command(flatten)]
         realm: RealmArgs,
     },
@@ -292,7 +298,7 @@ async fn node(
     data_dir: Option<PathBuf>,
     audit_log: Option<PathBuf>,
     realm: &RealmArgs,
-    bootstraps: Vec<SocketAddr>,
+    bootstraps: Vec<cli::join::Bootstrap>,
 ) -> Result<()> {
     let data_dir = match data_dir {
         Some(dir) => Some(dir),
@@ -317,12 +323,12 @@ async fn node(
             loop {
                 let mut joined = false;
                 for addr in &bootstraps {
-                    match joiner.connect(*addr).await {
+                    match addr.join(&joiner).await {
                         Ok(peer) => {
                             tracing::info!(%addr, peer = %peer, "joined through bootstrap");
                             joined = true;
                         }
-                        Err(err) => tracing::warn!(%addr, "bootstrap failed: {err}"),
+                        Err(err) => tracing::warn!(%addr, "bootstrap failed: {err:#}"),
                     }
                 }
                 if joined {
@@ -398,19 +404,25 @@ fn client_addr(addr: SocketAddr, reachable: bool) -> SocketAddr {
 
 /// A short-lived client that joined the mesh through `bootstraps`; `reachable` makes it
 /// advertise its address (a subscriber must be dialed by publishers).
-async fn client(bootstraps: &[SocketAddr], realm: &RealmArgs, reachable: bool) -> Result<Mesh> {
-    let first = *bootstraps
+async fn client(
+    bootstraps: &[cli::join::Bootstrap],
+    realm: &RealmArgs,
+    reachable: bool,
+) -> Result<Mesh> {
+    let first = bootstraps
         .first()
-        .context("give a node of the mesh to join through with --bootstrap ADDR")?;
+        .context("give a node of the mesh to join through with --bootstrap HOST:PORT")?
+        .resolve()
+        .await?;
     let mut config = MeshConfig::new(realm.config()?, client_addr(first, reachable));
     config.identity = realm.identity()?;
     config.advertise = reachable;
     let mesh = Mesh::bind(config).await?;
     let mut joined = 0;
     for addr in bootstraps {
-        match mesh.connect(*addr).await {
+        match addr.join(&mesh).await {
             Ok(_) => joined += 1,
-            Err(err) => tracing::warn!(%addr, "bootstrap failed: {err}"),
+            Err(err) => tracing::warn!(%addr, "bootstrap failed: {err:#}"),
         }
     }
     if joined == 0 {
@@ -422,7 +434,7 @@ async fn client(bootstraps: &[SocketAddr], realm: &RealmArgs, reachable: bool) -
 
 async fn dht(
     command: cli::dht::DhtCommand,
-    bootstraps: Vec<SocketAddr>,
+    bootstraps: Vec<cli::join::Bootstrap>,
     realm: &RealmArgs,
 ) -> Result<()> {
     let mesh = client(&bootstraps, realm, false).await?;

@@ -867,3 +867,32 @@ fn a_pinned_key_is_kept_an_impostor_refused_and_a_revoke_trusts_the_next() {
     );
     assert!(log.contains("\"event\":\"auth_success\""), "{log}");
 }
+
+#[test]
+fn a_bootstrap_given_by_name_is_resolved_and_pinned_under_that_name() {
+    let dir = scratch("byname");
+    let port = free_port();
+    // Listening on every IPv6 and (mapped) IPv4 address, so `localhost` reaches it whichever
+    // address the resolver gives first.
+    let (seed, seed_id, _) = node_with(&["--listen", &format!("[::]:{port}")], &[], false);
+    let name = format!("localhost:{port}");
+    let b_dir = dir.join("b");
+    let b = joined(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        b_dir.to_str().unwrap(),
+        "--bootstrap",
+        &name,
+    ]);
+    stop(b);
+    stop(seed);
+    let pins = succeeded(&macula(
+        "trust",
+        &["list", "--data-dir", b_dir.to_str().unwrap()],
+    ));
+    assert_eq!(pins, format!("name={name} fingerprint=sha256:{seed_id}\n"));
+    let bad = macula("dht", &["peers", "--bootstrap", "no-port-here"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not HOST:PORT"));
+}

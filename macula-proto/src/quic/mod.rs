@@ -355,6 +355,14 @@ impl Endpoint {
         link
     }
 
+    /// Dials `addr`, checking the key there against the pin at `name`. See
+    /// [`Node::connect_name`].
+    pub fn connect_name(&mut self, name: &str, addr: SocketAddr, now: Instant) -> LinkId {
+        let link = self.node.connect_name(name, addr, now);
+        self.pump(now);
+        link
+    }
+
     /// Pings a peer. See [`Node::ping`].
     ///
     /// # Errors

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod dht;
+pub mod join;
 pub mod keys;
 pub mod pubsub;
 pub mod rpc;
