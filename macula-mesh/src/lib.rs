@@ -13,6 +13,8 @@
 pub mod api;
 pub mod audit;
 mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handoff;
 mod mesh;
 mod oneshot;

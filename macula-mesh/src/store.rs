@@ -145,15 +145,20 @@ pub fn save_identity(path: &Path, identity: &Identity) -> Result<(), StoreError>
         io::ErrorKind::AlreadyExists => StoreError::Exists(path.to_owned()),
         _ => io_error(path)(e),
     })?;
-    let text = format!(
+    let text = format_identity(identity);
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(path))
+}
+
+/// The text of an identity file holding `identity`.
+pub fn format_identity(identity: &Identity) -> String {
+    format!(
         "# Macula node identity: an Ed25519 secret key. Keep it private.\n# node_id {}\n\
          {KEY_TAG} {}\n",
         identity.node_id(),
         hex(&identity.secret())
-    );
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io_error(path))
+    )
 }
 
 /// Reads the identity in `path`.
@@ -188,26 +193,31 @@ pub fn load_identity(path: &Path) -> Result<Identity, StoreError> {
             },
             _ => io_error(path)(e),
         })?;
-    let malformed = |reason| StoreError::Malformed {
+    parse_identity(&text).map_err(|reason| StoreError::Malformed {
         path: path.to_owned(),
         reason,
-    };
+    })
+}
+
+/// Reads an identity file's text; the error says what is wrong with it.
+///
+/// # Errors
+/// Why `text` is not an identity file.
+pub fn parse_identity(text: &str) -> Result<Identity, &'static str> {
     let mut keys = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'));
-    let line = keys.next().ok_or(malformed("it holds no key"))?;
+    let line = keys.next().ok_or("it holds no key")?;
     if keys.next().is_some() {
-        return Err(malformed("it holds more than one line besides comments"));
+        return Err("it holds more than one line besides comments");
     }
     let hex_key = line
         .strip_prefix(KEY_TAG)
         .filter(|rest| rest.starts_with([' ', '\t']))
-        .ok_or(malformed(
-            "its key line does not start with `ed25519-secret`",
-        ))?
+        .ok_or("its key line does not start with `ed25519-secret`")?
         .trim();
-    let secret = unhex(hex_key).ok_or(malformed("the key is not 64 hex digits"))?;
+    let secret = unhex(hex_key).ok_or("the key is not 64 hex digits")?;
     Ok(Identity::from_secret(secret))
 }
 
@@ -304,10 +314,17 @@ pub fn load_pins(path: &Path) -> Result<Vec<(String, NodeId)>, StoreError> {
         }
         Err(e) => return Err(io_error(path)(e)),
     };
-    let malformed = |reason| StoreError::Malformed {
+    parse_pins(&text).map_err(|reason| StoreError::Malformed {
         path: path.to_owned(),
         reason,
-    };
+    })
+}
+
+/// Reads a pin file's text, by name; the error says what is wrong with it.
+///
+/// # Errors
+/// Why `text` is not a pin file.
+pub fn parse_pins(text: &str) -> Result<Vec<(String, NodeId)>, &'static str> {
     let mut pins = Vec::new();
     for line in text.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
@@ -315,16 +332,30 @@ pub fn load_pins(path: &Path) -> Result<Vec<(String, NodeId)>, StoreError> {
         }
         let (name, key) = line
             .rsplit_once(' ')
-            .ok_or(malformed("a line is not `<name> sha256:<hex>`"))?;
+            .ok_or("a line is not `<name> sha256:<hex>`")?;
         let id = key
             .strip_prefix("sha256:")
             .and_then(|hex| NodeId::from_hex(hex).ok())
-            .ok_or(malformed(
-                "a fingerprint is not `sha256:` and 64 hex digits",
-            ))?;
-        pins.push((name.trim().to_owned(), id));
+            .ok_or("a fingerprint is not `sha256:` and 64 hex digits")?;
+        let name = name.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err("a name is empty or holds white space");
+        }
+        pins.push((name.to_owned(), id));
     }
     Ok(pins)
+}
+
+/// The text of a pin file holding `pins`.
+pub fn format_pins<'a>(pins: impl IntoIterator<Item = (&'a str, NodeId)>) -> String {
+    let mut text = String::from(
+        "# Macula trust pins: the key first found at each name this node was told to dial.\n\
+         # <name> <fingerprint>; `macula trust revoke NAME` removes one.\n",
+    );
+    for (name, id) in pins {
+        text.push_str(&format!("{name} sha256:{id}\n"));
+    }
+    text
 }
 
 /// Replaces the pin file at `path` with `pins`, atomically: written to a temporary file,
@@ -337,13 +368,7 @@ pub fn save_pins<'a>(
     path: &Path,
     pins: impl IntoIterator<Item = (&'a str, NodeId)>,
 ) -> Result<(), StoreError> {
-    let mut text = String::from(
-        "# Macula trust pins: the key first found at each name this node was told to dial.\n\
-         # <name> <fingerprint>; `macula trust revoke NAME` removes one.\n",
-    );
-    for (name, id) in pins {
-        text.push_str(&format!("{name} sha256:{id}\n"));
-    }
+    let text = format_pins(pins);
     let temporary = path.with_extension("tmp");
     let written = File::create(&temporary)
         .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
