@@ -338,7 +338,7 @@ pub fn parse_pins(text: &str) -> Result<Vec<(String, NodeId)>, &'static str> {
             .and_then(|hex| NodeId::from_hex(hex).ok())
             .ok_or("a fingerprint is not `sha256:` and 64 hex digits")?;
         let name = name.trim();
-        if name.is_empty() || name.contains(char::is_whitespace) {
+        if !macula_proto::trust::Pins::valid_name(name) {
             return Err("a name is empty or holds white space");
         }
         pins.push((name.to_owned(), id));

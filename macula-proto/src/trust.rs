@@ -52,10 +52,21 @@ impl Pins {
         self.by_name.is_empty()
     }
 
+    /// Whether `name` can be pinned: not empty, no white space or control characters, not
+    /// starting with `#` (so a pin file of `<name> <fingerprint>` lines reads back).
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && !name.starts_with('#')
+            && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+    }
+
     /// Pins `node` at `name` unless `max` pins exist already (a pin is never evicted: that
-    /// would silently trust the next key at the evicted name). Replaces a pin at `name`.
+    /// would silently trust the next key at the evicted name) or `name` is not
+    /// [valid](Pins::valid_name). Replaces a pin at `name`.
     pub(crate) fn insert(&mut self, name: &str, node: NodeId, max: usize) -> bool {
-        if !self.by_name.contains_key(name) && self.by_name.len() >= max {
+        if !Pins::valid_name(name)
+            || (!self.by_name.contains_key(name) && self.by_name.len() >= max)
+        {
             return false;
         }
         self.by_name.insert(name.into(), node);
@@ -89,7 +100,8 @@ pub enum TrustEvent {
         /// The key that answered.
         presented: NodeId,
     },
-    /// A key was found at a new name, but the pins are full: it was not pinned.
+    /// A key was found at a new name, but it was not pinned: the pins are full, or the name
+    /// cannot be a pin's (see [`Pins::valid_name`]).
     NotPinned {
         /// The name the application dialed.
         name: String,

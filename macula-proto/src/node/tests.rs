@@ -1101,6 +1101,11 @@ fn pins_are_bounded_and_never_evicted() {
     full.max_pins = 1;
     let mut net = Net::new(vec![full, config("a.b"), config("a.b")]);
     let id1 = net.id(1);
+    assert!(
+        !net.nodes[0].trust_pin("two words", id1),
+        "not a name a pin file can hold"
+    );
+    assert!(!net.nodes[0].trust_pin("#comment", id1));
     assert!(net.nodes[0].trust_pin("seed.example:4433", id1));
     assert!(!net.nodes[0].trust_pin("other.example:4433", id1));
     net.connect(0, 2);
