@@ -125,6 +125,12 @@ pub struct Config {
     /// The realm's API key. `None` makes the realm open (development); with a key, every peer must
     /// prove it knows the key. Default: `None`.
     pub api_key: Option<ApiKey>,
+    /// A second key this node accepts from dialers while a realm's key is being rotated: a
+    /// proof made with either `api_key` or this one is accepted, and this node proves
+    /// `api_key` when it dials. Roll out a new key by giving every node the new one as
+    /// `api_key` and the old as `previous_api_key`, then drop the old. Ignored without
+    /// `api_key`. Default: `None`.
+    pub previous_api_key: Option<ApiKey>,
     /// Addresses this node tells peers it listens on. Adapters fill in the bound address.
     /// At most [`MAX_LISTEN_ADDRS`] are sent.
     pub listen_addrs: Vec<SocketAddr>,
@@ -202,6 +208,7 @@ impl Config {
         Config {
             realm,
             api_key: None,
+            previous_api_key: None,
             listen_addrs: Vec::new(),
             roles: Roles::default(),
             max_peers: 512,

@@ -163,6 +163,10 @@ struct RealmArgs {
     /// A file holding the realm's API key (at least 16 bytes; a trailing newline is ignored).
     #[arg(long, value_name = "FILE", global = true)]
     api_key_file: Option<PathBuf>,
+    /// While rotating the realm's key: a file holding the old key, still accepted from peers
+    /// (this node proves the one in --api-key-file).
+    #[arg(long, value_name = "FILE", global = true, requires = "api_key_file")]
+    previous_api_key_file: Option<PathBuf>,
     /// The identity to present, from `macula keys generate`. Default: a node keeps one in its
     /// data directory; the other commands use a throwaway identity.
     #[arg(long, value_name = "FILE", global = true)]
@@ -173,15 +177,12 @@ impl RealmArgs {
     fn config(&self) -> Result<Config> {
         let realm = Realm::new(&self.realm).map_err(|e| anyhow::anyhow!("--realm: {e}"))?;
         let mut config = Config::new(realm);
-        if let Some(path) = &self.api_key_file {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("reading the API key file {}", path.display()))?;
-            let trimmed = bytes.trim_ascii_end();
-            config.api_key = Some(
-                ApiKey::new(trimmed)
-                    .map_err(|e| anyhow::anyhow!("API key in {}: {e}", path.display()))?,
-            );
-        }
+        config.api_key = self.api_key_file.as_deref().map(read_api_key).transpose()?;
+        config.previous_api_key = self
+            .previous_api_key_file
+            .as_deref()
+            .map(read_api_key)
+            .transpose()?;
         Ok(config)
     }
 
@@ -193,6 +194,14 @@ impl RealmArgs {
             .map(macula_mesh::store::load_identity)
             .transpose()?)
     }
+}
+
+/// The API key in `path` (a trailing newline is ignored).
+fn read_api_key(path: &std::path::Path) -> Result<ApiKey> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the API key file {}", path.display()))?;
+    ApiKey::new(bytes.trim_ascii_end())
+        .map_err(|e| anyhow::anyhow!("API key in {}: {e}", path.display()))
 }
 
 fn main() -> ExitCode {

@@ -110,6 +110,20 @@ fn ping_reports_one_rtt_per_round_trip() {
     assert!(node.interrupt().success(), "Ctrl-C closes the node cleanly");
 }
 
+/// One ping of the node at `addr` in realm `io.cli` with the API key in `key`.
+fn ping_keyed(addr: &str, key: &std::path::Path) -> std::process::Output {
+    let key = key.to_str().expect("a UTF-8 path");
+    ping(&[
+        addr,
+        "--realm",
+        "io.cli",
+        "--api-key-file",
+        key,
+        "--count",
+        "1",
+    ])
+}
+
 #[test]
 fn ping_names_a_wrong_realm_and_a_wrong_key() {
     let dir = std::env::temp_dir().join(format!("macula-cli-{}", std::process::id()));
@@ -136,15 +150,7 @@ fn ping_names_a_wrong_realm_and_a_wrong_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad_credentials"), "{err}");
 
-    let out = ping(&[
-        &node.addr,
-        "--realm",
-        "io.cli",
-        "--api-key-file",
-        key.to_str().unwrap(),
-        "--count",
-        "1",
-    ]);
+    let out = ping_keyed(&node.addr, &key);
     assert!(
         out.status.success(),
         "{}",
@@ -895,4 +901,32 @@ fn a_bootstrap_given_by_name_is_resolved_and_pinned_under_that_name() {
     let bad = macula("dht", &["peers", "--bootstrap", "no-port-here"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not HOST:PORT"));
+}
+
+#[test]
+fn a_node_rotating_its_realm_key_admits_the_old_and_the_new() {
+    let dir = scratch("rotation");
+    let (old, new) = (dir.join("old"), dir.join("new"));
+    std::fs::write(&old, "old-key-0123456789\n").unwrap();
+    std::fs::write(&new, "new-key-0123456789\n").unwrap();
+    let node = NodeProcess::start(&[
+        "--realm",
+        "io.cli",
+        "--api-key-file",
+        new.to_str().unwrap(),
+        "--previous-api-key-file",
+        old.to_str().unwrap(),
+    ]);
+    for key in [&old, &new] {
+        let out = ping_keyed(&node.addr, key);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stranger = dir.join("stranger");
+    std::fs::write(&stranger, "stranger-0123456789\n").unwrap();
+    let out = ping_keyed(&node.addr, &stranger);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad_credentials"));
 }

@@ -116,13 +116,12 @@ impl Core {
         match (&self.config.api_key, &connect.auth) {
             (None, _) => true,
             (Some(_), None) => false,
-            (Some(key), Some(proof)) => verify_realm_proof(
-                key,
-                self.config.realm.as_str(),
-                &connect.node_id,
-                exporter,
-                proof,
-            ),
+            (Some(key), Some(proof)) => {
+                let realm = self.config.realm.as_str();
+                let proves =
+                    |key| verify_realm_proof(key, realm, &connect.node_id, exporter, proof);
+                proves(key) || self.config.previous_api_key.as_ref().is_some_and(proves)
+            }
         }
     }
 

@@ -161,6 +161,42 @@ fn api_keys_must_match_and_open_realms_need_none() {
 }
 
 #[test]
+fn during_a_key_rotation_proofs_with_either_key_are_accepted_and_no_others() {
+    let (old, new, wrong) = (
+        b"old-realm-key-0123",
+        b"new-realm-key-4567",
+        b"not-the-realm-key!",
+    );
+    // The listener has moved to the new key and still accepts the old one.
+    let rotating = || {
+        let mut c = keyed("a.b", new);
+        c.previous_api_key = Some(ApiKey::new(old).unwrap());
+        c
+    };
+    for (dialer, admitted) in [
+        (keyed("a.b", old), true),
+        (keyed("a.b", new), true),
+        (rotating(), true),
+        (keyed("a.b", wrong), false),
+        (config("a.b"), false),
+    ] {
+        let mut net = Net::new(vec![dialer, rotating()]);
+        net.connect(0, 1);
+        net.run_for(Duration::from_secs(1));
+        assert_eq!(net.nodes[1].stats().peers, usize::from(admitted));
+        assert_eq!(
+            net.nodes[1].stats().refused_by_us.bad_credentials,
+            u64::from(!admitted)
+        );
+    }
+    // A node that has dropped the old key refuses it.
+    let mut net = Net::new(vec![keyed("a.b", old), keyed("a.b", new)]);
+    net.connect(0, 1);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.nodes[1].stats().refused_by_us.bad_credentials, 1);
+}
+
+#[test]
 fn a_proof_replayed_on_another_link_is_refused() {
     let key = b"0123456789abcdef";
     let mut net = Net::new(vec![keyed("a.b", key), keyed("a.b", key)]);
