@@ -28,12 +28,6 @@ pub trait Runtime: Send + Sync + 'static {
     /// Completes at `deadline`.
     fn sleep_until(deadline: Instant) -> impl Future<Output = ()> + Send;
 
-    /// Lets the other tasks ready to run go first, once. The default is a plain self-wake;
-    /// a runtime with its own way of yielding fairly should use it.
-    fn yield_now() -> impl Future<Output = ()> + Send {
-        futures_lite::future::yield_now()
-    }
-
     /// The runtime's clock (so a runtime that can pause time, like tokio's test clock, is
     /// obeyed).
     fn now() -> Instant;

@@ -355,3 +355,30 @@ fn connect(
     }));
     node.handle_link_data(link, Channel::CONTROL, &bytes, Instant::ZERO);
 }
+
+/// Runs `body` on every input of the checked-in corpus `fuzz/corpus/<target>/`, in name order,
+/// after checking the corpus holds at least ten: the corpus replay of `cargo test`, for the
+/// targets of every crate.
+///
+/// # Panics
+/// If the corpus is missing or small, or `body` panics on an input (a finding).
+#[cfg(feature = "std")]
+pub fn replay_corpus(target: &str, body: fn(&[u8])) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut inputs: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("the corpus {} must exist: {e}", dir.display()))
+        .map(|entry| entry.expect("corpus entries are readable").path())
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() >= 10,
+        "{target}: the corpus holds {} inputs",
+        inputs.len()
+    );
+    for path in inputs {
+        let data = std::fs::read(&path).expect("corpus files are readable");
+        body(&data);
+    }
+}

@@ -3,25 +3,7 @@
 
 use std::path::PathBuf;
 
-fn replay(target: &str, body: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("the corpus {} must exist: {e}", dir.display()))
-        .map(|entry| entry.expect("corpus entries are readable").path())
-        .collect();
-    inputs.sort();
-    assert!(
-        inputs.len() >= 10,
-        "{target}: the corpus holds {} inputs",
-        inputs.len()
-    );
-    for path in inputs {
-        let data = std::fs::read(&path).expect("corpus files are readable");
-        body(&data);
-    }
-}
+use macula_proto::fuzzing::replay_corpus as replay;
 
 #[test]
 fn frame_decode_corpus() {

@@ -27,7 +27,6 @@ use crate::id::{Identity, NodeId};
 use crate::rate::TokenBucket;
 use crate::rng::Rng;
 use crate::time::Instant;
-use crate::trust::TrustEvent;
 use crate::wire::{
     encode_into, Channel, CloseCode, Connect, Control, Encode, Ping, ProtocolId, RefuseReason,
     Versions, WireAddr,
@@ -492,19 +491,7 @@ impl Core {
             self.fail_outbound(link_id, failure, CloseCode::UnexpectedPeer);
             return;
         }
-        if let Some((name, pinned)) = self.pin_contradicted(link_id, info.remote_id) {
-            self.stats.fingerprint_mismatches += 1;
-            self.push_event(Event::Trust(TrustEvent::Mismatch {
-                name: name.clone(),
-                pinned,
-                presented: info.remote_id,
-            }));
-            let failure = ConnectFailure::FingerprintMismatch {
-                name,
-                pinned,
-                presented: info.remote_id,
-            };
-            self.fail_outbound(link_id, failure, CloseCode::UnexpectedPeer);
+        if self.refused_by_pin(link_id, info.remote_id) {
             return;
         }
         let auth = self

@@ -6,9 +6,10 @@ use alloc::string::String;
 
 use super::link_core::Core;
 use super::types::LinkId;
-use super::Event;
+use super::{ConnectFailure, Event};
 use crate::id::NodeId;
 use crate::trust::{Pins, TrustEvent};
+use crate::wire::CloseCode;
 
 /// The pins, and the name each application dial without an expected id is checked against.
 #[derive(Debug, Default)]
@@ -35,16 +36,34 @@ impl Core {
         self.trust_mut().names.insert(link, name);
     }
 
-    /// The name dialed over `link` and the pinned key there, if `remote` is not that key.
-    pub(super) fn pin_contradicted(
-        &self,
-        link: LinkId,
-        remote: NodeId,
-    ) -> Option<(String, NodeId)> {
-        let trust = self.trust.as_ref()?;
-        let name = trust.names.get(&link)?;
-        let pinned = trust.pins.get(name)?;
-        (pinned != remote).then(|| (name.clone(), pinned))
+    /// Refuses `link` if it dialed a name whose pinned key is not `remote`
+    /// ([`TrustEvent::Mismatch`], and the dial fails with
+    /// [`ConnectFailure::FingerprintMismatch`]); returns whether it did.
+    pub(super) fn refused_by_pin(&mut self, link: LinkId, remote: NodeId) -> bool {
+        let Some(trust) = self.trust.as_ref() else {
+            return false;
+        };
+        let Some(name) = trust.names.get(&link) else {
+            return false;
+        };
+        let pinned = match trust.pins.get(name) {
+            Some(pinned) if pinned != remote => pinned,
+            _ => return false,
+        };
+        let name = name.clone();
+        self.stats.fingerprint_mismatches += 1;
+        self.push_event(Event::Trust(TrustEvent::Mismatch {
+            name: name.clone(),
+            pinned,
+            presented: remote,
+        }));
+        let failure = ConnectFailure::FingerprintMismatch {
+            name,
+            pinned,
+            presented: remote,
+        };
+        self.fail_outbound(link, failure, CloseCode::UnexpectedPeer);
+        true
     }
 
     /// The handshake over `link` completed with `remote`: if it dialed a name with no pin

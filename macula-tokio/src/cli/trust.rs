@@ -60,7 +60,10 @@ pub fn run(command: TrustCommand) -> Result<()> {
             let path = dir.pins_path();
             let kept = store::load_pins(&path)?;
             let Some(&(_, revoked)) = kept.iter().find(|(n, _)| *n == name) else {
-                bail!("no pin named {name} in {}", path.display());
+                bail!(
+                    "no pin named {name} in {} (`macula trust list` shows the names)",
+                    path.display()
+                );
             };
             let rest = kept.iter().filter(|(n, _)| *n != name);
             store::save_pins(&path, rest.map(|(n, id)| (n.as_str(), *id)))?;
