@@ -10,6 +10,8 @@
 //!
 //! Events: `auth_success` (a handshake completed; `reason` is `inbound` or `outbound`),
 //! `auth_failure` (this node refused an inbound handshake; `reason` is the refusal),
+//! `rate_limited` (an inbound handshake refused because its source address was over a rate
+//! limit, its proof not looked at),
 //! `tofu_trust` (a key was pinned at a name; `addr` is the name), `fingerprint_mismatch`
 //! (another key than the pinned one answered; `peer` is the key that answered, `reason` names
 //! the pinned one) and `trust_revoked`. The file is bounded: past its size limit it is renamed
@@ -20,7 +22,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use macula_proto::trust::TrustEvent;
-use macula_proto::{Direction, Event, Fingerprint, NodeId};
+use macula_proto::{Direction, Event, Fingerprint, NodeId, RefuseReason};
 
 /// Default size at which an audit log is rotated.
 pub const DEFAULT_MAX_BYTES: u64 = 16 << 20;
@@ -111,7 +113,13 @@ impl Entry {
             }
             Event::InboundRefused {
                 peer, addr, reason, ..
-            } => entry("auth_failure", *peer, addr.to_string(), reason.to_string()),
+            } => {
+                let kind = match reason {
+                    RefuseReason::RateLimited => "rate_limited",
+                    _ => "auth_failure",
+                };
+                entry(kind, *peer, addr.to_string(), reason.to_string())
+            }
             Event::Trust(TrustEvent::Pinned { name, node }) => {
                 entry("tofu_trust", *node, name.clone(), "first key seen".into())
             }
@@ -193,7 +201,7 @@ fn rfc3339(secs: u64, millis: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use macula_proto::{Identity, LinkId, RefuseReason};
+    use macula_proto::{Identity, LinkId};
 
     #[test]
     fn times_are_rfc3339_in_utc() {
@@ -229,6 +237,20 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("\"reason\":\"bad_credentials\""), "{line}");
+        let limited = Event::InboundRefused {
+            link: LinkId(2),
+            addr: "192.0.2.7:4433".parse().unwrap(),
+            peer,
+            reason: RefuseReason::RateLimited,
+        };
+        let limited_path = dir.join("limited.log");
+        AuditLog::open(&limited_path, 1000)
+            .unwrap()
+            .record(&limited, "r")
+            .unwrap();
+        let text = std::fs::read_to_string(&limited_path).unwrap();
+        assert!(text.contains("\"event\":\"rate_limited\""), "{text}");
+        assert!(text.contains("\"reason\":\"rate_limited\""), "{text}");
         // Events it does not keep leave no line.
         let dropped = Event::DataDropped {
             inbox: macula_proto::InboxId(1),

@@ -10,6 +10,7 @@ use core::net::SocketAddr;
 
 use crate::dht::DhtConfig;
 use crate::pubsub::PubsubConfig;
+use crate::rate::Limit;
 use crate::rpc::RpcConfig;
 use crate::time::Duration;
 
@@ -155,6 +156,22 @@ pub struct Config {
     pub dial_rate: u32,
     /// Such links it may open in a burst. Default: 200.
     pub dial_burst: u32,
+    /// New inbound links one source address may open: past it, the handshake is refused with
+    /// reason `rate_limited` (IPv6 sources are counted by their /64 prefix). Default: 64 a
+    /// second, 256 at once, so a host running many nodes still joins quickly.
+    pub handshake_limit: Limit,
+    /// Failed API-key proofs one source address may make (counted by /64 for IPv6): while its
+    /// bucket is empty, its handshakes are refused with `rate_limited` and their proofs are not
+    /// looked at. Default: 5 every 60 s.
+    pub auth_failure_limit: Limit,
+    /// Failed proofs from all sources together, a safety valve above the per-source limit:
+    /// while it is spent, sources that have failed before are refused with `rate_limited`;
+    /// a source with no failure on record is still heard, so an attacker can't lock the realm
+    /// out. Default: 600 every 60 s.
+    pub realm_auth_failure_limit: Limit,
+    /// Most source addresses whose handshake and failure buckets are kept; past it, buckets
+    /// that have refilled are forgotten first, then the one used longest ago. Default: 4096.
+    pub max_rate_sources: usize,
     /// How long a handshake may take before the link is closed. Default: 10 s.
     pub handshake_timeout: Duration,
     /// Interval between keep-alive pings to each peer. Default: 5 s.
@@ -216,6 +233,10 @@ impl Config {
             max_pending_handshakes: 64,
             dial_rate: 50,
             dial_burst: 200,
+            handshake_limit: Limit::per_second(64, 256),
+            auth_failure_limit: Limit::per(5, Duration::from_secs(60)),
+            realm_auth_failure_limit: Limit::per(600, Duration::from_secs(60)),
+            max_rate_sources: 4096,
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
@@ -248,6 +269,18 @@ impl Config {
         }
         if self.dial_rate == 0 || self.dial_burst == 0 {
             return Err(ConfigError::Zero("dial_rate and dial_burst"));
+        }
+        if self.handshake_limit.is_zero() {
+            return Err(ConfigError::Zero("handshake_limit"));
+        }
+        if self.auth_failure_limit.is_zero() {
+            return Err(ConfigError::Zero("auth_failure_limit"));
+        }
+        if self.realm_auth_failure_limit.is_zero() {
+            return Err(ConfigError::Zero("realm_auth_failure_limit"));
+        }
+        if self.max_rate_sources == 0 {
+            return Err(ConfigError::Zero("max_rate_sources"));
         }
         if self.max_pings_in_flight == 0 {
             return Err(ConfigError::Zero("max_pings_in_flight"));

@@ -44,6 +44,7 @@ pub use node::{
     LinkInfo, Node, Overflow, PeerInfo, PingError, PingId, RefusalCounts, SendError, Stats,
     Transmit, MAX_INBOXES, MAX_INBOX_CAPACITY,
 };
+pub use rate::Limit;
 pub use rng::Rng;
 pub use time::{Duration, Instant};
 pub use wire::{Channel, CloseCode, ProtocolId, RefuseReason};

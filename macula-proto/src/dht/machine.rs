@@ -11,7 +11,7 @@ use super::lookup::{Found, Lookup};
 use super::messages::{
     DhtMessage, FindNode, FindValue, Nodes, Records, Store, WireContact, WireRecord, Withdraw,
 };
-use super::serve::PRUNE_RATES_FROM;
+use super::serve::MAX_RATE_STATES;
 use super::store::{Record, RecordStore, StoreLimits};
 use super::table::{Contact, Insert, RoutingTable};
 use super::types::{DhtAsk, DhtError, DhtEvent, DhtStats, OpId};
@@ -21,7 +21,7 @@ use crate::node::subsystem::{
     Answer, Ask, Cx, Gone, Init, Peer, PeerChange, Subsystem, Ticket, Unreachable,
 };
 use crate::node::Event;
-use crate::rate::TokenBucket;
+use crate::rate::Buckets;
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use crate::wire::{KeyBytes, ProtocolId};
@@ -123,9 +123,7 @@ pub struct Dht {
     /// (deadline, op) of every operation.
     op_deadlines: BTreeSet<(Instant, OpId)>,
     /// Request rates of peers, kept across reconnects.
-    pub(super) limits: BTreeMap<NodeId, TokenBucket>,
-    /// The size of `limits` at which refilled buckets are next forgotten.
-    pub(super) prune_rates_at: usize,
+    pub(super) limits: Buckets<NodeId>,
     pub(super) published: BTreeMap<KeyBytes, Published>,
     /// The earliest `next` among `published` (`NEVER` if none), kept for `poll_timeout`.
     next_publish: Instant,
@@ -172,8 +170,7 @@ impl Subsystem for Dht {
             request_deadlines: BTreeSet::new(),
             stalls: BTreeSet::new(),
             op_deadlines: BTreeSet::new(),
-            limits: BTreeMap::new(),
-            prune_rates_at: PRUNE_RATES_FROM,
+            limits: Buckets::new(MAX_RATE_STATES),
             published: BTreeMap::new(),
             next_publish: Instant::NEVER,
             refreshed: Vec::new(),

@@ -10,16 +10,13 @@ use super::messages::{
 use super::store::Record;
 use crate::id::NodeId;
 use crate::node::subsystem::{Cx, Peer};
-use crate::rate::TokenBucket;
+use crate::rate::Limit;
 use crate::time::Instant;
 use crate::wire::KeyBytes;
 
 /// Most peers whose request rate is remembered; past it the longest-idle one is forgotten
 /// (its bucket has refilled by then, so forgetting it changes nothing).
-const MAX_RATE_STATES: usize = 4096;
-
-/// How many peers' rate buckets are kept before those that have refilled are forgotten.
-pub(super) const PRUNE_RATES_FROM: usize = 64;
+pub(super) const MAX_RATE_STATES: usize = 4096;
 
 /// Bytes of records in one page of an answer.
 const PAGE_BYTES: usize = 32 * 1024;
@@ -128,28 +125,10 @@ impl Dht {
     /// Takes one request's worth from `peer`'s token bucket. Buckets outlive links (a peer
     /// that reconnects does not get a fresh burst); at most [`MAX_RATE_STATES`] are kept.
     fn allow(&mut self, peer: &NodeId, now: Instant) -> bool {
-        let (rate, burst) = (
+        let limit = Limit::per_second(
             self.config.peer_request_rate,
             self.config.peer_request_burst,
         );
-        if !self.limits.contains_key(peer) && self.limits.len() >= self.prune_rates_at {
-            // A bucket that has refilled says nothing a fresh one would not: forget those.
-            // Pruning again only once the map has doubled keeps this linear overall.
-            self.limits.retain(|_, b| !b.is_full(now, rate, burst));
-            self.prune_rates_at = (2 * self.limits.len()).max(PRUNE_RATES_FROM);
-        }
-        if !self.limits.contains_key(peer) && self.limits.len() >= MAX_RATE_STATES {
-            let idle = self
-                .limits
-                .iter()
-                .min_by_key(|(id, b)| (b.last_used(), **id))
-                .map(|(id, _)| *id)
-                .expect("the map is full");
-            self.limits.remove(&idle);
-        }
-        self.limits
-            .entry(*peer)
-            .or_insert_with(|| TokenBucket::full(burst, now))
-            .take(now, rate, burst)
+        self.limits.take(*peer, now, &limit)
     }
 }

@@ -470,6 +470,8 @@ mod machines {
     fn a_key_with_a_thousand_providers_is_stored_paged_and_found_whole() {
         let mut configs = listening(4, DhtConfig::default());
         configs[0].max_peers = 2_000;
+        // The thousand providers all handshake from the test's one address at once.
+        configs[0].handshake_limit = crate::Limit::per_second(1_000, 2_000);
         let mut net = Net::new(configs);
         for i in 1..4 {
             net.connect(i, 0);

@@ -10,6 +10,7 @@ use super::registry::{index_of, protocol_at, Mask};
 use super::subsystem::{PeerChange, Unreachable};
 use super::{ConnectFailure, LinkId, SendError};
 use crate::id::NodeId;
+use crate::rate::Limit;
 use crate::time::Duration;
 use crate::wire::{encode, CloseCode, Encode, ProtocolId, RefuseReason};
 
@@ -57,8 +58,8 @@ impl Core {
             self.notify_one(index, to, Unreachable::DialFailed);
             return;
         };
-        let (rate, burst) = (self.config.dial_rate, self.config.dial_burst);
-        if !self.closed && !self.dial_budget.take(self.now, rate, burst) {
+        let limit = Limit::per_second(self.config.dial_rate, self.config.dial_burst);
+        if !self.closed && !self.dial_budget.take(self.now, &limit) {
             self.stats.dials_throttled += 1;
             self.stats.frames_undeliverable += 1;
             self.notify_one(index, to, Unreachable::NoRoom);

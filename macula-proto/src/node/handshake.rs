@@ -26,7 +26,7 @@ impl Core {
             .remote
             .expect("inbound links get their remote id on creation");
         let addr = link.addr;
-        let LinkState::AwaitingConnect { exporter } = link.state else {
+        let LinkState::AwaitingConnect { exporter, limited } = link.state else {
             return;
         };
         let version = connect.versions.common(Versions::OURS);
@@ -54,7 +54,18 @@ impl Core {
                     truncate(connect.realm.clone(), 64)
                 ),
             ))
+        } else if limited {
+            Some((
+                RefuseReason::RateLimited,
+                "too many new links from your address: wait and try again".into(),
+            ))
+        } else if self.config.api_key.is_some() && !self.may_check_proof(addr) {
+            Some((
+                RefuseReason::RateLimited,
+                "too many failed API key proofs from your address: wait and try again".into(),
+            ))
         } else if !self.credentials_ok(&connect, &exporter) {
+            self.proof_failed(addr);
             Some((
                 RefuseReason::BadCredentials,
                 "the realm's API key proof is missing or wrong".into(),

@@ -57,6 +57,8 @@ pub(super) enum LinkState {
     /// the transport exported from the connection's TLS session).
     AwaitingConnect {
         exporter: [u8; 32],
+        /// The link was over its source's handshake limit: its `Connect` is refused.
+        limited: bool,
     },
     Established(Established),
 }

@@ -24,7 +24,7 @@ use super::{
 use crate::auth::realm_proof;
 use crate::config::{Config, MAX_LISTEN_ADDRS};
 use crate::id::{Identity, NodeId};
-use crate::rate::TokenBucket;
+use crate::rate::{Limit, TokenBucket};
 use crate::rng::Rng;
 use crate::time::Instant;
 use crate::wire::{
@@ -94,6 +94,8 @@ pub(crate) struct Core {
     /// Trust-on-first-use pins and the names being dialed; made when first needed (most
     /// nodes of a large simulation never dial by name).
     pub(super) trust: Option<alloc::boxed::Box<super::pinning::Trust>>,
+    /// Rate limits on inbound handshakes by source address.
+    pub(super) guard: alloc::boxed::Box<super::guard::Guard>,
 }
 
 impl fmt::Debug for Core {
@@ -118,7 +120,9 @@ impl Core {
         // Correlation ids start at a random point so two runs with different seeds differ on the
         // wire from the first ping; they are not secret (pongs come over authenticated links).
         let next_ping = rng.next_u64() >> 16;
-        let dial_budget = TokenBucket::full(config.dial_burst, now);
+        let dial_budget =
+            TokenBucket::full(&Limit::per_second(config.dial_rate, config.dial_burst), now);
+        let guard = alloc::boxed::Box::new(super::guard::Guard::new(&config, now));
         Core {
             now,
             links: Links::default(),
@@ -149,6 +153,7 @@ impl Core {
             inboxes: Default::default(),
             resumed: VecDeque::new(),
             trust: None,
+            guard,
         }
     }
 
@@ -243,6 +248,10 @@ impl Core {
         Stats {
             peers: self.peers.len(),
             pending_handshakes: self.pending_handshakes(),
+            rate_sources: {
+                let (handshakes, failures) = self.guard.sources();
+                handshakes.max(failures)
+            },
             frames_sent: t.frames_sent,
             frames_received: t.frames_received,
             bytes_sent: t.bytes_sent,
@@ -522,6 +531,9 @@ impl Core {
             self.stats.handshake_slots_full += 1;
             return Err(CloseCode::Refused(RefuseReason::Capacity));
         }
+        // Over its source's limit, the link still waits for the dialer's `Connect`, so the
+        // refusal reaches it with its reason.
+        let limited = !self.admit_handshake(info.remote_addr);
         let link_id = self.links.next_id();
         let deadline = self.now + self.config.handshake_timeout;
         let mut link = Link::new(
@@ -529,6 +541,7 @@ impl Core {
             info.remote_addr,
             LinkState::AwaitingConnect {
                 exporter: info.exporter,
+                limited,
             },
             deadline,
             self.config.max_frame_size,

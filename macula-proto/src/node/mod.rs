@@ -37,6 +37,7 @@
 
 mod dial;
 pub(crate) mod flow;
+mod guard;
 mod handshake;
 pub mod layout;
 mod link;

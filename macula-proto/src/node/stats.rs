@@ -15,6 +15,11 @@ pub struct RefusalCounts {
     pub capacity: u64,
     /// The id in `Connect` was not the TLS-proven one.
     pub identity_mismatch: u64,
+    /// The dialer's source address was over a rate limit (see [`Config::auth_failure_limit`]
+    /// and [`Config::handshake_limit`](crate::Config::handshake_limit)).
+    ///
+    /// [`Config::auth_failure_limit`]: crate::Config::auth_failure_limit
+    pub rate_limited: u64,
 }
 
 impl RefusalCounts {
@@ -26,6 +31,7 @@ impl RefusalCounts {
             RefuseReason::Version => self.version,
             RefuseReason::Capacity => self.capacity,
             RefuseReason::IdentityMismatch => self.identity_mismatch,
+            RefuseReason::RateLimited => self.rate_limited,
         }
     }
 
@@ -41,6 +47,7 @@ impl RefusalCounts {
             RefuseReason::Version => &mut self.version,
             RefuseReason::Capacity => &mut self.capacity,
             RefuseReason::IdentityMismatch => &mut self.identity_mismatch,
+            RefuseReason::RateLimited => &mut self.rate_limited,
         };
         *slot += 1;
     }
@@ -54,6 +61,9 @@ pub struct Stats {
     pub peers: usize,
     /// Gauge: links whose handshake is under way.
     pub pending_handshakes: usize,
+    /// Gauge: source addresses whose handshake or failure buckets are kept (the larger of the
+    /// two tables; each at most [`Config::max_rate_sources`](crate::Config::max_rate_sources)).
+    pub rate_sources: usize,
     /// Handshakes completed, both directions.
     pub handshakes_completed: u64,
     /// Keys pinned at a name on first use (see [`crate::trust`]).

@@ -541,7 +541,10 @@ mod tests {
         Link::new(
             Direction::Inbound,
             "198.18.0.1:1".parse().unwrap(),
-            LinkState::AwaitingConnect { exporter: [0; 32] },
+            LinkState::AwaitingConnect {
+                exporter: [0; 32],
+                limited: false,
+            },
             Instant::ZERO,
             1024,
         )

@@ -1161,3 +1161,170 @@ fn pins_are_bounded_and_never_evicted() {
         }]
     );
 }
+
+/// Opens an inbound link from `from` on `node` for `who`, sends its `Connect` with a proof
+/// under `key` (none without one), and returns the refusal, if any.
+fn attempt(
+    node: &mut Node,
+    who: &Identity,
+    from: SocketAddr,
+    key: Option<&[u8]>,
+    now: Instant,
+) -> Option<RefuseReason> {
+    use crate::wire::{Connect, Versions};
+    let exporter = [9; 32];
+    let info = LinkInfo {
+        remote_id: who.node_id(),
+        remote_addr: from,
+        exporter,
+    };
+    let link = node.handle_inbound(info, now).expect("a handshake slot");
+    let realm = node.config().realm.as_str().to_owned();
+    let auth = key.map(|k| {
+        crate::auth::realm_proof(&ApiKey::new(k).unwrap(), &realm, &who.node_id(), &exporter)
+    });
+    let connect = Control::Connect(Connect {
+        versions: Versions::OURS,
+        node_id: who.node_id(),
+        realm,
+        auth,
+        listen_addrs: vec![from.into()],
+        roles: 0,
+        protocols: node.protocols(),
+    });
+    node.handle_link_data(link, Channel::CONTROL, &encode(&connect), now);
+    let mut refused = None;
+    while let Some(event) = node.poll_event() {
+        if let Event::InboundRefused { reason, .. } = event {
+            refused = Some(reason);
+        }
+    }
+    while node.poll_transmit().is_some() {}
+    if node.peer(&who.node_id()).is_none() {
+        node.handle_link_down(link, LinkError::Reset, now);
+    }
+    refused
+}
+
+fn source(ip: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::new(core::net::Ipv4Addr::from(ip).into(), port)
+}
+
+#[test]
+fn a_flood_of_bad_proofs_from_one_address_is_looked_at_only_up_to_its_limit() {
+    let key = b"0123456789abcdef";
+    let mut node = Node::new(keyed("a.b", key), Identity::from_seed(1), 1, Instant::ZERO).unwrap();
+    let intruder = Identity::from_seed(2);
+    let mut refusals = alloc::collections::BTreeMap::new();
+    for i in 0..1000u64 {
+        let now = Instant::ZERO + Duration::from_millis(i);
+        let from = source([127, 0, 0, 1], 40_000 + i as u16);
+        let reason = attempt(
+            &mut node,
+            &intruder,
+            from,
+            Some(&b"not-the-realm-key"[..]),
+            now,
+        );
+        *refusals.entry(reason.map(|r| r.as_str())).or_insert(0) += 1;
+        if i == 500 {
+            // A member from another address is admitted in the middle of the flood.
+            let member = Identity::from_seed(3);
+            let from = source([127, 0, 0, 2], 5000);
+            assert_eq!(attempt(&mut node, &member, from, Some(key), now), None);
+            assert!(node.peer(&member.node_id()).is_some());
+        }
+    }
+    let stats = node.stats();
+    assert_eq!(stats.refused_by_us.bad_credentials, 5, "{refusals:?}");
+    assert_eq!(stats.refused_by_us.rate_limited, 995, "{refusals:?}");
+    assert_eq!(stats.rate_sources, 2);
+    // One failure more is looked at once a twelfth of the minute has passed.
+    let later = Instant::ZERO + Duration::from_secs(13);
+    let from = source([127, 0, 0, 1], 1);
+    let again = attempt(
+        &mut node,
+        &intruder,
+        from,
+        Some(&b"not-the-realm-key"[..]),
+        later,
+    );
+    assert_eq!(again, Some(RefuseReason::BadCredentials));
+    let now_limited = attempt(
+        &mut node,
+        &intruder,
+        from,
+        Some(&b"not-the-realm-key"[..]),
+        later,
+    );
+    assert_eq!(now_limited, Some(RefuseReason::RateLimited));
+}
+
+#[test]
+fn the_realm_valve_stops_repeat_offenders_but_hears_new_addresses() {
+    let key = b"0123456789abcdef";
+    let mut config = keyed("a.b", key);
+    config.realm_auth_failure_limit = crate::Limit::per(3, Duration::from_secs(60));
+    let mut node = Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).unwrap();
+    let intruder = Identity::from_seed(2);
+    let bad = Some(&b"not-the-realm-key"[..]);
+    // Three addresses fail once each: the valve is spent.
+    for host in 1..=3 {
+        let from = source([192, 0, 2, host], 1);
+        let reason = attempt(&mut node, &intruder, from, bad, Instant::ZERO);
+        assert_eq!(reason, Some(RefuseReason::BadCredentials));
+    }
+    // They have failures left of their own, but the valve refuses them without a look...
+    let from = source([192, 0, 2, 1], 2);
+    let reason = attempt(&mut node, &intruder, from, bad, Instant::ZERO);
+    assert_eq!(reason, Some(RefuseReason::RateLimited));
+    // ...while an address with no failure on record is still heard, right or wrong.
+    let member = Identity::from_seed(3);
+    let from = source([192, 0, 2, 9], 1);
+    assert_eq!(
+        attempt(&mut node, &member, from, Some(key), Instant::ZERO),
+        None
+    );
+    let from = source([192, 0, 2, 10], 1);
+    let reason = attempt(&mut node, &intruder, from, bad, Instant::ZERO);
+    assert_eq!(reason, Some(RefuseReason::BadCredentials));
+}
+
+#[test]
+fn new_links_from_one_address_are_limited_and_the_tables_stay_bounded() {
+    let mut config = config("a.b");
+    config.handshake_limit = crate::Limit::per_second(2, 4);
+    config.max_rate_sources = 100;
+    let mut node = Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).unwrap();
+    let from = source([198, 51, 100, 1], 1);
+    let reasons: Vec<_> = (0..6u64)
+        .map(|i| {
+            attempt(
+                &mut node,
+                &Identity::from_seed(10 + i),
+                from,
+                None,
+                Instant::ZERO,
+            )
+        })
+        .collect();
+    let limited = Some(RefuseReason::RateLimited);
+    assert_eq!(reasons, [None, None, None, None, limited, limited]);
+    let half = Instant::ZERO + Duration::from_millis(500);
+    assert_eq!(
+        attempt(&mut node, &Identity::from_seed(20), from, None, half),
+        None
+    );
+    // Ten thousand addresses, one link each: the table keeps at most its bound.
+    for i in 0..10_000u32 {
+        let from = SocketAddr::new(core::net::Ipv4Addr::from(0x0a00_0000 + i).into(), 1);
+        let info = LinkInfo {
+            remote_id: Identity::from_seed(7).node_id(),
+            remote_addr: from,
+            exporter: [0; 32],
+        };
+        let link = node.handle_inbound(info, half).unwrap();
+        node.handle_link_down(link, LinkError::Reset, half);
+        assert!(node.stats().rate_sources <= 100);
+    }
+}

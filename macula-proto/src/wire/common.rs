@@ -19,16 +19,20 @@ pub enum RefuseReason {
     Capacity,
     /// 4: the `node_id` in the handshake is not the one proven by TLS.
     IdentityMismatch,
+    /// 5: the dialer's source address is over a rate limit (failed authentications or new
+    /// handshakes); its proof, if any, was not looked at.
+    RateLimited,
 }
 
 impl RefuseReason {
     /// Every reason, in wire order.
-    pub const ALL: [RefuseReason; 5] = [
+    pub const ALL: [RefuseReason; 6] = [
         RefuseReason::WrongRealm,
         RefuseReason::BadCredentials,
         RefuseReason::Version,
         RefuseReason::Capacity,
         RefuseReason::IdentityMismatch,
+        RefuseReason::RateLimited,
     ];
 
     /// The short name used in logs, stats and the CLI.
@@ -39,6 +43,7 @@ impl RefuseReason {
             RefuseReason::Version => "version",
             RefuseReason::Capacity => "capacity",
             RefuseReason::IdentityMismatch => "identity_mismatch",
+            RefuseReason::RateLimited => "rate_limited",
         }
     }
 }
@@ -140,7 +145,7 @@ impl CloseCode {
             7 => CloseCode::SendBufferFull,
             8 => CloseCode::UnexpectedPeer,
             9 => CloseCode::UnknownKind,
-            16..=20 => CloseCode::Refused(RefuseReason::ALL[(code - 16) as usize]),
+            16..=21 => CloseCode::Refused(RefuseReason::ALL[(code - 16) as usize]),
             other => CloseCode::Other(other),
         }
     }

@@ -95,7 +95,7 @@ pub struct Rpc {
     remembered_bytes: usize,
     running_per_peer: BTreeMap<NodeId, usize>,
     /// Per-peer token buckets for refusals and cancellations.
-    buckets: BTreeMap<NodeId, crate::rate::TokenBucket>,
+    buckets: crate::rate::Buckets<NodeId>,
     // ---- calling
     providers: Providers<RpcProvider>,
     looking: BTreeSet<String>,
@@ -158,7 +158,7 @@ impl Subsystem for Rpc {
             expiry: BTreeSet::new(),
             remembered_bytes: 0,
             running_per_peer: BTreeMap::new(),
-            buckets: BTreeMap::new(),
+            buckets: crate::rate::Buckets::new(MAX_BUCKETS),
             looking: BTreeSet::new(),
             calls: BTreeMap::new(),
             next_call: 0,
@@ -437,27 +437,9 @@ impl Rpc {
 
     /// Whether a refusal or cancellation from (or to) `peer` is within its rate at `now`.
     fn may_answer(&mut self, peer: NodeId, now: Instant) -> bool {
-        let (rate, burst) = (self.config.control_rate, self.config.control_burst);
-        if !self.buckets.contains_key(&peer) && self.buckets.len() >= MAX_BUCKETS {
-            // Buckets that have refilled say nothing a new one would not: forget them first,
-            // else the one used longest ago.
-            self.buckets.retain(|_, b| !b.is_full(now, rate, burst));
-            if self.buckets.len() >= MAX_BUCKETS {
-                let oldest = self
-                    .buckets
-                    .iter()
-                    .min_by_key(|(_, b)| b.last_used())
-                    .map(|(n, _)| *n);
-                if let Some(n) = oldest {
-                    self.buckets.remove(&n);
-                }
-            }
-        }
-        let bucket = self
-            .buckets
-            .entry(peer)
-            .or_insert_with(|| crate::rate::TokenBucket::full(burst, now));
-        let ok = bucket.take(now, rate, burst);
+        let limit =
+            crate::rate::Limit::per_second(self.config.control_rate, self.config.control_burst);
+        let ok = self.buckets.take(peer, now, &limit);
         if !ok {
             self.stats.rate_limited += 1;
         }
