@@ -596,7 +596,7 @@ impl Sim {
         self.nodes.get(n as usize)?.host.as_ref()?.quic_stats()
     }
 
-    /// A node's id (kept across restarts).
+    /// A node's id (kept across restarts; [`Sim::restart_as`] gives it another).
     pub fn node_id(&self, n: NodeIdx) -> NodeId {
         self.ids[n as usize]
     }
@@ -649,8 +649,19 @@ impl Sim {
 
     /// Node `from` dials node `to`. Returns the link id, or `None` if `from` is down.
     pub fn connect(&mut self, from: NodeIdx, to: NodeIdx) -> Option<LinkId> {
-        let now = self.now;
         let expected = Some(self.node_id(to));
+        self.dial(from, to, expected)
+    }
+
+    /// Node `from` dials node `to`'s address without naming the node it expects there, as a
+    /// user dials a seed's address: the first key seen there is pinned (trust on first use),
+    /// and another key later is refused.
+    pub fn connect_addr(&mut self, from: NodeIdx, to: NodeIdx) -> Option<LinkId> {
+        self.dial(from, to, None)
+    }
+
+    fn dial(&mut self, from: NodeIdx, to: NodeIdx, expected: Option<NodeId>) -> Option<LinkId> {
+        let now = self.now;
         let addr = addr_of(to);
         let link = self.with_host(from, |h| h.connect(addr, expected, now))?;
         if self.mode == Mode::Quic {
@@ -719,6 +730,16 @@ impl Sim {
         self.stats.restarts += 1;
         self.digest.record(self.now.as_micros(), n, 0xc1);
         self.start_host(n);
+    }
+
+    /// Restarts a crashed node under another identity: an impostor at its address.
+    pub fn restart_as(&mut self, n: NodeIdx, identity: Identity) {
+        if self.nodes[n as usize].host.is_some() {
+            return;
+        }
+        self.ids[n as usize] = identity.node_id();
+        self.identities[n as usize] = identity;
+        self.restart(n);
     }
 
     /// Whether a node is up.

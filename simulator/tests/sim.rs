@@ -281,3 +281,25 @@ fn actions_fall_due_in_order_whether_or_not_they_name_a_node() {
         .collect();
     assert_eq!(seen, expected);
 }
+
+#[test]
+fn the_trust_scenario_refuses_intruders_other_realms_and_the_impostor() {
+    for mode in [Mode::Frames, Mode::Quic] {
+        let p = Params {
+            loss: 0.02,
+            ..params(60, 3, mode)
+        };
+        let report = scenario::run("trust", &p).expect("the trust scenario exists");
+        assert!(report.ok, "{mode:?}: {:#?}", report.verdicts);
+        let figure = |name: &str| report.json[name].as_u64().expect(name);
+        assert_eq!(figure("cross_realm_links"), 0);
+        assert!(figure("refused_wrong_realm") > 0, "realm B knocked");
+        assert!(figure("refused_bad_credentials") > 0, "intruders knocked");
+        assert!(figure("refused_rate_limited") > 0, "and were cut off");
+        assert!(
+            figure("impostor_refused") > 0,
+            "pinners refused the impostor"
+        );
+        assert_eq!(figure("impostor_admitted_by_pinners"), 0);
+    }
+}

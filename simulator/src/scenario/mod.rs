@@ -4,6 +4,7 @@ mod connect;
 mod dht;
 mod pubsub;
 mod rpc;
+mod trust;
 
 use std::time::Instant as WallInstant;
 
@@ -20,6 +21,7 @@ pub use connect::Connect;
 pub use dht::Dht;
 pub use pubsub::Pubsub;
 pub use rpc::Rpc;
+pub use trust::Trust;
 
 /// What a scenario run is asked to do (the CLI's options).
 #[derive(Clone, Debug)]
@@ -81,6 +83,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "rpc",
         "callers and providers of five procedures; providers crash holding calls; --loss, --dup, --churn, --partition",
     ),
+    (
+        "trust",
+        "a keyed realm, intruders with a wrong key, another realm's members, an impostor at a pinned seed's address; --loss, --dup",
+    ),
 ];
 
 /// The scenario called `name`.
@@ -90,6 +96,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Scenario>> {
         "dht" => Some(Box::new(Dht::default())),
         "pubsub" => Some(Box::new(Pubsub::default())),
         "rpc" => Some(Box::new(Rpc::default())),
+        "trust" => Some(Box::new(Trust::default())),
         _ => None,
     }
 }
