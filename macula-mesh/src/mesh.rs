@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use macula_proto::dht::{DhtError, DhtStats};
+use macula_proto::pubsub::PubsubStats;
 use macula_proto::quic::{EndpointError, EndpointStats};
+use macula_proto::rpc::RpcStats;
 use macula_proto::{
     Config, ConnectFailure, Data, Duration, Event, Identity, InboxError, NodeId, PeerInfo,
     PingError, SendError, Stats,
@@ -140,8 +142,9 @@ pub enum MeshError {
     Closed,
 }
 
-/// Counters of the node and of its QUIC layer.
+/// Counters of the node, its subsystems and its QUIC layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MeshStats {
     /// The core node's counters.
     pub node: Stats,
@@ -149,6 +152,12 @@ pub struct MeshStats {
     pub quic: EndpointStats,
     /// The DHT's counters.
     pub dht: DhtStats,
+    /// Pub/sub's counters.
+    pub pubsub: PubsubStats,
+    /// RPC's counters.
+    pub rpc: RpcStats,
+    /// Gauge: commands from `Mesh` handles waiting for the node's task (bounded).
+    pub commands_queued: usize,
 }
 
 /// A running Macula node. Cheap to clone; every clone drives the same node.
@@ -388,12 +397,16 @@ impl<R: Runtime> Mesh<R> {
     /// # Errors
     /// [`MeshError::Closed`] if the mesh is closed.
     pub async fn stats(&self) -> Result<MeshStats, MeshError> {
-        self.query(|cx| {
+        let commands_queued = self.commands.len();
+        self.query(move |cx| {
             let node = cx.endpoint.node();
             MeshStats {
                 node: node.stats(),
                 quic: cx.endpoint.stats(),
                 dht: node.dht().stats().clone(),
+                pubsub: node.pubsub_stats().clone(),
+                rpc: node.rpc_stats().clone(),
+                commands_queued,
             }
         })
         .await

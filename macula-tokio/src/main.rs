@@ -1,14 +1,14 @@
 //! `macula`: run a node, ping one, use the DHT, or watch a three-node demo on loopback.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use cli::settings::{NodeSettings, RealmArgs};
 use macula_mesh::store::DataDir;
 use macula_proto::pubsub::Qos;
-use macula_proto::{ApiKey, Config, Realm};
+use macula_proto::{Config, Realm};
 use macula_tokio::{Mesh, MeshConfig};
 
 mod cli;
@@ -34,27 +34,11 @@ struct Cli {
 enum Command {
     /// Run a node until Ctrl-C or SIGTERM; prints `node_id=<hex> listen=<addr>` once it
     /// listens.
-    Node {
-        /// UDP address to listen on.
-        #[arg(long, default_value = "127.0.0.1:4433")]
-        listen: SocketAddr,
-        /// Where the node keeps its identity (made on first start) and locks while it runs.
-        /// Default: one directory per listen address under `$XDG_STATE_HOME/macula` (or
-        /// `~/.local/state/macula`); none for port 0, whose identity is then a throwaway one.
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
-        /// Append the audit log to FILE as JSON lines (handshakes accepted and refused, keys
-        /// pinned, refused by a pin, pins revoked), each written as it happens; past 16 MiB it
-        /// moves to FILE.1 and a new FILE begins.
-        #[arg(long, value_name = "FILE")]
-        audit_log: Option<PathBuf>,
-        #[command(flatten)]
-        realm: RealmArgs,
-        /// A node to join through, as HOST:PORT (an address or a DNS name; its key is pinned
-        /// under that name on first contact); repeat for several. Tried again (1 s, 2 s, ...
-        /// up to 30 s apart) until one lets the node in.
-        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
-        bootstraps: Vec<cli::join::Bootstrap>,
+    Node(Box<cli::settings::NodeArgs>),
+    /// Show what a node would run with: `macula config show` with `macula node`'s flags.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Connect to a node and measure round trips; one line per ping with the RTT in µs.
     Ping {
@@ -155,61 +139,30 @@ enum Command {
     Demo,
 }
 
-#[derive(clap::Args)]
-struct RealmArgs {
-    /// The realm to join (reverse-DNS name, e.g. io.example.dev).
-    #[arg(long, default_value = "dev.macula.local", global = true)]
-    realm: String,
-    /// A file holding the realm's API key (at least 16 bytes; a trailing newline is ignored).
-    #[arg(long, value_name = "FILE", global = true)]
-    api_key_file: Option<PathBuf>,
-    /// While rotating the realm's key: a file holding the old key, still accepted from peers
-    /// (this node proves the one in --api-key-file).
-    #[arg(long, value_name = "FILE", global = true, requires = "api_key_file")]
-    previous_api_key_file: Option<PathBuf>,
-    /// The identity to present, from `macula keys generate`. Default: a node keeps one in its
-    /// data directory; the other commands use a throwaway identity.
-    #[arg(long, value_name = "FILE", global = true)]
-    identity: Option<PathBuf>,
-}
-
-impl RealmArgs {
-    fn config(&self) -> Result<Config> {
-        let realm = Realm::new(&self.realm).map_err(|e| anyhow::anyhow!("--realm: {e}"))?;
-        let mut config = Config::new(realm);
-        config.api_key = self.api_key_file.as_deref().map(read_api_key).transpose()?;
-        config.previous_api_key = self
-            .previous_api_key_file
-            .as_deref()
-            .map(read_api_key)
-            .transpose()?;
-        Ok(config)
-    }
-
-    /// The identity given with `--identity`, if any.
-    fn identity(&self) -> Result<Option<macula_proto::Identity>> {
-        Ok(self
-            .identity
-            .as_deref()
-            .map(macula_mesh::store::load_identity)
-            .transpose()?)
-    }
-}
-
-/// The API key in `path` (a trailing newline is ignored).
-fn read_api_key(path: &std::path::Path) -> Result<ApiKey> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("reading the API key file {}", path.display()))?;
-    ApiKey::new(bytes.trim_ascii_end())
-        .map_err(|e| anyhow::anyhow!("API key in {}: {e}", path.display()))
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration of `macula node` given the same flags, environment
+    /// and `--config` file, as TOML with where each value came from (flag, environment,
+    /// file or default) in a comment.
+    Show(Box<cli::settings::NodeArgs>),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    // The node's settings know which values came from flags and which from the environment.
+    let sub = |path: &[&str]| {
+        path.iter()
+            .try_fold(&matches, |m, name| m.subcommand_matches(name))
+            .cloned()
+    };
     // A running node logs what it does; the tools print their results on stdout and only
     // warnings on stderr, unless RUST_LOG asks for more.
     let default_level = match cli.command {
-        Command::Node { .. } => "info",
+        Command::Node(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -233,13 +186,19 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Node {
-                listen,
-                data_dir,
-                audit_log,
-                realm,
-                bootstraps,
-            } => node(listen, data_dir, audit_log, &realm, bootstraps).await,
+            Command::Node(args) => {
+                let matches = sub(&["node"]).expect("the node subcommand was parsed");
+                node(NodeSettings::resolve(*args, &matches)?).await
+            }
+            Command::Config {
+                command: ConfigCommand::Show(args),
+            } => {
+                let matches = sub(&["config", "show"]).expect("config show was parsed");
+                let settings = NodeSettings::resolve(*args, &matches)?;
+                settings.config()?;
+                print!("{}", settings.show());
+                Ok(())
+            }
             Command::Ping { addr, realm, count } => ping(addr, &realm, count).await,
             Command::Dht {
                 command,
@@ -302,14 +261,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn node(
-    listen: SocketAddr,
-    data_dir: Option<PathBuf>,
-    audit_log: Option<PathBuf>,
-    realm: &RealmArgs,
-    bootstraps: Vec<cli::join::Bootstrap>,
-) -> Result<()> {
-    let data_dir = match data_dir {
+async fn node(settings: NodeSettings) -> Result<()> {
+    let listen = settings.listen;
+    let realm = &settings.realm;
+    let data_dir = match settings.data_dir.clone() {
         Some(dir) => Some(dir),
         None => cli::keys::default_data_dir(listen)?,
     };
@@ -318,12 +273,24 @@ async fn node(
     if identity.is_none() {
         tracing::warn!("an ephemeral port and no --data-dir: this node's identity is not kept");
     }
-    let mut config = MeshConfig::new(realm.config()?, listen);
+    let mut config = MeshConfig::new(settings.config()?, listen);
     config.identity = identity;
     config.pins = dir.as_ref().map(DataDir::pins_path);
-    config.audit_log = audit_log;
+    config.audit_log = settings.audit_log.clone();
+    let bootstraps = settings.bootstraps.clone();
     let mesh = Mesh::bind(config).await?;
-    println!("node_id={} listen={}", mesh.node_id(), mesh.local_addr());
+    let metrics = match settings.metrics {
+        Some(addr) => {
+            let bound = cli::metrics::serve(mesh.clone(), addr).await?;
+            format!(" metrics={bound}")
+        }
+        None => String::new(),
+    };
+    println!(
+        "node_id={} listen={}{metrics}",
+        mesh.node_id(),
+        mesh.local_addr()
+    );
     if !bootstraps.is_empty() {
         // Until one seed lets it in, the node keeps trying (a seed may be full or not up yet).
         let joiner = mesh.clone();

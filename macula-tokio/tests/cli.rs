@@ -562,6 +562,22 @@ fn node_with(
     env: &[(&str, &std::path::Path)],
     logs: bool,
 ) -> (Child, String, String) {
+    let (child, line) = node_line(args, env, logs);
+    let field = |name: &str| field_of(&line, name);
+    let (id, addr) = (field("node_id="), field("listen="));
+    (child, id, addr)
+}
+
+/// The value of `name` (`key=`) in a line of `key=value` fields.
+fn field_of(line: &str, name: &str) -> String {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(name))
+        .unwrap_or_else(|| panic!("{name} in {line:?}"))
+        .to_string()
+}
+
+/// Starts `macula node` as [`node_with`] does; returns the process and the line it printed.
+fn node_line(args: &[&str], env: &[(&str, &std::path::Path)], logs: bool) -> (Child, String) {
     let mut command = Command::new(BIN);
     command.arg("node").args(args).stdout(Stdio::piped());
     command.stderr(if logs { Stdio::piped() } else { Stdio::null() });
@@ -573,14 +589,7 @@ fn node_with(
     BufReader::new(child.stdout.take().expect("stdout is piped"))
         .read_line(&mut line)
         .expect("the node prints a line");
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|f| f.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {line:?}"))
-            .to_string()
-    };
-    let (id, addr) = (field("node_id="), field("listen="));
-    (child, id, addr)
+    (child, line)
 }
 
 fn stop(mut child: Child) {
@@ -929,4 +938,188 @@ fn a_node_rotating_its_realm_key_admits_the_old_and_the_new() {
     std::fs::write(&stranger, "stranger-0123456789\n").unwrap();
     let out = ping_keyed(&node.addr, &stranger);
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad_credentials"));
+}
+
+#[test]
+fn settings_come_from_the_file_then_the_environment_then_flags() {
+    let dir = scratch("settings");
+    let file = dir.join("node.toml");
+    let port = free_port();
+    std::fs::write(
+        &file,
+        format!(
+            "# a node's settings\nlisten = \"127.0.0.1:{port}\"\nrealm = \"io.file\"\n\
+             audit_log = \"from-file.log\"\n\n[limits]\nmax_peers = 99\n"
+        ),
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    let show = |env: &[(&str, &str)], args: &[&str]| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["config", "show", "--config", config])
+            .args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        succeeded(&command.output().expect("the macula binary runs"))
+    };
+    let line = |out: &str, key: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key} in {out}"))
+            .to_owned()
+    };
+    let from_file = show(&[], &[]);
+    assert_eq!(
+        line(&from_file, "listen"),
+        format!("listen = \"127.0.0.1:{port}\"  # file {config}")
+    );
+    assert_eq!(
+        line(&from_file, "realm"),
+        format!("realm = \"io.file\"  # file {config}")
+    );
+    assert_eq!(
+        line(&from_file, "max_peers"),
+        format!("max_peers = 99  # file {config}")
+    );
+    assert_eq!(line(&from_file, "max_pins"), "max_pins = 4096  # default");
+    let env = [
+        ("MACULA_LISTEN", "127.0.0.1:5002"),
+        ("MACULA_REALM", "io.env"),
+    ];
+    let from_env = show(&env, &[]);
+    assert_eq!(
+        line(&from_env, "listen"),
+        "listen = \"127.0.0.1:5002\"  # environment MACULA_LISTEN"
+    );
+    assert_eq!(
+        line(&from_env, "realm"),
+        "realm = \"io.env\"  # environment MACULA_REALM"
+    );
+    let from_flag = show(&env, &["--listen", "127.0.0.1:5003"]);
+    assert_eq!(
+        line(&from_flag, "listen"),
+        "listen = \"127.0.0.1:5003\"  # flag --listen"
+    );
+    assert_eq!(line(&from_flag, "realm"), line(&from_env, "realm"));
+    assert_eq!(line(&from_flag, "audit_log"), line(&from_file, "audit_log"));
+    // What `config show` prints is itself a configuration file that reads back the same.
+    let again = dir.join("again.toml");
+    std::fs::write(&again, &from_flag).unwrap();
+    let out = macula("config", &["show", "--config", again.to_str().unwrap()]);
+    assert!(line(&succeeded(&out), "listen").starts_with("listen = \"127.0.0.1:5003\""));
+    // A node started with the file alone listens where it says.
+    let (node, _, addr) = node_with(&["--config", config], &[], false);
+    assert_eq!(addr, format!("127.0.0.1:{port}"));
+    stop(node);
+    // Unknown keys, in the file's top level or in a table, are errors naming the key.
+    for (text, key) in [
+        (
+            "listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"\n",
+            "listen_adress",
+        ),
+        ("[limits]\nmax_peer = 3\n", "max_peer"),
+    ] {
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        for command in [["config", "show"], ["node", "--listen"]] {
+            let mut c = Command::new(BIN);
+            c.args(command);
+            if command[0] == "node" {
+                c.arg("127.0.0.1:0");
+            }
+            let out = c
+                .args(["--config", bad.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(key), "{stderr}");
+        }
+    }
+}
+
+/// The body of `GET path` from `addr`, over a plain HTTP/1.1 connection.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the metrics port answers");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    (head.to_owned(), body.to_owned())
+}
+
+#[test]
+fn metrics_are_served_over_http_in_the_prometheus_format() {
+    use prometheus_parse::{Scrape, Value};
+    let dir = scratch("metrics");
+    let key = dir.join("key");
+    std::fs::write(&key, "the-realm-key-0123456789").unwrap();
+    let wrong = dir.join("wrong");
+    std::fs::write(&wrong, "not-the-realm-key-012345").unwrap();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--realm",
+        "io.cli",
+        "--api-key-file",
+        key.to_str().unwrap(),
+    ];
+    let mut command = Command::new(BIN);
+    command
+        .arg("node")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut node = command.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(node.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {line:?}"))
+            .to_owned()
+    };
+    let (addr, metrics) = (field("listen="), field("metrics="));
+    // One member pings it, one stranger is refused.
+    succeeded(&ping_keyed(&addr, &key));
+    assert!(!ping_keyed(&addr, &wrong).status.success());
+    let (head, body) = http_get(&metrics, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("it parses");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("{name} {labels:?} in {body}"));
+        match sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        }
+    };
+    assert_eq!(value("macula_handshakes_completed_total", &[]), 1.0);
+    let refused = [("by", "us"), ("reason", "bad_credentials")];
+    assert_eq!(value("macula_handshakes_refused_total", &refused), 1.0);
+    assert!(value("macula_frames_received_total", &[]) > 0.0);
+    for name in [
+        "macula_peers",
+        "macula_pending_handshakes",
+        "macula_commands_queued",
+        "macula_rate_limited_total",
+        "macula_dht_lookups_total",
+        "macula_pubsub_published_total",
+        "macula_rpc_calls_total",
+    ] {
+        value(name, &[]);
+    }
+    let (head, _) = http_get(&metrics, "/elsewhere");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    stop(node);
 }

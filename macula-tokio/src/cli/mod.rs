@@ -4,6 +4,8 @@ pub mod bench;
 pub mod dht;
 pub mod join;
 pub mod keys;
+pub mod metrics;
 pub mod pubsub;
 pub mod rpc;
+pub mod settings;
 pub mod trust;
