@@ -21,8 +21,7 @@ use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::rpc::{CallId, RequestId, RpcEvent};
 use macula_proto::trust::TrustEvent;
 use macula_proto::{
-    Config, Data, Event, Fingerprint, Identity, InboxId, Instant, LinkId, NodeId, PingId,
-    ProtocolId,
+    Data, Event, Fingerprint, InboxId, Instant, LinkId, NodeId, PingId, ProtocolId,
 };
 
 use crate::handoff::{handoff, Fed, Feeder};
@@ -349,16 +348,13 @@ const REQUEST_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) fn spawn<R: Runtime>(
     socket: R::Socket,
-    node: Config,
-    identity: Identity,
-    seed: u64,
+    config: EndpointConfig,
     events: async_broadcast::Sender<Event>,
     pins: Option<(std::path::PathBuf, Vec<(String, NodeId)>)>,
     audit: Option<crate::audit::AuditLog>,
 ) -> Result<async_channel::Sender<Command>, MeshError> {
-    let epoch = R::now();
-    let realm = node.realm.as_str().to_owned();
-    let config = EndpointConfig::new(node, identity, seed, epoch);
+    let epoch = config.epoch;
+    let realm = config.node.realm.as_str().to_owned();
     let mut endpoint = Endpoint::new(config, Instant::ZERO)?;
     let pins_file = pins.map(|(path, kept)| {
         endpoint.with_node(Instant::ZERO, |node, _| {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use macula_proto::dht::{DhtError, DhtStats};
 use macula_proto::pubsub::PubsubStats;
-use macula_proto::quic::{EndpointError, EndpointStats};
+use macula_proto::quic::tls::TlsMode;
+use macula_proto::quic::{EndpointConfig, EndpointError, EndpointStats};
 use macula_proto::rpc::RpcStats;
 use macula_proto::{
     Config, ConnectFailure, Data, Duration, Event, Identity, InboxError, NodeId, PeerInfo,
@@ -43,6 +44,9 @@ pub struct MeshConfig {
     /// A file to append the audit log to, as JSON lines (see [`crate::audit`]): handshakes
     /// accepted and refused, pins made, refused by and revoked. Default: `None`.
     pub audit_log: Option<std::path::PathBuf>,
+    /// Development or production TLS (see [`macula_proto::quic::tls::TlsMode`]). Default:
+    /// development.
+    pub tls: TlsMode,
 }
 
 impl MeshConfig {
@@ -57,6 +61,7 @@ impl MeshConfig {
             advertise: true,
             pins: None,
             audit_log: None,
+            tls: TlsMode::Development,
         }
     }
 }
@@ -247,7 +252,9 @@ impl<R: Runtime> Mesh<R> {
             ),
             None => None,
         };
-        let commands = driver::spawn::<R>(socket, node, identity, seed, events, pins, audit)?;
+        let mut endpoint = EndpointConfig::new(node, identity, seed, R::now());
+        endpoint.tls = config.tls;
+        let commands = driver::spawn::<R>(socket, endpoint, events, pins, audit)?;
         Ok(Mesh {
             commands,
             events: Arc::new(receiver.deactivate()),

@@ -125,11 +125,19 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 /// [`StoreError::Exists`] if `path` exists; [`StoreError::Io`] if it cannot be written;
 /// [`StoreError::Random`] without randomness.
 pub fn generate_identity(path: &Path) -> Result<Identity, StoreError> {
-    let mut secret = [0u8; 32];
-    getrandom::getrandom(&mut secret).map_err(|e| StoreError::Random(e.to_string()))?;
-    let identity = Identity::from_secret(secret);
+    let identity = new_identity()?;
     save_identity(path, &identity)?;
     Ok(identity)
+}
+
+/// A new identity from operating-system randomness.
+///
+/// # Errors
+/// [`StoreError::Random`] without randomness.
+pub fn new_identity() -> Result<Identity, StoreError> {
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut secret).map_err(|e| StoreError::Random(e.to_string()))?;
+    Ok(Identity::from_secret(secret))
 }
 
 /// Writes `identity` to a new file at `path` (mode 0600, synced).
@@ -137,15 +145,25 @@ pub fn generate_identity(path: &Path) -> Result<Identity, StoreError> {
 /// # Errors
 /// [`StoreError::Exists`] if `path` exists; [`StoreError::Io`] if it cannot be written.
 pub fn save_identity(path: &Path, identity: &Identity) -> Result<(), StoreError> {
+    write_new(path, &format_identity(identity), 0o600)
+}
+
+/// Writes `text` to a new file at `path` with permissions `mode` (Unix; `0o600` for a
+/// secret), synced before this returns. An existing file is never replaced.
+///
+/// # Errors
+/// [`StoreError::Exists`] if `path` exists; [`StoreError::Io`] if it cannot be written.
+pub fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), StoreError> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
     let mut file = options.open(path).map_err(|e| match e.kind() {
         io::ErrorKind::AlreadyExists => StoreError::Exists(path.to_owned()),
         _ => io_error(path)(e),
     })?;
-    let text = format_identity(identity);
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(io_error(path))
@@ -199,11 +217,17 @@ pub fn load_identity(path: &Path) -> Result<Identity, StoreError> {
     })
 }
 
-/// Reads an identity file's text; the error says what is wrong with it.
+/// Reads an identity file's text, in Macula's own form (`ed25519-secret <hex>`) or as a PEM
+/// Ed25519 private key (PKCS#8, as TLS tools and `macula cert dev` write it); the error says
+/// what is wrong with it.
 ///
 /// # Errors
 /// Why `text` is not an identity file.
 pub fn parse_identity(text: &str) -> Result<Identity, &'static str> {
+    if text.trim_start().starts_with("-----BEGIN") {
+        return macula_proto::quic::tls::identity_from_pem(text.as_bytes())
+            .map_err(|_| "it is PEM, but not an Ed25519 PKCS#8 private key");
+    }
     let mut keys = text
         .lines()
         .map(str::trim)

@@ -40,9 +40,9 @@ pub mod quic;
 pub use config::{ApiKey, Config, ConfigError, Realm, Roles};
 pub use id::{verify_signature, Distance, Fingerprint, Identity, NodeId, ParseIdError, ShortId};
 pub use node::{
-    ConnectFailure, Data, Direction, DownReason, Event, InboxError, InboxId, LinkError, LinkId,
-    LinkInfo, Node, Overflow, PeerInfo, PingError, PingId, RefusalCounts, SendError, Stats,
-    Transmit, MAX_INBOXES, MAX_INBOX_CAPACITY,
+    CertificateProblem, ConnectFailure, Data, Direction, DownReason, Event, InboxError, InboxId,
+    LinkError, LinkId, LinkInfo, Node, Overflow, PeerInfo, PingError, PingId, RefusalCounts,
+    SendError, Stats, Transmit, MAX_INBOXES, MAX_INBOX_CAPACITY,
 };
 pub use rate::Limit;
 pub use rng::Rng;

@@ -116,6 +116,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::keys::KeysCommand,
     },
+    /// Make a development CA and node certificates for trying production TLS out.
+    Cert {
+        #[command(subcommand)]
+        command: cli::cert::CertCommand,
+    },
     /// List or revoke the keys a node pinned at the addresses it was told to dial (trust on
     /// first use).
     Trust {
@@ -196,6 +201,7 @@ fn main() -> ExitCode {
                 let matches = sub(&["config", "show"]).expect("config show was parsed");
                 let settings = NodeSettings::resolve(*args, &matches)?;
                 settings.config()?;
+                settings.realm.tls.mode()?;
                 print!("{}", settings.show());
                 Ok(())
             }
@@ -246,6 +252,7 @@ fn main() -> ExitCode {
                 result
             }
             Command::Keys { command } => cli::keys::run(command),
+            Command::Cert { command } => cli::cert::run(command),
             Command::Trust { command } => cli::trust::run(command),
             Command::Bench { command } => cli::bench::run(command).await,
             Command::BenchWorker { command } => cli::bench::worker(command).await,
@@ -269,12 +276,13 @@ async fn node(settings: NodeSettings) -> Result<()> {
         None => cli::keys::default_data_dir(listen)?,
     };
     // The directory stays locked until the node is closed.
-    let (dir, identity) = cli::keys::node_identity(data_dir.as_deref(), realm.identity.as_deref())?;
+    let (dir, identity) = cli::keys::node_identity(data_dir.as_deref(), realm.identity()?)?;
     if identity.is_none() {
         tracing::warn!("an ephemeral port and no --data-dir: this node's identity is not kept");
     }
     let mut config = MeshConfig::new(settings.config()?, listen);
     config.identity = identity;
+    config.tls = realm.tls.mode()?;
     config.pins = dir.as_ref().map(DataDir::pins_path);
     config.audit_log = settings.audit_log.clone();
     let bootstraps = settings.bootstraps.clone();
@@ -345,6 +353,7 @@ async fn ping(addr: SocketAddr, realm: &RealmArgs, count: u32) -> Result<()> {
     };
     let mut config = MeshConfig::new(realm.config()?, local);
     config.identity = realm.identity()?;
+    config.tls = realm.tls.mode()?;
     let mesh = Mesh::bind(config).await?;
     let result = async {
         let peer = mesh.connect(addr).await?;
@@ -392,6 +401,7 @@ async fn client(
         .await?;
     let mut config = MeshConfig::new(realm.config()?, client_addr(first, reachable));
     config.identity = realm.identity()?;
+    config.tls = realm.tls.mode()?;
     config.advertise = reachable;
     let mesh = Mesh::bind(config).await?;
     let mut joined = 0;

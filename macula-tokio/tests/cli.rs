@@ -1123,3 +1123,121 @@ fn metrics_are_served_over_http_in_the_prometheus_format() {
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     stop(node);
 }
+
+#[test]
+fn production_tls_with_a_development_ca_admits_its_seeds_and_names_what_is_wrong() {
+    let dir = scratch("tls");
+    let ca_dir = dir.join("ca");
+    let out = succeeded(&macula(
+        "cert",
+        &[
+            "dev",
+            "--out",
+            ca_dir.to_str().unwrap(),
+            "--name",
+            "127.0.0.1",
+            "--name",
+            "seed.test",
+        ],
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let ca = field_of(lines[0], "ca=");
+    let (cert, key, id) = (
+        field_of(lines[1], "cert="),
+        field_of(lines[1], "key="),
+        field_of(lines[1], "node_id="),
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is private");
+    }
+    // The key is an identity: keys show reads it.
+    let shown = succeeded(&macula("keys", &["show", &key]));
+    assert!(shown.contains(&format!("node_id={id}")), "{shown}");
+    // Running it again never overwrites a file.
+    let again = macula(
+        "cert",
+        &[
+            "dev",
+            "--out",
+            ca_dir.to_str().unwrap(),
+            "--name",
+            "seed.test",
+        ],
+    );
+    assert!(!again.status.success());
+    // A seed for 127.0.0.1 serves the CA-signed certificate under the key's identity.
+    let production = ["--tls-mode", "production", "--tls-ca-cert-file", &ca];
+    let seed_args = [
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+        ][..],
+        &production[..],
+    ]
+    .concat();
+    let (seed, seed_id, addr) = node_with(&seed_args, &[], false);
+    assert_eq!(seed_id, id, "the certificate's key is the node's identity");
+    let ping_with = |extra: &[&str]| {
+        let args = [&[addr.as_str(), "--count", "1"][..], extra].concat();
+        ping(&args)
+    };
+    succeeded(&ping_with(&production));
+    // The same settings through the environment.
+    let out = Command::new(BIN)
+        .args(["ping", &addr, "--count", "1"])
+        .env("MACULA_TLS_MODE", "production")
+        .env("MACULA_TLS_CACERTFILE", &ca)
+        .output()
+        .unwrap();
+    succeeded(&out);
+    // Another CA's certificate: refused, naming the cause.
+    let other_dir = dir.join("other");
+    let other = succeeded(&macula(
+        "cert",
+        &["dev", "--out", other_dir.to_str().unwrap()],
+    ));
+    let other_ca = field_of(other.lines().next().unwrap(), "ca=");
+    let out = ping_with(&["--tls-mode", "production", "--tls-ca-cert-file", &other_ca]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown issuer"), "{err}");
+    stop(seed);
+    // A certificate for another host than the address dialed: refused, naming the cause,
+    // unless host names are not checked.
+    let (cert, key) = (field_of(lines[2], "cert="), field_of(lines[2], "key="));
+    let seed_args = [
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+        ][..],
+        &production[..],
+    ]
+    .concat();
+    let (seed, _, addr) = node_with(&seed_args, &[], false);
+    let ping_with = |extra: &[&str]| ping(&[&[addr.as_str(), "--count", "1"][..], extra].concat());
+    let out = ping_with(&production);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wrong host name"), "{err}");
+    succeeded(&ping_with(
+        &[&production[..], &["--tls-verify-hostname", "false"]].concat(),
+    ));
+    stop(seed);
+    // Production files without production mode, and production mode without a CA, are errors.
+    let out = ping(&[&addr, "--tls-ca-cert-file", &ca]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-mode production"));
+    let out = ping(&[&addr, "--tls-mode", "production"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca-cert-file"));
+}

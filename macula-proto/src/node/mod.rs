@@ -71,9 +71,9 @@ use registry::{index_of, Incoming, Mask, Pick, Subsystems};
 pub use stats::{RefusalCounts, Stats};
 use subsystem::{Cx, Init};
 pub use types::{
-    ConnectFailure, Data, Direction, DownReason, Event, InboxError, InboxId, LinkError, LinkId,
-    LinkInfo, Overflow, PeerInfo, PingError, PingId, SendError, Transmit, MAX_INBOXES,
-    MAX_INBOX_CAPACITY,
+    CertificateProblem, ConnectFailure, Data, Direction, DownReason, Event, InboxError, InboxId,
+    LinkError, LinkId, LinkInfo, Overflow, PeerInfo, PingError, PingId, SendError, Transmit,
+    MAX_INBOXES, MAX_INBOX_CAPACITY,
 };
 
 /// A Macula node's protocol state. See the [module documentation](self) for the contract.
@@ -259,6 +259,13 @@ impl Node {
         let node = self.core.revoke(name);
         self.settle();
         node
+    }
+
+    /// The name or address the application gave for `link`, while that dial is under way
+    /// ([`Node::connect_name`], or [`Node::connect`] without an expected id): a transport
+    /// verifying certificates by host name checks them against it.
+    pub fn dial_name(&self, link: LinkId) -> Option<&str> {
+        self.core.dial_name(link)
     }
 
     /// The trust-on-first-use pins.

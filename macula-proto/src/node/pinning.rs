@@ -31,6 +31,11 @@ impl Core {
         self.trust.as_ref().map_or(&NO_PINS, |t| &t.pins)
     }
 
+    /// The name `link` dials, while that dial is under way.
+    pub(super) fn dial_name(&self, link: LinkId) -> Option<&str> {
+        self.trust.as_ref()?.names.get(&link).map(String::as_str)
+    }
+
     /// Link `link` dials the name `name`: its key is checked against the pin there.
     pub(super) fn name_dial(&mut self, link: LinkId, name: String) {
         self.trust_mut().names.insert(link, name);

@@ -100,6 +100,39 @@ pub enum LinkError {
     TimedOut,
     /// Any other transport failure (reset, protocol error below the node).
     Reset,
+    /// The certificate presented at a name dialed in production TLS mode was not accepted.
+    Certificate(CertificateProblem),
+}
+
+/// Why a certificate presented at a name dialed in production TLS mode was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// It does not chain to a CA this node trusts.
+    UnknownIssuer,
+    /// It is not valid for the host name dialed.
+    WrongName,
+    /// It has expired or is not valid yet.
+    Expired,
+    /// Anything else: malformed, a key that is not Ed25519, a bad signature.
+    Invalid,
+}
+
+impl fmt::Display for CertificateProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CertificateProblem::UnknownIssuer => {
+                "its certificate is signed by a CA this node does not trust (unknown issuer)"
+            }
+            CertificateProblem::WrongName => {
+                "its certificate is not valid for the host name dialed (wrong host name)"
+            }
+            CertificateProblem::Expired => "its certificate has expired or is not valid yet",
+            CertificateProblem::Invalid => {
+                "its certificate is not acceptable (malformed, not an Ed25519 node key, or a bad signature)"
+            }
+        })
+    }
 }
 
 impl fmt::Display for LinkError {
@@ -109,6 +142,7 @@ impl fmt::Display for LinkError {
             LinkError::ClosedByPeer(code) => write!(f, "closed by peer ({code})"),
             LinkError::TimedOut => f.write_str("transport timed out"),
             LinkError::Reset => f.write_str("transport failure"),
+            LinkError::Certificate(problem) => write!(f, "TLS refused the node: {problem}"),
         }
     }
 }

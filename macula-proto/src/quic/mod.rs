@@ -118,6 +118,9 @@ pub struct EndpointConfig {
     /// randoms, ephemeral keys) from `seed`, so a run replays bit for bit. Anyone who knows the
     /// seed can decrypt the sessions. Default: `false` (operating-system randomness).
     pub seeded_crypto: bool,
+    /// Development (self-signed identity certificates only) or production TLS (CA-signed
+    /// certificates for seeds). Default: development.
+    pub tls: tls::TlsMode,
 }
 
 impl EndpointConfig {
@@ -129,6 +132,7 @@ impl EndpointConfig {
             seed,
             epoch,
             seeded_crypto: false,
+            tls: tls::TlsMode::Development,
         }
     }
 }
@@ -188,6 +192,8 @@ pub struct Endpoint {
     node: Node,
     quic: quinn_proto::Endpoint,
     client_config: ClientConfig,
+    /// Production TLS: for dials to a name or address the user gave, checked against the CAs.
+    seed_client_config: Option<ClientConfig>,
     epoch: StdInstant,
     now: Instant,
     conns: BTreeMap<ConnectionHandle, Conn>,
@@ -243,13 +249,32 @@ impl Endpoint {
         };
         let (cert, key) = tls::self_signed(node.identity())?;
         let verifier = Arc::new(tls::PeerVerifier::new(provider.clone()));
+        let (chain, seed_verifier) = match &config.tls {
+            tls::TlsMode::Development => (vec![cert], None),
+            tls::TlsMode::Production(production) => {
+                let chain = if production.chain.is_empty() {
+                    vec![cert]
+                } else {
+                    let leaf = tls::node_id_from_cert(&production.chain[0]);
+                    if leaf != Some(node.node_id()) {
+                        return Err(EndpointError::Tls(rustls::Error::General(
+                            "the certificate chain's leaf is not for this node's identity key"
+                                .into(),
+                        )));
+                    }
+                    production.chain.clone()
+                };
+                let seeds = tls::SeedVerifier::new(production, provider.clone())?;
+                (chain, Some(Arc::new(seeds)))
+            }
+        };
 
         let transport = Arc::new(transport_config(node.config()));
 
         let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier.clone())
-            .with_single_cert(vec![cert.clone()], key.clone_key())?;
+            .with_single_cert(chain.clone(), key.clone_key())?;
         server_tls.alpn_protocols = vec![tls::ALPN.to_vec()];
         // No session resumption: every node presents the same server name, so a ticket from one
         // node would be offered to another, and ticket ages come from the host's wall clock.
@@ -273,17 +298,22 @@ impl Endpoint {
         server_config.transport_config(transport.clone());
         server_config.migration(false);
 
-        let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_auth_cert(vec![cert], key)?;
-        client_tls.alpn_protocols = vec![tls::ALPN.to_vec()];
-        client_tls.resumption = rustls::client::Resumption::disabled();
-        let client_crypto = QuicClientConfig::try_from(client_tls)
-            .map_err(|e| rustls::Error::General(alloc::format!("{e}")))?;
-        let mut client_config = ClientConfig::new(Arc::new(client_crypto));
-        client_config.transport_config(transport);
+        let client = |verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>| -> Result<ClientConfig, EndpointError> {
+            let mut client_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_client_auth_cert(chain.clone(), key.clone_key())?;
+            client_tls.alpn_protocols = vec![tls::ALPN.to_vec()];
+            client_tls.resumption = rustls::client::Resumption::disabled();
+            let client_crypto = QuicClientConfig::try_from(client_tls)
+                .map_err(|e| rustls::Error::General(alloc::format!("{e}")))?;
+            let mut client_config = ClientConfig::new(Arc::new(client_crypto));
+            client_config.transport_config(transport.clone());
+            Ok(client_config)
+        };
+        let mut client_config = client(verifier)?;
+        let seed_client_config = seed_verifier.map(|v| client(v)).transpose()?;
 
         let mut endpoint_config = quinn_proto::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
             ring::hmac::HMAC_SHA256,
@@ -304,6 +334,7 @@ impl Endpoint {
             node,
             quic,
             client_config,
+            seed_client_config,
             epoch: config.epoch,
             now,
             conns: BTreeMap::new(),
@@ -837,6 +868,11 @@ impl Endpoint {
                 LinkError::ClosedByPeer(CloseCode::from_u32(code))
             }
             ConnectionError::TimedOut if c.connected => LinkError::TimedOut,
+            ConnectionError::TransportError(e) if !c.connected && is_alert(&e) => {
+                self.stats.tls_failures += 1;
+                let alert = (u64::from(e.code) & 0xff) as u8;
+                LinkError::Certificate(tls::certificate_problem(alert, &e.reason))
+            }
             ConnectionError::ConnectionClosed(_) | ConnectionError::TransportError(_)
                 if !c.connected =>
             {
@@ -959,10 +995,17 @@ impl Endpoint {
     fn carry_out(&mut self, t: Transmit, now: Instant, std_now: StdInstant) {
         match t {
             Transmit::Open { link, addr, .. } => {
-                match self
-                    .quic
-                    .connect(std_now, self.client_config.clone(), addr, "macula")
-                {
+                // A dial to a name the user gave meets a CA-signed certificate for that host
+                // in production mode; every other dial is checked by key alone.
+                let seed = self
+                    .seed_client_config
+                    .as_ref()
+                    .zip(self.node.dial_name(link).map(host_of));
+                let (client, server_name) = match seed {
+                    Some((client, host)) => (client.clone(), host),
+                    None => (self.client_config.clone(), "macula".into()),
+                };
+                match self.quic.connect(std_now, client, addr, &server_name) {
                     Ok((handle, conn)) => {
                         self.conns.insert(handle, Conn::new(conn, Some(link), true));
                         self.active.insert(handle);
@@ -1071,4 +1114,16 @@ fn transport_config(config: &Config) -> TransportConfig {
     acks.ack_eliciting_threshold(VarInt::from_u32(ACK_EVERY - 1));
     t.ack_frequency_config(Some(acks));
     t
+}
+
+/// Whether a transport error is a TLS alert (QUIC's crypto error codes, 0x100 to 0x1ff).
+fn is_alert(e: &quinn_proto::TransportError) -> bool {
+    (0x100..0x200).contains(&u64::from(e.code))
+}
+
+/// The host part of a `host:port` name (an IPv6 address without its brackets), as TLS
+/// checks certificates against it.
+fn host_of(name: &str) -> String {
+    let host = name.rsplit_once(':').map_or(name, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']').into()
 }

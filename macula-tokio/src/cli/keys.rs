@@ -65,16 +65,16 @@ pub fn default_data_dir(listen: SocketAddr) -> Result<Option<PathBuf>> {
     Ok(Some(base.join("macula").join(format!("node-{name}"))))
 }
 
-/// A node's data directory (locked while it runs) and its identity: the one in `identity`
-/// if given, else the directory's own. Without a directory (an ephemeral port and no
-/// `--data-dir`) the identity is a throwaway one unless given.
+/// A node's data directory (locked while it runs) and its identity: `given` if any, else the
+/// directory's own. Without a directory (an ephemeral port and no `--data-dir`) the identity
+/// is a throwaway one unless given.
 pub fn node_identity(
     data_dir: Option<&Path>,
-    identity: Option<&Path>,
+    given: Option<Identity>,
 ) -> Result<(Option<DataDir>, Option<Identity>)> {
     let dir = data_dir.map(DataDir::open).transpose()?;
-    let identity = match (identity, &dir) {
-        (Some(file), _) => Some(store::load_identity(file)?),
+    let identity = match (given, &dir) {
+        (Some(identity), _) => Some(identity),
         (None, Some(dir)) => Some(dir.identity()?),
         (None, None) => None,
     };

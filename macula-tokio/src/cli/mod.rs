@@ -1,6 +1,7 @@
 //! One module per subsystem's subcommands.
 
 pub mod bench;
+pub mod cert;
 pub mod dht;
 pub mod join;
 pub mod keys;

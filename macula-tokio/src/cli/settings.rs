@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use clap::parser::ValueSource;
 use clap::ArgMatches;
+use macula_proto::quic::tls::{self, CertificateDer, ProductionTls, TlsMode};
 use macula_proto::{ApiKey, Config, Identity, Realm};
 use serde::Deserialize;
 
@@ -41,6 +42,113 @@ pub struct RealmArgs {
     /// data directory; the other commands use a throwaway identity.
     #[arg(long, value_name = "FILE", global = true, env = "MACULA_IDENTITY")]
     pub identity: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The TLS mode and its files.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// `development`: nodes present self-signed certificates of their identity keys. `production`:
+    /// a node dialed at a name or address the user gave (a seed) must present a certificate
+    /// signed by a CA in --tls-ca-cert-file, for that host name.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = TlsModeArg::Development,
+        global = true,
+        env = "MACULA_TLS_MODE"
+    )]
+    pub tls_mode: TlsModeArg,
+    /// Production mode: the CA certificates (PEM) that sign seeds' certificates.
+    #[arg(
+        long,
+        value_name = "FILE",
+        global = true,
+        env = "MACULA_TLS_CACERTFILE"
+    )]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// Production mode: this node's CA-signed certificate chain (PEM, leaf first), whose key is
+    /// the one in --tls-key-file.
+    #[arg(long, value_name = "FILE", global = true, env = "MACULA_TLS_CERTFILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Production mode: the certificate's Ed25519 private key (PEM, PKCS#8; mode 0600), which
+    /// becomes the node's identity.
+    #[arg(long, value_name = "FILE", global = true, env = "MACULA_TLS_KEYFILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Production mode: whether a seed's certificate must be valid for the host name dialed.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        global = true,
+        env = "MACULA_TLS_VERIFY_HOSTNAME",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub tls_verify_hostname: bool,
+}
+
+/// `--tls-mode`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsModeArg {
+    /// Self-signed identity certificates.
+    Development,
+    /// CA-signed certificates for seeds.
+    Production,
+}
+
+impl TlsModeArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            TlsModeArg::Development => "development",
+            TlsModeArg::Production => "production",
+        }
+    }
+}
+
+impl TlsArgs {
+    /// The TLS mode, with its files read.
+    pub fn mode(&self) -> Result<TlsMode> {
+        let production_only = [
+            ("--tls-ca-cert-file", self.tls_ca_cert_file.is_some()),
+            ("--tls-cert-file", self.tls_cert_file.is_some()),
+            ("--tls-key-file", self.tls_key_file.is_some()),
+        ];
+        if self.tls_mode == TlsModeArg::Development {
+            if let Some((flag, _)) = production_only.iter().find(|(_, given)| *given) {
+                anyhow::bail!("{flag} is for production mode: add --tls-mode production");
+            }
+            return Ok(TlsMode::Development);
+        }
+        let ca = self
+            .tls_ca_cert_file
+            .as_deref()
+            .context("production TLS needs the CA certificates (--tls-ca-cert-file)")?;
+        let mut tls = ProductionTls::new(read_certificates(ca)?);
+        tls.verify_hostname = self.tls_verify_hostname;
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(_)) => tls.chain = read_certificates(cert)?,
+            (None, None) => {}
+            _ => anyhow::bail!("--tls-cert-file and --tls-key-file go together"),
+        }
+        Ok(TlsMode::Production(tls))
+    }
+
+    /// The identity in --tls-key-file, if given.
+    pub fn key_identity(&self) -> Result<Option<Identity>> {
+        Ok(self
+            .tls_key_file
+            .as_deref()
+            .map(macula_mesh::store::load_identity)
+            .transpose()?)
+    }
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    tls::certificates_from_pem(&pem).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
 const DEFAULT_REALM: &str = "dev.macula.local";
@@ -56,13 +164,21 @@ impl RealmArgs {
         )
     }
 
-    /// The identity given with `--identity`, if any.
+    /// The identity given with `--identity` or, in production TLS mode, `--tls-key-file`
+    /// (both: they must be the same key), if any.
     pub fn identity(&self) -> Result<Option<Identity>> {
-        Ok(self
+        let given = self
             .identity
             .as_deref()
             .map(macula_mesh::store::load_identity)
-            .transpose()?)
+            .transpose()?;
+        match (given, self.tls.key_identity()?) {
+            (Some(a), Some(b)) if a.node_id() != b.node_id() => anyhow::bail!(
+                "--identity and --tls-key-file hold different keys: the certificate's key is the \
+                 node's identity, give one of them"
+            ),
+            (a, b) => Ok(b.or(a)),
+        }
     }
 }
 
@@ -135,6 +251,11 @@ struct File {
     api_key_file: Option<PathBuf>,
     previous_api_key_file: Option<PathBuf>,
     identity: Option<PathBuf>,
+    tls_mode: Option<TlsModeArg>,
+    tls_ca_cert_file: Option<PathBuf>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_verify_hostname: Option<bool>,
     limits: Option<Limits>,
 }
 
@@ -384,6 +505,59 @@ impl NodeSettings {
             None,
             path_shown,
         );
+        let t = r.tls;
+        let tls_mode = l
+            .pick(
+                "tls_mode",
+                ("tls_mode", "tls-mode", "MACULA_TLS_MODE"),
+                Some(t.tls_mode),
+                file.tls_mode,
+                Some(TlsModeArg::Development),
+                |m: &TlsModeArg| quoted(m.as_str()),
+            )
+            .expect("tls_mode has a default");
+        let tls_ca_cert_file = l.pick(
+            "tls_ca_cert_file",
+            (
+                "tls_ca_cert_file",
+                "tls-ca-cert-file",
+                "MACULA_TLS_CACERTFILE",
+            ),
+            t.tls_ca_cert_file,
+            file.tls_ca_cert_file,
+            None,
+            path_shown,
+        );
+        let tls_cert_file = l.pick(
+            "tls_cert_file",
+            ("tls_cert_file", "tls-cert-file", "MACULA_TLS_CERTFILE"),
+            t.tls_cert_file,
+            file.tls_cert_file,
+            None,
+            path_shown,
+        );
+        let tls_key_file = l.pick(
+            "tls_key_file",
+            ("tls_key_file", "tls-key-file", "MACULA_TLS_KEYFILE"),
+            t.tls_key_file,
+            file.tls_key_file,
+            None,
+            path_shown,
+        );
+        let tls_verify_hostname = l
+            .pick(
+                "tls_verify_hostname",
+                (
+                    "tls_verify_hostname",
+                    "tls-verify-hostname",
+                    "MACULA_TLS_VERIFY_HOSTNAME",
+                ),
+                Some(t.tls_verify_hostname),
+                file.tls_verify_hostname,
+                Some(true),
+                bool::to_string,
+            )
+            .expect("tls_verify_hostname has a default");
         let limits = file.limits.unwrap_or_default();
         let defaults = Config::default();
         let mut limit = |key: &'static str, value: Option<usize>, default: usize| {
@@ -420,6 +594,13 @@ impl NodeSettings {
                 api_key_file,
                 previous_api_key_file,
                 identity,
+                tls: TlsArgs {
+                    tls_mode,
+                    tls_ca_cert_file,
+                    tls_cert_file,
+                    tls_key_file,
+                    tls_verify_hostname,
+                },
             },
             max_peers,
             max_pending_handshakes,
