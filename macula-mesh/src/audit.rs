@@ -14,7 +14,8 @@
 //! limit, its proof not looked at),
 //! `tofu_trust` (a key was pinned at a name; `addr` is the name), `fingerprint_mismatch`
 //! (another key than the pinned one answered; `peer` is the key that answered, `reason` names
-//! the pinned one) and `trust_revoked`. The file is bounded: past its size limit it is renamed
+//! the pinned one), `trust_revoked` and `identity_conflict` (a peer linked again from another
+//! address while its link was alive: `addr` is the new address, `reason` names the old). The file is bounded: past its size limit it is renamed
 //! to `FILE.1` (replacing the previous one) and a new `FILE` begins.
 
 use std::fs::{File, OpenOptions};
@@ -136,6 +137,12 @@ impl Entry {
             Event::Trust(TrustEvent::Revoked { name, node }) => {
                 entry("trust_revoked", *node, name.clone(), "revoked".into())
             }
+            Event::Trust(TrustEvent::IdentityConflict { node, old, new }) => entry(
+                "identity_conflict",
+                *node,
+                new.to_string(),
+                format!("its link from {old} was alive"),
+            ),
             _ => return None,
         })
     }

@@ -384,6 +384,7 @@ pub(crate) fn spawn<R: Runtime>(
         doorbell,
         ringing,
         closing: None,
+        link_spans: BTreeMap::new(),
     };
     R::spawn(driver.run());
     Ok(tx)
@@ -409,6 +410,8 @@ struct Driver<R: Runtime> {
     ringing: async_channel::Receiver<()>,
     /// Set once closing.
     closing: Option<Closing>,
+    /// The span of each established link (see [`Driver::dispatch`]).
+    link_spans: BTreeMap<LinkId, tracing::Span>,
 }
 
 /// A close under way: first the publisher's outstanding messages are waited for (up to their
@@ -657,9 +660,30 @@ impl<R: Runtime> Driver<R> {
     /// Hands the waiters of `event`'s keys the event.
     fn dispatch(&mut self, event: &Event) {
         match event {
-            Event::PeerUp { peer, addr, .. } => tracing::info!(peer = %peer, %addr, "peer joined"),
-            Event::PeerDown { peer, reason, .. } => {
-                tracing::info!(peer = %peer, %reason, "peer left");
+            Event::PeerUp {
+                peer,
+                link,
+                addr,
+                direction,
+            } => {
+                // A link's span lives from its handshake to its end: what is logged about the
+                // link in between carries the peer and the address.
+                let span = tracing::info_span!("link", peer = %peer.short(), %addr, ?direction);
+                span.in_scope(|| tracing::info!(peer = %peer, "peer joined"));
+                if self.link_spans.len() >= 2 * self.endpoint.node().config().max_peers {
+                    // Links whose end was never seen (an overflowed event queue) are dropped.
+                    let node = self.endpoint.node();
+                    self.link_spans
+                        .retain(|l, _| node.peers().any(|p| p.link == *l));
+                }
+                self.link_spans.insert(*link, span);
+            }
+            Event::PeerDown { peer, reason, link } => {
+                let span = self
+                    .link_spans
+                    .remove(link)
+                    .unwrap_or_else(tracing::Span::none);
+                span.in_scope(|| tracing::info!(peer = %peer, %reason, "peer left"));
             }
             Event::Trust(trust) => self.trusted(trust),
             _ => {}
@@ -694,6 +718,16 @@ impl<R: Runtime> Driver<R> {
                     pinned = %Fingerprint(*pinned),
                     presented = %Fingerprint(*presented),
                     "refused: another key than the pinned one answered"
+                );
+                return;
+            }
+            TrustEvent::IdentityConflict { node, old, new } => {
+                tracing::warn!(
+                    fingerprint = %Fingerprint(*node),
+                    %old,
+                    %new,
+                    "a node linked again from another address while its link was alive: two \
+                     nodes may share this identity (a copied key), or it moved"
                 );
                 return;
             }

@@ -13,6 +13,7 @@ use macula_proto::{
     Config, ConnectFailure, Data, Duration, Event, Identity, InboxError, NodeId, PeerInfo,
     PingError, SendError, Stats,
 };
+use tracing::Instrument;
 
 use crate::driver::{self, Command, Ctx, Once, OpKey, Reply};
 use crate::handoff::{Taker, Took};
@@ -320,7 +321,8 @@ impl<R: Runtime> Mesh<R> {
         expected: Option<NodeId>,
     ) -> Result<NodeId, MeshError> {
         let local = self.local_addr;
-        self.call(move |cx, reply| {
+        let span = tracing::debug_span!("connect", %addr, name = name.as_deref(), ?expected);
+        let dialed = self.call(move |cx, reply| {
             let dial = driver::dialable(addr, local);
             let link = match &name {
                 Some(name) => cx.endpoint.connect_name(name, dial, cx.now),
@@ -349,8 +351,8 @@ impl<R: Runtime> Mesh<R> {
                     timeout: || MeshError::Timeout,
                 },
             );
-        })
-        .await
+        });
+        traced(span, dialed).await
     }
 
     /// Measures a round trip to a connected peer.
@@ -599,4 +601,21 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], MeshError> {
     let mut out = [0u8; N];
     getrandom::getrandom(&mut out).map_err(|e| MeshError::Random(e.to_string()))?;
     Ok(out)
+}
+
+/// Runs an operation's future inside `span`, logging (at debug level) how it ended.
+pub(crate) async fn traced<T>(
+    span: tracing::Span,
+    operation: impl std::future::Future<Output = Result<T, MeshError>>,
+) -> Result<T, MeshError> {
+    async {
+        let result = operation.await;
+        match &result {
+            Ok(_) => tracing::debug!("done"),
+            Err(err) => tracing::debug!(%err, "failed"),
+        }
+        result
+    }
+    .instrument(span)
+    .await
 }

@@ -201,6 +201,10 @@ pub struct Config {
     /// names are not pinned (and [`TrustEvent::NotPinned`](crate::trust::TrustEvent::NotPinned)
     /// says so); no pin is ever evicted. Default: 4096.
     pub max_pins: usize,
+    /// Whether each pin this node makes is published in the DHT (a record signed by this
+    /// node, under [`trust::dht_name`](crate::trust::dht_name)), so other members can check a
+    /// key against what the realm has seen. Default: `true`.
+    pub publish_pins: bool,
     /// A number that grows from one start of this node's identity to the next: the sequence
     /// numbers of the records it signs start from it, so those of a restarted node replace
     /// its older ones. Adapters use the Unix time in milliseconds at start. Default: 0.
@@ -247,6 +251,7 @@ impl Config {
             channel_backlog: 1 << 20,
             max_queued_events: 4096,
             max_pins: 4096,
+            publish_pins: true,
             start_epoch: 0,
             dht: DhtConfig::default(),
             pubsub: PubsubConfig::default(),

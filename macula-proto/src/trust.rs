@@ -115,4 +115,31 @@ pub enum TrustEvent {
         /// The key that was pinned there.
         node: NodeId,
     },
+    /// `node` made a new link from `new` while its link from `old`, another address, was
+    /// alive (heard from within a keep-alive interval): two live nodes may hold one identity
+    /// (a copied key), or the node moved (`identity_conflict`). The newer link is kept, as for
+    /// a node that restarted; a twin shows up as a conflict at every switch.
+    IdentityConflict {
+        /// The identity both links proved.
+        node: NodeId,
+        /// The address of the link that was alive.
+        old: core::net::SocketAddr,
+        /// The address of the new link.
+        new: core::net::SocketAddr,
+    },
+}
+
+/// The DHT name a node publishes its pin at `name` under (a provider record of its realm, one
+/// per node that pinned it, signed by that node): `trust/` and the name.
+pub fn dht_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6 + name.len());
+    out.extend_from_slice(b"trust/");
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+/// The key a published pin names (the record's value), if it is one.
+pub fn published_key(value: &[u8]) -> Option<NodeId> {
+    let bytes: [u8; 32] = value.try_into().ok()?;
+    Some(NodeId(bytes))
 }

@@ -253,6 +253,19 @@ fn main() -> ExitCode {
             }
             Command::Keys { command } => cli::keys::run(command),
             Command::Cert { command } => cli::cert::run(command),
+            Command::Trust {
+                command:
+                    cli::trust::TrustCommand::Check {
+                        name,
+                        bootstraps,
+                        realm,
+                    },
+            } => {
+                let mesh = client(&bootstraps, &realm, false).await?;
+                let result = cli::trust::check(&mesh, &name).await;
+                mesh.close().await;
+                result
+            }
             Command::Trust { command } => cli::trust::run(command),
             Command::Bench { command } => cli::bench::run(command).await,
             Command::BenchWorker { command } => cli::bench::worker(command).await,
@@ -351,7 +364,7 @@ async fn ping(addr: SocketAddr, realm: &RealmArgs, count: u32) -> Result<()> {
     } else {
         "[::]:0".parse()?
     };
-    let mut config = MeshConfig::new(realm.config()?, local);
+    let mut config = MeshConfig::new(client_config(realm)?, local);
     config.identity = realm.identity()?;
     config.tls = realm.tls.mode()?;
     let mesh = Mesh::bind(config).await?;
@@ -387,6 +400,14 @@ fn client_addr(addr: SocketAddr, reachable: bool) -> SocketAddr {
         .unwrap_or(any)
 }
 
+/// A short-lived client's core configuration: its pins die with it, so it does not publish
+/// them in the DHT.
+fn client_config(realm: &RealmArgs) -> Result<Config> {
+    let mut config = realm.config()?;
+    config.publish_pins = false;
+    Ok(config)
+}
+
 /// A short-lived client that joined the mesh through `bootstraps`; `reachable` makes it
 /// advertise its address (a subscriber must be dialed by publishers).
 async fn client(
@@ -399,7 +420,7 @@ async fn client(
         .context("give a node of the mesh to join through with --bootstrap HOST:PORT")?
         .resolve()
         .await?;
-    let mut config = MeshConfig::new(realm.config()?, client_addr(first, reachable));
+    let mut config = MeshConfig::new(client_config(realm)?, client_addr(first, reachable));
     config.identity = realm.identity()?;
     config.tls = realm.tls.mode()?;
     config.advertise = reachable;

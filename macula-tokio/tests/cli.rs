@@ -747,6 +747,11 @@ fn sigterm_closes_a_node_with_a_goodbye_to_its_peers() {
         .find(|l| l.contains("peer left"))
         .expect("b hears a leave");
     assert!(goodbye.contains("closed by peer"), "{goodbye}");
+    // Logged inside the link's span, which names the peer and its address.
+    assert!(
+        goodbye.contains("link{") && goodbye.contains(&format!("addr={a_addr}")),
+        "{goodbye}"
+    );
     assert!(
         !goodbye.contains('\u{1b}'),
         "no colour codes into a pipe: {goodbye:?}"
@@ -1240,4 +1245,58 @@ fn production_tls_with_a_development_ca_admits_its_seeds_and_names_what_is_wrong
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-mode production"));
     let out = ping(&[&addr, "--tls-mode", "production"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca-cert-file"));
+}
+
+#[test]
+fn members_publish_their_pins_and_trust_check_compares_them() {
+    let dir = scratch("check");
+    let seed_dir = dir.join("seed");
+    let (seed, seed_id, seed_addr) = node_with(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            seed_dir.to_str().unwrap(),
+        ],
+        &[],
+        false,
+    );
+    let member_dir = dir.join("member");
+    let member = joined(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        member_dir.to_str().unwrap(),
+        "--bootstrap",
+        &seed_addr,
+    ]);
+    let member_id = field_of(
+        &succeeded(&macula(
+            "keys",
+            &["show", member_dir.join("identity.key").to_str().unwrap()],
+        )),
+        "node_id=",
+    );
+    // The member's record is stored a moment after it joined: ask until it is there.
+    let expected = format!("publisher={member_id} fingerprint=sha256:{seed_id}");
+    let mut last = String::new();
+    for _ in 0..50 {
+        let out = macula("trust", &["check", &seed_addr, "--bootstrap", &seed_addr]);
+        last = format!("{out:?}");
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&expected) {
+            last.clear();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(last.is_empty(), "{last}");
+    // Nobody pinned a name nobody dialed.
+    let out = macula(
+        "trust",
+        &["check", "192.0.2.1:9", "--bootstrap", &seed_addr],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no member"));
+    stop(member);
+    stop(seed);
 }

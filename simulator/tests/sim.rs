@@ -301,5 +301,10 @@ fn the_trust_scenario_refuses_intruders_other_realms_and_the_impostor() {
             "pinners refused the impostor"
         );
         assert_eq!(figure("impostor_admitted_by_pinners"), 0);
+        assert!(
+            figure("published_pins_real_key") > 0,
+            "the realm remembers the real key"
+        );
+        assert_eq!(figure("published_pins_other_key"), 0);
     }
 }

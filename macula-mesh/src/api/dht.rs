@@ -121,30 +121,30 @@ impl<'a, R: Runtime> Dht<'a, R> {
         start: impl FnOnce(&mut Node, Instant) -> OpId + Send + 'static,
         pick: fn(&DhtEvent) -> Option<T>,
     ) -> Result<T, MeshError> {
-        self.mesh
-            .call(move |cx, reply| {
-                let op = cx.endpoint.with_node(cx.now, start);
-                let timeout = cx.endpoint.node().config().dht.lookup_timeout;
-                let map = move |event: &Event| match event {
-                    Event::Dht(DhtEvent::Failed { error, .. }) => Some(Err(MeshError::Dht(*error))),
-                    Event::Dht(outcome) => Some(
-                        pick(outcome).ok_or_else(|| MeshError::Unexpected(format!("{outcome:?}"))),
-                    ),
-                    _ => None,
-                };
-                // A refused operation already queued its event; it is dispatched after this
-                // call, once the waiter is filed.
-                cx.wait(
-                    OpKey::Dht(op),
-                    Some(timeout.into()),
-                    Once {
-                        reply,
-                        map,
-                        timeout: || MeshError::Dht(DhtError::Timeout),
-                    },
-                );
-            })
-            .await
+        let span = tracing::debug_span!("dht");
+        let started = self.mesh.call(move |cx, reply| {
+            let op = cx.endpoint.with_node(cx.now, start);
+            let timeout = cx.endpoint.node().config().dht.lookup_timeout;
+            let map = move |event: &Event| match event {
+                Event::Dht(DhtEvent::Failed { error, .. }) => Some(Err(MeshError::Dht(*error))),
+                Event::Dht(outcome) => {
+                    Some(pick(outcome).ok_or_else(|| MeshError::Unexpected(format!("{outcome:?}"))))
+                }
+                _ => None,
+            };
+            // A refused operation already queued its event; it is dispatched after this
+            // call, once the waiter is filed.
+            cx.wait(
+                OpKey::Dht(op),
+                Some(timeout.into()),
+                Once {
+                    reply,
+                    map,
+                    timeout: || MeshError::Dht(DhtError::Timeout),
+                },
+            );
+        });
+        crate::mesh::traced(span, started).await
     }
 }
 

@@ -41,6 +41,7 @@ impl<'a, R: Runtime> Rpc<'a, R> {
         payload: impl Into<Vec<u8>>,
         options: CallOptions,
     ) -> Result<Replied, MeshError> {
+        let span = tracing::debug_span!("call", %procedure);
         let procedure = procedure.to_owned();
         let payload = payload.into();
         let bytes = payload.len();
@@ -54,39 +55,37 @@ impl<'a, R: Runtime> Rpc<'a, R> {
             armed: true,
         };
         let mut call = Some((procedure, payload, options));
-        let outcome = self
-            .mesh
-            .call(move |cx, reply| {
-                let attempt = move |cx: &mut Ctx<'_>, reply: &Reply<Result<Replied, MeshError>>| {
-                    if !cx.endpoint.node().rpc_has_room() {
-                        return false;
+        let outcome = self.mesh.call(move |cx, reply| {
+            let attempt = move |cx: &mut Ctx<'_>, reply: &Reply<Result<Replied, MeshError>>| {
+                if !cx.endpoint.node().rpc_has_room() {
+                    return false;
+                }
+                let (procedure, payload, options) = call.take().expect("tried until taken");
+                let taken = cx.endpoint.with_node(cx.now, |node, now| {
+                    node.rpc_call(&procedure, payload, options, now)
+                });
+                match taken {
+                    Ok(id) => {
+                        started.store(id.0, Ordering::Relaxed);
+                        cx.wait(
+                            OpKey::Call(id),
+                            None,
+                            Once {
+                                reply: reply.clone(),
+                                map: move |event: &Event| done(event, id),
+                                timeout: || MeshError::Timeout,
+                            },
+                        );
                     }
-                    let (procedure, payload, options) = call.take().expect("tried until taken");
-                    let taken = cx.endpoint.with_node(cx.now, |node, now| {
-                        node.rpc_call(&procedure, payload, options, now)
-                    });
-                    match taken {
-                        Ok(id) => {
-                            started.store(id.0, Ordering::Relaxed);
-                            cx.wait(
-                                OpKey::Call(id),
-                                None,
-                                Once {
-                                    reply: reply.clone(),
-                                    map: move |event: &Event| done(event, id),
-                                    timeout: || MeshError::Timeout,
-                                },
-                            );
-                        }
-                        Err(error) => {
-                            let _ = reply.try_send(Err(MeshError::Call(error)));
-                        }
+                    Err(error) => {
+                        let _ = reply.try_send(Err(MeshError::Call(error)));
                     }
-                    true
-                };
-                cx.hold(Gate::Rpc, bytes, attempt, reply);
-            })
-            .await;
+                }
+                true
+            };
+            cx.hold(Gate::Rpc, bytes, attempt, reply);
+        });
+        let outcome = crate::mesh::traced(span, outcome).await;
         guard.armed = false;
         outcome
     }

@@ -222,6 +222,7 @@ impl Core {
             }
         };
         self.stats.duplicate_links += 1;
+        self.check_identity_conflict(old, link_id, remote);
         if keep_new {
             // The application's wish to keep the peer outlives the link that carried it.
             if self.links.get(old).is_some_and(|l| l.pinned) {
@@ -237,6 +238,25 @@ impl Core {
             }
             self.flush_and_close(link_id, CloseCode::Duplicate);
             false
+        }
+    }
+
+    /// Reports `remote` if its new link `new` comes, in the same direction, from another
+    /// address than its established link `old` while that one was alive.
+    fn check_identity_conflict(&mut self, old: LinkId, new: LinkId, remote: NodeId) {
+        let (Some(o), Some(n)) = (self.links.get(old), self.links.get(new)) else {
+            return;
+        };
+        let alive = matches!(o.state, LinkState::Established(_))
+            && self.now.saturating_duration_since(o.last_heard) < self.config.keepalive_interval;
+        if alive && o.direction == n.direction && o.addr != n.addr {
+            self.stats.identity_conflicts += 1;
+            let (old, new) = (o.addr, n.addr);
+            self.push_event(Event::Trust(crate::trust::TrustEvent::IdentityConflict {
+                node: remote,
+                old,
+                new,
+            }));
         }
     }
 

@@ -5,11 +5,13 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 
 use super::link_core::Core;
+use super::subsystem::Ask;
 use super::types::LinkId;
 use super::{ConnectFailure, Event};
+use crate::dht::{record_key, DhtAsk, KeyKind};
 use crate::id::NodeId;
 use crate::trust::{Pins, TrustEvent};
-use crate::wire::CloseCode;
+use crate::wire::{CloseCode, ProtocolId};
 
 /// The pins, and the name each application dial without an expected id is checked against.
 #[derive(Debug, Default)]
@@ -86,6 +88,7 @@ impl Core {
         }
         let event = if trust.pins.insert(&name, remote, max) {
             self.stats.pins_made += 1;
+            self.publish_pin(&name, Some(remote));
             TrustEvent::Pinned { name, node: remote }
         } else {
             TrustEvent::NotPinned { name, node: remote }
@@ -97,16 +100,39 @@ impl Core {
     /// no event. Returns `false` if the pins are full.
     pub(super) fn pin(&mut self, name: &str, node: NodeId) -> bool {
         let max = self.config.max_pins;
-        self.trust_mut().pins.insert(name, node, max)
+        let pinned = self.trust_mut().pins.insert(name, node, max);
+        if pinned {
+            self.publish_pin(name, Some(node));
+        }
+        pinned
     }
 
     /// Removes the pin at `name`; the next key found there is pinned anew.
     pub(super) fn revoke(&mut self, name: &str) -> Option<NodeId> {
         let node = self.trust.as_mut()?.pins.remove(name)?;
+        self.publish_pin(name, None);
         self.push_event(Event::Trust(TrustEvent::Revoked {
             name: name.into(),
             node,
         }));
         Some(node)
+    }
+
+    /// Publishes (and keeps republishing) this node's pin at `name` in the DHT, signed as
+    /// every record is, so other members of the realm can compare keys; `None` withdraws it.
+    /// Only with [`Config::publish_pins`](crate::Config::publish_pins) and the DHT running.
+    fn publish_pin(&mut self, name: &str, node: Option<NodeId>) {
+        let dht = crate::node::registry::index_of(ProtocolId::DHT);
+        if !self.config.publish_pins || !dht.is_some_and(|i| self.running.has(i)) {
+            return;
+        }
+        let name = crate::trust::dht_name(name);
+        let key = record_key(self.config.realm.as_str(), KeyKind::Provider, &name);
+        let ask = match node {
+            Some(node) => DhtAsk::Put(key, node.as_bytes().to_vec()),
+            None => DhtAsk::Withdraw(key),
+        };
+        // No subsystem asked: the answer goes nowhere, the record is kept up by the DHT.
+        self.queue_ask(ProtocolId::CONTROL, ProtocolId::DHT, Ask::Dht(ask));
     }
 }

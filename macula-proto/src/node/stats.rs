@@ -70,6 +70,9 @@ pub struct Stats {
     pub pins_made: u64,
     /// Dials refused because another key than the pinned one answered.
     pub fingerprint_mismatches: u64,
+    /// New links of a peer from another address while its link was alive (see
+    /// [`TrustEvent::IdentityConflict`](crate::trust::TrustEvent::IdentityConflict)).
+    pub identity_conflicts: u64,
     /// Inbound handshakes this node refused, by reason.
     pub refused_by_us: RefusalCounts,
     /// Outbound handshakes the remote refused, by reason.

@@ -1328,3 +1328,78 @@ fn new_links_from_one_address_are_limited_and_the_tables_stay_bounded() {
         assert!(node.stats().rate_sources <= 100);
     }
 }
+
+#[test]
+fn a_second_live_node_with_the_same_identity_is_reported() {
+    let mut node = Node::new(config("a.b"), Identity::from_seed(1), 1, Instant::ZERO).unwrap();
+    let twin = Identity::from_seed(2);
+    let conflicts = |node: &mut Node| {
+        let mut seen = Vec::new();
+        while let Some(event) = node.poll_event() {
+            if let Event::Trust(crate::trust::TrustEvent::IdentityConflict { node, old, new }) =
+                event
+            {
+                seen.push((node, old, new));
+            }
+        }
+        seen
+    };
+    let (a, b) = (source([192, 0, 2, 1], 1), source([192, 0, 2, 2], 1));
+    crate::testnet::handshake_from(&mut node, &twin, a, Instant::ZERO);
+    assert!(conflicts(&mut node).is_empty());
+    // The same key links from another address a second later, while the first link is alive.
+    let t1 = Instant::ZERO + Duration::from_secs(1);
+    crate::testnet::handshake_from(&mut node, &twin, b, t1);
+    assert_eq!(conflicts(&mut node), [(twin.node_id(), a, b)]);
+    assert_eq!(node.stats().identity_conflicts, 1);
+    // A node that comes back at the same address after a restart is no conflict, nor is one
+    // whose old link had gone quiet.
+    let t2 = t1 + Duration::from_secs(1);
+    crate::testnet::handshake_from(&mut node, &twin, b, t2);
+    assert!(conflicts(&mut node).is_empty());
+    let quiet = t2 + node.config().keepalive_interval;
+    crate::testnet::handshake_from(&mut node, &twin, a, quiet);
+    assert!(conflicts(&mut node).is_empty());
+    assert_eq!(node.stats().identity_conflicts, 1);
+}
+
+#[test]
+fn pins_are_published_in_the_dht_and_members_can_compare_them() {
+    // Nodes 1..5 join node 0 by its address (pinning its key there); node 5 does not publish.
+    let mut net = crate::testnet::joined(6, |i| {
+        let mut c = crate::testnet::config(i);
+        c.publish_pins = i != 5;
+        c
+    });
+    net.run_for(Duration::from_secs(5));
+    let name = addr(0).to_string();
+    let published = |net: &mut Net| {
+        let key = crate::trust::dht_name(&name);
+        let op = net.command(5, |n, now| n.dht_find_providers(&key, now));
+        net.run_for(Duration::from_secs(5));
+        net.events[5]
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::Dht(DhtEvent::Got { op: o, records }) if *o == op => Some(records.clone()),
+                _ => None,
+            })
+            .expect("the lookup ends")
+    };
+    let records = published(&mut net);
+    let mut publishers: Vec<NodeId> = records.iter().map(|r| r.publisher).collect();
+    publishers.sort();
+    let mut expected: Vec<NodeId> = (1..5).map(|i| net.id(i)).collect();
+    expected.sort();
+    assert_eq!(
+        publishers, expected,
+        "every member that pinned, and only those"
+    );
+    for record in &records {
+        assert_eq!(crate::trust::published_key(&record.value), Some(net.id(0)));
+    }
+    // A revoked pin is withdrawn.
+    net.command(1, |n, now| n.trust_revoke(&name, now));
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(published(&mut net).len(), 3);
+}

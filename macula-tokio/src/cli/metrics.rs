@@ -193,6 +193,11 @@ pub fn exposition(s: &MeshStats) -> Result<String> {
         "Dials refused because another key answered at a pinned name",
         n.fingerprint_mismatches,
     );
+    m.counter(
+        "identity_conflicts",
+        "Peers that linked again from another address while their link was alive",
+        n.identity_conflicts,
+    );
     m.counter("frames_sent", "Frames sent on links", n.frames_sent);
     m.counter(
         "frames_received",

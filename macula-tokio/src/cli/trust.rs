@@ -23,6 +23,43 @@ pub enum TrustCommand {
         #[command(flatten)]
         dir: DirArgs,
     },
+    /// Ask the realm which keys its members pinned at NAME (each node publishes its pins in
+    /// the DHT, signed): prints `publisher=<node id> fingerprint=sha256:<hex>` per member that
+    /// did, and exits non-zero unless they all name one key.
+    Check {
+        /// The name, as `trust list` prints it (such as `192.0.2.10:4433`).
+        name: String,
+        /// A node of the mesh to join through (required), as HOST:PORT; repeat for several.
+        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+        bootstraps: Vec<super::join::Bootstrap>,
+        #[command(flatten)]
+        realm: super::settings::RealmArgs,
+    },
+}
+
+/// Prints what the realm's members published about `name`; fails unless they agree.
+pub async fn check(mesh: &macula_tokio::Mesh, name: &str) -> Result<()> {
+    let records = mesh
+        .dht()
+        .find_providers(&macula_proto::trust::dht_name(name))
+        .await?;
+    let mut keys = std::collections::BTreeSet::new();
+    for record in &records {
+        let Some(key) = macula_proto::trust::published_key(&record.value) else {
+            continue;
+        };
+        keys.insert(key);
+        println!(
+            "publisher={} fingerprint={}",
+            record.publisher,
+            Fingerprint(key)
+        );
+    }
+    match keys.len() {
+        0 => bail!("no member of the realm has published a pin at {name}"),
+        1 => Ok(()),
+        n => bail!("members of the realm pinned {n} different keys at {name}"),
+    }
 }
 
 /// Whose pins: a data directory, or the default one of a listen address.
@@ -49,6 +86,7 @@ impl DirArgs {
 
 pub fn run(command: TrustCommand) -> Result<()> {
     match command {
+        TrustCommand::Check { .. } => bail!("trust check runs as a client of the mesh"),
         TrustCommand::List { dir } => {
             for (name, id) in store::load_pins(&dir.path()?.join(store::PINS_FILE))? {
                 println!("name={name} fingerprint={}", Fingerprint(id));

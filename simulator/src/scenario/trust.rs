@@ -16,7 +16,9 @@
 //! intruder (links are the only way a frame reaches a subsystem, so no frame of a realm
 //! crosses to another); every intruder is refused, and the refusals the listeners counted
 //! equal the refusal events they emitted (the events the audit log writes); the impostor is
-//! refused by every node that had pinned the real key and asked it again.
+//! refused by every node that had pinned the real key and asked it again; and the pins the
+//! realm's members published in the DHT at seed 1's address name the real key, none the
+//! impostor's (at 60% a pinner looks them up).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,6 +38,7 @@ const JOIN: u64 = 1;
 const TICK: u64 = 2;
 const SWAP: u64 = 3;
 const REDIAL: u64 = 4;
+const CHECK: u64 = 5;
 
 const TICK_EVERY: Duration = Duration::from_secs(5);
 const JOIN_WINDOW: Duration = Duration::from_secs(10);
@@ -116,6 +119,11 @@ pub struct Trust {
     by_reason: BTreeMap<&'static str, u64>,
     /// Seed 1's refusal counters from its life before the swap.
     counted_before_swap: u64,
+    /// The lookup of the pins published at seed 1's address, and what it found: records
+    /// naming the real key, and naming another.
+    check: Option<(NodeIdx, macula_proto::dht::OpId)>,
+    published_real: Option<u64>,
+    published_other: u64,
 }
 
 impl Trust {
@@ -219,6 +227,7 @@ impl Scenario for Trust {
         }
         sim.schedule(at_fraction(self.duration, 0.4), tag(SWAP, 0));
         sim.schedule(at_fraction(self.duration, 0.45), tag(REDIAL, 0));
+        sim.schedule(at_fraction(self.duration, 0.6), tag(CHECK, 0));
     }
 
     fn on_action(&mut self, sim: &mut Sim, action: u64) {
@@ -249,6 +258,18 @@ impl Scenario for Trust {
                         self.redials.insert((n, link));
                         self.redials_made += 1;
                     }
+                }
+            }
+            CHECK => {
+                // A member asks the realm which keys its members pinned at seed 1's address,
+                // while the impostor answers there.
+                let name = crate::net::addr_of(TAKEN_OVER).to_string();
+                let asker = self.pinners.iter().next().copied();
+                if let Some(asker) = asker {
+                    let dht_name = macula_proto::trust::dht_name(&name);
+                    let op =
+                        sim.command(asker, |node, now| node.dht_find_providers(&dht_name, now));
+                    self.check = op.map(|op| (asker, op));
                 }
             }
             _ => {}
@@ -319,6 +340,17 @@ impl Scenario for Trust {
             Event::Trust(TrustEvent::Pinned { node: key, .. }) if Some(*key) == self.real_key => {
                 self.pinners.insert(node);
             }
+            Event::Dht(macula_proto::dht::DhtEvent::Got { op, records })
+                if self.check == Some((node, *op)) =>
+            {
+                let keys = records
+                    .iter()
+                    .filter_map(|r| macula_proto::trust::published_key(&r.value));
+                let (real, other): (Vec<NodeId>, Vec<NodeId>) =
+                    keys.partition(|k| Some(*k) == self.real_key);
+                self.published_real = Some(real.len() as u64);
+                self.published_other = other.len() as u64;
+            }
             _ => {}
         }
     }
@@ -354,13 +386,32 @@ impl Scenario for Trust {
             "fingerprint_mismatches".into(),
             json!(self.fingerprint_mismatches),
         );
+        m.insert(
+            "published_pins_real_key".into(),
+            json!(self.published_real.unwrap_or(0)),
+        );
+        m.insert(
+            "published_pins_other_key".into(),
+            json!(self.published_other),
+        );
         m
     }
 
     fn verdicts(&self, sim: &Sim) -> Vec<Verdict> {
         let counted = self.counted_refusals(sim);
         let swapped = sim.now() >= at_fraction(self.duration, 0.45);
+        let checked = sim.now() >= at_fraction(self.duration, 0.6) + Duration::from_secs(10);
         vec![
+            Verdict {
+                name: "published_pins_name_the_real_key",
+                ok: self.published_other == 0
+                    && (!checked || self.pinners.is_empty() || self.published_real > Some(0)),
+                detail: format!(
+                    "the realm published {} pins of the real key and {} of another at the impostor's address",
+                    self.published_real.unwrap_or(0),
+                    self.published_other
+                ),
+            },
             Verdict {
                 name: "no_cross_realm_links",
                 ok: self.cross_realm_links == 0,
