@@ -12,6 +12,7 @@ on_both_runtimes!(
     missing_api_key_is_refused,
     the_right_api_key_is_accepted,
     a_flood_of_bad_proofs_from_one_address_does_not_lock_out_a_member,
+    a_keyed_dialer_refuses_a_listener_that_does_not_prove_the_key,
 );
 
 const KEY: &[u8] = b"the-right-realm-api-key";
@@ -145,5 +146,31 @@ async fn a_flood_of_bad_proofs_from_one_address_does_not_lock_out_a_member<R: Ru
         stats.rate_sources
     );
     assert_eq!(b.peers().await?.len(), 1, "only the member is a peer");
+    Ok(())
+}
+
+/// A node that knows only the realm's name (it runs the realm open, admitting anyone) is not
+/// taken for a member by a node that holds the key: it cannot prove the key back.
+async fn a_keyed_dialer_refuses_a_listener_that_does_not_prove_the_key<R: Runtime>(
+) -> anyhow::Result<()> {
+    let member = node::<R>(config("io.k", Some(KEY))).await?;
+    let impostor = node::<R>(config("io.k", None)).await?;
+    let err = member
+        .connect(impostor.local_addr())
+        .await
+        .expect_err("an unproven listener");
+    assert!(
+        matches!(
+            &err,
+            MeshError::Connect {
+                failure: ConnectFailure::ListenerUnproven,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("unproven listener"), "{err}");
+    assert_eq!(member.stats().await?.node.listeners_unproven, 1);
+    assert!(member.peers().await?.is_empty());
     Ok(())
 }

@@ -9,7 +9,8 @@ use super::link_core::{contact_addr, truncate, Core};
 use super::registry::{offers, shared};
 use super::subsystem::PeerChange;
 use super::{ConnectFailure, Direction, Event, LinkId};
-use crate::auth::verify_realm_proof;
+use crate::auth::{realm_proof, verify_realm_proof, Prover};
+use crate::config::ApiKey;
 use crate::config::{Roles, MAX_LISTEN_ADDRS};
 use crate::id::NodeId;
 use crate::wire::{
@@ -30,46 +31,22 @@ impl Core {
             return;
         };
         let version = connect.versions.common(Versions::OURS);
-        let refusal = if version.is_none() {
-            Some((
-                RefuseReason::Version,
-                alloc::format!(
-                    "this node speaks link versions {}..={}, not {}..={}",
-                    Versions::OURS.min,
-                    Versions::OURS.max,
-                    connect.versions.min,
-                    connect.versions.max
-                ),
-            ))
-        } else if connect.node_id != remote {
-            Some((
-                RefuseReason::IdentityMismatch,
-                "the node id in Connect is not the one your certificate proves".into(),
-            ))
-        } else if connect.realm != self.config.realm.as_str() {
-            Some((
-                RefuseReason::WrongRealm,
-                alloc::format!(
-                    "this node serves another realm than '{}'",
-                    truncate(connect.realm.clone(), 64)
-                ),
-            ))
-        } else if limited {
-            Some((
-                RefuseReason::RateLimited,
-                "too many new links from your address: wait and try again".into(),
-            ))
-        } else if self.config.api_key.is_some() && !self.may_check_proof(addr) {
-            Some((
-                RefuseReason::RateLimited,
-                "too many failed API key proofs from your address: wait and try again".into(),
-            ))
-        } else if !self.credentials_ok(&connect, &exporter) {
-            self.proof_failed(addr);
-            Some((
-                RefuseReason::BadCredentials,
-                "the realm's API key proof is missing or wrong".into(),
-            ))
+        let mut refusal = self.refusal_before_proof(&connect, remote, addr, limited);
+        // The proof is looked at only once everything before it passed.
+        let mut proven_by = None;
+        if refusal.is_none() && self.config.api_key.is_some() {
+            let proof = connect.auth.as_ref();
+            proven_by = self.proving_key(Prover::Dialer, &connect.node_id, proof, &exporter);
+            if proven_by.is_none() {
+                self.proof_failed(addr);
+                refusal = Some((
+                    RefuseReason::BadCredentials,
+                    "the realm's API key proof is missing or wrong".into(),
+                ));
+            }
+        }
+        let refusal = if refusal.is_some() {
+            refusal
         } else if connect.listen_addrs.len() > MAX_LISTEN_ADDRS
             || connect.protocols.len() > crate::wire::control::MAX_PROTOCOLS
         {
@@ -107,12 +84,25 @@ impl Core {
         if !self.resolve_duplicate(link_id, remote) {
             return;
         }
+        // The listener proves the key the dialer proved, so a node still on the old key of a
+        // rotation can check it.
+        let own = self.node_id();
+        let auth = proven_by.map(|key| {
+            realm_proof(
+                Prover::Listener,
+                &key,
+                self.config.realm.as_str(),
+                &own,
+                &exporter,
+            )
+        });
         let ack = Control::ConnectAck(ConnectAck {
             version: version.expect("checked above"),
-            node_id: self.node_id(),
+            node_id: own,
             listen_addrs: self.wire_listen_addrs(),
             roles: self.config.roles.0,
             protocols: offers(self.running),
+            auth,
         });
         self.send_frame(link_id, &ack);
         let hello = Hello {
@@ -123,17 +113,71 @@ impl Core {
         self.establish(link_id, remote, hello);
     }
 
-    fn credentials_ok(&self, connect: &Connect, exporter: &[u8; 32]) -> bool {
-        match (&self.config.api_key, &connect.auth) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(key), Some(proof)) => {
-                let realm = self.config.realm.as_str();
-                let proves =
-                    |key| verify_realm_proof(key, realm, &connect.node_id, exporter, proof);
-                proves(key) || self.config.previous_api_key.as_ref().is_some_and(proves)
-            }
+    /// Why `connect` is refused before its proof is looked at, if it is: versions, identity,
+    /// realm, then the source's rate limits.
+    fn refusal_before_proof(
+        &self,
+        connect: &Connect,
+        remote: NodeId,
+        addr: SocketAddr,
+        limited: bool,
+    ) -> Option<(RefuseReason, alloc::string::String)> {
+        if connect.versions.common(Versions::OURS).is_none() {
+            Some((
+                RefuseReason::Version,
+                alloc::format!(
+                    "this node speaks link versions {}..={}, not {}..={}",
+                    Versions::OURS.min,
+                    Versions::OURS.max,
+                    connect.versions.min,
+                    connect.versions.max
+                ),
+            ))
+        } else if connect.node_id != remote {
+            Some((
+                RefuseReason::IdentityMismatch,
+                "the node id in Connect is not the one your certificate proves".into(),
+            ))
+        } else if connect.realm != self.config.realm.as_str() {
+            Some((
+                RefuseReason::WrongRealm,
+                alloc::format!(
+                    "this node serves another realm than '{}'",
+                    truncate(connect.realm.clone(), 64)
+                ),
+            ))
+        } else if limited {
+            Some((
+                RefuseReason::RateLimited,
+                "too many new links from your address: wait and try again".into(),
+            ))
+        } else if self.config.api_key.is_some() && !self.may_check_proof(addr) {
+            Some((
+                RefuseReason::RateLimited,
+                "too many failed API key proofs from your address: wait and try again".into(),
+            ))
+        } else {
+            None
         }
+    }
+
+    /// The realm key (current or previous) `proof` was made with, if any.
+    fn proving_key(
+        &self,
+        side: Prover,
+        prover: &NodeId,
+        proof: Option<&[u8; 32]>,
+        exporter: &[u8; 32],
+    ) -> Option<ApiKey> {
+        let proof = proof?;
+        let realm = self.config.realm.as_str();
+        let proves = |key: &&ApiKey| verify_realm_proof(side, key, realm, prover, exporter, proof);
+        self.config
+            .api_key
+            .iter()
+            .chain(self.config.previous_api_key.iter())
+            .find(proves)
+            .cloned()
     }
 
     pub(super) fn complete_outbound(&mut self, link_id: LinkId, ack: ConnectAck) {
@@ -143,6 +187,9 @@ impl Core {
         let remote = link
             .remote
             .expect("links awaiting an ack learned their remote at link-up");
+        let LinkState::AwaitingAck { exporter } = link.state else {
+            return;
+        };
         let version_ok = Versions::OURS.common(Versions {
             min: ack.version,
             max: ack.version,
@@ -160,6 +207,20 @@ impl Core {
             );
             return;
         }
+        if self.config.api_key.is_some()
+            && self
+                .proving_key(Prover::Listener, &remote, ack.auth.as_ref(), &exporter)
+                .is_none()
+        {
+            // It answered without proving the realm's key: it may only know the realm's name.
+            self.stats.listeners_unproven += 1;
+            let code = CloseCode::Refused(RefuseReason::BadCredentials);
+            self.fail_outbound(link_id, ConnectFailure::ListenerUnproven, code);
+            return;
+        }
+        let Some(link) = self.links.get(link_id) else {
+            return;
+        };
         let on_demand = link.on_demand();
         if on_demand
             && !self.peers.contains_key(&remote)

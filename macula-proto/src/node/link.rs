@@ -51,8 +51,11 @@ pub(super) enum LinkState {
     Dialing {
         expected: Option<NodeId>,
     },
-    /// Outbound, `Connect` sent.
-    AwaitingAck,
+    /// Outbound, `Connect` sent; the listener's proof in its `ConnectAck` is bound to
+    /// `exporter`.
+    AwaitingAck {
+        exporter: [u8; 32],
+    },
     /// Inbound, waiting for `Connect`, whose realm proof is bound to `exporter` (the value
     /// the transport exported from the connection's TLS session).
     AwaitingConnect {

@@ -21,7 +21,7 @@ use super::{
     ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, PeerInfo, PingError,
     PingId, Stats, Transmit,
 };
-use crate::auth::realm_proof;
+use crate::auth::{realm_proof, Prover};
 use crate::config::{Config, MAX_LISTEN_ADDRS};
 use crate::id::{Identity, NodeId};
 use crate::rate::{Limit, TokenBucket};
@@ -285,7 +285,7 @@ impl Core {
     pub fn awaiting_ack(&self, link: LinkId) -> bool {
         self.links
             .get(link)
-            .is_some_and(|l| matches!(l.state, LinkState::AwaitingAck))
+            .is_some_and(|l| matches!(l.state, LinkState::AwaitingAck { .. }))
     }
 
     pub fn is_established(&self, link: LinkId) -> Option<bool> {
@@ -503,11 +503,15 @@ impl Core {
         if self.refused_by_pin(link_id, info.remote_id) {
             return;
         }
-        let auth = self
-            .config
-            .api_key
-            .as_ref()
-            .map(|key| realm_proof(key, self.config.realm.as_str(), &own, &info.exporter));
+        let auth = self.config.api_key.as_ref().map(|key| {
+            realm_proof(
+                Prover::Dialer,
+                key,
+                self.config.realm.as_str(),
+                &own,
+                &info.exporter,
+            )
+        });
         let connect = Control::Connect(Connect {
             versions: Versions::OURS,
             node_id: own,
@@ -518,7 +522,9 @@ impl Core {
             protocols: offers(self.running),
         });
         if let Some(link) = self.links.get_mut(link_id) {
-            link.state = LinkState::AwaitingAck;
+            link.state = LinkState::AwaitingAck {
+                exporter: info.exporter,
+            };
         }
         self.send_frame(link_id, &connect);
     }
@@ -572,7 +578,7 @@ impl Core {
             return;
         };
         match link.state {
-            LinkState::Dialing { .. } | LinkState::AwaitingAck => {
+            LinkState::Dialing { .. } | LinkState::AwaitingAck { .. } => {
                 let failure = match error {
                     LinkError::ClosedByPeer(CloseCode::Duplicate)
                         if link.remote.is_some_and(|r| self.peers.contains_key(&r)) =>
@@ -608,10 +614,10 @@ impl Core {
             (LinkState::AwaitingConnect { .. }, Control::Connect(connect)) => {
                 self.answer_connect(link_id, connect);
             }
-            (LinkState::AwaitingAck, Control::ConnectAck(ack)) => {
+            (LinkState::AwaitingAck { .. }, Control::ConnectAck(ack)) => {
                 self.complete_outbound(link_id, ack)
             }
-            (LinkState::AwaitingAck, Control::ConnectError(err)) => {
+            (LinkState::AwaitingAck { .. }, Control::ConnectError(err)) => {
                 self.stats.refused_by_peer.bump(err.reason);
                 let message = truncate(err.message, 256);
                 let failure = ConnectFailure::Refused {
@@ -846,7 +852,7 @@ impl Core {
                 }
                 self.trim_events();
             }
-            LinkState::Dialing { .. } | LinkState::AwaitingAck => {
+            LinkState::Dialing { .. } | LinkState::AwaitingAck { .. } => {
                 if now >= link.deadline {
                     self.stats.handshake_timeouts += 1;
                     self.fail_outbound(
@@ -910,7 +916,7 @@ impl Core {
             LinkState::Established(_) => {
                 self.forget_peer(link_id, DownReason::Local(code));
             }
-            LinkState::Dialing { .. } | LinkState::AwaitingAck => {
+            LinkState::Dialing { .. } | LinkState::AwaitingAck { .. } => {
                 self.forget_outbound(link_id, ConnectFailure::Aborted(code));
             }
             LinkState::AwaitingConnect { .. } => {

@@ -73,6 +73,8 @@ pub struct Stats {
     /// New links of a peer from another address while its link was alive (see
     /// [`TrustEvent::IdentityConflict`](crate::trust::TrustEvent::IdentityConflict)).
     pub identity_conflicts: u64,
+    /// Outbound handshakes given up because the listener did not prove the realm's key.
+    pub listeners_unproven: u64,
     /// Inbound handshakes this node refused, by reason.
     pub refused_by_us: RefusalCounts,
     /// Outbound handshakes the remote refused, by reason.

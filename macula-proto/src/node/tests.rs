@@ -153,8 +153,27 @@ fn api_keys_must_match_and_open_realms_need_none() {
         assert_eq!(net.nodes[1].stats().refused_by_us.bad_credentials, 1);
         assert_eq!(net.nodes[1].stats().peers, 0);
     }
-    // A keyed dialer may join an open realm.
-    let mut net = Net::new(vec![keyed("a.b", key), config("a.b")]);
+    // A keyed dialer refuses a listener that does not prove the key: an open realm's node,
+    // or an impostor that knows only the realm's name and so admits anyone.
+    {
+        let mut net = Net::new(vec![keyed("a.b", key), config("a.b")]);
+        net.connect(0, 1);
+        net.run_for(Duration::from_secs(1));
+        assert_eq!(net.nodes[0].stats().peers, 0);
+        assert_eq!(net.nodes[0].stats().listeners_unproven, 1);
+        let failed = net.events[0].iter().any(|e| {
+            matches!(
+                e,
+                Event::ConnectFailed {
+                    failure: ConnectFailure::ListenerUnproven,
+                    ..
+                }
+            )
+        });
+        assert!(failed);
+    }
+    // An open realm's dialer joins an open realm's listener, with nothing to prove.
+    let mut net = Net::new(vec![config("a.b"), config("a.b")]);
     net.connect(0, 1);
     net.run_for(Duration::from_secs(1));
     assert_eq!(net.nodes[1].stats().peers, 1);
@@ -836,6 +855,7 @@ fn a_subsystem_frame_that_overtakes_the_connect_ack_is_read_once_the_handshake_i
         listen_addrs: vec![addr(2).into()],
         roles: 0,
         protocols: node.protocols(),
+        auth: None,
     }));
     node.handle_link_data(link, Channel::CONTROL, &ack, Instant::ZERO);
     assert_eq!(node.peer_count(), 1);
@@ -1181,7 +1201,14 @@ fn attempt(
     let link = node.handle_inbound(info, now).expect("a handshake slot");
     let realm = node.config().realm.as_str().to_owned();
     let auth = key.map(|k| {
-        crate::auth::realm_proof(&ApiKey::new(k).unwrap(), &realm, &who.node_id(), &exporter)
+        let key = ApiKey::new(k).unwrap();
+        crate::auth::realm_proof(
+            crate::auth::Prover::Dialer,
+            &key,
+            &realm,
+            &who.node_id(),
+            &exporter,
+        )
     });
     let connect = Control::Connect(Connect {
         versions: Versions::OURS,

@@ -177,6 +177,9 @@ pub enum ConnectFailure {
         /// The key that answered.
         presented: NodeId,
     },
+    /// The node answered without proving that it knows the realm's API key (this node has
+    /// one): it may know only the realm's name. The link was closed.
+    ListenerUnproven,
     /// The node answered, but it was already a peer over another link (two nodes dialed each
     /// other at once); that link was kept. Not an error for most callers.
     AlreadyConnected(NodeId),
@@ -213,6 +216,9 @@ impl fmt::Display for ConnectFailure {
                 found.short()
             ),
             ConnectFailure::SelfDial => f.write_str("the address is this node's own"),
+            ConnectFailure::ListenerUnproven => f.write_str(
+                "the node did not prove it knows the realm's API key (unproven listener)",
+            ),
             ConnectFailure::AlreadyConnected(peer) => {
                 write!(f, "already connected to {} over another link", peer.short())
             }

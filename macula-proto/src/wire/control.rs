@@ -9,9 +9,9 @@ use super::{Message, ProtocolId, RefuseReason, WireAddr};
 use crate::id::NodeId;
 
 /// The oldest link version this build speaks.
-pub const MIN_VERSION: u16 = 2;
+pub const MIN_VERSION: u16 = 3;
 /// The newest link version this build speaks; two nodes use the newest both speak.
-pub const MAX_VERSION: u16 = 2;
+pub const MAX_VERSION: u16 = 3;
 
 /// Most protocols a `Connect` or `ConnectAck` may list; more is a protocol violation.
 pub const MAX_PROTOCOLS: usize = 64;
@@ -102,6 +102,9 @@ pub struct ConnectAck {
     pub roles: u8,
     /// The protocols the listener speaks besides the control protocol (at most 64).
     pub protocols: Vec<ProtocolOffer>,
+    /// The listener's proof that it knows the realm's API key (under the key the dialer's
+    /// proof was made with); `None` in an open realm.
+    pub auth: Option<[u8; 32]>,
 }
 
 /// The listener's refusal of a `Connect`.

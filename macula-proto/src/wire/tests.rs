@@ -52,11 +52,12 @@ fn control_samples() -> Vec<Control> {
             }],
         }),
         Control::ConnectAck(ConnectAck {
-            version: 2,
+            version: 3,
             node_id: NodeId([0x01; 32]),
             listen_addrs: vec![],
             roles: 0,
             protocols: vec![],
+            auth: Some([0x5a; 32]),
         }),
         Control::ConnectError(ConnectError {
             reason: RefuseReason::Capacity,
@@ -122,7 +123,7 @@ fn golden_vectors_pin_the_encoding() {
     }));
     assert_eq!(hex(&err), "080002030466756c6c");
     let ack = encode(&Control::ConnectAck(ConnectAck {
-        version: 2,
+        version: 3,
         node_id: NodeId([0x01; 32]),
         listen_addrs: vec![WireAddr::V4([127, 0, 0, 1], 4433)],
         roles: 2,
@@ -130,10 +131,11 @@ fn golden_vectors_pin_the_encoding() {
             id: ProtocolId::DHT,
             version: 1,
         }],
+        auth: None,
     }));
     assert_eq!(
         hex(&ack),
-        alloc::format!("2f000102{}01007f000001d122020101 01", "01".repeat(32)).replace(' ', "")
+        alloc::format!("30000103{}01007f000001d122020101 01 00", "01".repeat(32)).replace(' ', "")
     );
     let connect = encode(&Control::Connect(Connect {
         versions: Versions { min: 2, max: 2 },
