@@ -203,7 +203,8 @@ pub struct Config {
     pub max_pins: usize,
     /// Whether each pin this node makes is published in the DHT (a record signed by this
     /// node, under [`trust::dht_name`](crate::trust::dht_name)), so other members can check a
-    /// key against what the realm has seen. Default: `true`.
+    /// key against what the realm has seen; at most 64 pins are published, so they never take
+    /// many of the DHT's publishing slots. Default: `true`.
     pub publish_pins: bool,
     /// A number that grows from one start of this node's identity to the next: the sequence
     /// numbers of the records it signs start from it, so those of a restarted node replace

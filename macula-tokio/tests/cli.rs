@@ -950,11 +950,13 @@ fn settings_come_from_the_file_then_the_environment_then_flags() {
     let dir = scratch("settings");
     let file = dir.join("node.toml");
     let port = free_port();
+    let audit = dir.join("from-file.log");
+    let audit = audit.to_str().unwrap();
     std::fs::write(
         &file,
         format!(
             "# a node's settings\nlisten = \"127.0.0.1:{port}\"\nrealm = \"io.file\"\n\
-             audit_log = \"from-file.log\"\n\n[limits]\nmax_peers = 99\n"
+             audit_log = \"{audit}\"\n\n[limits]\nmax_peers = 99\n"
         ),
     )
     .unwrap();

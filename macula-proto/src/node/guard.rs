@@ -59,6 +59,22 @@ impl Guard {
 }
 
 impl Core {
+    /// Whether `addr`'s source already holds its share of the handshake slots (a quarter of
+    /// `max_pending_handshakes`, at least one), so one address can't keep everyone else out
+    /// by opening connections and never finishing them.
+    pub(super) fn holds_its_share(&self, addr: SocketAddr) -> bool {
+        let share = (self.config.max_pending_handshakes / 4).max(1);
+        let source = Source::of(addr);
+        self.links
+            .iter()
+            .filter(|(_, l)| {
+                matches!(l.state, super::link::LinkState::AwaitingConnect { .. })
+                    && Source::of(l.addr) == source
+            })
+            .count()
+            >= share
+    }
+
     /// Counts a new inbound link from `addr`; returns whether it is within the source's
     /// handshake limit.
     pub(super) fn admit_handshake(&mut self, addr: SocketAddr) -> bool {
@@ -69,18 +85,20 @@ impl Core {
     }
 
     /// Whether a proof from `addr` may be looked at now: the source has failures left, and
-    /// if the node-wide valve is spent, it has no failure on record.
+    /// if the node-wide valve is spent, it has no failure on record, and the failure table
+    /// has room (else an attacker with more addresses than it holds could push its own
+    /// records out and come back clean).
     pub(super) fn may_check_proof(&self, addr: SocketAddr) -> bool {
         let source = Source::of(addr);
         let (now, config) = (self.now, &self.config);
-        self.guard
-            .failures
-            .has_token(&source, now, &config.auth_failure_limit)
+        let failures = &self.guard.failures;
+        let clean = !failures.contains(&source) && failures.len() < config.max_rate_sources;
+        failures.has_token(&source, now, &config.auth_failure_limit)
             && (self
                 .guard
                 .valve
                 .has_token(now, &config.realm_auth_failure_limit)
-                || !self.guard.failures.contains(&source))
+                || clean)
     }
 
     /// A proof from `addr` was wrong or missing.

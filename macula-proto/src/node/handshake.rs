@@ -36,7 +36,7 @@ impl Core {
         let mut proven_by = None;
         if refusal.is_none() && self.config.api_key.is_some() {
             let proof = connect.auth.as_ref();
-            proven_by = self.proving_key(Prover::Dialer, &connect.node_id, proof, &exporter);
+            proven_by = self.proving_key(&connect.node_id, proof, &exporter);
             if proven_by.is_none() {
                 self.proof_failed(addr);
                 refusal = Some((
@@ -161,16 +161,16 @@ impl Core {
         }
     }
 
-    /// The realm key (current or previous) `proof` was made with, if any.
+    /// The realm key (current or previous) a dialer's `proof` was made with, if any.
     fn proving_key(
         &self,
-        side: Prover,
         prover: &NodeId,
         proof: Option<&[u8; 32]>,
         exporter: &[u8; 32],
     ) -> Option<ApiKey> {
         let proof = proof?;
         let realm = self.config.realm.as_str();
+        let side = Prover::Dialer;
         let proves = |key: &&ApiKey| verify_realm_proof(side, key, realm, prover, exporter, proof);
         self.config
             .api_key
@@ -207,11 +207,15 @@ impl Core {
             );
             return;
         }
-        if self.config.api_key.is_some()
-            && self
-                .proving_key(Prover::Listener, &remote, ack.auth.as_ref(), &exporter)
-                .is_none()
-        {
+        // An honest listener proves the key this node proved, its current one: a proof under
+        // the previous key could only come from someone who holds just the retired key.
+        let proven = |key: &ApiKey| {
+            ack.auth.as_ref().is_some_and(|proof| {
+                let realm = self.config.realm.as_str();
+                verify_realm_proof(Prover::Listener, key, realm, &remote, &exporter, proof)
+            })
+        };
+        if self.config.api_key.as_ref().is_some_and(|key| !proven(key)) {
             // It answered without proving the realm's key: it may only know the realm's name.
             self.stats.listeners_unproven += 1;
             let code = CloseCode::Refused(RefuseReason::BadCredentials);

@@ -537,6 +537,10 @@ impl Core {
             self.stats.handshake_slots_full += 1;
             return Err(CloseCode::Refused(RefuseReason::Capacity));
         }
+        if self.holds_its_share(info.remote_addr) {
+            self.stats.refused_by_us.bump(RefuseReason::RateLimited);
+            return Err(CloseCode::Refused(RefuseReason::RateLimited));
+        }
         // Over its source's limit, the link still waits for the dialer's `Connect`, so the
         // refusal reaches it with its reason.
         let limited = !self.admit_handshake(info.remote_addr);

@@ -19,10 +19,15 @@ pub(super) struct Trust {
     pub pins: Pins,
     /// Dials by name under way; an entry leaves with its link (`Core::take_link`).
     pub names: BTreeMap<LinkId, String>,
+    /// The names whose pins are published in the DHT (at most [`MAX_PUBLISHED_PINS`]).
+    pub published: alloc::collections::BTreeSet<String>,
 }
 
 /// What a node without pins shows.
 static NO_PINS: Pins = Pins::new();
+
+/// Most pins a node publishes in the DHT (the first ones made; a revoke frees a place).
+pub const MAX_PUBLISHED_PINS: usize = 64;
 
 impl Core {
     fn trust_mut(&mut self) -> &mut Trust {
@@ -124,6 +129,16 @@ impl Core {
     fn publish_pin(&mut self, name: &str, node: Option<NodeId>) {
         let dht = crate::node::registry::index_of(ProtocolId::DHT);
         if !self.config.publish_pins || !dht.is_some_and(|i| self.running.has(i)) {
+            return;
+        }
+        // A bounded share of the DHT's publishing slots, so pins never crowd out the
+        // application's own records.
+        let published = &mut self.trust_mut().published;
+        let go = match node {
+            Some(_) => published.len() < MAX_PUBLISHED_PINS && published.insert(name.into()),
+            None => published.remove(name),
+        };
+        if !go {
             return;
         }
         let name = crate::trust::dht_name(name);

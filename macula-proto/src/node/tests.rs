@@ -268,7 +268,7 @@ fn pending_handshakes_are_bounded_and_time_out() {
     let mut node = Node::new(c, Identity::from_seed(9), 1, Instant::ZERO).unwrap();
     let info = |n: u64| LinkInfo {
         remote_id: Identity::from_seed(n).node_id(),
-        remote_addr: addr(n as usize),
+        remote_addr: source([192, 0, 2, n as u8], 1),
         exporter: [0; 32],
     };
     assert!(node.handle_inbound(info(1), Instant::ZERO).is_ok());
@@ -1429,4 +1429,63 @@ fn pins_are_published_in_the_dht_and_members_can_compare_them() {
     net.command(1, |n, now| n.trust_revoke(&name, now));
     net.run_for(Duration::from_secs(5));
     assert_eq!(published(&mut net).len(), 3);
+}
+
+#[test]
+fn one_address_holds_at_most_a_quarter_of_the_handshake_slots() {
+    let mut config = config("a.b");
+    config.max_pending_handshakes = 8;
+    let mut node = Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).unwrap();
+    let open = |node: &mut Node, ip: [u8; 4], port: u16| {
+        let info = LinkInfo {
+            remote_id: Identity::from_seed(u64::from(port)).node_id(),
+            remote_addr: source(ip, port),
+            exporter: [0; 32],
+        };
+        node.handle_inbound(info, Instant::ZERO)
+    };
+    // Connections that never send `Connect`: the address gets two slots of eight.
+    assert!(open(&mut node, [198, 51, 100, 7], 1).is_ok());
+    assert!(open(&mut node, [198, 51, 100, 7], 2).is_ok());
+    let limited = Err(CloseCode::Refused(RefuseReason::RateLimited));
+    assert_eq!(open(&mut node, [198, 51, 100, 7], 3), limited);
+    assert_eq!(node.stats().refused_by_us.rate_limited, 1);
+    // Everyone else still finds room.
+    for port in 10..16 {
+        assert!(open(&mut node, [198, 51, 100, port as u8], port).is_ok());
+    }
+}
+
+#[test]
+fn with_the_valve_spent_a_full_failure_table_hears_no_new_address() {
+    let key = b"0123456789abcdef";
+    let mut config = keyed("a.b", key);
+    config.realm_auth_failure_limit = crate::Limit::per(3, Duration::from_secs(60));
+    config.max_rate_sources = 3;
+    let mut node = Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).unwrap();
+    let intruder = Identity::from_seed(2);
+    let bad = Some(&b"not-the-realm-key"[..]);
+    for host in 1..=3 {
+        let from = source([192, 0, 2, host], 1);
+        let reason = attempt(&mut node, &intruder, from, bad, Instant::ZERO);
+        assert_eq!(reason, Some(RefuseReason::BadCredentials));
+    }
+    // A fourth address would push one of the three out and let it come back clean: while the
+    // valve is spent and the table is full, new addresses wait too.
+    let from = source([192, 0, 2, 4], 1);
+    let reason = attempt(&mut node, &intruder, from, bad, Instant::ZERO);
+    assert_eq!(reason, Some(RefuseReason::RateLimited));
+    // Once the valve refills, new addresses are heard again.
+    let later = Instant::ZERO + Duration::from_secs(60);
+    let member = Identity::from_seed(3);
+    assert_eq!(
+        attempt(
+            &mut node,
+            &member,
+            source([192, 0, 2, 5], 1),
+            Some(key),
+            later
+        ),
+        None
+    );
 }

@@ -1116,9 +1116,12 @@ fn transport_config(config: &Config) -> TransportConfig {
     t
 }
 
-/// Whether a transport error is a TLS alert (QUIC's crypto error codes, 0x100 to 0x1ff).
+/// Whether a transport error is a TLS alert about a certificate (QUIC's crypto error codes are
+/// 0x100 + the alert: bad_certificate 42 to certificate_unknown 46, unknown_ca 48); other
+/// alerts (no common protocol, versions) are plain dial failures.
 fn is_alert(e: &quinn_proto::TransportError) -> bool {
-    (0x100..0x200).contains(&u64::from(e.code))
+    let code = u64::from(e.code);
+    (0x100 + 42..=0x100 + 46).contains(&code) || code == 0x100 + 48
 }
 
 /// The host part of a `host:port` name (an IPv6 address without its brackets), as TLS

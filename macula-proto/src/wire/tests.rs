@@ -138,7 +138,7 @@ fn golden_vectors_pin_the_encoding() {
         alloc::format!("30000103{}01007f000001d122020101 01 00", "01".repeat(32)).replace(' ', "")
     );
     let connect = encode(&Control::Connect(Connect {
-        versions: Versions { min: 2, max: 2 },
+        versions: Versions { min: 3, max: 3 },
         node_id: NodeId([0xab; 32]),
         realm: "io.x".into(),
         auth: None,
@@ -149,7 +149,7 @@ fn golden_vectors_pin_the_encoding() {
     assert_eq!(
         hex(&connect),
         alloc::format!(
-            "3f00000202{}04696f2e78000101{}010000",
+            "3f00000303{}04696f2e78000101{}010000",
             "ab".repeat(32),
             "00".repeat(16)
         )
