@@ -1287,20 +1287,31 @@ fn a_flood_of_bad_proofs_from_one_address_is_looked_at_only_up_to_its_limit() {
     assert_eq!(now_limited, Some(RefuseReason::RateLimited));
 }
 
-#[test]
-fn the_realm_valve_stops_repeat_offenders_but_hears_new_addresses() {
-    let key = b"0123456789abcdef";
-    let mut config = keyed("a.b", key);
+/// The realm key of [`spent_valve`]'s node, and a wrong one.
+const VALVE_KEY: &[u8] = b"0123456789abcdef";
+const WRONG_KEY: Option<&[u8]> = Some(b"not-the-realm-key");
+
+/// A keyed node whose valve allows three failures a minute, keeping `max_sources` sources,
+/// after three addresses (192.0.2.1-3) failed once each: the valve is spent. Returns it and
+/// the intruder.
+fn spent_valve(max_sources: usize) -> (Node, Identity) {
+    let mut config = keyed("a.b", VALVE_KEY);
     config.realm_auth_failure_limit = crate::Limit::per(3, Duration::from_secs(60));
+    config.max_rate_sources = max_sources;
     let mut node = Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).unwrap();
     let intruder = Identity::from_seed(2);
-    let bad = Some(&b"not-the-realm-key"[..]);
-    // Three addresses fail once each: the valve is spent.
     for host in 1..=3 {
         let from = source([192, 0, 2, host], 1);
-        let reason = attempt(&mut node, &intruder, from, bad, Instant::ZERO);
+        let reason = attempt(&mut node, &intruder, from, WRONG_KEY, Instant::ZERO);
         assert_eq!(reason, Some(RefuseReason::BadCredentials));
     }
+    (node, intruder)
+}
+
+#[test]
+fn the_realm_valve_stops_repeat_offenders_but_hears_new_addresses() {
+    let (mut node, intruder) = spent_valve(4096);
+    let (key, bad) = (VALVE_KEY, WRONG_KEY);
     // They have failures left of their own, but the valve refuses them without a look...
     let from = source([192, 0, 2, 1], 2);
     let reason = attempt(&mut node, &intruder, from, bad, Instant::ZERO);
@@ -1458,18 +1469,8 @@ fn one_address_holds_at_most_a_quarter_of_the_handshake_slots() {
 
 #[test]
 fn with_the_valve_spent_a_full_failure_table_hears_no_new_address() {
-    let key = b"0123456789abcdef";
-    let mut config = keyed("a.b", key);
-    config.realm_auth_failure_limit = crate::Limit::per(3, Duration::from_secs(60));
-    config.max_rate_sources = 3;
-    let mut node = Node::new(config, Identity::from_seed(1), 1, Instant::ZERO).unwrap();
-    let intruder = Identity::from_seed(2);
-    let bad = Some(&b"not-the-realm-key"[..]);
-    for host in 1..=3 {
-        let from = source([192, 0, 2, host], 1);
-        let reason = attempt(&mut node, &intruder, from, bad, Instant::ZERO);
-        assert_eq!(reason, Some(RefuseReason::BadCredentials));
-    }
+    let (mut node, intruder) = spent_valve(3);
+    let (key, bad) = (VALVE_KEY, WRONG_KEY);
     // A fourth address would push one of the three out and let it come back clean: while the
     // valve is spent and the table is full, new addresses wait too.
     let from = source([192, 0, 2, 4], 1);
