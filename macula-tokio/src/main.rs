@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node until Ctrl-C or SIGTERM; prints `node_id=<hex> listen=<addr>` once it
-    /// listens.
+    /// listens (and ` metrics=<addr>` with --metrics).
     Node(Box<cli::settings::NodeArgs>),
     /// Show what a node would run with: `macula config show` with `macula node`'s flags.
     Config {
