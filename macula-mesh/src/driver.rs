@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
 use macula_proto::dht::OpId;
+use macula_proto::node::Socket;
 use macula_proto::pubsub::{PublishId, PubsubEvent};
 use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::rpc::{CallId, RequestId, RpcEvent};
@@ -348,6 +349,7 @@ const REQUEST_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) fn spawn<R: Runtime>(
     socket: R::Socket,
+    aux: Option<R::Socket>,
     config: EndpointConfig,
     events: async_broadcast::Sender<Event>,
     pins: Option<(std::path::PathBuf, Vec<(String, NodeId)>)>,
@@ -371,6 +373,7 @@ pub(crate) fn spawn<R: Runtime>(
     let (doorbell, ringing) = async_channel::bounded(1);
     let driver = Driver::<R> {
         socket: Arc::new(socket),
+        aux: aux.map(Arc::new),
         endpoint,
         epoch,
         commands: rx,
@@ -392,6 +395,8 @@ pub(crate) fn spawn<R: Runtime>(
 
 struct Driver<R: Runtime> {
     socket: Arc<R::Socket>,
+    /// The auxiliary socket (NAT detection), if one could be bound.
+    aux: Option<Arc<R::Socket>>,
     endpoint: Endpoint,
     epoch: WallInstant,
     commands: async_channel::Receiver<Command>,
@@ -428,6 +433,8 @@ struct Closing {
 /// What woke the driver.
 enum Wake {
     Datagram(std::io::Result<crate::udp::Received>),
+    /// A datagram on the auxiliary socket.
+    Auxiliary(std::io::Result<crate::udp::Received>),
     Timer,
     Command(Option<Command>),
     Doorbell,
@@ -454,6 +461,7 @@ impl<R: Runtime> Driver<R> {
 
     async fn run(mut self) {
         let mut buf = vec![0u8; RECV_BUF];
+        let mut aux_buf = vec![0u8; if self.aux.is_some() { RECV_BUF } else { 0 }];
         loop {
             // quinn-udp may turn GSO off after a failed send; stop making batches then.
             self.endpoint
@@ -481,7 +489,14 @@ impl<R: Runtime> Driver<R> {
             let closing = self.closing.is_some();
             let commands = &self.commands;
             let ringing = &self.ringing;
+            let aux = self.aux.clone();
             let recv = async { Wake::Datagram(socket.recv(&mut buf).await) };
+            let recv_aux = async {
+                match &aux {
+                    Some(aux) => Wake::Auxiliary(aux.recv(&mut aux_buf).await),
+                    None => std::future::pending().await,
+                }
+            };
             let timer = async {
                 match deadline {
                     Some(t) => R::sleep_until(t).await,
@@ -502,8 +517,12 @@ impl<R: Runtime> Driver<R> {
             };
             // `race` picks among ready futures at random, so a datagram flood can't starve
             // timers, commands or consumers.
-            let wake = race(race(recv, doorbell), race(timer, command)).await;
-            if self.handle(wake, &buf).is_break() {
+            let wake = race(race(race(recv, recv_aux), doorbell), race(timer, command)).await;
+            let read = match wake {
+                Wake::Auxiliary(_) => &aux_buf,
+                _ => &buf,
+            };
+            if self.handle(wake, read).is_break() {
                 return;
             }
             // With several calls in flight or requests in handlers, the tasks behind them
@@ -533,7 +552,14 @@ impl<R: Runtime> Driver<R> {
                         .handle_datagram(now, received.from, received.ecn, datagram);
                 }
             }
-            Wake::Datagram(Err(err)) => {
+            Wake::Auxiliary(Ok(received)) => {
+                let now = self.now();
+                for datagram in received.segments(buf) {
+                    self.endpoint
+                        .handle_auxiliary_datagram(now, received.from, datagram);
+                }
+            }
+            Wake::Datagram(Err(err)) | Wake::Auxiliary(Err(err)) => {
                 // ICMP errors surface here on some platforms; the core times out dead
                 // peers itself, so a failed receive is not fatal.
                 tracing::debug!(%err, "udp receive failed");
@@ -621,7 +647,12 @@ impl<R: Runtime> Driver<R> {
     async fn flush(&mut self) {
         loop {
             while let Some(d) = self.endpoint.poll_transmit() {
-                if let Err(err) = self.socket.send(&d).await {
+                let socket = match (d.socket, &self.aux) {
+                    (Socket::Main, _) => &self.socket,
+                    (Socket::Auxiliary, Some(aux)) => aux,
+                    (Socket::Auxiliary, None) => continue,
+                };
+                if let Err(err) = socket.send(&d).await {
                     tracing::debug!(%err, to = %d.destination, "udp send failed");
                 }
             }

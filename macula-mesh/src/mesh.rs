@@ -212,6 +212,19 @@ impl<R: Runtime> Mesh<R> {
         };
         let socket = R::bind(config.listen).map_err(bind_error)?;
         let local_addr = socket.local_addr().map_err(bind_error)?;
+        // A second socket on another port of the same address, for NAT detection (observers
+        // answer filtering tests from it). A node works without one.
+        let aux = match R::bind(SocketAddr::new(local_addr.ip(), 0)) {
+            Ok(aux) => Some(aux),
+            Err(err) => {
+                tracing::warn!(%err, "no auxiliary UDP socket: this node can't observe others' NATs");
+                None
+            }
+        };
+        let aux_port = aux
+            .as_ref()
+            .and_then(|a| a.local_addr().ok())
+            .map(|a| a.port());
         let identity = match config.identity {
             Some(identity) => identity,
             None => Identity::from_secret(random_bytes()?),
@@ -221,6 +234,7 @@ impl<R: Runtime> Mesh<R> {
             None => u64::from_le_bytes(random_bytes::<8>()?),
         };
         let mut node = config.node;
+        node.nat.aux_port = aux_port;
         if node.start_epoch == 0 {
             // Records this node signs must outrank those of its earlier runs.
             node.start_epoch = std::time::SystemTime::now()
@@ -255,7 +269,7 @@ impl<R: Runtime> Mesh<R> {
         };
         let mut endpoint = EndpointConfig::new(node, identity, seed, R::now());
         endpoint.tls = config.tls;
-        let commands = driver::spawn::<R>(socket, endpoint, events, pins, audit)?;
+        let commands = driver::spawn::<R>(socket, aux, endpoint, events, pins, audit)?;
         Ok(Mesh {
             commands,
             events: Arc::new(receiver.deactivate()),

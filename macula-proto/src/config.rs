@@ -216,6 +216,8 @@ pub struct Config {
     pub pubsub: PubsubConfig,
     /// RPC's settings (each with its own documented default).
     pub rpc: RpcConfig,
+    /// NAT traversal.
+    pub nat: crate::nat::NatConfig,
     /// Whether the node runs the test-only echo protocol.
     #[cfg(feature = "test-protocols")]
     pub test_echo: bool,
@@ -257,6 +259,7 @@ impl Config {
             dht: DhtConfig::default(),
             pubsub: PubsubConfig::default(),
             rpc: RpcConfig::default(),
+            nat: crate::nat::NatConfig::default(),
             #[cfg(feature = "test-protocols")]
             test_echo: false,
         }
@@ -314,7 +317,8 @@ impl Config {
         }
         self.dht.validate(self.max_frame_size)?;
         self.pubsub.validate()?;
-        self.rpc.validate()
+        self.rpc.validate()?;
+        self.nat.validate()
     }
 }
 
@@ -350,6 +354,8 @@ pub enum ConfigError {
     Pubsub(&'static str),
     /// RPC settings that contradict each other; the text says which.
     Rpc(&'static str),
+    /// NAT traversal settings out of range; the text says which.
+    Nat(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -372,9 +378,10 @@ impl fmt::Display for ConfigError {
                 "keepalive_interval must be non-zero and shorter than idle_timeout, \
                  or peers would time out between pings",
             ),
-            ConfigError::Dht(why) | ConfigError::Pubsub(why) | ConfigError::Rpc(why) => {
-                f.write_str(why)
-            }
+            ConfigError::Dht(why)
+            | ConfigError::Pubsub(why)
+            | ConfigError::Rpc(why)
+            | ConfigError::Nat(why) => f.write_str(why),
             ConfigError::TooManyListenAddrs => {
                 write!(
                     f,

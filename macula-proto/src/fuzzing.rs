@@ -295,6 +295,43 @@ pub fn node_rpc(data: &[u8]) {
     }
 }
 
+/// Feeds `data` to a node's NAT traversal: raw datagrams on both sockets from a few sources,
+/// NAT protocol frames from an established peer that listens where it is seen (so it can be an
+/// observer), and detections started as the clock moves. The node must not panic; a raw
+/// datagram it sends is never larger than a probe; one input makes at most four of them.
+pub fn node_nat(data: &[u8]) {
+    use crate::nat::probe::PROBE_LEN;
+    use crate::node::Socket;
+    let (mut node, link, _) = established(|config| config.nat.aux_port = Some(20));
+    let mut now = Instant::ZERO;
+    let mut rest = data;
+    while let Some((&head, tail)) = rest.split_first() {
+        let len = usize::from(head >> 2) % 80 + 1;
+        let (chunk, tail) = tail.split_at(len.min(tail.len()));
+        rest = tail;
+        let from = SocketAddr::new(Ipv4Addr::new(127, 0, 0, head % 3 + 1).into(), 9);
+        match head & 3 {
+            0 => node.handle_datagram(Socket::Main, from, chunk, now),
+            1 => node.handle_datagram(Socket::Auxiliary, from, chunk, now),
+            2 => node.handle_link_data(link, ProtocolId::NAT.channel(), chunk, now),
+            _ => {
+                now += crate::Duration::from_millis(u64::from(head) * 4);
+                node.handle_timeout(now);
+                node.nat_detect(now);
+            }
+        }
+        let mut raw = 0;
+        while let Some(t) = node.poll_transmit() {
+            if let Transmit::Datagram { bytes, .. } = t {
+                assert!(bytes.len() <= PROBE_LEN, "never larger than a probe");
+                raw += 1;
+            }
+        }
+        assert!(raw <= 4, "{raw} datagrams for one input");
+        while node.poll_event().is_some() {}
+    }
+}
+
 /// A node with small frames, a short event queue and `tune` applied to its configuration,
 /// and the link of an established peer (node seed 2, at 127.0.0.1:9) to feed it from.
 fn established(tune: impl FnOnce(&mut Config)) -> (Node, crate::LinkId, NodeId) {

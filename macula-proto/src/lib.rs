@@ -23,6 +23,7 @@ pub mod echo;
 #[doc(hidden)]
 pub mod fuzzing;
 mod id;
+pub mod nat;
 pub mod node;
 pub mod pubsub;
 mod rate;

@@ -6,7 +6,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddr};
 
-use crate::node::{Event, LinkError, LinkId, LinkInfo, Node, Transmit};
+use crate::node::{Event, LinkError, LinkId, LinkInfo, Node, Socket, Transmit};
 use crate::time::{Duration, Instant};
 use crate::wire::Channel;
 use crate::{Config, Identity, NodeId};
@@ -36,8 +36,14 @@ pub(crate) fn joined(n: usize, config: impl Fn(usize) -> Config) -> Net {
     net
 }
 
+/// Where node `i`'s auxiliary socket is (see [`NatConfig::aux_port`](crate::nat::NatConfig)).
+pub(crate) fn aux_addr(i: usize) -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 20_000 + i as u16)
+}
+
 pub(crate) enum Delivery {
     Data(LinkId, Channel, Vec<u8>),
+    Datagram(Socket, SocketAddr, Vec<u8>),
     Down(LinkId, LinkError),
     Up(LinkId, LinkInfo),
 }
@@ -157,6 +163,25 @@ impl Net {
                 } => {
                     if let Some(&(j, remote)) = self.wires.get(&(i, link)) {
                         let d = Delivery::Data(remote, channel, bytes);
+                        self.deliver_at(self.now + LATENCY, j, d);
+                    }
+                }
+                Transmit::Datagram { socket, to, bytes } => {
+                    let from = match socket {
+                        Socket::Main => addr(i),
+                        Socket::Auxiliary => aux_addr(i),
+                    };
+                    let live = |j: &usize| !self.killed.contains(j);
+                    let target = (0..self.nodes.len()).filter(live).find_map(|j| {
+                        let aux = self.nodes[j].config().nat.aux_port == Some(to.port());
+                        if to == addr(j) {
+                            Some((j, Socket::Main))
+                        } else {
+                            (to == aux_addr(j) && aux).then_some((j, Socket::Auxiliary))
+                        }
+                    });
+                    if let Some((j, socket)) = target {
+                        let d = Delivery::Datagram(socket, from, bytes);
                         self.deliver_at(self.now + LATENCY, j, d);
                     }
                 }
@@ -291,6 +316,9 @@ impl Net {
                         self.nodes[to].handle_link_down(link, err, now)
                     }
                     Delivery::Up(link, info) => self.nodes[to].handle_link_up(link, info, now),
+                    Delivery::Datagram(socket, from, bytes) => {
+                        self.nodes[to].handle_datagram(socket, from, &bytes, now)
+                    }
                 }
                 self.drain(to);
             }

@@ -30,6 +30,75 @@ fn node_rpc_corpus() {
     replay("node_rpc", macula_proto::fuzzing::node_rpc);
 }
 
+#[test]
+fn node_nat_corpus() {
+    replay("node_nat", macula_proto::fuzzing::node_nat);
+}
+
+/// Writes the seed inputs of the `node_nat` corpus (run once with `--ignored` when the
+/// protocol changes; the fuzzer grows the corpus from them).
+#[test]
+#[ignore]
+fn write_node_nat_seeds() {
+    use macula_proto::nat::messages::{NatMessage, Via};
+    use macula_proto::nat::Probe;
+    use macula_proto::wire::encode;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/node_nat");
+    std::fs::create_dir_all(&dir).unwrap();
+    // One input: a header byte (kind in the low two bits, length - 1 in the next six), then
+    // that many bytes.
+    let item = |kind: u8, bytes: &[u8]| {
+        let mut out = vec![(((bytes.len() - 1) as u8) << 2) | kind];
+        out.extend_from_slice(bytes);
+        out
+    };
+    let seen = Probe::Seen {
+        nonce: 1,
+        observed: "127.0.0.1:9".parse().unwrap(),
+    }
+    .encode();
+    let frames = [
+        NatMessage::Observe { id: 1 },
+        NatMessage::Observed {
+            id: 1,
+            seen: "127.0.0.1:9".parse().unwrap(),
+            aux_port: Some(10),
+            second: Some("127.0.0.2:9".parse().unwrap()),
+        },
+        NatMessage::AnswerFrom {
+            nonce: 2,
+            via: Via::Auxiliary,
+        },
+        NatMessage::AnswerFrom {
+            nonce: 3,
+            via: Via::Helper {
+                exclude: vec!["127.0.0.3".parse().unwrap()],
+            },
+        },
+        NatMessage::Help {
+            nonce: 4,
+            to: "127.0.0.2:9".parse().unwrap(),
+        },
+    ]
+    .map(|m| encode(&m));
+    let mut seeds: Vec<Vec<u8>> = vec![
+        item(3, &[0]),
+        [item(3, &[0]), item(2, &frames[0])].concat(),
+        item(0, &seen),
+        item(1, &Probe::Punch { nonce: 5 }.encode()),
+        item(0, &Probe::Probe { nonce: 6 }.encode()[..60]),
+    ];
+    for f in &frames {
+        seeds.push(item(2, f));
+    }
+    let all: Vec<u8> = seeds.concat();
+    seeds.push(all.clone());
+    seeds.push([item(3, &[9]), all].concat());
+    for (i, seed) in seeds.iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:02}")), seed).unwrap();
+    }
+}
+
 /// Writes the seed inputs of the `node_rpc` corpus (run once with `--ignored` when the
 /// protocol changes; the fuzzer grows the corpus from them).
 #[test]

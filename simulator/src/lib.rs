@@ -34,6 +34,7 @@ pub mod check;
 mod cpu;
 mod host;
 pub mod memory;
+pub mod nat;
 pub mod net;
 mod queue;
 pub mod scenario;

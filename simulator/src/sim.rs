@@ -6,6 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use macula_proto::node::layout::Prefetch;
+use macula_proto::node::Socket;
 use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::{
     Channel, Config, Data, Duration, Event, Identity, Instant, LinkError, LinkId, LinkInfo, Node,
@@ -15,6 +16,7 @@ use macula_proto::{
 use crate::check::{self, Checker, Observation, Verdict};
 use crate::cpu::Cpu;
 use crate::host::Host;
+use crate::nat::{Dest, NatPlan, Nats, AUX_PORT};
 use crate::net::{addr_of, chance, node_at, LinkModel, NodeIdx, Partition, PathProps};
 use crate::queue::Queue;
 use crate::slab::{self, Slab};
@@ -54,6 +56,7 @@ pub struct SimBuilder {
     link: LinkModel,
     configure: ConfigureFn,
     prefetch: Option<bool>,
+    nat: Option<NatPlan>,
 }
 
 impl std::fmt::Debug for SimBuilder {
@@ -85,12 +88,19 @@ impl SimBuilder {
             link: LinkModel::default(),
             configure: Rc::new(|_, _| {}),
             prefetch: None,
+            nat: None,
         }
     }
 
     /// The master seed: every node's seed and every draw of the network derive from it.
     pub fn seed(&mut self, seed: u64) -> &mut Self {
         self.seed = seed;
+        self
+    }
+
+    /// Puts nodes behind NAT boxes (QUIC mode only: frames mode has no datagrams).
+    pub fn nat(&mut self, plan: NatPlan) -> &mut Self {
+        self.nat = Some(plan);
         self
     }
 
@@ -159,8 +169,16 @@ impl SimBuilder {
             self.nodes <= 1 << 17,
             "the simulated address range holds 131,072 nodes"
         );
+        assert!(
+            self.nat.is_none() || self.mode == Mode::Quic,
+            "NAT boxes need QUIC mode"
+        );
         let mut master = Rng::from_seed(self.seed);
-        let net_rng = master.child();
+        let mut net_rng = master.child();
+        let nats = match &self.nat {
+            Some(plan) => Nats::new(plan, self.nodes, &mut net_rng),
+            None => Nats::default(),
+        };
         let epoch = std::time::Instant::now();
         let prefetch = self.prefetch.unwrap_or(self.nodes >= LARGE_MESH_NODES);
         let mut sim = Sim {
@@ -189,6 +207,7 @@ impl SimBuilder {
             end: Instant::ZERO + self.duration,
             recorded: self.record_events.then(Vec::new),
             prefetch,
+            nats,
         };
         for i in 0..self.nodes {
             let identity = Identity::from_seed(sim.master.child_seed());
@@ -230,6 +249,10 @@ pub struct SimStats {
     pub timers_due: u64,
     /// Timer events that were superseded or early (no work).
     pub timers_idle: u64,
+    /// Datagrams to an address nothing is at (a private address from elsewhere, say).
+    pub unroutable: u64,
+    /// Datagrams a NAT box dropped: no live mapping, or its filter kept them out.
+    pub nat_filtered: u64,
 }
 
 /// A node's place in the engine: one page of memory. The node itself sits inline (not boxed),
@@ -470,7 +493,7 @@ enum Ev {
     },
     /// QUIC mode.
     Datagram {
-        to: NodeIdx,
+        to: Dest,
         from: SocketAddr,
         ecn: Option<u8>,
         bytes: Vec<u8>,
@@ -542,6 +565,8 @@ pub struct Sim {
     /// Whether [`Sim::prefetch_ahead`] runs, and the queue prefetches where its pushes go (it
     /// changes nothing but speed).
     prefetch: bool,
+    /// The NAT boxes, if any.
+    nats: Nats,
 }
 
 impl std::fmt::Debug for Sim {
@@ -603,7 +628,12 @@ impl Sim {
 
     /// A node's address.
     pub fn addr(&self, n: NodeIdx) -> SocketAddr {
-        addr_of(n)
+        self.nats.addr(n)
+    }
+
+    /// The NAT box node `n` sits behind, if any.
+    pub fn nat_box(&self, n: NodeIdx) -> Option<usize> {
+        self.nats.box_of(n)
     }
 
     /// Events processed so far.
@@ -662,7 +692,7 @@ impl Sim {
 
     fn dial(&mut self, from: NodeIdx, to: NodeIdx, expected: Option<NodeId>) -> Option<LinkId> {
         let now = self.now;
-        let addr = addr_of(to);
+        let addr = self.addr(to);
         let link = self.with_host(from, |h| h.connect(addr, expected, now))?;
         if self.mode == Mode::Quic {
             // Frames mode observes every dial, the node's own included, as its `Open`.
@@ -910,7 +940,11 @@ impl Sim {
                 let w = self.wires.get(*wire)?;
                 Some((w.dialer.node, Some(w.dialer.link)))
             }
-            Ev::Datagram { to, .. } => Some((*to, None)),
+            Ev::Datagram {
+                to: Dest::Node(n, _),
+                ..
+            } => Some((*n, None)),
+            Ev::Datagram { .. } => None,
             Ev::Action { node, .. } => node.map(|n| (n, None)),
         }
     }
@@ -918,7 +952,10 @@ impl Sim {
     fn start_host(&mut self, n: NodeIdx) {
         let seed = self.master.child_seed();
         let mut config = Config::default();
-        config.listen_addrs = vec![addr_of(n)];
+        config.listen_addrs = vec![self.nats.addr(n)];
+        if self.mode == Mode::Quic {
+            config.nat.aux_port = Some(AUX_PORT);
+        }
         // A restart starts later than the run before it, so its records outrank the old ones.
         config.start_epoch = self.now.as_micros() / 1_000 + 1;
         (self.configure)(n, &mut config);
@@ -1047,14 +1084,14 @@ impl Sim {
                     // GSO batches are never enabled in simulation; split one defensively anyway.
                     .map(|d| {
                         let segments = d.segments().map(<[u8]>::to_vec).collect();
-                        Out::Datagrams(d.destination, d.ecn, segments)
+                        Out::Datagrams(d.socket, d.destination, d.ecn, segments)
                     }),
             });
             match out.flatten() {
                 Some(Out::Transmit(t)) => self.frames_transmit(n, t),
-                Some(Out::Datagrams(to, ecn, segments)) => {
+                Some(Out::Datagrams(socket, to, ecn, segments)) => {
                     for bytes in segments {
-                        self.send_datagram(n, to, ecn, bytes);
+                        self.send_datagram(n, socket, to, ecn, bytes);
                     }
                 }
                 None => break,
@@ -1180,6 +1217,8 @@ impl Sim {
                     self.side_done(wire, n);
                 }
             }
+            // Frames mode models links, not UDP: raw datagrams (NAT probes) go nowhere.
+            Transmit::Datagram { .. } => {}
         }
     }
 
@@ -1397,9 +1436,25 @@ impl Sim {
 
     // ---------------------------------------------------------------- QUIC mode
 
-    fn send_datagram(&mut self, from: NodeIdx, to: SocketAddr, ecn: Option<u8>, bytes: Vec<u8>) {
-        let Some(target) = node_at(to, self.nodes.len()) else {
+    fn send_datagram(
+        &mut self,
+        from: NodeIdx,
+        socket: Socket,
+        to: SocketAddr,
+        ecn: Option<u8>,
+        bytes: Vec<u8>,
+    ) {
+        let n = self.nodes.len();
+        let Some((dest, source)) = self
+            .nats
+            .outbound(from, socket, to, n, self.now, &mut self.rng)
+        else {
+            self.stats.unroutable += 1;
             return;
+        };
+        let target = match dest {
+            Dest::Node(t, _) => t,
+            Dest::Box(b, _) | Dest::Hairpin(b, _) => self.nats.home(b).unwrap_or(from),
         };
         if self.blocked(from, target) {
             self.stats.partitioned += 1;
@@ -1417,14 +1472,13 @@ impl Sim {
         if p.reorder > 0.0 && chance(&mut self.rng) < p.reorder {
             delay = delay + Duration::from_micros(self.rng.below(p.latency.as_micros() * 4 + 1));
         }
-        let source = addr_of(from);
         if p.duplicate > 0.0 && chance(&mut self.rng) < p.duplicate {
             self.stats.duplicated += 1;
             let extra = Duration::from_micros(self.rng.below(p.jitter.as_micros() + 1));
             self.queue.push(
                 self.now + delay + extra,
                 Ev::Datagram {
-                    to: target,
+                    to: dest,
                     from: source,
                     ecn,
                     bytes: bytes.clone(),
@@ -1434,7 +1488,7 @@ impl Sim {
         self.queue.push(
             self.now + delay,
             Ev::Datagram {
-                to: target,
+                to: dest,
                 from: source,
                 ecn,
                 bytes,
@@ -1442,7 +1496,20 @@ impl Sim {
         );
     }
 
-    fn deliver_datagram(&mut self, to: NodeIdx, from: SocketAddr, ecn: Option<u8>, bytes: Vec<u8>) {
+    fn deliver_datagram(&mut self, to: Dest, from: SocketAddr, ecn: Option<u8>, bytes: Vec<u8>) {
+        let (to, socket) = match to {
+            Dest::Node(n, socket) => (n, socket),
+            Dest::Box(b, port) | Dest::Hairpin(b, port) => {
+                let hairpin = matches!(to, Dest::Hairpin(..));
+                match self.nats.inbound(b, port, from, hairpin, self.now) {
+                    Some(inside) => inside,
+                    None => {
+                        self.stats.nat_filtered += 1;
+                        return;
+                    }
+                }
+            }
+        };
         if !self.is_up(to) {
             return;
         }
@@ -1450,9 +1517,10 @@ impl Sim {
         let now = self.now;
         self.digest.record(now.as_micros(), to, 0x20);
         self.digest.bytes(&bytes);
-        self.with_host(to, |h| match h {
-            Host::Quic(ep) => ep.handle_datagram(now, from, ecn, &bytes),
-            Host::Frames(_) => unreachable!("datagrams exist in QUIC mode only"),
+        self.with_host(to, |h| match (h, socket) {
+            (Host::Quic(ep), Socket::Main) => ep.handle_datagram(now, from, ecn, &bytes),
+            (Host::Quic(ep), Socket::Auxiliary) => ep.handle_auxiliary_datagram(now, from, &bytes),
+            (Host::Frames(_), _) => unreachable!("datagrams exist in QUIC mode only"),
         });
         self.drain(to);
     }
@@ -1460,7 +1528,7 @@ impl Sim {
 
 enum Out {
     Transmit(Transmit),
-    Datagrams(SocketAddr, Option<u8>, Vec<Vec<u8>>),
+    Datagrams(Socket, SocketAddr, Option<u8>, Vec<Vec<u8>>),
 }
 
 /// What one [`Sim::step`] did.

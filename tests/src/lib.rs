@@ -157,6 +157,7 @@ impl<R: Runtime> RawPeer<R> {
     /// Sends a raw UDP datagram to `to` from this peer's socket.
     pub async fn send_datagram(&self, to: SocketAddr, bytes: &[u8]) -> anyhow::Result<()> {
         let datagram = Datagram {
+            socket: macula_proto::node::Socket::Main,
             destination: to,
             ecn: None,
             contents: bytes.to_vec(),

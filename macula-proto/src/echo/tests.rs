@@ -56,12 +56,18 @@ fn nodes_with_different_protocols_use_what_they_share() {
             ProtocolId::DHT,
             ProtocolId::PUBSUB,
             ProtocolId::RPC,
+            ProtocolId::NAT,
             ProtocolId::TEST_ECHO
         ]
     );
     assert_eq!(
         offers(0, id2),
-        [ProtocolId::DHT, ProtocolId::PUBSUB, ProtocolId::RPC]
+        [
+            ProtocolId::DHT,
+            ProtocolId::PUBSUB,
+            ProtocolId::RPC,
+            ProtocolId::NAT
+        ]
     );
     // They share the DHT: node 2 finds node 1 through node 0.
     let op = net.command(2, |n, now| n.dht_find_node(&id1, now));

@@ -377,6 +377,12 @@ impl Core {
         None
     }
 
+    /// Queues a raw datagram for the transport.
+    pub fn send_datagram(&mut self, socket: super::Socket, to: SocketAddr, bytes: Vec<u8>) {
+        self.transmits
+            .push_back(Transmit::Datagram { socket, to, bytes });
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

@@ -70,10 +70,11 @@ pub use layout::Prefetch;
 use registry::{index_of, Incoming, Mask, Pick, Subsystems};
 pub use stats::{RefusalCounts, Stats};
 use subsystem::{Cx, Init};
+pub use types::is_raw_datagram;
 pub use types::{
     CertificateProblem, ConnectFailure, Data, Direction, DownReason, Event, InboxError, InboxId,
-    LinkError, LinkId, LinkInfo, Overflow, PeerInfo, PingError, PingId, SendError, Transmit,
-    MAX_INBOXES, MAX_INBOX_CAPACITY,
+    LinkError, LinkId, LinkInfo, Overflow, PeerInfo, PingError, PingId, SendError, Socket,
+    Transmit, MAX_INBOXES, MAX_INBOX_CAPACITY,
 };
 
 /// A Macula node's protocol state. See the [module documentation](self) for the contract.
@@ -133,6 +134,11 @@ impl Node {
     }
 
     // ---------------------------------------------------------------- (A) getters
+
+    /// The latest time the node was given.
+    pub(crate) fn now(&self) -> Instant {
+        self.core.now()
+    }
 
     /// This node's id.
     pub fn node_id(&self) -> NodeId {

@@ -240,6 +240,7 @@ subsystems! {
     dht: crate::dht::Dht,
     pubsub: crate::pubsub::Pubsub,
     rpc: crate::rpc::Rpc,
+    nat: crate::nat::Nat,
     #[cfg(feature = "test-protocols")]
     echo: crate::echo::Echo,
 }

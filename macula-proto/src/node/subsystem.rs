@@ -289,6 +289,24 @@ impl<'a> Cx<'a> {
         self.core.queue_answer(asker, ticket, answer);
     }
 
+    /// What the peer table knows of `id`, if its link is up.
+    pub fn peer(&self, id: &NodeId) -> Option<super::PeerInfo> {
+        self.core.peer(id)
+    }
+
+    /// The address of every link this node has, up or still being opened (everywhere its
+    /// main socket is sending to).
+    pub fn link_addrs(&self) -> Vec<SocketAddr> {
+        self.core.links.iter().map(|(_, l)| l.addr).collect()
+    }
+
+    /// Sends a raw UDP datagram (whose first byte has QUIC's fixed bit clear) from one of the
+    /// transport's sockets.
+    pub fn send_datagram(&mut self, socket: super::Socket, to: SocketAddr, bytes: Vec<u8>) {
+        debug_assert!(super::is_raw_datagram(&bytes));
+        self.core.send_datagram(socket, to, bytes);
+    }
+
     /// The peers up that speak this protocol.
     #[allow(dead_code)]
     pub fn peers(&self) -> Vec<(NodeId, LinkId)> {

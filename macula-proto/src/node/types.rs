@@ -86,6 +86,34 @@ pub enum Transmit {
         /// Why; the transport passes it to the remote (the QUIC application error code).
         code: CloseCode,
     },
+    /// Send one raw UDP datagram (a NAT probe or an observer's answer) from one of the
+    /// transport's sockets. Its first byte has QUIC's fixed bit (`0x40`) clear, so the receiver
+    /// tells it from QUIC and hands it to [`Node::handle_datagram`]. A transport without such
+    /// sockets drops it.
+    Datagram {
+        /// The socket to send from.
+        socket: Socket,
+        /// Where to.
+        to: SocketAddr,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
+}
+
+/// One of the UDP sockets of a transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Socket {
+    /// The socket QUIC uses: a probe from it opens the NAT mapping the node's links use.
+    Main,
+    /// A second socket on another port of the same address, so an observer can answer a probe
+    /// from a port the prober never sent to (the filtering test of NAT detection).
+    Auxiliary,
+}
+
+/// Whether a UDP datagram is a raw one for [`Node::handle_datagram`] (QUIC's fixed bit, `0x40`
+/// of the first byte, clear) rather than a QUIC packet.
+pub fn is_raw_datagram(bytes: &[u8]) -> bool {
+    bytes.first().is_some_and(|b| b & 0x40 == 0)
 }
 
 /// How a link failed, as reported by the transport.
@@ -349,6 +377,8 @@ pub enum Event {
     Rpc(crate::rpc::RpcEvent),
     /// A trust-on-first-use pin was made or removed, or a dial refused by one.
     Trust(crate::trust::TrustEvent),
+    /// A NAT detection finished.
+    Nat(crate::nat::NatEvent),
     /// The test-only echo protocol.
     #[cfg(feature = "test-protocols")]
     Echo(crate::echo::EchoEvent),

@@ -36,7 +36,7 @@ use quinn_proto::{
     EcnCodepoint, ServerConfig, StreamEvent, StreamId, TransportConfig, VarInt,
 };
 
-use crate::node::{Event, LinkError, LinkId, LinkInfo, Node, Transmit};
+use crate::node::{is_raw_datagram, Event, LinkError, LinkId, LinkInfo, Node, Socket, Transmit};
 use crate::time::{Duration, Instant};
 use crate::wire::{Channel, CloseCode};
 use crate::{Config, ConfigError, Identity, NodeId};
@@ -47,6 +47,9 @@ use streams::Streams;
 /// [`Endpoint::set_max_datagrams`] allows them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Datagram {
+    /// The socket to send it from: QUIC's are all [`Socket::Main`]; a NAT observer's answer may
+    /// come from the [auxiliary](Socket::Auxiliary) one (a driver without one drops those).
+    pub socket: Socket,
     /// Where to send it.
     pub destination: SocketAddr,
     /// The ECN codepoint to mark it with (`0b10` ECT(0), `0b01` ECT(1), `0b11` CE).
@@ -68,6 +71,7 @@ impl Datagram {
 impl fmt::Debug for Datagram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Datagram")
+            .field("socket", &self.socket)
             .field("destination", &self.destination)
             .field("len", &self.contents.len())
             .finish()
@@ -80,7 +84,8 @@ impl fmt::Debug for Datagram {
 pub struct EndpointStats {
     /// Datagrams handed to [`Endpoint::handle_datagram`].
     pub datagrams_received: u64,
-    /// Received datagrams quinn-proto discarded (garbage, unknown connection, bad version).
+    /// Received datagrams discarded: by quinn-proto (garbage, unknown connection, bad version),
+    /// or neither QUIC nor NAT datagrams.
     pub datagrams_dropped: u64,
     /// Datagrams emitted by [`Endpoint::poll_transmit`].
     pub datagrams_sent: u64,
@@ -320,6 +325,9 @@ impl Endpoint {
             &quic_seed,
         )));
         endpoint_config.rng_seed(Some(quic_seed));
+        // QUIC packets keep their fixed bit, so raw datagrams (NAT probes) are told apart by
+        // its absence.
+        endpoint_config.grease_quic_bit(false);
         if config.seeded_crypto {
             endpoint_config.cid_generator(seeded::cid_factory(node.child_seed()));
             client_config.initial_dst_cid_provider(seeded::initial_cids(node.child_seed()));
@@ -466,7 +474,8 @@ impl Endpoint {
 
     // ---------------------------------------------------------------- inputs
 
-    /// A UDP datagram arrived from `remote`.
+    /// A UDP datagram arrived from `remote` on the main socket: a QUIC packet, or a raw one
+    /// (NAT traversal; told apart by [`is_raw_datagram`]) for the node.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -477,6 +486,10 @@ impl Endpoint {
         self.advance(now);
         let now = self.now;
         self.stats.datagrams_received += 1;
+        if is_raw_datagram(data) {
+            self.raw_datagram(Socket::Main, remote, data, now);
+            return;
+        }
         if ecn.is_some() {
             self.stats.ecn_received += 1;
         }
@@ -543,6 +556,30 @@ impl Endpoint {
             None => self.stats.datagrams_dropped += 1,
         }
         self.pump(now);
+    }
+
+    /// A UDP datagram arrived from `remote` on the auxiliary socket (see
+    /// [`NatConfig::aux_port`](crate::nat::NatConfig::aux_port)); only raw datagrams are read
+    /// there.
+    pub fn handle_auxiliary_datagram(&mut self, now: Instant, remote: SocketAddr, data: &[u8]) {
+        self.advance(now);
+        let now = self.now;
+        self.stats.datagrams_received += 1;
+        if is_raw_datagram(data) {
+            self.raw_datagram(Socket::Auxiliary, remote, data, now);
+        } else {
+            self.stats.datagrams_dropped += 1;
+        }
+    }
+
+    /// A datagram that is not QUIC: the node's if it is a NAT datagram, else dropped.
+    fn raw_datagram(&mut self, socket: Socket, remote: SocketAddr, data: &[u8], now: Instant) {
+        if data.starts_with(&crate::nat::probe::MAGIC) {
+            self.node.handle_datagram(socket, remote, data, now);
+            self.pump(now);
+        } else {
+            self.stats.datagrams_dropped += 1;
+        }
     }
 
     /// Time passed; runs every timer due at `now`.
@@ -1047,6 +1084,13 @@ impl Endpoint {
                 c.conn
                     .close(std_now, VarInt::from_u32(code.to_u32()), Bytes::new());
             }
+            Transmit::Datagram { socket, to, bytes } => self.datagrams.push_back(Datagram {
+                socket,
+                destination: to,
+                ecn: None,
+                contents: bytes,
+                segment_size: None,
+            }),
         }
     }
 }
@@ -1077,6 +1121,7 @@ fn queue_transmit(
         stats.gso_batches += 1;
     }
     out.push_back(Datagram {
+        socket: Socket::Main,
         destination: t.destination,
         ecn: t.ecn.map(|e| e as u8),
         contents: buf[..t.size].to_vec(),

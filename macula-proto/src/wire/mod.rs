@@ -41,6 +41,8 @@ impl ProtocolId {
     pub const PUBSUB: ProtocolId = ProtocolId(2);
     /// Remote procedure calls.
     pub const RPC: ProtocolId = ProtocolId(3);
+    /// NAT detection and traversal.
+    pub const NAT: ProtocolId = ProtocolId(4);
     /// A test-only protocol (echo and bulk transfer), never spoken by a production build.
     pub const TEST_ECHO: ProtocolId = ProtocolId(0x7e);
 
@@ -58,6 +60,7 @@ impl fmt::Display for ProtocolId {
             ProtocolId::DHT => f.write_str("dht"),
             ProtocolId::PUBSUB => f.write_str("pubsub"),
             ProtocolId::RPC => f.write_str("rpc"),
+            ProtocolId::NAT => f.write_str("nat"),
             ProtocolId::TEST_ECHO => f.write_str("test-echo"),
             ProtocolId(other) => write!(f, "protocol {other}"),
         }

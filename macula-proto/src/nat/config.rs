@@ -1,0 +1,66 @@
+//! NAT traversal's settings, each with its documented default.
+
+use crate::config::ConfigError;
+use crate::rate::Limit;
+use crate::time::Duration;
+
+/// Settings of NAT traversal; a node takes them from [`Config::nat`](crate::Config::nat).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NatConfig {
+    /// Detect the NAT profile on its own once a suitable observer is a peer, and again every
+    /// `refresh_interval`. Without it, detection runs only when asked
+    /// ([`Node::nat_detect`](crate::Node::nat_detect)). Default: off in the core (the
+    /// `macula node` command turns it on).
+    pub detect: bool,
+    /// The port of the transport's auxiliary UDP socket on the node's address, if it has one
+    /// (the adapters bind one and set this): as an observer the node answers filtering tests
+    /// from it, and detection uses it to watch a fresh mapping being made. Default: none.
+    pub aux_port: Option<u16>,
+    /// How long a detected profile is trusted; detection runs again after four fifths of it.
+    /// Default: 300 s.
+    pub profile_ttl: Duration,
+    /// How long one step of detection waits for answers before it asks again (three times at
+    /// most). Default: 400 ms.
+    pub step_timeout: Duration,
+    /// Probes answered per source address (a `Probe` from it, or a filtering test asked over
+    /// a link); past it they are dropped. Default: 20 a second, 40 at once.
+    pub answer_limit: Limit,
+    /// Answers this node sends as a helper for other observers, in all. Default: 20 a second,
+    /// 40 at once.
+    pub help_limit: Limit,
+    /// Sources whose answer budgets are tracked at once; a new source takes the place of the
+    /// longest idle one, or is refused while all are busy. Default: 1,024.
+    pub max_sources: usize,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        NatConfig {
+            detect: false,
+            aux_port: None,
+            profile_ttl: Duration::from_secs(300),
+            step_timeout: Duration::from_millis(400),
+            answer_limit: Limit::per_second(20, 40),
+            help_limit: Limit::per_second(20, 40),
+            max_sources: 1_024,
+        }
+    }
+}
+
+impl NatConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.profile_ttl < Duration::from_secs(10) {
+            return Err(ConfigError::Nat("nat.profile_ttl must be at least 10 s"));
+        }
+        if self.step_timeout == Duration::ZERO || self.step_timeout > Duration::from_secs(10) {
+            return Err(ConfigError::Nat(
+                "nat.step_timeout must be between 0 and 10 s",
+            ));
+        }
+        if self.answer_limit.is_zero() || self.help_limit.is_zero() || self.max_sources == 0 {
+            return Err(ConfigError::Nat("nat limits must not be zero"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,590 @@
+//! The NAT subsystem: every node is an observer and a helper for others, and detects its own
+//! NAT profile when asked (or on its own, with [`NatConfig::detect`]).
+//!
+//! Detection takes four steps, each asked again up to a few times while answers are missing
+//! (datagrams get lost):
+//!
+//! 1. **Observe.** A peer reachable at the address it listens on becomes the first observer:
+//!    it says where its auxiliary socket is and names a second observer at another address.
+//! 2. **Filtering** (before the node has sent anything to either new port): the observer
+//!    answers from its auxiliary port, and has a helper at an address the node never sent to
+//!    answer too. The helper's answer getting in means endpoint-independent filtering; only
+//!    the auxiliary port's, address-dependent; neither, address-and-port-dependent.
+//! 3. **Mapping.** Probes from the main socket to the observer's main port, its auxiliary
+//!    port and the second observer, then one from the auxiliary socket: one address seen by
+//!    all three means endpoint-independent mapping; one per observer address,
+//!    address-dependent; one per port, address-and-port-dependent. The ports of the new
+//!    mappings, in order, show the allocation.
+//! 4. **Hairpin.** A probe to the node's own public address: does it come back?
+//!
+//! As an observer, a node answers a `Probe` with a `Seen` to the probe's source, from the
+//! socket it arrived on, within a per-source budget; as a helper, it sends one `Seen` where an
+//! observer (a realm member over an authenticated link) saw a node, within a budget of its own.
+
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
+use core::net::{IpAddr, SocketAddr};
+
+use super::classify::{classify, Observations};
+use super::config::NatConfig;
+use super::messages::{NatMessage, Via, MAX_EXCLUDED};
+use super::probe::Probe;
+use super::profile::NatProfile;
+use super::types::{DetectError, NatEvent, NatStats};
+use crate::id::NodeId;
+use crate::node::subsystem::{Cx, Init, Peer, PeerChange, Subsystem};
+use crate::node::{Event, Socket};
+use crate::rate::{Buckets, TokenBucket};
+use crate::rng::Rng;
+use crate::time::{Duration, Instant};
+use crate::wire::ProtocolId;
+
+/// The tests of one detection, each with its own nonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+enum Test {
+    Observe,
+    FilterAux,
+    FilterHelper,
+    MapFirst,
+    MapFirstAux,
+    MapSecond,
+    MapAuxSocket,
+    Hairpin,
+}
+
+const TESTS: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Observe,
+    Filtering,
+    Mapping,
+    Hairpin,
+}
+
+impl Step {
+    /// How many times the step is asked before it gives up waiting.
+    fn rounds(self) -> u8 {
+        match self {
+            Step::Observe | Step::Filtering => 3,
+            Step::Mapping => 5,
+            Step::Hairpin => 2,
+        }
+    }
+}
+
+/// A detection in progress.
+#[derive(Debug)]
+struct Detection {
+    observer: NodeId,
+    /// Where this node reaches the observer (its main socket).
+    observer_addr: SocketAddr,
+    aux: Option<SocketAddr>,
+    second: Option<SocketAddr>,
+    /// The addresses this node had sent to when the filtering test began.
+    contacted: Vec<IpAddr>,
+    step: Step,
+    round: u8,
+    due: Instant,
+    nonces: [u64; TESTS],
+    seen: Observations,
+}
+
+/// The NAT subsystem. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Nat {
+    config: NatConfig,
+    rng: Rng,
+    /// Peers up that speak the NAT protocol.
+    peers: BTreeSet<NodeId>,
+    /// The last profile detected, and when.
+    profile: Option<(NatProfile, Instant)>,
+    detection: Option<Detection>,
+    /// When detection runs next on its own.
+    next_detect: Option<Instant>,
+    /// Answers to each source address.
+    answers: Buckets<IpAddr>,
+    /// Answers sent as a helper.
+    help: TokenBucket,
+    stats: NatStats,
+}
+
+/// How long a failed detection waits before it tries again on its own.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+impl Subsystem for Nat {
+    const PROTOCOL: ProtocolId = ProtocolId::NAT;
+    const VERSION: u16 = 1;
+    type Message = NatMessage;
+
+    fn new(init: &Init<'_>) -> Self {
+        let config = init.config.nat.clone();
+        Nat {
+            answers: Buckets::new(config.max_sources),
+            help: TokenBucket::full(&config.help_limit, init.now),
+            next_detect: config.detect.then_some(init.now),
+            config,
+            rng: Rng::from_seed(init.seed),
+            peers: BTreeSet::new(),
+            profile: None,
+            detection: None,
+            stats: NatStats::default(),
+        }
+    }
+
+    fn on_peer(&mut self, change: PeerChange, cx: &mut Cx<'_>) {
+        match change {
+            PeerChange::Up { peer, .. } => {
+                self.peers.insert(peer);
+            }
+            PeerChange::Down { peer, .. } => {
+                self.peers.remove(&peer);
+                if self.detection.as_ref().is_some_and(|d| d.observer == peer) {
+                    self.fail(DetectError::Unanswered, cx);
+                }
+            }
+            PeerChange::Relinked { .. }
+            | PeerChange::Unreachable { .. }
+            | PeerChange::Writable { .. } => {}
+        }
+    }
+
+    fn on_message(&mut self, from: Peer, message: NatMessage, cx: &mut Cx<'_>) {
+        match message {
+            NatMessage::Observe { id } => self.observe(from.id, id, cx),
+            NatMessage::Observed {
+                id,
+                aux_port,
+                second,
+                ..
+            } => self.observed(from.id, id, aux_port, second, cx),
+            NatMessage::AnswerFrom { nonce, via } => self.answer_from(from.id, nonce, via, cx),
+            NatMessage::Help { nonce, to } => {
+                if self.help.take(cx.now(), &self.config.help_limit) {
+                    self.stats.helped += 1;
+                    let seen = Probe::Seen {
+                        nonce,
+                        observed: to,
+                    };
+                    cx.send_datagram(Socket::Main, to, seen.encode());
+                } else {
+                    self.stats.answers_limited += 1;
+                }
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now();
+        if self.detection.as_ref().is_some_and(|d| d.due <= now) {
+            self.step_due(cx);
+        }
+        if self.detection.is_none() && self.next_detect.is_some_and(|t| t <= now) {
+            self.next_detect = None;
+            self.start(cx);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let step = self.detection.as_ref().map(|d| d.due);
+        match (step, self.next_detect) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl Nat {
+    /// The profile detected last, while it is trusted (`profile_ttl`).
+    pub fn profile(&self, now: Instant) -> Option<NatProfile> {
+        self.profile
+            .filter(|(_, at)| now < *at + self.config.profile_ttl)
+            .map(|(p, _)| p)
+    }
+
+    /// Whether a detection is running.
+    pub fn detecting(&self) -> bool {
+        self.detection.is_some()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NatStats {
+        self.stats
+    }
+
+    /// Starts a detection unless one runs.
+    pub(crate) fn start(&mut self, cx: &mut Cx<'_>) {
+        if self.detection.is_some() {
+            return;
+        }
+        let observers: Vec<(NodeId, SocketAddr)> = self
+            .peers
+            .iter()
+            .filter_map(|id| public_addr(cx, id).map(|a| (*id, a)))
+            .collect();
+        if observers.is_empty() {
+            self.finish(Err(DetectError::NoObserver), cx);
+            return;
+        }
+        let (observer, observer_addr) = observers[self.rng.below(observers.len() as u64) as usize];
+        let mut nonces = [0u64; TESTS];
+        for n in &mut nonces {
+            *n = self.rng.next_u64();
+        }
+        let listen = cx.listen_addrs().first().map(SocketAddr::port);
+        self.detection = Some(Detection {
+            observer,
+            observer_addr,
+            aux: None,
+            second: None,
+            contacted: Vec::new(),
+            step: Step::Observe,
+            round: 0,
+            due: cx.now(),
+            nonces,
+            seen: Observations {
+                local_port: listen,
+                local_aux_port: self.config.aux_port,
+                ..Observations::default()
+            },
+        });
+        self.stats.detections += 1;
+        self.ask(cx);
+    }
+
+    /// Sends what the current step asks (again, for what is still unanswered).
+    fn ask(&mut self, cx: &mut Cx<'_>) {
+        let Some(d) = self.detection.as_mut() else {
+            return;
+        };
+        d.round += 1;
+        d.due = cx.now() + self.config.step_timeout;
+        let nonce = |t: Test| d.nonces[t as usize];
+        match d.step {
+            Step::Observe => {
+                let id = nonce(Test::Observe);
+                cx.reply(d.observer, &NatMessage::Observe { id });
+            }
+            Step::Filtering => {
+                if !d.seen.aux_answer {
+                    let nonce = nonce(Test::FilterAux);
+                    let via = Via::Auxiliary;
+                    cx.reply(d.observer, &NatMessage::AnswerFrom { nonce, via });
+                }
+                let exclude: Vec<IpAddr> = d.contacted.iter().take(MAX_EXCLUDED).copied().collect();
+                let nonce = nonce(Test::FilterHelper);
+                let via = Via::Helper { exclude };
+                cx.reply(d.observer, &NatMessage::AnswerFrom { nonce, via });
+            }
+            Step::Mapping => {
+                let probes = [
+                    (
+                        Test::MapFirst,
+                        Socket::Main,
+                        Some(d.observer_addr),
+                        d.seen.first,
+                    ),
+                    (Test::MapFirstAux, Socket::Main, d.aux, d.seen.first_aux),
+                    (Test::MapSecond, Socket::Main, d.second, d.seen.second),
+                    (
+                        Test::MapAuxSocket,
+                        Socket::Auxiliary,
+                        self.config.aux_port.map(|_| d.observer_addr),
+                        d.seen.aux_socket,
+                    ),
+                ];
+                for (test, socket, to, answered) in probes {
+                    if let (Some(to), None) = (to, answered) {
+                        let probe = Probe::Probe { nonce: nonce(test) };
+                        cx.send_datagram(socket, to, probe.encode());
+                    }
+                }
+            }
+            Step::Hairpin => {
+                if let Some(public) = d.seen.first {
+                    let probe = Probe::Probe {
+                        nonce: nonce(Test::Hairpin),
+                    };
+                    cx.send_datagram(Socket::Main, public, probe.encode());
+                }
+            }
+        }
+    }
+
+    /// The current step's wait is over.
+    fn step_due(&mut self, cx: &mut Cx<'_>) {
+        let Some(d) = self.detection.as_ref() else {
+            return;
+        };
+        if d.round < d.step.rounds() {
+            self.ask(cx);
+            return;
+        }
+        match d.step {
+            Step::Observe => self.fail(DetectError::Unanswered, cx),
+            Step::Filtering => self.next_step(Step::Mapping, cx),
+            Step::Mapping => {
+                let s = &d.seen;
+                if s.first.is_none() || s.first_aux.is_none() || s.second.is_none() {
+                    self.fail(DetectError::Unanswered, cx);
+                } else {
+                    self.next_step(Step::Hairpin, cx);
+                }
+            }
+            Step::Hairpin => self.conclude(cx),
+        }
+    }
+
+    fn next_step(&mut self, step: Step, cx: &mut Cx<'_>) {
+        if let Some(d) = self.detection.as_mut() {
+            d.step = step;
+            d.round = 0;
+        }
+        self.ask(cx);
+    }
+
+    /// The observer's answer to `Observe`.
+    fn observed(
+        &mut self,
+        from: NodeId,
+        id: u64,
+        aux_port: Option<u16>,
+        second: Option<SocketAddr>,
+        cx: &mut Cx<'_>,
+    ) {
+        let Some(d) = self.detection.as_mut() else {
+            return;
+        };
+        if d.step != Step::Observe || from != d.observer || id != d.nonces[Test::Observe as usize] {
+            return;
+        }
+        let observer_ip = d.observer_addr.ip();
+        d.aux = aux_port.map(|p| SocketAddr::new(observer_ip, p));
+        // The second observer: the one the first named, or one of this node's own public
+        // peers at another address.
+        let ours = self
+            .peers
+            .iter()
+            .filter_map(|id| public_addr(cx, id))
+            .find(|a| a.ip() != observer_ip);
+        d.second = second.filter(|a| a.ip() != observer_ip).or(ours);
+        if d.aux.is_none() {
+            return self.fail(DetectError::NoObserver, cx);
+        }
+        if d.second.is_none() {
+            return self.fail(DetectError::NoSecondObserver, cx);
+        }
+        d.contacted = cx.link_addrs().into_iter().map(|a| a.ip()).collect();
+        d.contacted.sort_unstable();
+        d.contacted.dedup();
+        self.next_step(Step::Filtering, cx);
+    }
+
+    /// A raw datagram arrived on one of the transport's sockets.
+    pub(crate) fn on_datagram(
+        &mut self,
+        socket: Socket,
+        from: SocketAddr,
+        bytes: &[u8],
+        cx: &mut Cx<'_>,
+    ) {
+        let Ok(probe) = Probe::decode(bytes) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        match probe {
+            Probe::Probe { nonce } => {
+                if let Some(d) = self.detection.as_mut() {
+                    if nonce == d.nonces[Test::Hairpin as usize] {
+                        d.seen.hairpin = true;
+                        if d.step == Step::Hairpin {
+                            self.conclude(cx);
+                        }
+                        return;
+                    }
+                }
+                if !self.budget(from.ip(), cx.now()) {
+                    return;
+                }
+                self.stats.probes_answered += 1;
+                let seen = Probe::Seen {
+                    nonce,
+                    observed: from,
+                };
+                cx.send_datagram(socket, from, seen.encode());
+            }
+            Probe::Seen { nonce, observed } => self.seen(nonce, from, observed, cx),
+            Probe::Punch { .. } => self.stats.punches_received += 1,
+        }
+    }
+
+    /// An answer to one of this node's tests.
+    fn seen(&mut self, nonce: u64, from: SocketAddr, observed: SocketAddr, cx: &mut Cx<'_>) {
+        let Some(d) = self.detection.as_mut() else {
+            return;
+        };
+        let Some(test) = d.nonces.iter().position(|n| *n == nonce) else {
+            return;
+        };
+        let filtering = d.step == Step::Filtering;
+        let s = &mut d.seen;
+        match test {
+            // Once the mapping probes have gone out, the filter is open to those addresses:
+            // a late filtering answer proves nothing.
+            t if t == Test::FilterAux as usize => s.aux_answer |= filtering,
+            // Nor does one from a helper at an address this node had sent to, then or since
+            // (a link opened meanwhile: the DHT's, say).
+            t if t == Test::FilterHelper as usize => {
+                let sent_to = d.contacted.binary_search(&from.ip()).is_ok()
+                    || cx.link_addrs().iter().any(|a| a.ip() == from.ip());
+                s.helper_answer |= filtering && !sent_to;
+            }
+            t if t == Test::MapFirst as usize => s.first = Some(observed),
+            t if t == Test::MapFirstAux as usize => s.first_aux = Some(observed),
+            t if t == Test::MapSecond as usize => s.second = Some(observed),
+            t if t == Test::MapAuxSocket as usize => s.aux_socket = Some(observed),
+            _ => return,
+        }
+        let mapped = s.first.is_some()
+            && s.first_aux.is_some()
+            && s.second.is_some()
+            && (s.aux_socket.is_some() || self.config.aux_port.is_none());
+        match d.step {
+            Step::Filtering if s.helper_answer => self.next_step(Step::Mapping, cx),
+            Step::Mapping if mapped => self.next_step(Step::Hairpin, cx),
+            _ => {}
+        }
+    }
+
+    fn conclude(&mut self, cx: &mut Cx<'_>) {
+        let Some(d) = self.detection.as_ref() else {
+            return;
+        };
+        match classify(&d.seen) {
+            Some(profile) => self.finish(Ok(profile), cx),
+            None => self.fail(DetectError::Unanswered, cx),
+        }
+    }
+
+    fn fail(&mut self, error: DetectError, cx: &mut Cx<'_>) {
+        self.finish(Err(error), cx);
+    }
+
+    fn finish(&mut self, outcome: Result<NatProfile, DetectError>, cx: &mut Cx<'_>) {
+        self.detection = None;
+        let now = cx.now();
+        let event = match outcome {
+            Ok(profile) => {
+                self.profile = Some((profile, now));
+                let refresh = self.config.profile_ttl.as_micros() / 5 * 4;
+                self.next_detect = self
+                    .config
+                    .detect
+                    .then(|| now + Duration::from_micros(refresh));
+                NatEvent::Detected(profile)
+            }
+            Err(error) => {
+                self.stats.detections_failed += 1;
+                self.next_detect = self.config.detect.then(|| now + RETRY_AFTER);
+                NatEvent::DetectFailed(error)
+            }
+        };
+        cx.emit(Event::Nat(event));
+    }
+
+    // ------------------------------------------------------------ observer and helper
+
+    /// Takes one answer from `source`'s budget; counts a spent one.
+    fn budget(&mut self, source: IpAddr, now: Instant) -> bool {
+        let ok = self.answers.take(source, now, &self.config.answer_limit);
+        if !ok {
+            self.stats.answers_limited += 1;
+        }
+        ok
+    }
+
+    /// A peer asks what this node sees of it.
+    fn observe(&mut self, from: NodeId, id: u64, cx: &mut Cx<'_>) {
+        let Some(seen) = cx.peer(&from).map(|p| p.addr) else {
+            return;
+        };
+        if !self.budget(seen.ip(), cx.now()) {
+            return;
+        }
+        let candidates: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|id| **id != from)
+            .filter_map(|id| public_addr(cx, id))
+            .filter(|a| a.ip() != seen.ip() && !cx.listen_addrs().iter().any(|l| l.ip() == a.ip()))
+            .collect();
+        let second = (!candidates.is_empty())
+            .then(|| candidates[self.rng.below(candidates.len() as u64) as usize]);
+        let aux_port = self.config.aux_port;
+        cx.reply(
+            from,
+            &NatMessage::Observed {
+                id,
+                seen,
+                aux_port,
+                second,
+            },
+        );
+    }
+
+    /// A peer asks for a filtering test's answer.
+    fn answer_from(&mut self, from: NodeId, nonce: u64, via: Via, cx: &mut Cx<'_>) {
+        let Some(to) = cx.peer(&from).map(|p| p.addr) else {
+            return;
+        };
+        if !self.budget(to.ip(), cx.now()) {
+            return;
+        }
+        let seen = Probe::Seen {
+            nonce,
+            observed: to,
+        };
+        match via {
+            Via::Auxiliary => {
+                if self.config.aux_port.is_some() {
+                    self.stats.probes_answered += 1;
+                    cx.send_datagram(Socket::Auxiliary, to, seen.encode());
+                }
+            }
+            Via::Helper { exclude } => {
+                if exclude.len() > MAX_EXCLUDED {
+                    return;
+                }
+                let helpers: Vec<NodeId> = self
+                    .peers
+                    .iter()
+                    .filter(|id| **id != from)
+                    .filter(|id| {
+                        cx.peer(id).is_some_and(|p| {
+                            p.addr.ip() != to.ip() && !exclude.contains(&p.addr.ip())
+                        })
+                    })
+                    .copied()
+                    .collect();
+                if helpers.is_empty() {
+                    self.stats.no_helper += 1;
+                    return;
+                }
+                let helper = helpers[self.rng.below(helpers.len() as u64) as usize];
+                cx.reply(helper, &NatMessage::Help { nonce, to });
+            }
+        }
+    }
+}
+
+/// Where a peer can be reached by anyone: the address its link came from, when that is where
+/// it says it listens (so it has no NAT in the way, or one that forwards its port).
+fn public_addr(cx: &Cx<'_>, id: &NodeId) -> Option<SocketAddr> {
+    let p = cx.peer(id)?;
+    let listens = p
+        .listen_addrs
+        .iter()
+        .any(|l| *l == p.addr || (l.ip().is_unspecified() && l.port() == p.addr.port()));
+    listens.then_some(p.addr)
+}

@@ -1,0 +1,72 @@
+//! The NAT protocol's messages (protocol id 4), on its own channel of a link.
+//!
+//! Detection asks an *observer* (a peer reachable at the address it listens on) what it sees
+//! and where its auxiliary socket is ([`NatMessage::Observe`]), then asks it for the filtering
+//! tests ([`NatMessage::AnswerFrom`]): a [`Probe::Seen`](super::Probe::Seen) sent to the
+//! asker's address from the observer's auxiliary port, and one sent by a *helper*, one of the
+//! observer's own peers at an address the asker has never sent to ([`NatMessage::Help`]).
+//! Every answer goes to the address the link came from, never to one the asker names.
+
+use alloc::vec::Vec;
+use core::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{Message, ProtocolId};
+
+/// Most addresses an [`Via::Helper`] request may exclude; a longer list is ignored.
+pub const MAX_EXCLUDED: usize = 64;
+
+/// The NAT protocol's messages. The variant index is the message kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NatMessage {
+    /// Kind 0. "What do you see, and where is your auxiliary socket?"
+    Observe {
+        /// Matches the answer.
+        id: u64,
+    },
+    /// Kind 1. The answer to `Observe`.
+    Observed {
+        /// The request's id.
+        id: u64,
+        /// The asker's address as the link shows it.
+        seen: SocketAddr,
+        /// The observer's auxiliary port on its own address, if it has one.
+        aux_port: Option<u16>,
+        /// Another observer (a peer of this one, reachable where it listens, at another
+        /// address than both), for the asker's mapping test.
+        second: Option<SocketAddr>,
+    },
+    /// Kind 2. "Send a `Seen` carrying `nonce` to my address, from where `via` says."
+    AnswerFrom {
+        /// The nonce to send back.
+        nonce: u64,
+        /// Where the answer comes from.
+        via: Via,
+    },
+    /// Kind 3. From an observer to a helper: send a `Seen` carrying `nonce` to `to` from
+    /// the main socket.
+    Help {
+        /// The nonce.
+        nonce: u64,
+        /// The address the observer saw the asker at.
+        to: SocketAddr,
+    },
+}
+
+/// Where an observer's filtering answer comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Via {
+    /// The observer's auxiliary socket: same address, another port.
+    Auxiliary,
+    /// A helper at an address not in this list (the addresses the asker has sent to).
+    Helper {
+        /// Addresses to avoid, at most [`MAX_EXCLUDED`].
+        exclude: Vec<IpAddr>,
+    },
+}
+
+impl Message for NatMessage {
+    const PROTOCOL: ProtocolId = ProtocolId::NAT;
+    const KINDS: u32 = 4;
+}
