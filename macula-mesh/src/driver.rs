@@ -61,6 +61,8 @@ pub(crate) enum OpKey {
     Call(CallId),
     /// A request a handler holds, until it ends.
     Request(RequestId),
+    /// The NAT detection running (one at a time; every caller waits for it).
+    NatDetection,
 }
 
 /// Why a waiter is dropped without its result.
@@ -109,6 +111,22 @@ where
             Abandon::Closed => MeshError::Closed,
         };
         let _ = self.reply.try_send(Err(error));
+    }
+}
+
+/// Several waiters on one key, each told of every event until it is done.
+struct Many(Vec<Box<dyn Waiter>>);
+
+impl Waiter for Many {
+    fn event(&mut self, event: &Event, cx: &mut Ctx<'_>) -> bool {
+        self.0.retain_mut(|w| !w.event(event, cx));
+        self.0.is_empty()
+    }
+
+    fn abandon(self: Box<Self>, why: Abandon) {
+        for w in self.0 {
+            w.abandon(why);
+        }
     }
 }
 
@@ -188,16 +206,23 @@ pub const MAX_HELD_BYTES: usize = 64 << 20;
 
 impl Ops {
     fn insert(&mut self, key: OpKey, deadline: Option<WallInstant>, waiter: Box<dyn Waiter>) {
+        // Most keys are unique while their operation lives; a shared one (a NAT detection
+        // several callers wait for) keeps every waiter, until the latest deadline.
+        let (deadline, waiter) = match self.remove(&key) {
+            Some((old, w)) => {
+                let waiter: Box<dyn Waiter> = Box::new(Many(vec![w, waiter]));
+                let latest = match (old, deadline) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+                (latest, waiter)
+            }
+            None => (deadline, waiter),
+        };
         if let Some(t) = deadline {
             self.deadlines.insert((t, key));
         }
-        if let Some((old, w)) = self.waiting.insert(key, (deadline, waiter)) {
-            // Keys are unique while their operation lives; a reused one ends the old waiter.
-            if let Some(t) = old {
-                self.deadlines.remove(&(t, key));
-            }
-            w.abandon(Abandon::Closed);
-        }
+        self.waiting.insert(key, (deadline, waiter));
     }
 
     fn remove(&mut self, key: &OpKey) -> Option<(Option<WallInstant>, Box<dyn Waiter>)> {
@@ -219,6 +244,7 @@ impl Ops {
             Event::Pubsub(PubsubEvent::Published { id, .. }) => Some(OpKey::Publish(id)),
             Event::Rpc(RpcEvent::Done { id, .. }) => Some(OpKey::Call(id)),
             Event::Rpc(RpcEvent::Ended { request, .. }) => Some(OpKey::Request(request)),
+            Event::Nat(_) => Some(OpKey::NatDetection),
             _ => None,
         }
     }

@@ -110,6 +110,9 @@ pub enum MeshError {
     /// A DHT operation failed.
     #[error("DHT operation failed: {0}")]
     Dht(DhtError),
+    /// NAT detection could not finish.
+    #[error("NAT detection failed: {0}")]
+    Nat(macula_proto::nat::DetectError),
     /// A data send was refused.
     #[error("send failed: {0}")]
     Send(SendError),
@@ -448,6 +451,20 @@ impl<R: Runtime> Mesh<R> {
     /// Remote procedure calls.
     pub fn rpc(&self) -> crate::api::rpc::Rpc<'_, R> {
         crate::api::rpc::Rpc::new(self)
+    }
+
+    /// NAT traversal: this node's NAT profile.
+    pub fn nat(&self) -> crate::api::nat::Nat<'_, R> {
+        crate::api::nat::Nat::new(self)
+    }
+
+    /// This node's NAT profile, while the last detection is trusted (see
+    /// [`Mesh::nat`] to detect it).
+    ///
+    /// # Errors
+    /// [`MeshError::Closed`] if the mesh is closed.
+    pub async fn nat_profile(&self) -> Result<Option<macula_proto::nat::NatProfile>, MeshError> {
+        self.nat().profile().await
     }
 
     /// The test-only echo protocol (feature `test-protocols`).

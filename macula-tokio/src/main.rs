@@ -111,6 +111,18 @@ enum Command {
         #[command(flatten)]
         realm: RealmArgs,
     },
+    /// Detect what the NAT in front of this host does, with the help of a running mesh;
+    /// prints `mapping=<class> filtering=<class> allocation=<class> hairpin=<yes|no>
+    /// public=<ip:port>` (classes as in RFC 4787: endpoint-independent, address-dependent,
+    /// address-and-port-dependent; allocation preserving, contiguous or random).
+    Nat {
+        /// A node of the mesh to join through (required), reachable at the address it listens
+        /// on, with a peer at another address (a second observer), as HOST:PORT.
+        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+        bootstraps: Vec<cli::join::Bootstrap>,
+        #[command(flatten)]
+        realm: RealmArgs,
+    },
     /// Make or read identity files.
     Keys {
         #[command(subcommand)]
@@ -206,6 +218,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Ping { addr, realm, count } => ping(addr, &realm, count).await,
+            Command::Nat { bootstraps, realm } => cli::nat::run(&bootstraps, &realm).await,
             Command::Dht {
                 command,
                 bootstraps,
@@ -293,7 +306,10 @@ async fn node(settings: NodeSettings) -> Result<()> {
     if identity.is_none() {
         tracing::warn!("an ephemeral port and no --data-dir: this node's identity is not kept");
     }
-    let mut config = MeshConfig::new(settings.config()?, listen);
+    let mut core = settings.config()?;
+    // A long-running node learns what its NAT does (and keeps it fresh).
+    core.nat.detect = true;
+    let mut config = MeshConfig::new(core, listen);
     config.identity = identity;
     config.tls = realm.tls.mode()?;
     config.pins = dir.as_ref().map(DataDir::pins_path);

@@ -456,3 +456,45 @@ fn call_is_answered_by_serve_and_survives_a_killed_server() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no_responders"), "{stderr}");
 }
+
+#[test]
+fn nat_reports_the_classes_of_a_host_without_nat() {
+    // A bootstrap at 127.0.0.1 and a second node at 127.0.0.2 (a second observer, and a
+    // helper at an address the detecting host never sent to).
+    let bootstrap = NodeProcess::start(&[]);
+    let _second = NodeProcess::start_at("127.0.0.2:0", &["--bootstrap", &bootstrap.addr]);
+    // Until the second node has joined, the bootstrap knows no second observer.
+    let mut out = macula("nat", &["--bootstrap", &bootstrap.addr]);
+    for _ in 0..100 {
+        if !String::from_utf8_lossy(&out.stderr).contains("second observer") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        out = macula("nat", &["--bootstrap", &bootstrap.addr]);
+    }
+    let line = succeeded(&out);
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        fields[..4],
+        [
+            "mapping=endpoint-independent",
+            "filtering=endpoint-independent",
+            "allocation=preserving",
+            "hairpin=yes"
+        ],
+        "{line}"
+    );
+    let public = fields[4].strip_prefix("public=").expect("public= last");
+    assert!(public.starts_with("127.0.0.1:"), "{line}");
+    assert_eq!(line.lines().count(), 1, "one line: {line}");
+}
+
+#[test]
+fn nat_without_a_second_observer_says_so() {
+    let bootstrap = NodeProcess::start(&[]);
+    let out = macula("nat", &["--bootstrap", &bootstrap.addr]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("second observer"), "{err}");
+}

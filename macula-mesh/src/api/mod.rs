@@ -5,5 +5,6 @@
 pub mod dht;
 #[cfg(feature = "test-protocols")]
 pub mod echo;
+pub mod nat;
 pub mod pubsub;
 pub mod rpc;

@@ -6,6 +6,7 @@ pub mod dht;
 pub mod join;
 pub mod keys;
 pub mod metrics;
+pub mod nat;
 pub mod pubsub;
 pub mod rpc;
 pub mod settings;

@@ -14,8 +14,13 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub fn start(args: &[&str]) -> NodeProcess {
+        Self::start_at("127.0.0.1:0", args)
+    }
+
+    /// A node listening at `listen`.
+    pub fn start_at(listen: &str, args: &[&str]) -> NodeProcess {
         let mut child = Command::new(BIN)
-            .args(["node", "--listen", "127.0.0.1:0"])
+            .args(["node", "--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
