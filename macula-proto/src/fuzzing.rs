@@ -297,12 +297,18 @@ pub fn node_rpc(data: &[u8]) {
 
 /// Feeds `data` to a node's NAT traversal: raw datagrams on both sockets from a few sources,
 /// NAT protocol frames from an established peer that listens where it is seen (so it can be an
-/// observer), and detections started as the clock moves. The node must not panic; a raw
-/// datagram it sends is never larger than a probe; one input makes at most four of them.
+/// observer, a gateway's client, or a circuit's other end), detections started as the clock
+/// moves, and packets its QUIC stack would send onto circuits. The node (a gateway) must not
+/// panic; a raw datagram it sends is never larger than a probe; one input makes at most four
+/// of them; its circuits stay within their bound.
 pub fn node_nat(data: &[u8]) {
     use crate::nat::probe::PROBE_LEN;
     use crate::node::Socket;
-    let (mut node, link, _) = established(|config| config.nat.aux_port = Some(20));
+    let (mut node, link, _) = established(|config| {
+        config.nat.aux_port = Some(20);
+        config.nat.gateway = true;
+        config.nat.max_circuits = 4;
+    });
     let mut now = Instant::ZERO;
     let mut rest = data;
     while let Some((&head, tail)) = rest.split_first() {
@@ -314,10 +320,14 @@ pub fn node_nat(data: &[u8]) {
             0 => node.handle_datagram(Socket::Main, from, chunk, now),
             1 => node.handle_datagram(Socket::Auxiliary, from, chunk, now),
             2 => node.handle_link_data(link, ProtocolId::NAT.channel(), chunk, now),
-            _ => {
+            _ if head & 4 == 0 => {
                 now += crate::Duration::from_millis(u64::from(head) * 4);
                 node.handle_timeout(now);
                 node.nat_detect(now);
+            }
+            _ => {
+                let circuit = crate::nat::circuit_addr(u64::from(head >> 3) % 4);
+                node.send_relayed(circuit, chunk, now);
             }
         }
         let mut raw = 0;
@@ -328,6 +338,7 @@ pub fn node_nat(data: &[u8]) {
             }
         }
         assert!(raw <= 4, "{raw} datagrams for one input");
+        assert!(node.relay_stats().circuits <= 4);
         while node.poll_event().is_some() {}
     }
 }

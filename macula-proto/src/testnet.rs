@@ -185,6 +185,8 @@ impl Net {
                         self.deliver_at(self.now + LATENCY, j, d);
                     }
                 }
+                // No QUIC here: relayed packets go nowhere.
+                Transmit::Relayed { .. } => {}
                 Transmit::Close { link, code } => {
                     if let Some((j, remote)) = self.wires.remove(&(i, link)) {
                         self.wires.remove(&(j, remote));

@@ -79,6 +79,23 @@ fn write_node_nat_seeds() {
             nonce: 4,
             to: "127.0.0.2:9".parse().unwrap(),
         },
+        NatMessage::Reserve { id: 1 },
+        NatMessage::Open {
+            circuit: 3,
+            target: macula_proto::Identity::from_seed(2).node_id(),
+        },
+        NatMessage::Data {
+            circuit: 3,
+            packet: b"packet".to_vec(),
+        },
+        NatMessage::Incoming {
+            circuit: 1 << 63,
+            from: macula_proto::Identity::from_seed(3).node_id(),
+        },
+        NatMessage::Close {
+            circuit: 3,
+            reason: macula_proto::nat::RelayRefusal::Bytes,
+        },
     ]
     .map(|m| encode(&m));
     let mut seeds: Vec<Vec<u8>> = vec![
@@ -87,6 +104,7 @@ fn write_node_nat_seeds() {
         item(0, &seen),
         item(1, &Probe::Punch { nonce: 5 }.encode()),
         item(0, &Probe::Probe { nonce: 6 }.encode()[..60]),
+        item(7, b"a QUIC packet"),
     ];
     for f in &frames {
         seeds.push(item(2, f));

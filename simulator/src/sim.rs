@@ -1217,8 +1217,9 @@ impl Sim {
                     self.side_done(wire, n);
                 }
             }
-            // Frames mode models links, not UDP: raw datagrams (NAT probes) go nowhere.
-            Transmit::Datagram { .. } => {}
+            // Frames mode models links, not UDP or QUIC: raw datagrams (NAT probes) and
+            // relayed QUIC packets go nowhere.
+            Transmit::Datagram { .. } | Transmit::Relayed { .. } => {}
         }
     }
 

@@ -73,3 +73,87 @@ fn detection_gives_each_box_its_configured_class() {
     }
     let _ = Instant::ZERO;
 }
+
+/// A gateway (node 0), a second public node (1), and nodes 2 and 3 behind two symmetric NATs
+/// with random allocation (no hole punch can work), both joined to the gateway; node 3
+/// reserves there.
+fn relay_world(seed: u64) -> macula_sim::Sim {
+    let sym = NatBoxConfig::new(Apd, Apd, Random);
+    let mut b = SimBuilder::new();
+    b.seed(seed)
+        .nodes(4)
+        .mode(Mode::Quic)
+        .record_events(true)
+        .nat(NatPlan {
+            boxes: vec![sym, sym],
+            behind: vec![None, None, Some(0), Some(1)],
+        })
+        .configure(|n, c| {
+            if n == 0 {
+                c.nat.gateway = true;
+                c.roles = macula_proto::Roles::GATEWAY;
+            }
+        });
+    let mut sim = b.build();
+    for n in 1..4 {
+        sim.connect(n, 0);
+    }
+    let t = sim.now() + Duration::from_secs(2);
+    sim.run_until(t, |_| false);
+    let gateway = sim.node_id(0);
+    sim.command(3, |node, now| node.relay_reserve(gateway, None, now));
+    let t = sim.now() + Duration::from_secs(1);
+    sim.run_until(t, |_| false);
+    sim
+}
+
+#[test]
+fn a_relayed_link_is_end_to_end_quic_through_the_gateway() {
+    let mut sim = relay_world(3);
+    assert_eq!(sim.node(3).unwrap().relay_stats().reserved_at, 1);
+    let (gateway, target) = (sim.node_id(0), sim.node_id(3));
+    // The direct way fails: node 3's private address means nothing from behind another NAT.
+    let link = sim
+        .command(2, |node, now| {
+            node.connect_relayed(target, gateway, None, now)
+        })
+        .flatten()
+        .expect("room for a circuit");
+    let t = sim.now() + Duration::from_secs(5);
+    sim.run_until(t, |s| s.node(2).unwrap().peer(&target).is_some());
+    let peer = sim
+        .node(2)
+        .unwrap()
+        .peer(&target)
+        .expect("linked through the relay");
+    assert_eq!(peer.link, link);
+    assert_eq!(peer.path, macula_proto::nat::PathKind::Relayed);
+    let back = sim
+        .node(3)
+        .unwrap()
+        .peer(&sim.node_id(2))
+        .expect("both ends");
+    assert_eq!(back.path, macula_proto::nat::PathKind::Relayed);
+    // A ping goes round through the gateway, which counts what it forwarded.
+    let before = sim.node(0).unwrap().relay_stats();
+    sim.ping(2, target).unwrap().unwrap();
+    let t = sim.now() + Duration::from_secs(2);
+    sim.run_until(t, |_| false);
+    let pinged = sim.take_events().into_iter().any(|(n, e)| {
+        n == 2 && matches!(e, Event::PingResult { peer, result: Ok(_), .. } if peer == target)
+    });
+    assert!(pinged);
+    let after = sim.node(0).unwrap().relay_stats();
+    assert_eq!(after.circuits, 1);
+    assert!(after.packets_relayed > before.packets_relayed);
+    // The gateway goes away: when an end loses its link to the gateway, it drops the
+    // relayed link with it, not after QUIC's own idle timeout.
+    sim.crash(0);
+    let t = sim.now() + Duration::from_secs(120);
+    for n in [2, 3] {
+        sim.run_until(t, |s| s.node(n).unwrap().peer(&gateway).is_none());
+        let other = sim.node_id(5 - n);
+        assert!(sim.node(n).unwrap().peer(&gateway).is_none(), "node {n}");
+        assert!(sim.node(n).unwrap().peer(&other).is_none(), "node {n}");
+    }
+}

@@ -5,7 +5,8 @@ use core::net::SocketAddr;
 use super::machine::Nat;
 use super::profile::NatProfile;
 use super::types::NatStats;
-use crate::node::{Node, Socket};
+use crate::id::NodeId;
+use crate::node::{LinkId, Node, Socket};
 use crate::time::Instant;
 
 impl Node {
@@ -30,6 +31,44 @@ impl Node {
     /// NAT counters.
     pub fn nat_stats(&self) -> NatStats {
         self.subsystem::<Nat>().stats()
+    }
+
+    /// Relay counters and gauges (as a gateway, and of this node's own circuits).
+    pub fn relay_stats(&self) -> super::RelayStats {
+        self.subsystem::<Nat>().relay_stats()
+    }
+
+    /// Asks `gateway` (dialed at `addr` if there is no link to it) to hold a reservation for
+    /// this node, so others can open circuits to it there. The link to a gateway holding one
+    /// is kept open.
+    pub fn relay_reserve(&mut self, gateway: NodeId, addr: Option<SocketAddr>, now: Instant) {
+        self.run::<Nat, _>(now, |nat, cx| nat.reserve(gateway, addr, cx));
+    }
+
+    /// Opens a link to `target` through a relay circuit at `gateway` (dialed at `addr` if
+    /// there is no link to it), where `target` holds a reservation. The link is end-to-end
+    /// QUIC and TLS between the two nodes (the gateway forwards opaque packets) and reports
+    /// like any other: [`Event::PeerUp`](crate::Event::PeerUp), or
+    /// [`Event::ConnectFailed`](crate::Event::ConnectFailed) if the circuit is refused or the
+    /// handshake fails. `None` if this node has as many circuits as it keeps
+    /// ([`NatConfig::max_own_circuits`](super::NatConfig::max_own_circuits)).
+    pub fn connect_relayed(
+        &mut self,
+        target: NodeId,
+        gateway: NodeId,
+        addr: Option<SocketAddr>,
+        now: Instant,
+    ) -> Option<LinkId> {
+        let circuit =
+            self.run::<Nat, _>(now, |nat, cx| nat.open_circuit(target, gateway, addr, cx))?;
+        Some(self.connect(circuit, Some(target), now))
+    }
+
+    /// Input: the QUIC stack sends `packet` to a circuit's virtual address (see
+    /// [`Transmit::Relayed`](crate::Transmit::Relayed)); it goes onto the circuit, or is
+    /// dropped like a lost datagram.
+    pub fn send_relayed(&mut self, to: SocketAddr, packet: &[u8], now: Instant) {
+        self.run::<Nat, _>(now, |nat, cx| nat.send_relayed(to, packet, cx));
     }
 
     /// Input: a raw datagram (one for which [`is_raw_datagram`](crate::node::is_raw_datagram)

@@ -32,6 +32,26 @@ pub struct NatConfig {
     /// Sources whose answer budgets are tracked at once; a new source takes the place of the
     /// longest idle one, or is refused while all are busy. Default: 1,024.
     pub max_sources: usize,
+    /// Act as a gateway: hold reservations for nodes behind NAT and relay circuits to them.
+    /// Default: off (`macula node --gateway` turns it on, with the gateway role).
+    pub gateway: bool,
+    /// As a gateway: nodes holding a reservation at once. Default: 1,024.
+    pub max_reservations: usize,
+    /// As a gateway: circuits open at once. Default: 512.
+    pub max_circuits: usize,
+    /// As a gateway: circuits one node may have open through it at once (as opener or
+    /// target). Default: 16.
+    pub max_circuits_per_peer: usize,
+    /// As a gateway: bytes one circuit may carry, both ways together; then it is closed.
+    /// Default: 256 MiB.
+    pub max_circuit_bytes: u64,
+    /// As a gateway: how long one circuit may live; then it is closed. Default: 1 hour.
+    pub max_circuit_duration: Duration,
+    /// Circuits this node's own links run over at once (each end keeps a small table).
+    /// Default: 64.
+    pub max_own_circuits: usize,
+    /// Packets a circuit being opened holds until the gateway answers. Default: 16.
+    pub max_held_packets: usize,
 }
 
 impl Default for NatConfig {
@@ -44,6 +64,14 @@ impl Default for NatConfig {
             answer_limit: Limit::per_second(20, 40),
             help_limit: Limit::per_second(20, 40),
             max_sources: 1_024,
+            gateway: false,
+            max_reservations: 1_024,
+            max_circuits: 512,
+            max_circuits_per_peer: 16,
+            max_circuit_bytes: 256 << 20,
+            max_circuit_duration: Duration::from_secs(3_600),
+            max_own_circuits: 64,
+            max_held_packets: 16,
         }
     }
 }
@@ -58,7 +86,16 @@ impl NatConfig {
                 "nat.step_timeout must be between 0 and 10 s",
             ));
         }
-        if self.answer_limit.is_zero() || self.help_limit.is_zero() || self.max_sources == 0 {
+        let zero = [
+            self.max_sources,
+            self.max_reservations,
+            self.max_circuits,
+            self.max_circuits_per_peer,
+            self.max_own_circuits,
+            self.max_held_packets,
+        ]
+        .contains(&0);
+        if self.answer_limit.is_zero() || self.help_limit.is_zero() || zero {
             return Err(ConfigError::Nat("nat limits must not be zero"));
         }
         Ok(())

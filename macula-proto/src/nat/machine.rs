@@ -30,6 +30,7 @@ use super::config::NatConfig;
 use super::messages::{NatMessage, Via, MAX_EXCLUDED};
 use super::probe::Probe;
 use super::profile::NatProfile;
+use super::relay::{Ends, Gateway, RelayStats};
 use super::types::{DetectError, NatEvent, NatStats};
 use crate::id::NodeId;
 use crate::node::subsystem::{Cx, Init, Peer, PeerChange, Subsystem};
@@ -108,6 +109,11 @@ pub struct Nat {
     /// Answers sent as a helper.
     help: TokenBucket,
     stats: NatStats,
+    /// As a gateway: reservations and circuits.
+    gateway: Gateway,
+    /// This node's own circuit ends and reservations.
+    ends: Ends,
+    next_id: u64,
 }
 
 /// How long a failed detection waits before it tries again on its own.
@@ -130,6 +136,9 @@ impl Subsystem for Nat {
             profile: None,
             detection: None,
             stats: NatStats::default(),
+            gateway: Gateway::default(),
+            ends: Ends::default(),
+            next_id: 0,
         }
     }
 
@@ -142,6 +151,12 @@ impl Subsystem for Nat {
                 self.peers.remove(&peer);
                 if self.detection.as_ref().is_some_and(|d| d.observer == peer) {
                     self.fail(DetectError::Unanswered, cx);
+                }
+                self.gateway.gone(peer, cx);
+                // The links carried by circuits through a gateway that went away are dead:
+                // drop them now rather than when QUIC times them out.
+                for addr in self.ends.gateway_gone(peer) {
+                    cx.drop_links_at(addr);
                 }
             }
             PeerChange::Relinked { .. }
@@ -172,11 +187,54 @@ impl Subsystem for Nat {
                     self.stats.answers_limited += 1;
                 }
             }
+            NatMessage::Reserve { id } => self.gateway.reserve(from.id, id, &self.config, cx),
+            NatMessage::Reserved { refused, .. } => {
+                if let Some(held) = self.ends.reservations.get_mut(&from.id) {
+                    *held = refused.is_none();
+                    if refused.is_none() {
+                        cx.keep_link(&from.id);
+                    }
+                }
+            }
+            NatMessage::Open { circuit, target } => {
+                self.gateway
+                    .open(from.id, circuit, target, &self.config, cx);
+            }
+            NatMessage::Incoming {
+                circuit,
+                from: opener,
+            } => {
+                self.ends
+                    .incoming(from.id, circuit, opener, &self.config, cx);
+            }
+            NatMessage::Data { circuit, packet } => {
+                if self.gateway.carries(&from.id, circuit) {
+                    self.gateway
+                        .forward(from.id, circuit, packet, &self.config, cx);
+                } else {
+                    self.ends.arrived(from.id, circuit, packet, cx);
+                }
+            }
+            NatMessage::Close { circuit, reason } => {
+                if self.gateway.carries(&from.id, circuit) {
+                    self.gateway.closed_by(from.id, circuit, cx);
+                } else if let Some(addr) = self.ends.closed(from.id, circuit) {
+                    let _ = reason;
+                    cx.drop_links_at(addr);
+                }
+            }
         }
     }
 
     fn on_timeout(&mut self, cx: &mut Cx<'_>) {
         let now = cx.now();
+        if self
+            .gateway
+            .next_expiry(&self.config)
+            .is_some_and(|t| t <= now)
+        {
+            self.gateway.expire(&self.config, cx);
+        }
         if self.detection.as_ref().is_some_and(|d| d.due <= now) {
             self.step_due(cx);
         }
@@ -188,10 +246,8 @@ impl Subsystem for Nat {
 
     fn poll_timeout(&self) -> Option<Instant> {
         let step = self.detection.as_ref().map(|d| d.due);
-        match (step, self.next_detect) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let expiry = self.gateway.next_expiry(&self.config);
+        [step, self.next_detect, expiry].into_iter().flatten().min()
     }
 }
 
@@ -211,6 +267,46 @@ impl Nat {
     /// Counters.
     pub fn stats(&self) -> NatStats {
         self.stats
+    }
+
+    /// Relay counters and gauges.
+    pub fn relay_stats(&self) -> RelayStats {
+        RelayStats {
+            own_circuits: self.ends.len(),
+            reserved_at: self.ends.reservations.values().filter(|r| **r).count(),
+            ..self.gateway.stats
+        }
+    }
+
+    /// Asks `gateway` (dialed at `addr` without a link) to hold a reservation for this node.
+    pub(crate) fn reserve(&mut self, gateway: NodeId, addr: Option<SocketAddr>, cx: &mut Cx<'_>) {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.ends.reservations.entry(gateway).or_insert(false);
+        cx.send(gateway, addr, &NatMessage::Reserve { id });
+    }
+
+    /// Opens a circuit to `target` through `gateway`; its virtual address.
+    pub(crate) fn open_circuit(
+        &mut self,
+        target: NodeId,
+        gateway: NodeId,
+        addr: Option<SocketAddr>,
+        cx: &mut Cx<'_>,
+    ) -> Option<SocketAddr> {
+        self.ends.open(target, gateway, addr, &self.config, cx)
+    }
+
+    /// The QUIC stack sends a packet to a circuit's virtual address.
+    pub(crate) fn send_relayed(&mut self, to: SocketAddr, packet: &[u8], cx: &mut Cx<'_>) {
+        if !self.ends.send(to, packet, cx) {
+            self.stats.relayed_dropped += 1;
+        }
+    }
+
+    /// The node at the other end of the circuit at `addr`, and the gateway it goes through.
+    pub fn circuit_peer(&self, addr: SocketAddr) -> Option<(NodeId, NodeId)> {
+        self.ends.peer_at(addr)
     }
 
     /// Starts a detection unless one runs.

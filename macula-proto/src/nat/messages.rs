@@ -12,6 +12,7 @@ use core::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::id::NodeId;
 use crate::wire::{Message, ProtocolId};
 
 /// Most addresses an [`Via::Helper`] request may exclude; a longer list is ignored.
@@ -52,6 +53,85 @@ pub enum NatMessage {
         /// The address the observer saw the asker at.
         to: SocketAddr,
     },
+    /// Kind 4. To a gateway: keep this node reachable through you (while this link lives).
+    Reserve {
+        /// Matches the answer.
+        id: u64,
+    },
+    /// Kind 5. The gateway's answer to `Reserve`: `None` if it holds the reservation, or why
+    /// not.
+    Reserved {
+        /// The request's id.
+        id: u64,
+        /// Why it was refused, if it was.
+        refused: Option<RelayRefusal>,
+    },
+    /// Kind 6. To a gateway: open a circuit to `target`, which holds a reservation there.
+    /// `circuit` names the circuit on this link from now on.
+    Open {
+        /// The circuit's number on this link, chosen by the opener.
+        circuit: u64,
+        /// The node to reach.
+        target: NodeId,
+    },
+    /// Kind 7. From a gateway to a reserved node: `from` opened a circuit to you, named
+    /// `circuit` on this link.
+    Incoming {
+        /// The circuit's number on this link, chosen by the gateway.
+        circuit: u64,
+        /// Who opened it.
+        from: NodeId,
+    },
+    /// Kind 8. A packet of the end-to-end connection carried by `circuit` (opaque to the
+    /// gateway: QUIC, encrypted between the two ends).
+    Data {
+        /// The circuit, as named on this link.
+        circuit: u64,
+        /// The packet.
+        #[serde(with = "crate::wire::bytes")]
+        packet: Vec<u8>,
+    },
+    /// Kind 9. The circuit is closed (or was never opened), and why.
+    Close {
+        /// The circuit, as named on this link.
+        circuit: u64,
+        /// Why.
+        reason: RelayRefusal,
+    },
+}
+
+/// Why a gateway refused or closed a reservation or a circuit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayRefusal {
+    /// The node is not a gateway.
+    NotGateway,
+    /// The gateway holds as many reservations or circuits as it allows.
+    Full,
+    /// The opener has as many circuits through this gateway as it allows one node.
+    PeerLimit,
+    /// The target holds no reservation here (or its link is gone).
+    NoReservation,
+    /// The circuit carried as many bytes as a circuit may.
+    Bytes,
+    /// The circuit lived as long as a circuit may.
+    Duration,
+    /// One end went away or closed it.
+    Closed,
+}
+
+impl RelayRefusal {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayRefusal::NotGateway => "not_gateway",
+            RelayRefusal::Full => "full",
+            RelayRefusal::PeerLimit => "peer_limit",
+            RelayRefusal::NoReservation => "no_reservation",
+            RelayRefusal::Bytes => "bytes_limit",
+            RelayRefusal::Duration => "duration_limit",
+            RelayRefusal::Closed => "closed",
+        }
+    }
 }
 
 /// Where an observer's filtering answer comes from.
@@ -68,5 +148,5 @@ pub enum Via {
 
 impl Message for NatMessage {
     const PROTOCOL: ProtocolId = ProtocolId::NAT;
-    const KINDS: u32 = 4;
+    const KINDS: u32 = 10;
 }

@@ -15,6 +15,7 @@ pub mod machine;
 pub mod messages;
 pub mod probe;
 mod profile;
+pub mod relay;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -22,9 +23,10 @@ mod types;
 pub use config::NatConfig;
 pub use decide::{decide, Approach, Side};
 pub use machine::Nat;
-pub use messages::NatMessage;
+pub use messages::{NatMessage, RelayRefusal};
 pub use probe::Probe;
 pub use profile::{Allocation, Behavior, NatProfile, UnknownClass};
+pub use relay::{circuit_addr, circuit_of, RelayStats};
 pub use types::{DetectError, NatEvent, NatStats};
 
 use core::fmt;

@@ -228,3 +228,158 @@ fn random_inputs_hold_the_fuzz_targets_properties() {
         let _ = Probe::decode(&probe);
     }
 }
+
+/// Node 0 a gateway (with `tune`), nodes 1 and 2 joined to it; node 2 holds a reservation.
+fn relay_net(tune: impl Fn(&mut crate::nat::NatConfig)) -> Net {
+    let mut net = joined(3, |i| {
+        let mut c = config(i);
+        if i == 0 {
+            c.nat.gateway = true;
+            tune(&mut c.nat);
+        }
+        c
+    });
+    let gateway = net.id(0);
+    net.command(2, |n, now| n.relay_reserve(gateway, None, now));
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.nodes[2].relay_stats().reserved_at, 1);
+    net
+}
+
+/// Node 1 opens a circuit to node 2 through node 0; its virtual address.
+fn open(net: &mut Net) -> Option<SocketAddr> {
+    let (gateway, target) = (net.id(0), net.id(2));
+    net.command(1, |n, now| {
+        n.connect_relayed(target, gateway, None, now)?;
+        Some(())
+    })?;
+    // The link the node dialed is the circuit's virtual address; find it in the log.
+    net.log.iter().rev().find_map(|(i, t)| match t {
+        Transmit::Open { addr, .. } if *i == 1 && crate::node::is_circuit_addr(*addr) => {
+            Some(*addr)
+        }
+        _ => None,
+    })
+}
+
+/// What node `i` handed its QUIC stack from circuits.
+fn relayed_to(net: &Net, i: usize) -> usize {
+    net.log
+        .iter()
+        .filter(|(n, t)| *n == i && matches!(t, Transmit::Relayed { .. }))
+        .count()
+}
+
+#[test]
+fn a_gateway_forwards_packets_both_ways_and_refuses_without_a_reservation() {
+    let mut net = relay_net(|_| {});
+    let circuit = open(&mut net).expect("opened");
+    net.run_for(Duration::from_millis(100));
+    for _ in 0..5 {
+        net.command(1, |n, now| n.send_relayed(circuit, b"opaque packet", now));
+    }
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(relayed_to(&net, 2), 5);
+    // The target answers to the virtual address its packets came from.
+    let back = net
+        .log
+        .iter()
+        .find_map(|(n, t)| match t {
+            Transmit::Relayed { from, .. } if *n == 2 => Some(*from),
+            _ => None,
+        })
+        .unwrap();
+    net.command(2, |n, now| n.send_relayed(back, b"answer", now));
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(relayed_to(&net, 1), 1);
+    let gw = net.nodes[0].relay_stats();
+    assert_eq!(
+        (gw.circuits, gw.packets_relayed, gw.bytes_relayed),
+        (1, 6, 71)
+    );
+    // Node 1 holds no reservation: a circuit to it is refused, and the opener forgets it.
+    let (gateway, target) = (net.id(0), net.id(1));
+    net.command(2, |n, now| n.connect_relayed(target, gateway, None, now));
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.nodes[0].relay_stats().circuits, 1);
+    assert_eq!(
+        net.nodes[2].relay_stats().own_circuits,
+        1,
+        "only the one from node 1"
+    );
+    // A node that is not a gateway refuses reservations.
+    let not_gateway = net.id(1);
+    net.command(2, |n, now| n.relay_reserve(not_gateway, None, now));
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.nodes[2].relay_stats().reserved_at, 1);
+}
+
+#[test]
+fn a_flood_of_circuit_requests_gets_the_limits() {
+    let mut net = relay_net(|c| {
+        c.max_circuits = 8;
+        c.max_circuits_per_peer = 3;
+    });
+    for _ in 0..100 {
+        open(&mut net);
+    }
+    net.run_for(Duration::from_millis(200));
+    let gw = net.nodes[0].relay_stats();
+    assert_eq!(gw.circuits, 3, "{gw:?}");
+    assert!(gw.circuits_refused >= 100 - 64, "{gw:?}");
+    // The opener keeps at most its own bound, and forgets the refused ones.
+    assert_eq!(net.nodes[1].relay_stats().own_circuits, 3);
+    assert_eq!(net.nodes[2].relay_stats().own_circuits, 3);
+}
+
+#[test]
+fn bytes_and_lifetime_past_the_limits_close_the_circuit_at_both_ends() {
+    let mut net = relay_net(|c| {
+        c.max_circuit_bytes = 10_000;
+        c.max_circuit_duration = Duration::from_secs(20);
+    });
+    let circuit = open(&mut net).expect("opened");
+    net.run_for(Duration::from_millis(100));
+    let packet = [7u8; 1_000];
+    for _ in 0..20 {
+        net.command(1, |n, now| n.send_relayed(circuit, &packet, now));
+        net.run_for(Duration::from_millis(10));
+    }
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(relayed_to(&net, 2), 10);
+    let gw = net.nodes[0].relay_stats();
+    assert_eq!((gw.circuits, gw.circuits_refused), (0, 1));
+    assert_eq!(net.nodes[1].relay_stats().own_circuits, 0);
+    assert_eq!(net.nodes[2].relay_stats().own_circuits, 0);
+    // Another circuit lives its lifetime, then goes.
+    open(&mut net).expect("opened");
+    net.run_for(Duration::from_secs(19));
+    assert_eq!(net.nodes[0].relay_stats().circuits, 1);
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.nodes[0].relay_stats().circuits, 0);
+    assert_eq!(net.nodes[2].relay_stats().own_circuits, 0);
+}
+
+#[test]
+fn a_full_next_hop_drops_packets_rather_than_holding_them() {
+    let mut net = relay_net(|_| {});
+    let circuit = open(&mut net).expect("opened");
+    net.run_for(Duration::from_millis(100));
+    // The gateway's channel to the target is full (the target stopped reading).
+    let target = net.id(2);
+    let link = net.nodes[0].peer(&target).unwrap().link;
+    let now = net.now;
+    net.nodes[0].handle_link_blocked(link, ProtocolId::NAT.channel(), true, now);
+    let packet = [1u8; 1_200];
+    for _ in 0..1_000 {
+        net.command(1, |n, now| n.send_relayed(circuit, &packet, now));
+    }
+    net.run_for(Duration::from_millis(200));
+    let gw = net.nodes[0].relay_stats();
+    assert_eq!(
+        (gw.packets_dropped, gw.packets_relayed),
+        (1_000, 0),
+        "{gw:?}"
+    );
+    assert_eq!(relayed_to(&net, 2), 0);
+}

@@ -60,4 +60,7 @@ pub struct NatStats {
     pub punches_received: u64,
     /// Raw datagrams that were not well-formed NAT datagrams.
     pub malformed: u64,
+    /// Packets this node's QUIC stack sent onto a circuit that were dropped (no such circuit,
+    /// or the link to the gateway full).
+    pub relayed_dropped: u64,
 }

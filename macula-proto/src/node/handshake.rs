@@ -268,7 +268,16 @@ impl Core {
             LinkState::Established(est) => self.now - est.since < self.config.handshake_timeout,
             _ => false,
         });
+        // A straight link always beats one through a relay (both ends see which is which, so
+        // they agree): that is how a relayed link upgrades once a direct one comes up.
+        let relayed = |l: LinkId| {
+            self.links
+                .get(l)
+                .is_some_and(|l| super::is_circuit_addr(l.addr))
+        };
+        let (old_relayed, new_relayed) = (relayed(old), relayed(link_id));
         let keep_new = match old_dir {
+            _ if old_relayed != new_relayed => old_relayed,
             None => true,
             Some(d) if d == new_dir => true,
             Some(_) if !old_is_young => true,
@@ -314,7 +323,9 @@ impl Core {
         };
         let alive = matches!(o.state, LinkState::Established(_))
             && self.now.saturating_duration_since(o.last_heard) < self.config.keepalive_interval;
-        if alive && o.direction == n.direction && o.addr != n.addr {
+        // A relayed link and a direct one to the same node are an upgrade, not a conflict.
+        let upgrade = super::is_circuit_addr(o.addr) != super::is_circuit_addr(n.addr);
+        if alive && !upgrade && o.direction == n.direction && o.addr != n.addr {
             self.stats.identity_conflicts += 1;
             let (old, new) = (o.addr, n.addr);
             self.push_event(Event::Trust(crate::trust::TrustEvent::IdentityConflict {

@@ -38,6 +38,8 @@ pub(super) struct Link {
     /// Whether the application asked for this link (`Node::connect`): it is never closed for
     /// idleness nor evicted to make room.
     pub pinned: bool,
+    /// The link came up over a path a hole punch opened.
+    pub punched: bool,
     /// When a subsystem (the DHT) last sent or received a frame on it.
     pub last_used: Instant,
     /// The handshake deadline (unused once established).
@@ -105,6 +107,7 @@ impl Link {
             dirty: false,
             last_heard: Instant::ZERO,
             pinned: false,
+            punched: false,
             last_used: Instant::ZERO,
             deadline,
             scheduled: Instant::NEVER,

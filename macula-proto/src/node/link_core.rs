@@ -207,6 +207,13 @@ impl Core {
             rtt: est.rtt,
             since: est.since,
             protocols: est.protocols.to_vec(),
+            path: if super::is_circuit_addr(link.addr) {
+                crate::nat::PathKind::Relayed
+            } else if link.punched {
+                crate::nat::PathKind::Punched
+            } else {
+                crate::nat::PathKind::Direct
+            },
         })
     }
 

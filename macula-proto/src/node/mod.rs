@@ -70,7 +70,7 @@ pub use layout::Prefetch;
 use registry::{index_of, Incoming, Mask, Pick, Subsystems};
 pub use stats::{RefusalCounts, Stats};
 use subsystem::{Cx, Init};
-pub use types::is_raw_datagram;
+pub use types::{is_circuit_addr, is_raw_datagram};
 pub use types::{
     CertificateProblem, ConnectFailure, Data, Direction, DownReason, Event, InboxError, InboxId,
     LinkError, LinkId, LinkInfo, Overflow, PeerInfo, PingError, PingId, SendError, Socket,

@@ -307,6 +307,42 @@ impl<'a> Cx<'a> {
         self.core.send_datagram(socket, to, bytes);
     }
 
+    /// Hands the transport a QUIC packet that came through a relay circuit, as if it arrived
+    /// from `from` (the circuit's virtual address).
+    pub fn relayed(&mut self, from: SocketAddr, bytes: Vec<u8>) {
+        self.core
+            .transmits
+            .push_back(super::Transmit::Relayed { from, bytes });
+    }
+
+    /// Keeps the link to `peer` open even when unused (a gateway holding a reservation).
+    pub fn keep_link(&mut self, peer: &NodeId) {
+        if let Some(link) = self.core.peers.get(peer).copied() {
+            if let Some(l) = self.core.links.get_mut(link) {
+                l.pinned = true;
+            }
+        }
+    }
+
+    /// Drops every link to `addr` at once (its path is gone): the node reports them lost and
+    /// the transport forgets their connections.
+    pub fn drop_links_at(&mut self, addr: SocketAddr) {
+        let at: Vec<LinkId> = self
+            .core
+            .links
+            .iter()
+            .filter(|(_, l)| l.addr == addr)
+            .map(|(id, _)| id)
+            .collect();
+        for link in at {
+            self.core.handle_link_down(link, super::LinkError::Reset);
+            self.core.transmits.push_back(super::Transmit::Close {
+                link,
+                code: crate::wire::CloseCode::IdleTimeout,
+            });
+        }
+    }
+
     /// The peers up that speak this protocol.
     #[allow(dead_code)]
     pub fn peers(&self) -> Vec<(NodeId, LinkId)> {

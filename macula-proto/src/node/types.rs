@@ -98,6 +98,22 @@ pub enum Transmit {
         /// The datagram.
         bytes: Vec<u8>,
     },
+    /// A QUIC packet that came through a relay circuit: hand it to the QUIC stack as if it
+    /// arrived from `from`, the circuit's virtual address ([`is_circuit_addr`]). The stack's
+    /// packets to such an address go back through [`Node::send_relayed`], not to a socket. A
+    /// transport without QUIC drops it.
+    Relayed {
+        /// The circuit's virtual address.
+        from: SocketAddr,
+        /// The packet.
+        bytes: Vec<u8>,
+    },
+}
+
+/// Whether `addr` is the virtual address of a relay circuit: the QUIC stack's peer address
+/// for a connection carried through a gateway (see [`Transmit::Relayed`]).
+pub fn is_circuit_addr(addr: SocketAddr) -> bool {
+    crate::nat::circuit_of(addr).is_some()
 }
 
 /// One of the UDP sockets of a transport.
@@ -494,4 +510,6 @@ pub struct PeerInfo {
     /// The protocols it offered in the handshake, with their versions, sorted (the node
     /// exchanges those it runs too, at the same version).
     pub protocols: Vec<ProtocolOffer>,
+    /// How the link runs: straight, over a punched path, or through a gateway's relay.
+    pub path: crate::nat::PathKind,
 }

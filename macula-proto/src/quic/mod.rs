@@ -36,7 +36,9 @@ use quinn_proto::{
     EcnCodepoint, ServerConfig, StreamEvent, StreamId, TransportConfig, VarInt,
 };
 
-use crate::node::{is_raw_datagram, Event, LinkError, LinkId, LinkInfo, Node, Socket, Transmit};
+use crate::node::{
+    is_circuit_addr, is_raw_datagram, Event, LinkError, LinkId, LinkInfo, Node, Socket, Transmit,
+};
 use crate::time::{Duration, Instant};
 use crate::wire::{Channel, CloseCode};
 use crate::{Config, ConfigError, Identity, NodeId};
@@ -490,6 +492,13 @@ impl Endpoint {
             self.raw_datagram(Socket::Main, remote, data, now);
             return;
         }
+        self.quic_packet(now, remote, ecn, data);
+        self.pump(now);
+    }
+
+    /// Hands a QUIC packet from `remote` (a socket address, or a circuit's virtual address) to
+    /// quinn, and takes what it makes of it.
+    fn quic_packet(&mut self, now: Instant, remote: SocketAddr, ecn: Option<u8>, data: &[u8]) {
         if ecn.is_some() {
             self.stats.ecn_received += 1;
         }
@@ -555,7 +564,6 @@ impl Endpoint {
             Some(DatagramEvent::Response(t)) => self.push_quinn_transmit(&t),
             None => self.stats.datagrams_dropped += 1,
         }
-        self.pump(now);
     }
 
     /// A UDP datagram arrived from `remote` on the auxiliary socket (see
@@ -616,17 +624,26 @@ impl Endpoint {
 
     // ---------------------------------------------------------------- outputs
 
-    /// The next datagram to send.
+    /// The next datagram to send. Packets for relayed connections (to a circuit's virtual
+    /// address) never come out here: they go onto their circuit, inside the node.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Datagram> {
-        if self.datagrams.is_empty() {
-            self.transmit();
-        }
-        let d = self.datagrams.pop_front();
-        if let Some(d) = &d {
+        loop {
+            if self.datagrams.is_empty() {
+                self.transmit();
+            }
+            let d = self.datagrams.pop_front()?;
+            if is_circuit_addr(d.destination) {
+                let now = self.now;
+                for segment in d.segments() {
+                    self.node.send_relayed(d.destination, segment, now);
+                }
+                self.pump(now);
+                continue;
+            }
             self.stats.datagrams_sent += d.segments().count() as u64;
+            return Some(d);
         }
-        d
     }
 
     /// The next event for the application.
@@ -1084,6 +1101,7 @@ impl Endpoint {
                 c.conn
                     .close(std_now, VarInt::from_u32(code.to_u32()), Bytes::new());
             }
+            Transmit::Relayed { from, bytes } => self.quic_packet(now, from, None, &bytes),
             Transmit::Datagram { socket, to, bytes } => self.datagrams.push_back(Datagram {
                 socket,
                 destination: to,
