@@ -30,6 +30,7 @@ use super::config::NatConfig;
 use super::messages::{NatMessage, Via, MAX_EXCLUDED};
 use super::probe::Probe;
 use super::profile::NatProfile;
+use super::punch::Upgrades;
 use super::relay::{Ends, Gateway, RelayStats};
 use super::types::{DetectError, NatEvent, NatStats};
 use crate::id::NodeId;
@@ -96,9 +97,9 @@ struct Detection {
 #[derive(Debug)]
 pub struct Nat {
     config: NatConfig,
-    rng: Rng,
+    pub(super) rng: Rng,
     /// Peers up that speak the NAT protocol.
-    peers: BTreeSet<NodeId>,
+    pub(super) peers: BTreeSet<NodeId>,
     /// The last profile detected, and when.
     profile: Option<(NatProfile, Instant)>,
     detection: Option<Detection>,
@@ -114,6 +115,8 @@ pub struct Nat {
     /// This node's own circuit ends and reservations.
     ends: Ends,
     next_id: u64,
+    /// Upgrades of relayed links under way.
+    pub(super) upgrades: Upgrades,
 }
 
 /// How long a failed detection waits before it tries again on its own.
@@ -139,6 +142,7 @@ impl Subsystem for Nat {
             gateway: Gateway::default(),
             ends: Ends::default(),
             next_id: 0,
+            upgrades: Upgrades::default(),
         }
     }
 
@@ -146,22 +150,23 @@ impl Subsystem for Nat {
         match change {
             PeerChange::Up { peer, .. } => {
                 self.peers.insert(peer);
+                self.link_changed(peer, cx);
             }
+            PeerChange::Relinked { peer } => self.link_changed(peer, cx),
             PeerChange::Down { peer, .. } => {
                 self.peers.remove(&peer);
                 if self.detection.as_ref().is_some_and(|d| d.observer == peer) {
                     self.fail(DetectError::Unanswered, cx);
                 }
                 self.gateway.gone(peer, cx);
+                self.upgrades.forget(&peer);
                 // The links carried by circuits through a gateway that went away are dead:
                 // drop them now rather than when QUIC times them out.
                 for addr in self.ends.gateway_gone(peer) {
                     cx.drop_links_at(addr);
                 }
             }
-            PeerChange::Relinked { .. }
-            | PeerChange::Unreachable { .. }
-            | PeerChange::Writable { .. } => {}
+            PeerChange::Unreachable { .. } | PeerChange::Writable { .. } => {}
         }
     }
 
@@ -223,6 +228,11 @@ impl Subsystem for Nat {
                     cx.drop_links_at(addr);
                 }
             }
+            NatMessage::Upgrade { id, profile } => self.on_upgrade(from.id, id, profile, cx),
+            NatMessage::UpgradeReply { id, profile } => {
+                self.on_upgrade_reply(from.id, id, profile, cx);
+            }
+            NatMessage::Go { id, punch } => self.on_go(from.id, id, punch, cx),
         }
     }
 
@@ -238,6 +248,9 @@ impl Subsystem for Nat {
         if self.detection.as_ref().is_some_and(|d| d.due <= now) {
             self.step_due(cx);
         }
+        if self.upgrades.next_due().is_some_and(|t| t <= now) {
+            self.upgrade_due(cx);
+        }
         if self.detection.is_none() && self.next_detect.is_some_and(|t| t <= now) {
             self.next_detect = None;
             self.start(cx);
@@ -247,7 +260,11 @@ impl Subsystem for Nat {
     fn poll_timeout(&self) -> Option<Instant> {
         let step = self.detection.as_ref().map(|d| d.due);
         let expiry = self.gateway.next_expiry(&self.config);
-        [step, self.next_detect, expiry].into_iter().flatten().min()
+        let upgrade = self.upgrades.next_due();
+        [step, self.next_detect, expiry, upgrade]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -266,7 +283,22 @@ impl Nat {
 
     /// Counters.
     pub fn stats(&self) -> NatStats {
-        self.stats
+        NatStats {
+            punches: self.upgrades.punches,
+            upgraded_punched: self.upgrades.punched,
+            upgraded_direct: self.upgrades.direct,
+            upgrades_failed: self.upgrades.failed,
+            ..self.stats
+        }
+    }
+
+    /// Closes this node's circuits to `peer` (a direct link took their place).
+    pub(super) fn close_circuits_to(&mut self, peer: NodeId, cx: &mut Cx<'_>) {
+        for (gateway, circuit) in self.ends.to_peer(&peer) {
+            self.ends.closed(gateway, circuit);
+            let reason = super::messages::RelayRefusal::Closed;
+            cx.reply(gateway, &NatMessage::Close { circuit, reason });
+        }
     }
 
     /// Relay counters and gauges.
@@ -510,7 +542,11 @@ impl Nat {
                 };
                 cx.send_datagram(socket, from, seen.encode());
             }
-            Probe::Seen { nonce, observed } => self.seen(nonce, from, observed, cx),
+            Probe::Seen { nonce, observed } => {
+                if !self.prediction_seen(nonce, observed, cx) {
+                    self.seen(nonce, from, observed, cx);
+                }
+            }
             Probe::Punch { .. } => self.stats.punches_received += 1,
         }
     }
@@ -676,7 +712,7 @@ impl Nat {
 
 /// Where a peer can be reached by anyone: the address its link came from, when that is where
 /// it says it listens (so it has no NAT in the way, or one that forwards its port).
-fn public_addr(cx: &Cx<'_>, id: &NodeId) -> Option<SocketAddr> {
+pub(super) fn public_addr(cx: &Cx<'_>, id: &NodeId) -> Option<SocketAddr> {
     let p = cx.peer(id)?;
     let listens = p
         .listen_addrs

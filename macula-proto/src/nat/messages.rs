@@ -12,6 +12,7 @@ use core::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use super::profile::NatProfile;
 use crate::id::NodeId;
 use crate::wire::{Message, ProtocolId};
 
@@ -98,7 +99,35 @@ pub enum NatMessage {
         /// Why.
         reason: RelayRefusal,
     },
+    /// Kind 10. To a peer reached through a relay: "here is my NAT profile; let us try for a
+    /// direct link".
+    Upgrade {
+        /// Matches the answer.
+        id: u64,
+        /// The sender's profile.
+        profile: NatProfile,
+    },
+    /// Kind 11. The answer to `Upgrade`: the answerer's profile, if it knows it. Both ends
+    /// then read the same approach from the decision table.
+    UpgradeReply {
+        /// The request's id.
+        id: u64,
+        /// The answerer's profile.
+        profile: Option<NatProfile>,
+    },
+    /// Kind 12. From the dialer of a hole punch to its listener: send `Punch` datagrams to
+    /// these addresses now (the dialer's public address, or its predicted next ones); the
+    /// dialer dials in about half a round trip.
+    Go {
+        /// The upgrade's id.
+        id: u64,
+        /// Where to punch (at most [`MAX_PUNCH_TARGETS`]).
+        punch: Vec<SocketAddr>,
+    },
 }
+
+/// Most addresses one `Go` may ask to punch; a longer list is cut.
+pub const MAX_PUNCH_TARGETS: usize = 16;
 
 /// Why a gateway refused or closed a reservation or a circuit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,5 +177,5 @@ pub enum Via {
 
 impl Message for NatMessage {
     const PROTOCOL: ProtocolId = ProtocolId::NAT;
-    const KINDS: u32 = 10;
+    const KINDS: u32 = 13;
 }

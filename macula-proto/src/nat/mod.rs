@@ -15,6 +15,7 @@ pub mod machine;
 pub mod messages;
 pub mod probe;
 mod profile;
+pub mod punch;
 pub mod relay;
 #[cfg(test)]
 mod tests;

@@ -423,6 +423,15 @@ impl Ends {
         Some((end.peer, end.gateway))
     }
 
+    /// This node's circuits to `peer`: (gateway, number on its link).
+    pub fn to_peer(&self, peer: &NodeId) -> Vec<(NodeId, u64)> {
+        self.ends
+            .values()
+            .filter(|e| e.peer == *peer)
+            .map(|e| (e.gateway, e.circuit))
+            .collect()
+    }
+
     /// Gauge: circuits this node is an end of.
     pub fn len(&self) -> usize {
         self.ends.len()

@@ -12,6 +12,13 @@ pub enum NatEvent {
     Detected(NatProfile),
     /// Detection could not finish.
     DetectFailed(DetectError),
+    /// The link to `peer`, relayed until now, runs `path` (an upgrade worked).
+    PathChanged {
+        /// The peer.
+        peer: crate::NodeId,
+        /// Its link's path now.
+        path: super::PathKind,
+    },
 }
 
 /// Why detection could not finish.
@@ -63,4 +70,12 @@ pub struct NatStats {
     /// Packets this node's QUIC stack sent onto a circuit that were dropped (no such circuit,
     /// or the link to the gateway full).
     pub relayed_dropped: u64,
+    /// Hole punches this node sent as a listener.
+    pub punches: u64,
+    /// Relayed links that became punched ones.
+    pub upgraded_punched: u64,
+    /// Relayed links that became direct ones (a dial a NAT let through without a punch).
+    pub upgraded_direct: u64,
+    /// Upgrades given up after every attempt (tried again later).
+    pub upgrades_failed: u64,
 }

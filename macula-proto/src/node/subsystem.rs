@@ -343,6 +343,39 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// Dials `addr` expecting `peer` there, even with a link to it up (a better path: the new
+    /// link replaces the old one if it wins, see `resolve_duplicate`); `punched` marks it as
+    /// made over a punched path.
+    pub fn dial(&mut self, addr: SocketAddr, peer: NodeId, punched: bool) -> LinkId {
+        // The new link is kept as the old one was: a link the peer dialed, or the
+        // application's own, is not closed for being idle, and neither is its successor.
+        let keep = self
+            .core
+            .peers
+            .get(&peer)
+            .and_then(|l| self.core.links.get(*l))
+            .is_some_and(|l| !l.on_demand());
+        let link = self.core.open_link(addr, Some(peer), keep);
+        if let Some(l) = self.core.links.get_mut(link) {
+            l.punched = punched;
+        }
+        link
+    }
+
+    /// Marks the link to `peer` as made over a punched path.
+    pub fn mark_punched(&mut self, peer: &NodeId) {
+        if let Some(link) = self.core.peers.get(peer).copied() {
+            if let Some(l) = self.core.links.get_mut(link) {
+                l.punched = true;
+            }
+        }
+    }
+
+    /// How long a link's handshake may take.
+    pub fn handshake_timeout(&self) -> crate::time::Duration {
+        self.core.config().handshake_timeout
+    }
+
     /// The peers up that speak this protocol.
     #[allow(dead_code)]
     pub fn peers(&self) -> Vec<(NodeId, LinkId)> {
