@@ -110,6 +110,9 @@ pub enum MeshError {
     /// A DHT operation failed.
     #[error("DHT operation failed: {0}")]
     Dht(DhtError),
+    /// This node has as many relay circuits as it keeps (`nat.max_own_circuits`).
+    #[error("this node has as many relay circuits as it keeps (nat.max_own_circuits)")]
+    TooManyCircuits,
     /// NAT detection could not finish.
     #[error("NAT detection failed: {0}")]
     Nat(macula_proto::nat::DetectError),
@@ -191,6 +194,38 @@ impl<R: Runtime> Clone for Mesh<R> {
             runtime: PhantomData,
         }
     }
+}
+
+/// Files a waiter for the outcome of dialing `link` (to `addr`): the peer's id once it is up.
+pub(crate) fn wait_for_link(
+    cx: &mut driver::Ctx<'_>,
+    link: macula_proto::LinkId,
+    addr: SocketAddr,
+    reply: driver::Reply<Result<NodeId, MeshError>>,
+) {
+    let timeout = cx.endpoint.node().config().handshake_timeout;
+    let map = move |event: &Event| match event {
+        Event::PeerUp { peer, .. } => Some(Ok(*peer)),
+        Event::ConnectFailed { failure, .. } => Some(match failure {
+            ConnectFailure::AlreadyConnected(peer) => Ok(*peer),
+            other => Err(MeshError::Connect {
+                addr,
+                failure: other.clone(),
+            }),
+        }),
+        _ => None,
+    };
+    // A dial that failed at once queued its event; it is dispatched after this call, once the
+    // waiter is filed.
+    cx.wait(
+        OpKey::Link(link),
+        Some(timeout.into()),
+        Once {
+            reply,
+            map,
+            timeout: || MeshError::Timeout,
+        },
+    );
 }
 
 impl<R: Runtime> std::fmt::Debug for Mesh<R> {
@@ -345,29 +380,7 @@ impl<R: Runtime> Mesh<R> {
                 Some(name) => cx.endpoint.connect_name(name, dial, cx.now),
                 None => cx.endpoint.connect(dial, expected, cx.now),
             };
-            let timeout = cx.endpoint.node().config().handshake_timeout;
-            let map = move |event: &Event| match event {
-                Event::PeerUp { peer, .. } => Some(Ok(*peer)),
-                Event::ConnectFailed { failure, .. } => Some(match failure {
-                    ConnectFailure::AlreadyConnected(peer) => Ok(*peer),
-                    other => Err(MeshError::Connect {
-                        addr,
-                        failure: other.clone(),
-                    }),
-                }),
-                _ => None,
-            };
-            // A dial that failed at once queued its event; it is dispatched after this call,
-            // once the waiter is filed.
-            cx.wait(
-                OpKey::Link(link),
-                Some(timeout.into()),
-                Once {
-                    reply,
-                    map,
-                    timeout: || MeshError::Timeout,
-                },
-            );
+            wait_for_link(cx, link, addr, reply);
         });
         traced(span, dialed).await
     }

@@ -96,6 +96,21 @@ fn write_node_nat_seeds() {
             circuit: 3,
             reason: macula_proto::nat::RelayRefusal::Bytes,
         },
+        NatMessage::Upgrade {
+            id: 1,
+            profile: macula_proto::nat::NatProfile::public("127.0.0.2:9".parse().unwrap()),
+        },
+        NatMessage::UpgradeReply {
+            id: 1,
+            profile: None,
+        },
+        NatMessage::Go {
+            id: 1,
+            punch: vec![
+                "127.0.0.2:9".parse().unwrap(),
+                "127.0.0.2:10".parse().unwrap(),
+            ],
+        },
     ]
     .map(|m| encode(&m));
     let mut seeds: Vec<Vec<u8>> = vec![

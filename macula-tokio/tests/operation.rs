@@ -678,3 +678,39 @@ fn members_publish_their_pins_and_trust_check_compares_them() {
     stop(member);
     stop(seed);
 }
+
+#[test]
+fn the_gateway_role_comes_from_a_flag_the_environment_or_the_file() {
+    let show = |args: &[&str], env: Option<&str>| {
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(["config", "show"]).args(args);
+        cmd.env_remove("MACULA_GATEWAY");
+        if let Some(v) = env {
+            cmd.env("MACULA_GATEWAY", v);
+        }
+        let out = cmd.output().expect("the binary runs");
+        let text = common::succeeded(&out);
+        text.lines()
+            .find(|l| l.starts_with("gateway ="))
+            .expect("a gateway line")
+            .to_owned()
+    };
+    assert_eq!(show(&[], None), "gateway = false  # default");
+    assert_eq!(
+        show(&["--gateway"], None),
+        "gateway = true  # flag --gateway"
+    );
+    assert_eq!(
+        show(&[], Some("true")),
+        "gateway = true  # environment MACULA_GATEWAY"
+    );
+    assert_eq!(
+        show(&["--gateway=false"], Some("true")),
+        "gateway = false  # flag --gateway"
+    );
+    let dir = scratch("gateway");
+    let file = dir.join("node.toml");
+    std::fs::write(&file, "gateway = true\n").unwrap();
+    let file = file.to_str().unwrap();
+    assert!(show(&["--config", file], None).starts_with("gateway = true  # file "));
+}

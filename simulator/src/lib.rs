@@ -35,6 +35,7 @@ mod cpu;
 mod host;
 pub mod memory;
 pub mod nat;
+pub mod nat_matrix;
 pub mod net;
 mod queue;
 pub mod scenario;

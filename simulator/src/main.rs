@@ -62,12 +62,35 @@ enum Command {
         #[arg(long = "expect", value_name = "FIGURE>=X", value_parser = parse_expectation)]
         expectations: Vec<Expectation>,
     },
+    /// Run every pair of NAT kinds (public, full cone, restricted, port-restricted,
+    /// address-dependent, symmetric with contiguous and with random allocation), each in a
+    /// small mesh with a gateway, and print the path each pair ends on as a Markdown table;
+    /// exits 1 if a pair is not linked on the path the decision table chose, or a kind is
+    /// detected as another.
+    NatMatrix {
+        /// The master seed of every pair's run.
+        #[arg(long, default_value_t = 5)]
+        seed: u64,
+    },
     /// List the scenarios.
     List,
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::NatMatrix { seed } => {
+            let matrix = macula_sim::nat_matrix::Matrix::run(seed);
+            print!("{}", matrix.markdown());
+            let failures = matrix.failures();
+            for f in &failures {
+                eprintln!("failed: {f}");
+            }
+            if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::List => {
             for (name, about) in SCENARIOS {
                 println!("{name:<10} {about}");

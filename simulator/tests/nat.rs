@@ -1,6 +1,6 @@
 //! NAT boxes and detection: a node behind each kind of box detects exactly that kind.
 
-use macula_proto::nat::{decide, Allocation, Behavior, NatEvent, NatProfile, PathKind};
+use macula_proto::nat::{Allocation, Behavior, NatEvent, NatProfile};
 use macula_proto::{Duration, Event, Instant};
 use macula_sim::nat::{NatBoxConfig, NatPlan};
 use macula_sim::{Mode, SimBuilder};
@@ -158,125 +158,16 @@ fn a_relayed_link_is_end_to_end_quic_through_the_gateway() {
     }
 }
 
-/// The kinds of the matrix: `None` is the public side.
-fn matrix_kinds() -> Vec<(&'static str, Option<NatBoxConfig>)> {
-    vec![
-        ("public", None),
-        ("full cone", Some(NatBoxConfig::new(Ei, Ei, Preserving))),
-        ("restricted cone", Some(NatBoxConfig::new(Ei, Ad, Preserving))),
-        ("port-restricted cone", Some(NatBoxConfig::new(Ei, Apd, Preserving))),
-        ("address-dependent", Some(NatBoxConfig::new(Ad, Apd, Contiguous))),
-        ("symmetric contiguous", Some(NatBoxConfig::new(Apd, Apd, Contiguous))),
-        ("symmetric random", Some(NatBoxConfig::new(Apd, Apd, Random))),
-    ]
-}
-
-/// Node 0 a gateway, node 1 public; node 2 of kind `a` and node 3 of kind `b` (behind one box
-/// when `same` is set) detect their profiles, node 3 reserves at the gateway, and node 2 opens
-/// a relayed link to node 3, which upgrades if the two profiles allow. The path each end ends
-/// with, and the path the decision table chose.
-fn pair(
-    a: Option<NatBoxConfig>,
-    b: Option<NatBoxConfig>,
-    same: bool,
-    seed: u64,
-) -> (PathKind, PathKind, PathKind) {
-    let mut boxes = Vec::new();
-    let mut behind = vec![None, None];
-    for kind in [a, b] {
-        behind.push(kind.map(|k| {
-            if same && !boxes.is_empty() {
-                return 0;
-            }
-            boxes.push(k);
-            boxes.len() - 1
-        }));
-    }
-    let mut builder = SimBuilder::new();
-    builder
-        .seed(seed)
-        .nodes(4)
-        .mode(Mode::Quic)
-        .record_events(std::env::var("NAT_DEBUG").is_ok())
-        .nat(NatPlan { boxes, behind })
-        .configure(|n, c| {
-            if n == 0 {
-                c.nat.gateway = true;
-                c.roles = macula_proto::Roles::GATEWAY;
-            }
-            if n >= 2 {
-                c.dht.join = false;
-                c.publish_pins = false;
-            }
-        });
-    let mut sim = builder.build();
-    sim.connect(1, 0);
-    let t = sim.now() + Duration::from_secs(1);
-    sim.run_until(t, |_| false);
-    for n in [2, 3] {
-        sim.connect(n, 0);
-        let t = sim.now() + Duration::from_secs(1);
-        sim.run_until(t, |_| false);
-        sim.command(n, |node, now| node.nat_detect(now));
-        let t = sim.now() + Duration::from_secs(15);
-        sim.run_until(t, |s| s.node(n).unwrap().nat_profile().is_some());
-    }
-    let (p2, p3) = (
-        sim.node(2).unwrap().nat_profile().expect("node 2 detected"),
-        sim.node(3).unwrap().nat_profile().expect("node 3 detected"),
-    );
-    let (gateway, target) = (sim.node_id(0), sim.node_id(3));
-    sim.command(3, |node, now| node.relay_reserve(gateway, None, now));
-    let t = sim.now() + Duration::from_secs(1);
-    sim.run_until(t, |_| false);
-    sim.command(2, |node, now| node.connect_relayed(target, gateway, None, now));
-    let t = sim.now() + Duration::from_secs(30);
-    sim.run_until(t, |_| false);
-    let path = |s: &macula_sim::Sim, n: u32, peer| {
-        s.node(n)
-            .unwrap()
-            .peer(&peer)
-            .map(|p| p.path)
-            .unwrap_or_else(|| panic!("node {n} has no link to its peer"))
-    };
-    if std::env::var("NAT_DEBUG").is_ok() {
-        for (n, e) in sim.take_events() {
-            if n >= 2 {
-                eprintln!("{n}: {e:?}");
-            }
-        }
-    }
-    let from2 = path(&sim, 2, target);
-    let from3 = path(&sim, 3, sim.node_id(2));
-    (from2, from3, decide(&p2, &p3).path())
-}
-
 #[test]
 fn every_pair_ends_up_connected_punched_where_the_table_says_and_relayed_otherwise() {
-    let mut rows = Vec::new();
-    for (na, a) in matrix_kinds() {
-        for (nb, b) in matrix_kinds() {
-            let (x, y, want) = pair(a, b, false, 5);
-            assert_eq!((x, y), (want, want), "{na} → {nb}");
-            rows.push((na, nb, x));
-        }
-    }
-    // Two nodes behind one NAT reach each other on the private network, hairpinning or not.
-    for (name, kind) in matrix_kinds().into_iter().skip(1) {
-        for hairpin in [false, true] {
-            let k = kind.map(|k| NatBoxConfig { hairpin, ..k });
-            let (x, y, want) = pair(k, k, true, 6);
-            assert_eq!((x, y, want), (PathKind::Direct, PathKind::Direct, PathKind::Direct), "{name} twice, hairpin {hairpin}");
-        }
-    }
-    assert_eq!(rows.len(), 49);
-    let count = |k| rows.iter().filter(|r| r.2 == k).count();
-    let (direct, punched, relayed) = (
-        count(PathKind::Direct),
-        count(PathKind::Punched),
-        count(PathKind::Relayed),
+    let matrix = macula_sim::nat_matrix::Matrix::run(5);
+    assert_eq!(
+        matrix.failures(),
+        Vec::<String>::new(),
+        "{}",
+        matrix.markdown()
     );
-    eprintln!("direct {direct} punched {punched} relayed {relayed}");
-    // Every kind of outcome occurs: the matrix is not all one thing.
-    assert!(direct > 0 && punched > 0 && relayed > 0);
+    // The table's shares (see docs/nat.md): every kind of outcome occurs.
+    assert_eq!(matrix.counts(), (24, 14, 11), "{}", matrix.markdown());
+    assert_eq!(matrix.same_nat.len(), 6);
 }

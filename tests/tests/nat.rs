@@ -10,6 +10,7 @@ use macula_tests::{config, on_both_runtimes};
 on_both_runtimes!(
     a_node_without_nat_detects_the_public_profile,
     detection_without_a_second_observer_fails_with_the_reason,
+    a_relayed_link_carries_pings_through_a_gateway,
 );
 
 /// A node at `ip` that neither joins the DHT nor publishes its pins there: when it detects, it
@@ -60,5 +61,50 @@ async fn detection_without_a_second_observer_fails_with_the_reason<R: Runtime>(
         other => panic!("{other:?}"),
     }
     assert_eq!(node.nat_profile().await?, None);
+    Ok(())
+}
+
+/// Loopback has no NAT, so with no profile detected the link stays relayed: a gateway, a node
+/// holding a reservation there, and a third node reaching it through a circuit.
+async fn a_relayed_link_carries_pings_through_a_gateway<R: Runtime>() -> anyhow::Result<()> {
+    let mut c = config("io.nat", None);
+    c.nat.gateway = true;
+    c.roles = macula_proto::Roles::GATEWAY;
+    let gateway = Mesh::<R>::bind(MeshConfig::new(c, "127.0.0.1:0".parse()?)).await?;
+    let target = at::<R>("127.0.0.5").await?;
+    let opener = at::<R>("127.0.0.6").await?;
+    let g = target.connect(gateway.local_addr()).await?;
+    target.nat().reserve(g, None).await?;
+    for _ in 0..100 {
+        if target.nat().relay_stats().await?.reserved_at == 1 {
+            break;
+        }
+        macula_tests::sleep::<R>(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(target.nat().relay_stats().await?.reserved_at, 1);
+    let reached = opener
+        .nat()
+        .connect_relayed(target.node_id(), g, Some(gateway.local_addr()))
+        .await?;
+    assert_eq!(reached, target.node_id());
+    let peers = opener.peers().await?;
+    let link = peers
+        .iter()
+        .find(|p| p.id == target.node_id())
+        .expect("linked");
+    assert_eq!(link.path, macula_proto::nat::PathKind::Relayed);
+    for _ in 0..3 {
+        opener.ping(target.node_id()).await?;
+    }
+    let relay = gateway.nat().relay_stats().await?;
+    assert_eq!(relay.circuits, 1);
+    assert!(relay.packets_relayed >= 6, "{relay:?}");
+    // A node that holds no reservation can't be reached that way.
+    let err = target
+        .nat()
+        .connect_relayed(opener.node_id(), g, None)
+        .await
+        .expect_err("no reservation");
+    assert!(matches!(err, MeshError::Connect { .. }), "{err}");
     Ok(())
 }

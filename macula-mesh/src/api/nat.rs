@@ -1,7 +1,9 @@
 //! NAT traversal's async API: `mesh.nat()`.
 
-use macula_proto::nat::{NatEvent, NatProfile, NatStats};
-use macula_proto::Event;
+use std::net::SocketAddr;
+
+use macula_proto::nat::{NatEvent, NatProfile, NatStats, RelayStats};
+use macula_proto::{Event, NodeId};
 
 use crate::driver::{Once, OpKey};
 use crate::{Mesh, MeshError, Runtime};
@@ -55,6 +57,67 @@ impl<'a, R: Runtime> Nat<'a, R> {
     /// [`MeshError::Closed`] if the mesh is closed.
     pub async fn profile(&self) -> Result<Option<NatProfile>, MeshError> {
         self.mesh.query(|cx| cx.endpoint.node().nat_profile()).await
+    }
+
+    /// Asks `gateway` (dialed at `addr` if there is no link to it) to hold a reservation for
+    /// this node, so that others can reach it through relay circuits there; see
+    /// [`Nat::relay_stats`] (`reserved_at`) for whether it does.
+    ///
+    /// # Errors
+    /// [`MeshError::Closed`] if the mesh is closed.
+    pub async fn reserve(
+        &self,
+        gateway: NodeId,
+        addr: Option<SocketAddr>,
+    ) -> Result<(), MeshError> {
+        self.mesh
+            .query(move |cx| {
+                cx.endpoint
+                    .with_node(cx.now, |node, now| node.relay_reserve(gateway, addr, now));
+            })
+            .await
+    }
+
+    /// Opens a link to `target` through a relay circuit at `gateway` (dialed at `addr` if there
+    /// is no link to it), where `target` holds a reservation. The link is QUIC and TLS between
+    /// the two nodes; the gateway forwards packets it can't read. It upgrades to a direct or
+    /// punched link by itself where the two nodes' NAT profiles allow
+    /// ([`NatEvent::PathChanged`]).
+    ///
+    /// # Errors
+    /// [`MeshError::Connect`] if the circuit or the handshake fails;
+    /// [`MeshError::TooManyCircuits`]; [`MeshError::Closed`].
+    pub async fn connect_relayed(
+        &self,
+        target: NodeId,
+        gateway: NodeId,
+        addr: Option<SocketAddr>,
+    ) -> Result<NodeId, MeshError> {
+        self.mesh
+            .call(move |cx, reply| {
+                let link = cx.endpoint.with_node(cx.now, |node, now| {
+                    node.connect_relayed(target, gateway, addr, now)
+                });
+                match link {
+                    // A failure names the gateway's address (the circuit's is only virtual).
+                    Some(link) => {
+                        let shown = addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                        crate::mesh::wait_for_link(cx, link, shown, reply);
+                    }
+                    None => {
+                        let _ = reply.try_send(Err(MeshError::TooManyCircuits));
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Relay counters and gauges: as a gateway, and of this node's own circuits.
+    ///
+    /// # Errors
+    /// [`MeshError::Closed`] if the mesh is closed.
+    pub async fn relay_stats(&self) -> Result<RelayStats, MeshError> {
+        self.mesh.query(|cx| cx.endpoint.node().relay_stats()).await
     }
 
     /// NAT counters.

@@ -229,9 +229,12 @@ impl Nat {
         }
         match approach {
             Approach::Local => {
-                let local = cx
-                    .peer(&peer)
-                    .and_then(|p| p.listen_addrs.iter().copied().find(|a| !a.ip().is_unspecified()));
+                let local = cx.peer(&peer).and_then(|p| {
+                    p.listen_addrs
+                        .iter()
+                        .copied()
+                        .find(|a| !a.ip().is_unspecified())
+                });
                 match local {
                     Some(addr) => {
                         u.state = State::Dialing { addr };

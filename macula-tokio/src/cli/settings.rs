@@ -234,6 +234,18 @@ pub struct NodeArgs {
         value_delimiter = ','
     )]
     pub bootstraps: Vec<Bootstrap>,
+    /// Act as a gateway: hold reservations for nodes behind NAT and relay circuits to them
+    /// (within the limits in docs/nat.md), and advertise the gateway role.
+    #[arg(
+        long,
+        env = "MACULA_GATEWAY",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub gateway: bool,
     #[command(flatten)]
     pub realm: RealmArgs,
 }
@@ -247,6 +259,7 @@ struct File {
     audit_log: Option<PathBuf>,
     metrics: Option<String>,
     bootstrap: Option<Vec<String>>,
+    gateway: Option<bool>,
     realm: Option<String>,
     api_key_file: Option<PathBuf>,
     previous_api_key_file: Option<PathBuf>,
@@ -277,6 +290,8 @@ pub struct NodeSettings {
     pub audit_log: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
     pub bootstraps: Vec<Bootstrap>,
+    /// Relays circuits for nodes behind NAT.
+    pub gateway: bool,
     pub realm: RealmArgs,
     max_peers: Option<usize>,
     max_pending_handshakes: Option<usize>,
@@ -544,6 +559,16 @@ impl NodeSettings {
             None,
             path_shown,
         );
+        let gateway = l
+            .pick(
+                "gateway",
+                ("gateway", "gateway", "MACULA_GATEWAY"),
+                Some(args.gateway),
+                file.gateway,
+                Some(false),
+                bool::to_string,
+            )
+            .expect("gateway has a default");
         let tls_verify_hostname = l
             .pick(
                 "tls_verify_hostname",
@@ -589,6 +614,7 @@ impl NodeSettings {
             audit_log,
             metrics,
             bootstraps,
+            gateway,
             realm: RealmArgs {
                 realm,
                 api_key_file,
@@ -625,6 +651,10 @@ impl NodeSettings {
         );
         set(&mut config.max_pins, self.max_pins);
         set(&mut config.max_rate_sources, self.max_rate_sources);
+        if self.gateway {
+            config.nat.gateway = true;
+            config.roles = config.roles | macula_proto::Roles::GATEWAY;
+        }
         config
             .validate()
             .map_err(|e| anyhow!("configuration: {e}"))?;
