@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
 use macula_proto::dht::OpId;
+use macula_proto::nat::NatEvent;
 use macula_proto::node::Socket;
 use macula_proto::pubsub::{PublishId, PubsubEvent};
 use macula_proto::quic::{Endpoint, EndpointConfig};
@@ -63,6 +64,8 @@ pub(crate) enum OpKey {
     Request(RequestId),
     /// The NAT detection running (one at a time; every caller waits for it).
     NatDetection,
+    /// Reaching a node by its id.
+    Reach(u64),
 }
 
 /// Why a waiter is dropped without its result.
@@ -244,7 +247,12 @@ impl Ops {
             Event::Pubsub(PubsubEvent::Published { id, .. }) => Some(OpKey::Publish(id)),
             Event::Rpc(RpcEvent::Done { id, .. }) => Some(OpKey::Call(id)),
             Event::Rpc(RpcEvent::Ended { request, .. }) => Some(OpKey::Request(request)),
-            Event::Nat(_) => Some(OpKey::NatDetection),
+            Event::Nat(NatEvent::Detected(_) | NatEvent::DetectFailed(_)) => {
+                Some(OpKey::NatDetection)
+            }
+            Event::Nat(NatEvent::Reached { id, .. } | NatEvent::Unreachable { id, .. }) => {
+                Some(OpKey::Reach(id))
+            }
             _ => None,
         }
     }

@@ -110,6 +110,9 @@ pub enum MeshError {
     /// A DHT operation failed.
     #[error("DHT operation failed: {0}")]
     Dht(DhtError),
+    /// A node could not be reached by its id.
+    #[error("could not reach the node: {0}")]
+    Reach(macula_proto::nat::ReachError),
     /// This node has as many relay circuits as it keeps (`nat.max_own_circuits`).
     #[error("this node has as many relay circuits as it keeps (nat.max_own_circuits)")]
     TooManyCircuits,

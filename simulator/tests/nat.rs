@@ -171,3 +171,94 @@ fn every_pair_ends_up_connected_punched_where_the_table_says_and_relayed_otherwi
     assert_eq!(matrix.counts(), (24, 14, 11), "{}", matrix.markdown());
     assert_eq!(matrix.same_nat.len(), 6);
 }
+
+#[test]
+fn nodes_behind_nat_are_reached_by_their_ids_through_the_records_they_publish() {
+    use macula_proto::nat::PathKind;
+    // A gateway and two more public nodes; a node behind a symmetric NAT with random
+    // allocation, one behind a port-restricted cone (no punch between them: relayed), and
+    // one behind a restricted cone (punchable with both). Every node detects on its own;
+    // those that can't be dialed keep reservations at the gateway and publish where they are.
+    let kinds = [
+        NatBoxConfig::new(Apd, Apd, Random),
+        NatBoxConfig::new(Ei, Apd, Preserving),
+        NatBoxConfig::new(Ei, Ad, Preserving),
+    ];
+    let mut b = SimBuilder::new();
+    b.seed(9)
+        .nodes(6)
+        .mode(Mode::Quic)
+        .record_events(true)
+        .nat(NatPlan {
+            boxes: kinds.to_vec(),
+            behind: vec![None, None, None, Some(0), Some(1), Some(2)],
+        })
+        .configure(|n, c| {
+            c.nat.detect = true;
+            if n == 0 {
+                c.nat.gateway = true;
+                c.roles = macula_proto::Roles::GATEWAY;
+            }
+        });
+    let mut sim = b.build();
+    for n in 1..6 {
+        sim.connect(n, 0);
+    }
+    let t = sim.now() + Duration::from_secs(20);
+    sim.run_until(t, |_| false);
+    for n in 3..6 {
+        let node = sim.node(n).unwrap();
+        assert!(node.nat_profile().is_some(), "node {n} detected");
+        assert_eq!(
+            node.relay_stats().reserved_at,
+            1,
+            "node {n} reserved: {:?} {:?}",
+            node.nat_profile(),
+            node.relay_stats()
+        );
+    }
+    let reach = |sim: &mut macula_sim::Sim, from: u32, to: u32| {
+        let target = sim.node_id(to);
+        let id = sim
+            .command(from, |node, now| node.nat_reach(target, now))
+            .unwrap();
+        let t = sim.now() + Duration::from_secs(40);
+        sim.run_until(t, |_| false);
+        let outcome = sim.take_events().into_iter().find_map(|(n, e)| match e {
+            Event::Nat(NatEvent::Reached { id: i, path, .. }) if n == from && i == id => {
+                Some(Ok(path))
+            }
+            Event::Nat(NatEvent::Unreachable { id: i, why, .. }) if n == from && i == id => {
+                Some(Err(why))
+            }
+            _ => None,
+        });
+        let now = sim.node(from).unwrap().peer(&target).map(|p| p.path);
+        (outcome, now)
+    };
+    // Symmetric → port-restricted: relayed, and it stays so.
+    let (first, now) = reach(&mut sim, 3, 4);
+    assert_eq!(first, Some(Ok(PathKind::Relayed)));
+    assert_eq!(now, Some(PathKind::Relayed));
+    // Symmetric → restricted cone: relayed first, then punched.
+    let (first, now) = reach(&mut sim, 3, 5);
+    assert_eq!(first, Some(Ok(PathKind::Relayed)));
+    assert_eq!(now, Some(PathKind::Punched));
+    // Behind NAT → public: a plain dial.
+    let (first, now) = reach(&mut sim, 4, 2);
+    assert_eq!(
+        (first, now),
+        (Some(Ok(PathKind::Direct)), Some(PathKind::Direct))
+    );
+    // Nobody by that id.
+    let stranger = macula_proto::Identity::from_seed(999).node_id();
+    let id = sim
+        .command(4, |node, now| node.nat_reach(stranger, now))
+        .unwrap();
+    let t = sim.now() + Duration::from_secs(40);
+    sim.run_until(t, |_| false);
+    let failed = sim.take_events().into_iter().any(|(n, e)| {
+        n == 4 && matches!(e, Event::Nat(NatEvent::Unreachable { id: i, .. }) if i == id)
+    });
+    assert!(failed);
+}

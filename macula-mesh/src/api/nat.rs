@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use macula_proto::nat::{NatEvent, NatProfile, NatStats, RelayStats};
+use macula_proto::nat::{NatEvent, NatProfile, NatStats, PathKind, RelayStats};
 use macula_proto::{Event, NodeId};
 
 use crate::driver::{Once, OpKey};
@@ -108,6 +108,41 @@ impl<'a, R: Runtime> Nat<'a, R> {
                         let _ = reply.try_send(Err(MeshError::TooManyCircuits));
                     }
                 }
+            })
+            .await
+    }
+
+    /// Reaches `target` by its id, through the mesh: looks its NAT record up in the DHT and
+    /// dials it straight where the two NAT profiles let a dial through, else through a relay
+    /// circuit at one of its gateways (which upgrades itself to a punched or direct link where
+    /// the profiles allow). Returns the path the link runs now; [`Mesh::peers`] tells it
+    /// later.
+    ///
+    /// # Errors
+    /// [`MeshError::Reach`] with why; [`MeshError::Closed`].
+    pub async fn reach(&self, target: NodeId) -> Result<PathKind, MeshError> {
+        self.mesh
+            .call(move |cx, reply| {
+                let id = cx
+                    .endpoint
+                    .with_node(cx.now, |node, now| node.nat_reach(target, now));
+                let map = |event: &Event| match event {
+                    Event::Nat(NatEvent::Reached { path, .. }) => Some(Ok(*path)),
+                    Event::Nat(NatEvent::Unreachable { why, .. }) => {
+                        Some(Err(MeshError::Reach(*why)))
+                    }
+                    _ => None,
+                };
+                // The node answers every reach within its own timeout (30 s).
+                cx.wait(
+                    OpKey::Reach(id),
+                    Some(std::time::Duration::from_secs(30)),
+                    Once {
+                        reply,
+                        map,
+                        timeout: || MeshError::Timeout,
+                    },
+                );
             })
             .await
     }

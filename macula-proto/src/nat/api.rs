@@ -33,6 +33,15 @@ impl Node {
         self.subsystem::<Nat>().stats()
     }
 
+    /// Reaches `target` by its id: looks its NAT record up in the DHT and dials it, straight
+    /// where the two profiles let a dial through, else through a relay circuit at one of its
+    /// gateways (which upgrades itself where a punch can work). The outcome comes as
+    /// [`NatEvent::Reached`](super::NatEvent::Reached) or
+    /// [`NatEvent::Unreachable`](super::NatEvent::Unreachable) with the returned id.
+    pub fn nat_reach(&mut self, target: NodeId, now: Instant) -> u64 {
+        self.run::<Nat, _>(now, |nat, cx| nat.reach(target, cx))
+    }
+
     /// Relay counters and gauges (as a gateway, and of this node's own circuits).
     pub fn relay_stats(&self) -> super::RelayStats {
         self.subsystem::<Nat>().relay_stats()

@@ -52,6 +52,9 @@ pub struct NatConfig {
     pub max_own_circuits: usize,
     /// Packets a circuit being opened holds until the gateway answers. Default: 16.
     pub max_held_packets: usize,
+    /// Gateways (peers with the gateway role) a node that can't be dialed keeps reservations
+    /// at, so others reach it through them; 0 keeps none. Default: 2.
+    pub reservations: usize,
 }
 
 impl Default for NatConfig {
@@ -72,6 +75,7 @@ impl Default for NatConfig {
             max_circuit_duration: Duration::from_secs(3_600),
             max_own_circuits: 64,
             max_held_packets: 16,
+            reservations: 2,
         }
     }
 }

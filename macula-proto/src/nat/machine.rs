@@ -31,6 +31,7 @@ use super::messages::{NatMessage, Via, MAX_EXCLUDED};
 use super::probe::Probe;
 use super::profile::NatProfile;
 use super::punch::Upgrades;
+use super::reach::Reaches;
 use super::relay::{Ends, Gateway, RelayStats};
 use super::types::{DetectError, NatEvent, NatStats};
 use crate::id::NodeId;
@@ -96,7 +97,7 @@ struct Detection {
 /// The NAT subsystem. See the [module documentation](self).
 #[derive(Debug)]
 pub struct Nat {
-    config: NatConfig,
+    pub(super) config: NatConfig,
     pub(super) rng: Rng,
     /// Peers up that speak the NAT protocol.
     pub(super) peers: BTreeSet<NodeId>,
@@ -113,11 +114,25 @@ pub struct Nat {
     /// As a gateway: reservations and circuits.
     gateway: Gateway,
     /// This node's own circuit ends and reservations.
-    ends: Ends,
+    pub(super) ends: Ends,
     next_id: u64,
     /// Upgrades of relayed links under way.
     pub(super) upgrades: Upgrades,
+    /// Reaches under way, and the record last published.
+    pub(super) reaches: Reaches,
+    /// The realm (NAT records are keyed in it).
+    pub(super) realm: alloc::string::String,
+    /// Addresses this node sent raw datagrams to from its main socket lately, and when (its
+    /// NAT's filter may be open to them: no filtering test counts an answer from one).
+    sent_raw: alloc::collections::BTreeMap<IpAddr, Instant>,
 }
+
+/// How long after its first peer came up a node detects on its own (so that a second
+/// observer may be up by then).
+const FIRST_DETECT_DELAY: Duration = Duration::from_millis(500);
+
+/// Most addresses remembered as sent to (see `Nat::sent_raw`).
+const MAX_SENT_RAW: usize = 256;
 
 /// How long a failed detection waits before it tries again on its own.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -132,7 +147,8 @@ impl Subsystem for Nat {
         Nat {
             answers: Buckets::new(config.max_sources),
             help: TokenBucket::full(&config.help_limit, init.now),
-            next_detect: config.detect.then_some(init.now),
+            // With `detect`, detection starts once a peer is up to observe this node.
+            next_detect: None,
             config,
             rng: Rng::from_seed(init.seed),
             peers: BTreeSet::new(),
@@ -143,6 +159,9 @@ impl Subsystem for Nat {
             ends: Ends::default(),
             next_id: 0,
             upgrades: Upgrades::default(),
+            reaches: Reaches::default(),
+            realm: init.config.realm.as_str().into(),
+            sent_raw: alloc::collections::BTreeMap::new(),
         }
     }
 
@@ -150,7 +169,14 @@ impl Subsystem for Nat {
         match change {
             PeerChange::Up { peer, .. } => {
                 self.peers.insert(peer);
+                let soon = cx.now() + FIRST_DETECT_DELAY;
+                let idle = self.profile.is_none() && self.detection.is_none();
+                if self.config.detect && idle && self.next_detect.map_or(true, |t| t > soon) {
+                    self.next_detect = Some(soon);
+                }
+                self.reached(peer, cx);
                 self.link_changed(peer, cx);
+                self.keep_reservations(cx);
             }
             PeerChange::Relinked { peer } => self.link_changed(peer, cx),
             PeerChange::Down { peer, .. } => {
@@ -160,10 +186,15 @@ impl Subsystem for Nat {
                 }
                 self.gateway.gone(peer, cx);
                 self.upgrades.forget(&peer);
+                let reserved = self.ends.reservations.contains_key(&peer);
                 // The links carried by circuits through a gateway that went away are dead:
                 // drop them now rather than when QUIC times them out.
                 for addr in self.ends.gateway_gone(peer) {
                     cx.drop_links_at(addr);
+                }
+                if reserved {
+                    self.keep_reservations(cx);
+                    self.publish_record(cx);
                 }
             }
             PeerChange::Unreachable { .. } | PeerChange::Writable { .. } => {}
@@ -187,7 +218,7 @@ impl Subsystem for Nat {
                         nonce,
                         observed: to,
                     };
-                    cx.send_datagram(Socket::Main, to, seen.encode());
+                    self.send_raw(cx, Socket::Main, to, seen.encode());
                 } else {
                     self.stats.answers_limited += 1;
                 }
@@ -198,6 +229,7 @@ impl Subsystem for Nat {
                     *held = refused.is_none();
                     if refused.is_none() {
                         cx.keep_link(&from.id);
+                        self.publish_record(cx);
                     }
                 }
             }
@@ -251,17 +283,30 @@ impl Subsystem for Nat {
         if self.upgrades.next_due().is_some_and(|t| t <= now) {
             self.upgrade_due(cx);
         }
+        if self.reaches.next_due().is_some_and(|t| t <= now) {
+            self.reach_due(cx);
+        }
         if self.detection.is_none() && self.next_detect.is_some_and(|t| t <= now) {
             self.next_detect = None;
             self.start(cx);
         }
     }
 
+    fn on_answer(
+        &mut self,
+        ticket: crate::node::subsystem::Ticket,
+        answer: crate::node::subsystem::Answer,
+        cx: &mut Cx<'_>,
+    ) {
+        self.reach_answer(ticket, answer, cx);
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         let step = self.detection.as_ref().map(|d| d.due);
         let expiry = self.gateway.next_expiry(&self.config);
         let upgrade = self.upgrades.next_due();
-        [step, self.next_detect, expiry, upgrade]
+        let reach = self.reaches.next_due();
+        [step, self.next_detect, expiry, upgrade, reach]
             .into_iter()
             .flatten()
             .min()
@@ -269,6 +314,16 @@ impl Subsystem for Nat {
 }
 
 impl Nat {
+    /// The gateways holding a reservation for this node.
+    pub(super) fn reserved_gateways(&self) -> Vec<NodeId> {
+        self.ends
+            .reservations
+            .iter()
+            .filter(|(_, held)| **held)
+            .map(|(g, _)| *g)
+            .collect()
+    }
+
     /// The profile detected last, while it is trusted (`profile_ttl`).
     pub fn profile(&self, now: Instant) -> Option<NatProfile> {
         self.profile
@@ -346,11 +401,13 @@ impl Nat {
         if self.detection.is_some() {
             return;
         }
-        let observers: Vec<(NodeId, SocketAddr)> = self
-            .peers
-            .iter()
-            .filter_map(|id| public_addr(cx, id).map(|a| (*id, a)))
-            .collect();
+        let observers: Vec<(NodeId, SocketAddr)> = prefer_global(
+            self.peers
+                .iter()
+                .filter_map(|id| public_addr(cx, id).map(|a| (*id, a)))
+                .collect(),
+            |(_, a)| *a,
+        );
         if observers.is_empty() {
             self.finish(Err(DetectError::NoObserver), cx);
             return;
@@ -389,6 +446,7 @@ impl Nat {
         d.round += 1;
         d.due = cx.now() + self.config.step_timeout;
         let nonce = |t: Test| d.nonces[t as usize];
+        let mut out = Vec::new();
         match d.step {
             Step::Observe => {
                 let id = nonce(Test::Observe);
@@ -425,7 +483,7 @@ impl Nat {
                 for (test, socket, to, answered) in probes {
                     if let (Some(to), None) = (to, answered) {
                         let probe = Probe::Probe { nonce: nonce(test) };
-                        cx.send_datagram(socket, to, probe.encode());
+                        out.push((socket, to, probe.encode()));
                     }
                 }
             }
@@ -434,9 +492,12 @@ impl Nat {
                     let probe = Probe::Probe {
                         nonce: nonce(Test::Hairpin),
                     };
-                    cx.send_datagram(Socket::Main, public, probe.encode());
+                    out.push((Socket::Main, public, probe.encode()));
                 }
             }
+        }
+        for (socket, to, bytes) in out {
+            self.send_raw(cx, socket, to, bytes);
         }
     }
 
@@ -491,11 +552,16 @@ impl Nat {
         d.aux = aux_port.map(|p| SocketAddr::new(observer_ip, p));
         // The second observer: the one the first named, or one of this node's own public
         // peers at another address.
-        let ours = self
-            .peers
-            .iter()
-            .filter_map(|id| public_addr(cx, id))
-            .find(|a| a.ip() != observer_ip);
+        let ours = prefer_global(
+            self.peers
+                .iter()
+                .filter_map(|id| public_addr(cx, id))
+                .filter(|a| a.ip() != observer_ip)
+                .collect(),
+            |a| *a,
+        )
+        .first()
+        .copied();
         d.second = second.filter(|a| a.ip() != observer_ip).or(ours);
         if d.aux.is_none() {
             return self.fail(DetectError::NoObserver, cx);
@@ -504,6 +570,7 @@ impl Nat {
             return self.fail(DetectError::NoSecondObserver, cx);
         }
         d.contacted = cx.link_addrs().into_iter().map(|a| a.ip()).collect();
+        d.contacted.extend(self.sent_raw.keys().copied());
         d.contacted.sort_unstable();
         d.contacted.dedup();
         self.next_step(Step::Filtering, cx);
@@ -540,7 +607,7 @@ impl Nat {
                     nonce,
                     observed: from,
                 };
-                cx.send_datagram(socket, from, seen.encode());
+                self.send_raw(cx, socket, from, seen.encode());
             }
             Probe::Seen { nonce, observed } => {
                 if !self.prediction_seen(nonce, observed, cx) {
@@ -569,6 +636,7 @@ impl Nat {
             // (a link opened meanwhile: the DHT's, say).
             t if t == Test::FilterHelper as usize => {
                 let sent_to = d.contacted.binary_search(&from.ip()).is_ok()
+                    || self.sent_raw.contains_key(&from.ip())
                     || cx.link_addrs().iter().any(|a| a.ip() == from.ip());
                 s.helper_answer |= filtering && !sent_to;
             }
@@ -614,7 +682,10 @@ impl Nat {
                     .config
                     .detect
                     .then(|| now + Duration::from_micros(refresh));
-                NatEvent::Detected(profile)
+                cx.emit(Event::Nat(NatEvent::Detected(profile)));
+                self.keep_reservations(cx);
+                self.publish_record(cx);
+                return;
             }
             Err(error) => {
                 self.stats.detections_failed += 1;
@@ -626,6 +697,32 @@ impl Nat {
     }
 
     // ------------------------------------------------------------ observer and helper
+
+    /// Sends a raw datagram, remembering where the main socket sent to.
+    pub(super) fn send_raw(
+        &mut self,
+        cx: &mut Cx<'_>,
+        socket: Socket,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    ) {
+        if socket == Socket::Main {
+            let now = cx.now();
+            if self.sent_raw.len() >= MAX_SENT_RAW && !self.sent_raw.contains_key(&to.ip()) {
+                // The oldest goes; one so old its NAT mapping has likely expired.
+                if let Some(oldest) = self
+                    .sent_raw
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(ip, _)| *ip)
+                {
+                    self.sent_raw.remove(&oldest);
+                }
+            }
+            self.sent_raw.insert(to.ip(), now);
+        }
+        cx.send_datagram(socket, to, bytes);
+    }
 
     /// Takes one answer from `source`'s budget; counts a spent one.
     fn budget(&mut self, source: IpAddr, now: Instant) -> bool {
@@ -644,13 +741,17 @@ impl Nat {
         if !self.budget(seen.ip(), cx.now()) {
             return;
         }
-        let candidates: Vec<SocketAddr> = self
-            .peers
-            .iter()
-            .filter(|id| **id != from)
-            .filter_map(|id| public_addr(cx, id))
-            .filter(|a| a.ip() != seen.ip() && !cx.listen_addrs().iter().any(|l| l.ip() == a.ip()))
-            .collect();
+        let candidates: Vec<SocketAddr> = prefer_global(
+            self.peers
+                .iter()
+                .filter(|id| **id != from)
+                .filter_map(|id| public_addr(cx, id))
+                .filter(|a| {
+                    a.ip() != seen.ip() && !cx.listen_addrs().iter().any(|l| l.ip() == a.ip())
+                })
+                .collect(),
+            |a| *a,
+        );
         let second = (!candidates.is_empty())
             .then(|| candidates[self.rng.below(candidates.len() as u64) as usize]);
         let aux_port = self.config.aux_port;
@@ -681,7 +782,7 @@ impl Nat {
             Via::Auxiliary => {
                 if self.config.aux_port.is_some() {
                     self.stats.probes_answered += 1;
-                    cx.send_datagram(Socket::Auxiliary, to, seen.encode());
+                    self.send_raw(cx, Socket::Auxiliary, to, seen.encode());
                 }
             }
             Via::Helper { exclude } => {
@@ -707,6 +808,31 @@ impl Nat {
                 cx.reply(helper, &NatMessage::Help { nonce, to });
             }
         }
+    }
+}
+
+/// Whether `ip` is an address of a private network (RFC 1918, link-local, IPv6 unique-local or
+/// link-local): a peer there, seen where it listens, may be on this node's own side of a NAT.
+pub(super) fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// `items` whose address is not private, if there are any; else all of them (a mesh that
+/// lives on one private network has no other observers, and needs none).
+fn prefer_global<T>(items: Vec<T>, addr: impl Fn(&T) -> SocketAddr) -> Vec<T> {
+    if items.iter().any(|i| !is_private(addr(i).ip())) {
+        items
+            .into_iter()
+            .filter(|i| !is_private(addr(i).ip()))
+            .collect()
+    } else {
+        items
     }
 }
 

@@ -16,6 +16,7 @@ pub mod messages;
 pub mod probe;
 mod profile;
 pub mod punch;
+pub mod reach;
 pub mod relay;
 #[cfg(test)]
 mod tests;
@@ -27,8 +28,9 @@ pub use machine::Nat;
 pub use messages::{NatMessage, RelayRefusal};
 pub use probe::Probe;
 pub use profile::{Allocation, Behavior, NatProfile, UnknownClass};
+pub use reach::{record_name, NatRecord};
 pub use relay::{circuit_addr, circuit_of, RelayStats};
-pub use types::{DetectError, NatEvent, NatStats};
+pub use types::{DetectError, NatEvent, NatStats, ReachError};
 
 use core::fmt;
 

@@ -24,7 +24,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use super::decide::{decide, Approach, Side};
-use super::machine::{public_addr, Nat};
+use super::machine::{is_private, public_addr, Nat};
 use super::messages::{NatMessage, MAX_PUNCH_TARGETS};
 use super::probe::Probe;
 use super::profile::NatProfile;
@@ -267,7 +267,8 @@ impl Nat {
                     .peers
                     .iter()
                     .filter(|p| **p != peer)
-                    .find_map(|p| public_addr(cx, p));
+                    .filter_map(|p| public_addr(cx, p))
+                    .min_by_key(|a| is_private(a.ip()));
                 let Some(observer) = observer else {
                     let opener = u.opener;
                     self.rest(peer, opener, cx);
@@ -276,7 +277,7 @@ impl Nat {
                 let nonce = self.rng.next_u64();
                 u.state = State::Observing { nonce };
                 u.due = now + STEP;
-                cx.send_datagram(Socket::Main, observer, Probe::Probe { nonce }.encode());
+                self.send_raw(cx, Socket::Main, observer, Probe::Probe { nonce }.encode());
             }
             Approach::Relay => {}
         }
@@ -327,7 +328,7 @@ impl Nat {
         u.due = now + STEP.saturating_mul(3);
         self.upgrades.punches += 1;
         for to in punch.into_iter().take(MAX_PUNCH_TARGETS) {
-            cx.send_datagram(Socket::Main, to, Probe::Punch { nonce: id }.encode());
+            self.send_raw(cx, Socket::Main, to, Probe::Punch { nonce: id }.encode());
         }
     }
 

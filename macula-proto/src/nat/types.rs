@@ -12,6 +12,24 @@ pub enum NatEvent {
     Detected(NatProfile),
     /// Detection could not finish.
     DetectFailed(DetectError),
+    /// A reach ([`Node::nat_reach`](crate::Node::nat_reach)) got a link to `peer`.
+    Reached {
+        /// The reach's id.
+        id: u64,
+        /// The peer.
+        peer: crate::NodeId,
+        /// How the link runs (a relayed one may upgrade later: see `PathChanged`).
+        path: super::PathKind,
+    },
+    /// A reach failed.
+    Unreachable {
+        /// The reach's id.
+        id: u64,
+        /// The node it was for.
+        peer: crate::NodeId,
+        /// Why.
+        why: ReachError,
+    },
     /// The link to `peer`, relayed until now, runs `path` (an upgrade worked).
     PathChanged {
         /// The peer.
@@ -19,6 +37,37 @@ pub enum NatEvent {
         /// Its link's path now.
         path: super::PathKind,
     },
+}
+
+/// Why a node could not be reached by its id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReachError {
+    /// The DHT holds no NAT record for it (it never published one, or is gone).
+    NoRecord,
+    /// Its record names no way in: no profile, no gateway.
+    NoRoute,
+    /// No link came up in time (the dial, the circuit or the handshake failed).
+    Timeout,
+    /// It is this node.
+    Itself,
+    /// As many reaches are under way as this node allows.
+    Busy,
+    /// A newer reach for the same node took its place.
+    Superseded,
+}
+
+impl fmt::Display for ReachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReachError::NoRecord => "the node published no NAT record (unknown, or gone)",
+            ReachError::NoRoute => "the node's record names no way in (no profile, no gateway)",
+            ReachError::Timeout => "no link came up in time",
+            ReachError::Itself => "that is this node",
+            ReachError::Busy => "too many reaches under way",
+            ReachError::Superseded => "a newer reach for the same node took its place",
+        })
+    }
 }
 
 /// Why detection could not finish.

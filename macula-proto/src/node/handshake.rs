@@ -298,8 +298,14 @@ impl Core {
         self.stats.duplicate_links += 1;
         self.check_identity_conflict(old, link_id, remote);
         if keep_new {
-            // The application's wish to keep the peer outlives the link that carried it.
-            if self.links.get(old).is_some_and(|l| l.pinned) {
+            // The application's wish to keep the peer outlives the link that carried it; so
+            // does a relayed link's standing (one the peer dialed stays until the peer closes
+            // it) when a direct link takes its place.
+            if self
+                .links
+                .get(old)
+                .is_some_and(|l| l.pinned || (old_relayed && !l.on_demand()))
+            {
                 if let Some(new) = self.links.get_mut(link_id) {
                     new.pinned = true;
                 }
@@ -307,6 +313,13 @@ impl Core {
             self.abort_link(old, CloseCode::Duplicate);
             true
         } else {
+            // The application's wish to keep the peer passes to the link that stays; so does
+            // a relayed link's (a circuit is only opened on purpose, by one end or the other).
+            if new_relayed || self.links.get(link_id).is_some_and(|l| l.pinned) {
+                if let Some(kept) = self.links.get_mut(old) {
+                    kept.pinned = true;
+                }
+            }
             if new_dir == Direction::Outbound {
                 self.forget_outbound(link_id, ConnectFailure::AlreadyConnected(remote));
             }

@@ -600,7 +600,16 @@ impl Core {
                     LinkError::ClosedByPeer(CloseCode::Duplicate)
                         if link.remote.is_some_and(|r| self.peers.contains_key(&r)) =>
                     {
-                        ConnectFailure::AlreadyConnected(link.remote.expect("checked above"))
+                        let remote = link.remote.expect("checked above");
+                        // The application's wish to keep the peer passes to the link that
+                        // stays.
+                        if link.pinned {
+                            let kept = self.peers.get(&remote).copied();
+                            if let Some(l) = kept.and_then(|k| self.links.get_mut(k)) {
+                                l.pinned = true;
+                            }
+                        }
+                        ConnectFailure::AlreadyConnected(remote)
                     }
                     LinkError::ClosedByPeer(CloseCode::Refused(reason)) => {
                         self.stats.refused_by_peer.bump(reason);

@@ -362,6 +362,12 @@ impl<'a> Cx<'a> {
         link
     }
 
+    /// Dials `addr` expecting `peer` there, for the application (kept open like one its own
+    /// [`Node::connect`](super::Node::connect) made).
+    pub fn connect(&mut self, addr: SocketAddr, peer: NodeId) -> LinkId {
+        self.core.open_link(addr, Some(peer), true)
+    }
+
     /// Marks the link to `peer` as made over a punched path.
     pub fn mark_punched(&mut self, peer: &NodeId) {
         if let Some(link) = self.core.peers.get(peer).copied() {
