@@ -8,7 +8,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use cli::settings::{NodeSettings, RealmArgs};
 use macula_mesh::store::DataDir;
 use macula_proto::pubsub::Qos;
-use macula_proto::{Config, Realm};
+use macula_proto::{Config, NodeId, Realm};
 use macula_tokio::{Mesh, MeshConfig};
 
 mod cli;
@@ -40,15 +40,25 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Connect to a node and measure round trips; one line per ping with the RTT in µs.
+    /// Connect to a node and measure round trips; one line per ping,
+    /// `seq=<n> peer=<8 hex> rtt_us=<n> path=<direct|punched|relayed>`. The node is an
+    /// address, or a node id (64 hex digits) reached through the mesh joined with
+    /// `--bootstrap`: straight where the two NATs let a dial through, else through a gateway's
+    /// relay, upgrading to a punched path when the NATs allow it.
     Ping {
-        /// The node's UDP address.
-        addr: SocketAddr,
+        /// The node: its UDP address, or its id.
+        target: PingTarget,
+        /// With a node id: a node of the mesh to join through (required), as HOST:PORT.
+        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+        bootstraps: Vec<cli::join::Bootstrap>,
         #[command(flatten)]
         realm: RealmArgs,
         /// How many pings to send.
         #[arg(long, default_value_t = 5)]
         count: u32,
+        /// Milliseconds between pings.
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        interval: u64,
     },
     /// Use the DHT of a running mesh: joins it through `--bootstrap` as a short-lived client.
     Dht {
@@ -217,7 +227,19 @@ fn main() -> ExitCode {
                 print!("{}", settings.show());
                 Ok(())
             }
-            Command::Ping { addr, realm, count } => ping(addr, &realm, count).await,
+            Command::Ping {
+                target,
+                bootstraps,
+                realm,
+                count,
+                interval,
+            } => {
+                let every = std::time::Duration::from_millis(interval);
+                match target {
+                    PingTarget::Addr(addr) => ping(addr, &realm, count, every).await,
+                    PingTarget::Node(id) => ping_node(id, &bootstraps, &realm, count, every).await,
+                }
+            }
             Command::Nat { bootstraps, realm } => cli::nat::run(&bootstraps, &realm).await,
             Command::Dht {
                 command,
@@ -374,7 +396,86 @@ async fn stopped() -> Result<()> {
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")
 }
 
-async fn ping(addr: SocketAddr, realm: &RealmArgs, count: u32) -> Result<()> {
+/// What `macula ping` pings: an address, or a node id.
+#[derive(Clone, Debug)]
+enum PingTarget {
+    Addr(SocketAddr),
+    Node(NodeId),
+}
+
+impl std::str::FromStr for PingTarget {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        if let Ok(addr) = text.parse() {
+            return Ok(PingTarget::Addr(addr));
+        }
+        NodeId::from_hex(text).map(PingTarget::Node).map_err(|_| {
+            format!("{text:?} is neither an address (IP:PORT) nor a node id (64 hex digits)")
+        })
+    }
+}
+
+/// Pings `peer` `count` times, `every` apart, printing each round trip and the path its
+/// link runs at that moment.
+async fn ping_rounds(
+    mesh: &Mesh,
+    peer: NodeId,
+    count: u32,
+    every: std::time::Duration,
+) -> Result<()> {
+    for seq in 1..=count {
+        if seq > 1 && !every.is_zero() {
+            tokio::time::sleep(every).await;
+        }
+        let rtt = mesh.ping(peer).await?;
+        let path = mesh
+            .peers()
+            .await?
+            .into_iter()
+            .find(|p| p.id == peer)
+            .map_or(macula_proto::nat::PathKind::Direct, |p| p.path);
+        println!(
+            "seq={seq} peer={} rtt_us={} path={path}",
+            peer.short(),
+            rtt.as_micros()
+        );
+    }
+    Ok(())
+}
+
+/// Joins the mesh and pings a node by its id, reaching it through the mesh.
+async fn ping_node(
+    target: NodeId,
+    bootstraps: &[cli::join::Bootstrap],
+    realm: &RealmArgs,
+    count: u32,
+    every: std::time::Duration,
+) -> Result<()> {
+    let mesh = client(bootstraps, realm, true).await?;
+    let result = async {
+        // Knowing this host's own NAT lets a straight or punched path be tried first; without
+        // a second observer the reach still works, through what the target published.
+        if let Err(err) = mesh.nat().detect().await {
+            tracing::info!(%err, "no NAT profile for this host");
+        }
+        mesh.nat()
+            .reach(target)
+            .await
+            .with_context(|| format!("reaching {target}"))?;
+        ping_rounds(&mesh, target, count, every).await
+    }
+    .await;
+    mesh.close().await;
+    result
+}
+
+async fn ping(
+    addr: SocketAddr,
+    realm: &RealmArgs,
+    count: u32,
+    every: std::time::Duration,
+) -> Result<()> {
     let local: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
@@ -386,11 +487,7 @@ async fn ping(addr: SocketAddr, realm: &RealmArgs, count: u32) -> Result<()> {
     let mesh = Mesh::bind(config).await?;
     let result = async {
         let peer = mesh.connect(addr).await?;
-        for seq in 1..=count {
-            let rtt = mesh.ping(peer).await?;
-            println!("seq={seq} peer={} rtt_us={}", peer.short(), rtt.as_micros());
-        }
-        anyhow::Ok(())
+        ping_rounds(&mesh, peer, count, every).await
     }
     .await;
     mesh.close().await;

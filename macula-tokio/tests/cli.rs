@@ -22,16 +22,70 @@ fn ping_reports_one_rtt_per_round_trip() {
     );
     let rtts: Vec<u64> = stdout
         .lines()
-        .map(|l| {
-            l.rsplit_once("rtt_us=")
-                .expect("each line has rtt_us=")
-                .1
-                .parse()
-                .unwrap()
-        })
+        .map(|l| field(l, "rtt_us").parse().unwrap())
         .collect();
     assert_eq!(rtts.len(), 3, "{stdout}");
+    assert!(
+        stdout.lines().all(|l| field(l, "path") == "direct"),
+        "{stdout}"
+    );
     assert!(node.interrupt().success(), "Ctrl-C closes the node cleanly");
+}
+
+/// The value of `name=` in a line of `key=value` fields.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+}
+
+#[test]
+fn ping_reaches_a_node_by_its_id_through_the_mesh() {
+    let bootstrap = NodeProcess::start(&["--realm", "io.cli", "--gateway"]);
+    let target = NodeProcess::start_at(
+        "127.0.0.2:0",
+        &["--realm", "io.cli", "--bootstrap", &bootstrap.addr],
+    );
+    // Until the target has published where it is, the mesh does not know it.
+    let mut out = ping(&[
+        &target.id,
+        "--bootstrap",
+        &bootstrap.addr,
+        "--realm",
+        "io.cli",
+        "--count",
+        "2",
+        "--interval",
+        "50",
+    ]);
+    for _ in 0..100 {
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        out = ping(&[
+            &target.id,
+            "--bootstrap",
+            &bootstrap.addr,
+            "--realm",
+            "io.cli",
+            "--count",
+            "2",
+            "--interval",
+            "50",
+        ]);
+    }
+    let stdout = succeeded(&out);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for line in lines {
+        assert_eq!(field(line, "peer"), &target.id[..8]);
+        assert_eq!(field(line, "path"), "direct", "loopback has no NAT");
+    }
+    // Neither an address nor an id.
+    let bad = ping(&["not-a-node", "--bootstrap", &bootstrap.addr]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("neither an address"));
 }
 
 #[test]

@@ -694,6 +694,10 @@ impl Nat {
             }
         };
         cx.emit(Event::Nat(event));
+        // Without a profile, the record still says where this node listens.
+        if self.config.detect {
+            self.publish_record(cx);
+        }
     }
 
     // ------------------------------------------------------------ observer and helper

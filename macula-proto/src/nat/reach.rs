@@ -218,10 +218,15 @@ impl Nat {
                 return;
             }
         }
-        match record.profile {
-            // No gateway: a dial is all that is left to try.
-            Some(t) => {
-                cx.connect(t.public, target);
+        // No gateway: a dial is all that is left to try, at its public address or, without a
+        // profile, where it listens.
+        let last = record
+            .profile
+            .map(|t| t.public)
+            .or_else(|| record.local.first().copied());
+        match last {
+            Some(addr) => {
+                cx.connect(addr, target);
             }
             None => {
                 self.reaches.pending.remove(&target);

@@ -45,7 +45,7 @@ pub enum NatEvent {
 pub enum ReachError {
     /// The DHT holds no NAT record for it (it never published one, or is gone).
     NoRecord,
-    /// Its record names no way in: no profile, no gateway.
+    /// Its record names no way in: no profile, no gateway, no address.
     NoRoute,
     /// No link came up in time (the dial, the circuit or the handshake failed).
     Timeout,
@@ -61,7 +61,9 @@ impl fmt::Display for ReachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ReachError::NoRecord => "the node published no NAT record (unknown, or gone)",
-            ReachError::NoRoute => "the node's record names no way in (no profile, no gateway)",
+            ReachError::NoRoute => {
+                "the node's record names no way in (no profile, gateway or address)"
+            }
             ReachError::Timeout => "no link came up in time",
             ReachError::Itself => "that is this node",
             ReachError::Busy => "too many reaches under way",

@@ -10,6 +10,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_macula");
 pub struct NodeProcess {
     pub child: Child,
     pub addr: String,
+    pub id: String,
 }
 
 impl NodeProcess {
@@ -44,6 +45,7 @@ impl NodeProcess {
         NodeProcess {
             child,
             addr: addr.to_string(),
+            id: id.to_string(),
         }
     }
 
