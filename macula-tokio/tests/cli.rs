@@ -47,8 +47,8 @@ fn ping_reaches_a_node_by_its_id_through_the_mesh() {
         &["--realm", "io.cli", "--bootstrap", &bootstrap.addr],
     );
     // Until the target has published where it is, the mesh does not know it.
-    let mut out = ping(&[
-        &target.id,
+    let args = [
+        target.id.as_str(),
         "--bootstrap",
         &bootstrap.addr,
         "--realm",
@@ -57,23 +57,14 @@ fn ping_reaches_a_node_by_its_id_through_the_mesh() {
         "2",
         "--interval",
         "50",
-    ]);
+    ];
+    let mut out = ping(&args);
     for _ in 0..100 {
         if out.status.success() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
-        out = ping(&[
-            &target.id,
-            "--bootstrap",
-            &bootstrap.addr,
-            "--realm",
-            "io.cli",
-            "--count",
-            "2",
-            "--interval",
-            "50",
-        ]);
+        out = ping(&args);
     }
     let stdout = succeeded(&out);
     let lines: Vec<&str> = stdout.lines().collect();
