@@ -276,6 +276,7 @@ impl<R: Runtime> Mesh<R> {
         };
         let mut node = config.node;
         node.nat.aux_port = aux_port;
+        node.nat.main_port = Some(local_addr.port());
         if node.start_epoch == 0 {
             // Records this node signs must outrank those of its earlier runs.
             node.start_epoch = std::time::SystemTime::now()

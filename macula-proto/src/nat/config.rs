@@ -13,6 +13,10 @@ pub struct NatConfig {
     /// ([`Node::nat_detect`](crate::Node::nat_detect)). Default: off in the core (the
     /// `macula node` command turns it on).
     pub detect: bool,
+    /// The port of the transport's main UDP socket, as bound (the adapters set it): detection
+    /// compares the public port with it to tell a preserved port. Without it, the port of the
+    /// first listen address is taken. Default: none.
+    pub main_port: Option<u16>,
     /// The port of the transport's auxiliary UDP socket on the node's address, if it has one
     /// (the adapters bind one and set this): as an observer the node answers filtering tests
     /// from it, and detection uses it to watch a fresh mapping being made. Default: none.
@@ -61,6 +65,7 @@ impl Default for NatConfig {
     fn default() -> Self {
         NatConfig {
             detect: false,
+            main_port: None,
             aux_port: None,
             profile_ttl: Duration::from_secs(300),
             step_timeout: Duration::from_millis(400),

@@ -265,6 +265,7 @@ impl Subsystem for Nat {
                 self.on_upgrade_reply(from.id, id, profile, cx);
             }
             NatMessage::Go { id, punch } => self.on_go(from.id, id, punch, cx),
+            NatMessage::Keep => cx.keep_link(&from.id),
         }
     }
 
@@ -417,7 +418,10 @@ impl Nat {
         for n in &mut nonces {
             *n = self.rng.next_u64();
         }
-        let listen = cx.listen_addrs().first().map(SocketAddr::port);
+        let listen = self
+            .config
+            .main_port
+            .or_else(|| cx.listen_addrs().first().map(SocketAddr::port));
         self.detection = Some(Detection {
             observer,
             observer_addr,

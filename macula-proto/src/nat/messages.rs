@@ -124,6 +124,9 @@ pub enum NatMessage {
         /// Where to punch (at most [`MAX_PUNCH_TARGETS`]).
         punch: Vec<SocketAddr>,
     },
+    /// Kind 13. "My application wants this link: don't close it for being idle." Sent by a
+    /// node that reached the other by its id over a link the other had opened on its own.
+    Keep,
 }
 
 /// Most addresses one `Go` may ask to punch; a longer list is cut.
@@ -177,5 +180,5 @@ pub enum Via {
 
 impl Message for NatMessage {
     const PROTOCOL: ProtocolId = ProtocolId::NAT;
-    const KINDS: u32 = 13;
+    const KINDS: u32 = 14;
 }

@@ -42,7 +42,7 @@ pub const ATTEMPTS: u8 = 3;
 pub const RETRY_UPGRADE: Duration = Duration::from_secs(120);
 
 /// How many next ports port prediction punches.
-pub const PREDICTED_PORTS: u16 = 8;
+pub const PREDICTED_PORTS: u16 = 16;
 
 /// How long a step of an upgrade waits for the other end (an answer, an observation).
 const STEP: Duration = Duration::from_secs(2);

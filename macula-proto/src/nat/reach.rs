@@ -141,6 +141,9 @@ impl Nat {
         self.reaches.next += 1;
         let id = self.reaches.next;
         if let Some(p) = cx.peer(&target) {
+            // The application wants this peer: the link is kept, at both ends.
+            cx.keep_link(&target);
+            cx.reply(target, &super::messages::NatMessage::Keep);
             cx.emit(Event::Nat(NatEvent::Reached {
                 id,
                 peer: target,
@@ -240,6 +243,8 @@ impl Nat {
         let Some(r) = self.reaches.pending.remove(&peer) else {
             return;
         };
+        cx.keep_link(&peer);
+        cx.reply(peer, &super::messages::NatMessage::Keep);
         let path = cx.peer(&peer).map_or(super::PathKind::Direct, |p| p.path);
         cx.emit(Event::Nat(NatEvent::Reached {
             id: r.id,

@@ -6,8 +6,9 @@ use macula_tokio::{Mesh, MeshConfig};
 use super::join::Bootstrap;
 use super::settings::RealmArgs;
 
-/// Joins the mesh through the first bootstrap only (no DHT join, so the host has sent to no
-/// other address when the filtering test runs), detects, and prints the profile's one line.
+/// Joins the mesh through the first bootstrap only (no DHT join, not advertised, so the host
+/// has sent to no other address when the filtering test runs), detects, and prints the
+/// profile's one line.
 pub async fn run(bootstraps: &[Bootstrap], realm: &RealmArgs) -> Result<()> {
     let bootstrap = bootstraps
         .first()
@@ -16,6 +17,9 @@ pub async fn run(bootstraps: &[Bootstrap], realm: &RealmArgs) -> Result<()> {
     let mut config = crate::client_config(realm)?;
     config.dht.join = false;
     let mut mesh_config = MeshConfig::new(config, crate::client_addr(first, true));
+    // Not advertised: no other node takes this short-lived client for a contact or an
+    // observer, so it sends nothing to anyone but the bootstrap before its filtering test.
+    mesh_config.advertise = false;
     mesh_config.identity = realm.identity()?;
     mesh_config.tls = realm.tls.mode()?;
     let mesh = Mesh::bind(mesh_config).await?;

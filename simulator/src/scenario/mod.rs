@@ -2,6 +2,7 @@
 
 mod connect;
 mod dht;
+mod nat;
 mod pubsub;
 mod rpc;
 mod trust;
@@ -19,6 +20,7 @@ use crate::sim::{Mode, Sim, SimBuilder, Step};
 
 pub use connect::Connect;
 pub use dht::Dht;
+pub use nat::Nat;
 pub use pubsub::Pubsub;
 pub use rpc::Rpc;
 pub use trust::Trust;
@@ -84,6 +86,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "callers and providers of five procedures; providers crash holding calls; --loss, --dup, --churn, --partition",
     ),
     (
+        "nat",
+        "most nodes behind NAT in a measured mix; every node reaches two others by id (QUIC mode always)",
+    ),
+    (
         "trust",
         "a keyed realm, intruders with a wrong key, another realm's members, an impostor at a pinned seed's address; --loss, --dup",
     ),
@@ -97,6 +103,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Scenario>> {
         "pubsub" => Some(Box::new(Pubsub::default())),
         "rpc" => Some(Box::new(Rpc::default())),
         "trust" => Some(Box::new(Trust::default())),
+        "nat" => Some(Box::new(Nat::default())),
         _ => None,
     }
 }
