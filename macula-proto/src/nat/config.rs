@@ -54,8 +54,6 @@ pub struct NatConfig {
     /// Circuits this node's own links run over at once (each end keeps a small table).
     /// Default: 64.
     pub max_own_circuits: usize,
-    /// Packets a circuit being opened holds until the gateway answers. Default: 16.
-    pub max_held_packets: usize,
     /// Gateways (peers with the gateway role) a node that can't be dialed keeps reservations
     /// at, so others reach it through them; 0 keeps none. Default: 2.
     pub reservations: usize,
@@ -79,7 +77,6 @@ impl Default for NatConfig {
             max_circuit_bytes: 256 << 20,
             max_circuit_duration: Duration::from_secs(3_600),
             max_own_circuits: 64,
-            max_held_packets: 16,
             reservations: 2,
         }
     }
@@ -101,7 +98,6 @@ impl NatConfig {
             self.max_circuits,
             self.max_circuits_per_peer,
             self.max_own_circuits,
-            self.max_held_packets,
         ]
         .contains(&0);
         if self.answer_limit.is_zero() || self.help_limit.is_zero() || zero {

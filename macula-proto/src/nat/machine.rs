@@ -252,11 +252,10 @@ impl Subsystem for Nat {
                     self.ends.arrived(from.id, circuit, packet, cx);
                 }
             }
-            NatMessage::Close { circuit, reason } => {
+            NatMessage::Close { circuit, .. } => {
                 if self.gateway.carries(&from.id, circuit) {
                     self.gateway.closed_by(from.id, circuit, cx);
                 } else if let Some(addr) = self.ends.closed(from.id, circuit) {
-                    let _ = reason;
                     cx.drop_links_at(addr);
                 }
             }

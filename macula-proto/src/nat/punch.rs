@@ -385,11 +385,11 @@ impl Nat {
 
     /// Nothing more for now; the opener tries again after [`RETRY_UPGRADE`].
     fn rest(&mut self, peer: NodeId, opener: bool, cx: &mut Cx<'_>) {
-        let due = if opener {
-            cx.now() + RETRY_UPGRADE
-        } else {
-            Instant::NEVER
-        };
+        if !opener {
+            self.upgrades.by_peer.remove(&peer);
+            return;
+        }
+        let due = cx.now() + RETRY_UPGRADE;
         let u = self.upgrades.by_peer.entry(peer).or_insert(Upgrade {
             id: 0,
             state: State::Resting,
@@ -401,9 +401,6 @@ impl Nat {
         });
         u.state = State::Resting;
         u.due = due;
-        if !opener {
-            self.upgrades.by_peer.remove(&peer);
-        }
     }
 
     /// The link to `peer` is no longer relayed: the upgrade worked (or a direct link came up

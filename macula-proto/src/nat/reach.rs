@@ -78,8 +78,7 @@ impl Reaches {
 }
 
 impl Nat {
-    fn record_key(&self, node: &NodeId, cx: &Cx<'_>) -> KeyBytes {
-        let _ = cx;
+    fn record_key(&self, node: &NodeId) -> KeyBytes {
         record_key(&self.realm, KeyKind::Provider, record_name(node).as_bytes())
     }
 
@@ -103,7 +102,7 @@ impl Nat {
             return;
         }
         self.reaches.published = Some(value.clone());
-        let key = self.record_key(&cx.identity().node_id(), cx);
+        let key = self.record_key(&cx.identity().node_id());
         // The answer is not waited for: the DHT keeps republishing the record.
         cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::Put(key, value)));
     }
@@ -169,7 +168,7 @@ impl Nat {
             // One reach per target: the newer stands for both.
             self.unreachable(old.id, target, ReachError::Superseded, cx);
         }
-        let key = self.record_key(&target, cx);
+        let key = self.record_key(&target);
         let ticket = cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::FindSomeProviders(key)));
         self.reaches.lookups.insert(ticket, target);
         id
