@@ -262,3 +262,59 @@ fn nodes_behind_nat_are_reached_by_their_ids_through_the_records_they_publish() 
     });
     assert!(failed);
 }
+
+#[test]
+fn a_relayed_link_fails_over_to_another_gateway_when_its_gateway_goes() {
+    use macula_proto::nat::PathKind;
+    // Two gateways and a bootstrap node on the public side; behind a symmetric NAT with
+    // random allocation, and behind a port-restricted cone: no punch between them, so the
+    // only way is a relay. The node behind the cone keeps reservations at both gateways.
+    let kinds = [
+        NatBoxConfig::new(Apd, Apd, Random),
+        NatBoxConfig::new(Ei, Apd, Preserving),
+    ];
+    let mut b = SimBuilder::new();
+    b.seed(4)
+        .nodes(5)
+        .mode(Mode::Quic)
+        .record_events(true)
+        .nat(NatPlan {
+            boxes: kinds.to_vec(),
+            behind: vec![None, None, None, Some(0), Some(1)],
+        })
+        .configure(|n, c| {
+            c.nat.detect = true;
+            if n == 1 || n == 2 {
+                c.nat.gateway = true;
+                c.roles = macula_proto::Roles::GATEWAY;
+            }
+        });
+    let mut sim = b.build();
+    for n in 1..5 {
+        sim.connect(n, 0);
+    }
+    let t = sim.now() + Duration::from_secs(20);
+    sim.run_until(t, |_| false);
+    assert_eq!(sim.node(4).unwrap().relay_stats().reserved_at, 2);
+    let target = sim.node_id(4);
+    sim.command(3, |node, now| node.nat_reach(target, now));
+    let t = sim.now() + Duration::from_secs(20);
+    sim.run_until(t, |_| false);
+    let path = |sim: &macula_sim::Sim| sim.node(3).unwrap().peer(&target).map(|p| p.path);
+    assert_eq!(path(&sim), Some(PathKind::Relayed));
+    let carrying = |sim: &macula_sim::Sim, g: u32| sim.node(g).unwrap().relay_stats().circuits;
+    let (used, other) = if carrying(&sim, 1) == 1 {
+        (1, 2)
+    } else {
+        (2, 1)
+    };
+    assert_eq!((carrying(&sim, used), carrying(&sim, other)), (1, 0));
+    // The gateway carrying the circuit goes away: the link is made again through the other.
+    sim.crash(used);
+    let t = sim.now() + Duration::from_secs(40);
+    sim.run_until(t, |_| false);
+    assert_eq!(path(&sim), Some(PathKind::Relayed));
+    assert_eq!(carrying(&sim, other), 1);
+    assert_eq!(sim.node(3).unwrap().nat_stats().failovers, 1);
+    assert!(sim.node(4).unwrap().peer(&sim.node_id(3)).is_some());
+}

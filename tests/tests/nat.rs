@@ -47,7 +47,12 @@ async fn a_node_without_nat_detects_the_public_profile<R: Runtime>() -> anyhow::
     assert_eq!(p.public, node.local_addr());
     assert_eq!(node.nat_profile().await?, Some(p));
     assert!(first.nat().stats().await?.probes_answered >= 2);
-    assert!(second.nat().stats().await?.helped + first.nat().stats().await?.helped >= 1);
+    // Seen where it listens, the node has no NAT: it skips the filtering test, so no helper
+    // was asked (behind a NAT, the simulator's and the netns tests show the helpers at work).
+    assert_eq!(
+        second.nat().stats().await?.helped + first.nat().stats().await?.helped,
+        0
+    );
     Ok(())
 }
 

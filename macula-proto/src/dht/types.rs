@@ -103,7 +103,6 @@ impl DhtEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum DhtAsk {
     /// The closest nodes to a target.
-    #[cfg_attr(not(feature = "test-protocols"), allow(dead_code))] // asked by echo's tests
     FindNode(KeyBytes),
     /// The provider records under a key, from every one of the closest nodes.
     FindProviders(KeyBytes),

@@ -124,7 +124,9 @@ pub struct Nat {
     pub(super) realm: alloc::string::String,
     /// Addresses this node sent raw datagrams to from its main socket lately, and when (its
     /// NAT's filter may be open to them: no filtering test counts an answer from one).
-    sent_raw: alloc::collections::BTreeMap<IpAddr, Instant>,
+    pub(super) sent_raw: alloc::collections::BTreeMap<IpAddr, Instant>,
+    /// The same for the auxiliary socket.
+    pub(super) sent_aux: alloc::collections::BTreeMap<IpAddr, Instant>,
 }
 
 /// How long after its first peer came up a node detects on its own (so that a second
@@ -162,6 +164,7 @@ impl Subsystem for Nat {
             reaches: Reaches::default(),
             realm: init.config.realm.as_str().into(),
             sent_raw: alloc::collections::BTreeMap::new(),
+            sent_aux: alloc::collections::BTreeMap::new(),
         }
     }
 
@@ -188,9 +191,15 @@ impl Subsystem for Nat {
                 self.upgrades.forget(&peer);
                 let reserved = self.ends.reservations.contains_key(&peer);
                 // The links carried by circuits through a gateway that went away are dead:
-                // drop them now rather than when QUIC times them out.
-                for addr in self.ends.gateway_gone(peer) {
+                // drop them now rather than when QUIC times them out, and make each one this
+                // node opened again, through another gateway of the other end's or directly
+                // (a circuit is only opened on purpose).
+                for (addr, other, opened) in self.ends.gateway_gone(peer) {
                     cx.drop_links_at(addr);
+                    if opened && cx.peer(&other).is_none() {
+                        self.stats.failovers += 1;
+                        self.reach(other, cx);
+                    }
                 }
                 if reserved {
                     self.keep_reservations(cx);
@@ -206,10 +215,10 @@ impl Subsystem for Nat {
             NatMessage::Observe { id } => self.observe(from.id, id, cx),
             NatMessage::Observed {
                 id,
+                seen,
                 aux_port,
                 second,
-                ..
-            } => self.observed(from.id, id, aux_port, second, cx),
+            } => self.observed(from.id, id, seen, aux_port, second, cx),
             NatMessage::AnswerFrom { nonce, via } => self.answer_from(from.id, nonce, via, cx),
             NatMessage::Help { nonce, to } => {
                 if self.help.take(cx.now(), &self.config.help_limit) {
@@ -541,6 +550,7 @@ impl Nat {
         &mut self,
         from: NodeId,
         id: u64,
+        seen: SocketAddr,
         aux_port: Option<u16>,
         second: Option<SocketAddr>,
         cx: &mut Cx<'_>,
@@ -576,6 +586,13 @@ impl Nat {
         d.contacted.extend(self.sent_raw.keys().copied());
         d.contacted.sort_unstable();
         d.contacted.dedup();
+        // Seen at the very address it listens on, the node has no NAT: nothing to test of
+        // filtering (a busy public node's helpers are mostly at addresses it has links to,
+        // whose answers would prove nothing).
+        if cx.listen_addrs().contains(&seen) {
+            d.seen.helper_answer = true;
+            return self.next_step(Step::Mapping, cx);
+        }
         self.next_step(Step::Filtering, cx);
     }
 
@@ -705,7 +722,7 @@ impl Nat {
 
     // ------------------------------------------------------------ observer and helper
 
-    /// Sends a raw datagram, remembering where the main socket sent to.
+    /// Sends a raw datagram, remembering where each socket sent to.
     pub(super) fn send_raw(
         &mut self,
         cx: &mut Cx<'_>,
@@ -713,21 +730,17 @@ impl Nat {
         to: SocketAddr,
         bytes: Vec<u8>,
     ) {
-        if socket == Socket::Main {
-            let now = cx.now();
-            if self.sent_raw.len() >= MAX_SENT_RAW && !self.sent_raw.contains_key(&to.ip()) {
-                // The oldest goes; one so old its NAT mapping has likely expired.
-                if let Some(oldest) = self
-                    .sent_raw
-                    .iter()
-                    .min_by_key(|(_, at)| **at)
-                    .map(|(ip, _)| *ip)
-                {
-                    self.sent_raw.remove(&oldest);
-                }
+        let sent = match socket {
+            Socket::Main => &mut self.sent_raw,
+            Socket::Auxiliary => &mut self.sent_aux,
+        };
+        if sent.len() >= MAX_SENT_RAW && !sent.contains_key(&to.ip()) {
+            // The oldest goes; one so old its NAT mapping has likely expired.
+            if let Some(oldest) = sent.iter().min_by_key(|(_, at)| **at).map(|(ip, _)| *ip) {
+                sent.remove(&oldest);
             }
-            self.sent_raw.insert(to.ip(), now);
         }
+        sent.insert(to.ip(), cx.now());
         cx.send_datagram(socket, to, bytes);
     }
 
@@ -800,10 +813,11 @@ impl Nat {
                     .peers
                     .iter()
                     .filter(|id| **id != from)
+                    // A helper without a NAT of its own: one behind a NAT would leave a
+                    // mapping towards the node, which a later punch between the two trips on.
                     .filter(|id| {
-                        cx.peer(id).is_some_and(|p| {
-                            p.addr.ip() != to.ip() && !exclude.contains(&p.addr.ip())
-                        })
+                        public_addr(cx, id)
+                            .is_some_and(|a| a.ip() != to.ip() && !exclude.contains(&a.ip()))
                     })
                     .copied()
                     .collect();
@@ -820,12 +834,12 @@ impl Nat {
 
 /// Whether `ip` is an address of a private network (RFC 1918, link-local, IPv6 unique-local or
 /// link-local): a peer there, seen where it listens, may be on this node's own side of a NAT.
-pub(super) fn is_private(ip: IpAddr) -> bool {
+pub(crate) fn is_private(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_loopback(),
         IpAddr::V6(v6) => {
             let first = v6.segments()[0];
-            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80 || v6.is_loopback()
         }
     }
 }

@@ -24,6 +24,7 @@ mod types;
 
 pub use config::NatConfig;
 pub use decide::{decide, Approach, Side};
+pub(crate) use machine::is_private;
 pub use machine::Nat;
 pub use messages::{NatMessage, RelayRefusal};
 pub use probe::Probe;

@@ -24,7 +24,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use super::decide::{decide, Approach, Side};
-use super::machine::{is_private, public_addr, Nat};
+use super::machine::{public_addr, Nat};
 use super::messages::{NatMessage, MAX_PUNCH_TARGETS};
 use super::probe::Probe;
 use super::profile::NatProfile;
@@ -262,22 +262,37 @@ impl Nat {
                 cx.reply(peer, &NatMessage::Go { id, punch });
             }
             Approach::Punch { predict: true, .. } => {
-                // Which port does the NAT give now? Ask an observer other than the listener.
-                let observer = self
+                // Which port does the NAT give a new mapping now? A probe to where this node
+                // already sent would come back on the old mapping's port, so it goes from the
+                // auxiliary socket (which only this subsystem uses) to an observer that socket
+                // never sent to: the NAT makes a new mapping, from the same run of ports.
+                let observers: Vec<SocketAddr> = self
                     .peers
                     .iter()
                     .filter(|p| **p != peer)
                     .filter_map(|p| public_addr(cx, p))
-                    .min_by_key(|a| is_private(a.ip()));
-                let Some(observer) = observer else {
+                    .collect();
+                let (socket, sent) = if self.config.aux_port.is_some() {
+                    (Socket::Auxiliary, &self.sent_aux)
+                } else {
+                    (Socket::Main, &self.sent_raw)
+                };
+                let fresh: Vec<SocketAddr> = observers
+                    .iter()
+                    .filter(|a| !sent.contains_key(&a.ip()))
+                    .copied()
+                    .collect();
+                let pool = if fresh.is_empty() { observers } else { fresh };
+                if pool.is_empty() {
                     let opener = u.opener;
                     self.rest(peer, opener, cx);
                     return;
-                };
+                }
+                let observer = pool[self.rng.below(pool.len() as u64) as usize];
                 let nonce = self.rng.next_u64();
                 u.state = State::Observing { nonce };
                 u.due = now + STEP;
-                self.send_raw(cx, Socket::Main, observer, Probe::Probe { nonce }.encode());
+                self.send_raw(cx, socket, observer, Probe::Probe { nonce }.encode());
             }
             Approach::Relay => {}
         }
@@ -291,7 +306,6 @@ impl Nat {
         cx: &mut Cx<'_>,
     ) -> bool {
         let now = cx.now();
-        let step = self.profile(now).map_or(1, |p| p.port_step.max(1));
         let Some((&peer, u)) = self
             .upgrades
             .by_peer
@@ -303,8 +317,10 @@ impl Nat {
         let Some(theirs) = u.theirs else {
             return true;
         };
+        // Every one of the next ports, whatever step detection measured: a busy node makes
+        // other mappings while it detects, so the step it saw is often a multiple of the NAT's.
         let punch: Vec<SocketAddr> = (1..=PREDICTED_PORTS)
-            .filter_map(|i| observed.port().checked_add(step.saturating_mul(i)))
+            .filter_map(|i| observed.port().checked_add(i))
             .map(|port| SocketAddr::new(observed.ip(), port))
             .collect();
         let id = u.id;

@@ -37,6 +37,13 @@ pub const MAX_RECORD_GATEWAYS: usize = 4;
 /// How long a reach may take, lookup and handshake together.
 const REACH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long after a lookup that found no record a reach looks again (the target may not have
+/// published yet), while its time lasts.
+const LOOK_AGAIN: Duration = Duration::from_secs(3);
+
+/// How long after a publication no node confirmed it is tried again.
+const PUBLISH_AGAIN: Duration = Duration::from_secs(5);
+
 /// What a node publishes about how to reach it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatRecord {
@@ -58,6 +65,8 @@ pub fn record_name(node: &NodeId) -> String {
 struct Reaching {
     id: u64,
     due: Instant,
+    /// When to look the record up again (it was not found), if at all.
+    look_again: Option<Instant>,
 }
 
 /// Reaches under way, and what this node last published.
@@ -65,15 +74,25 @@ struct Reaching {
 pub(crate) struct Reaches {
     /// By target.
     pending: BTreeMap<NodeId, Reaching>,
-    /// DHT lookups asked, by ticket: for which target.
-    lookups: BTreeMap<Ticket, NodeId>,
+    /// DHT lookups asked, by ticket: for which target, and whether of the node itself (its
+    /// contact) rather than its record.
+    lookups: BTreeMap<Ticket, (NodeId, bool)>,
     next: u64,
     published: Option<Vec<u8>>,
+    /// The DHT put of the record under way.
+    publishing: Option<Ticket>,
+    /// When to publish again, a put having reached no node.
+    publish_again: Option<Instant>,
 }
 
 impl Reaches {
     pub fn next_due(&self) -> Option<Instant> {
-        self.pending.values().map(|r| r.due).min()
+        self.pending
+            .values()
+            .flat_map(|r| [Some(r.due), r.look_again])
+            .chain([self.publish_again])
+            .flatten()
+            .min()
     }
 }
 
@@ -103,8 +122,11 @@ impl Nat {
         }
         self.reaches.published = Some(value.clone());
         let key = self.record_key(&cx.identity().node_id());
-        // The answer is not waited for: the DHT keeps republishing the record.
-        cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::Put(key, value)));
+        // The DHT republishes the record from then on; a put no node confirmed (this node
+        // had not joined yet) is made again soon.
+        let ticket = cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::Put(key, value)));
+        self.reaches.publishing = Some(ticket);
+        self.reaches.publish_again = None;
     }
 
     /// Keeps reservations at gateways among the peers while this node can't be dialed.
@@ -163,20 +185,35 @@ impl Nat {
             Reaching {
                 id,
                 due: cx.now() + REACH_TIMEOUT,
+                look_again: None,
             },
         ) {
             // One reach per target: the newer stands for both.
             self.unreachable(old.id, target, ReachError::Superseded, cx);
         }
-        let key = self.record_key(&target);
-        let ticket = cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::FindSomeProviders(key)));
-        self.reaches.lookups.insert(ticket, target);
+        self.look_up(target, cx);
         id
+    }
+
+    fn look_up(&mut self, target: NodeId, cx: &mut Cx<'_>) {
+        let key = self.record_key(&target);
+        // Every one of the closest nodes is asked, so the newest record wins over one a
+        // holder kept from before the target's reservations changed.
+        let ticket = cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::FindProviders(key)));
+        self.reaches.lookups.insert(ticket, (target, false));
     }
 
     /// The DHT's answer to a record lookup.
     pub(crate) fn reach_answer(&mut self, ticket: Ticket, answer: Answer, cx: &mut Cx<'_>) {
-        let Some(target) = self.reaches.lookups.remove(&ticket) else {
+        if self.reaches.publishing == Some(ticket) {
+            self.reaches.publishing = None;
+            let Answer::Dht(outcome) = answer;
+            if !matches!(outcome, DhtEvent::Stored { acks, .. } if acks > 0) {
+                self.reaches.publish_again = Some(cx.now() + PUBLISH_AGAIN);
+            }
+            return;
+        }
+        let Some((target, node)) = self.reaches.lookups.remove(&ticket) else {
             return;
         };
         let Some(id) = self.reaches.pending.get(&target).map(|r| r.id) else {
@@ -186,6 +223,22 @@ impl Nat {
             return; // linked meanwhile: the peer's arrival answers the reach
         }
         let Answer::Dht(outcome) = answer;
+        if node {
+            // No record, but the DHT may know where the node is (one others can dial).
+            let contact = match outcome {
+                DhtEvent::NodesFound { closest, .. } => {
+                    closest.into_iter().find(|(n, _)| *n == target)
+                }
+                _ => None,
+            };
+            match contact {
+                Some((_, addr)) => {
+                    cx.connect(addr, target);
+                }
+                None => self.no_record(id, target, cx),
+            }
+            return;
+        }
         let record = match outcome {
             DhtEvent::Got { records, .. } => records
                 .iter()
@@ -194,8 +247,8 @@ impl Nat {
             _ => None,
         };
         let Some(record) = record else {
-            self.reaches.pending.remove(&target);
-            self.unreachable(id, target, ReachError::NoRecord, cx);
+            let ticket = cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::FindNode(target.0)));
+            self.reaches.lookups.insert(ticket, (target, true));
             return;
         };
         let ours = self.profile(cx.now());
@@ -214,27 +267,44 @@ impl Nat {
             cx.connect(addr, target);
             return;
         }
-        for (gateway, addr) in &record.gateways {
+        // Gateways this node is linked to first: one the record names may have gone.
+        let mut gateways = record.gateways.clone();
+        gateways.sort_by_key(|(g, _)| cx.peer(g).is_none());
+        for (gateway, addr) in &gateways {
             if let Some(circuit) = self.open_circuit(target, *gateway, Some(*addr), cx) {
                 cx.connect(circuit, target);
                 return;
             }
         }
-        // No gateway: a dial is all that is left to try, at its public address or, without a
-        // profile, where it listens.
-        let last = record
-            .profile
-            .map(|t| t.public)
-            .or_else(|| record.local.first().copied());
-        match last {
-            Some(addr) => {
-                cx.connect(addr, target);
-            }
-            None => {
-                self.reaches.pending.remove(&target);
-                self.unreachable(id, target, ReachError::NoRoute, cx);
+        match record.profile {
+            // No gateway in the record (the target has none yet, or this is an older
+            // record): look again shortly.
+            Some(_) => self.no_record(id, target, cx),
+            // Without a profile, a dial where it listens is all there is to try.
+            None => match record.local.first() {
+                Some(addr) => {
+                    cx.connect(*addr, target);
+                }
+                None => {
+                    self.reaches.pending.remove(&target);
+                    self.unreachable(id, target, ReachError::NoRoute, cx);
+                }
+            },
+        }
+    }
+
+    /// Neither a record nor a contact, or no way in the record: look again a little later
+    /// while the reach's time lasts (the target may not have published yet).
+    fn no_record(&mut self, id: u64, target: NodeId, cx: &mut Cx<'_>) {
+        let now = cx.now();
+        if let Some(r) = self.reaches.pending.get_mut(&target) {
+            if now + LOOK_AGAIN < r.due {
+                r.look_again = Some(now + LOOK_AGAIN);
+                return;
             }
         }
+        self.reaches.pending.remove(&target);
+        self.unreachable(id, target, ReachError::NoRecord, cx);
     }
 
     /// A peer came up: the reach for it, if any, is done.
@@ -252,9 +322,27 @@ impl Nat {
         }));
     }
 
-    /// Reaches past their time.
+    /// Reaches past their time, lookups to make again, a publication to try again.
     pub(crate) fn reach_due(&mut self, cx: &mut Cx<'_>) {
         let now = cx.now();
+        if self.reaches.publish_again.is_some_and(|t| t <= now) {
+            self.reaches.publish_again = None;
+            self.reaches.published = None;
+            self.publish_record(cx);
+        }
+        let again: Vec<NodeId> = self
+            .reaches
+            .pending
+            .iter_mut()
+            .filter(|(_, r)| r.look_again.is_some_and(|t| t <= now))
+            .map(|(p, r)| {
+                r.look_again = None;
+                *p
+            })
+            .collect();
+        for target in again {
+            self.look_up(target, cx);
+        }
         let late: Vec<(NodeId, u64)> = self
             .reaches
             .pending

@@ -297,6 +297,8 @@ struct End {
     circuit: u64,
     /// The node at the other end.
     peer: NodeId,
+    /// Whether this node opened it.
+    opened: bool,
 }
 
 /// The circuits this node is an end of, and its reservations.
@@ -331,6 +333,7 @@ impl Ends {
                 gateway,
                 circuit: v,
                 peer: target,
+                opened: true,
             },
         );
         self.by_link.insert((gateway, v), v);
@@ -370,6 +373,7 @@ impl Ends {
                 gateway,
                 circuit,
                 peer: from,
+                opened: false,
             },
         );
         self.by_link.insert((gateway, circuit), v);
@@ -403,17 +407,22 @@ impl Ends {
         Some(circuit_addr(v))
     }
 
-    /// The link to `gateway` went away: its circuits and reservation with it. Returns the
-    /// virtual addresses of the circuits lost.
-    pub fn gateway_gone(&mut self, gateway: NodeId) -> Vec<SocketAddr> {
+    /// The link to `gateway` went away: its circuits and reservation with it. Returns each
+    /// lost circuit's virtual address, the node at its other end, and whether this node
+    /// opened it.
+    pub fn gateway_gone(&mut self, gateway: NodeId) -> Vec<(SocketAddr, NodeId, bool)> {
         self.reservations.remove(&gateway);
-        let lost: Vec<(NodeId, u64)> = self
+        let lost: Vec<(u64, NodeId, bool)> = self
             .by_link
             .range((gateway, 0)..=(gateway, u64::MAX))
-            .map(|(k, _)| *k)
+            .filter_map(|(_, v)| self.ends.get(v).map(|e| (*v, e.peer, e.opened)))
             .collect();
         lost.into_iter()
-            .filter_map(|(g, c)| self.closed(g, c))
+            .filter_map(|(v, peer, opened)| {
+                let end = self.ends.remove(&v)?;
+                self.by_link.remove(&(end.gateway, end.circuit));
+                Some((circuit_addr(v), peer, opened))
+            })
             .collect()
     }
 

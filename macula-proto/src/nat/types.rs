@@ -129,4 +129,7 @@ pub struct NatStats {
     pub upgraded_direct: u64,
     /// Upgrades given up after every attempt (tried again later).
     pub upgrades_failed: u64,
+    /// Relayed links this node opened that it reached again after their gateway went away
+    /// (through another gateway, or directly).
+    pub failovers: u64,
 }

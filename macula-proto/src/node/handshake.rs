@@ -357,7 +357,9 @@ impl Core {
             return;
         };
         let listen_addrs: Vec<SocketAddr> = hello.addrs.into_iter().map(SocketAddr::from).collect();
-        let contact = contact_addr(link.addr, &listen_addrs);
+        // A punched path was opened for this node alone: no contact for others.
+        let dialed = link.direction == Direction::Outbound && !link.punched;
+        let contact = contact_addr(link.addr, dialed, &listen_addrs);
         let mut protocols = hello.protocols;
         protocols.sort_unstable();
         protocols.dedup();

@@ -425,6 +425,24 @@ impl Core {
             });
             return link;
         }
+        // A dial to the same node at the same address under way is the one asked for: two
+        // at once could each win at one end and be closed at the other.
+        let same = |l: &Link| {
+            l.direction == Direction::Outbound
+                && l.addr == addr
+                && match &l.state {
+                    LinkState::Dialing { expected: e } => *e == expected,
+                    LinkState::AwaitingAck { .. } => expected.is_none() || l.remote == expected,
+                    _ => false,
+                }
+        };
+        let under_way = self.links.iter().find(|(_, l)| same(l)).map(|(id, _)| id);
+        if let Some(id) = under_way {
+            if let Some(l) = self.links.get_mut(id) {
+                l.pinned |= pinned;
+            }
+            return id;
+        }
         let deadline = self.now + self.config.handshake_timeout;
         let mut new = Link::new(
             Direction::Outbound,
@@ -1043,11 +1061,32 @@ impl LinkId {
     }
 }
 
-/// Where others can reach a peer seen at `seen`: its first listen address, with the address the
-/// link came from when it listens on every interface (`0.0.0.0:port`). `None` if it listens
-/// nowhere.
-pub(super) fn contact_addr(seen: SocketAddr, listen_addrs: &[SocketAddr]) -> Option<SocketAddr> {
+/// Where others can reach a peer whose link comes from `seen`, as the DHT hands it out: `None`
+/// if it listens nowhere, or if nothing shows that others can dial it.
+///
+/// A link this node `dialed` shows the address works (unless it is a relay circuit's). An
+/// inbound link comes from the peer's own socket: when that is where the peer says it listens
+/// (or it listens on every interface at that port) the peer is reachable there; when the
+/// link came over a private network, its listen address on that network is; otherwise a NAT
+/// stands between the two, and the address seen is a mapping others can't count on (such a
+/// node is reached by its id, through its NAT record).
+pub(super) fn contact_addr(
+    seen: SocketAddr,
+    dialed: bool,
+    listen_addrs: &[SocketAddr],
+) -> Option<SocketAddr> {
     let first = *listen_addrs.first()?;
+    if super::is_circuit_addr(seen) {
+        return None;
+    }
+    let listens_at =
+        |a: &SocketAddr| *a == seen || (a.ip().is_unspecified() && a.port() == seen.port());
+    if dialed || listen_addrs.iter().any(listens_at) {
+        return Some(seen);
+    }
+    if !crate::nat::is_private(seen.ip()) {
+        return None;
+    }
     Some(if first.ip().is_unspecified() {
         SocketAddr::new(seen.ip(), first.port())
     } else {

@@ -1490,3 +1490,45 @@ fn with_the_valve_spent_a_full_failure_table_hears_no_new_address() {
         None
     );
 }
+
+#[test]
+fn two_dials_to_one_node_at_one_address_are_one_link() {
+    let mut node = Node::new(config("a.b"), Identity::from_seed(1), 1, Instant::ZERO).unwrap();
+    let peer = Identity::from_seed(2).node_id();
+    let other = Identity::from_seed(3).node_id();
+    let at = source([192, 0, 2, 1], 4433);
+    let first = node.connect(at, Some(peer), Instant::ZERO);
+    // Each end could complete two at once in another order and keep another one of them.
+    assert_eq!(node.connect(at, Some(peer), Instant::ZERO), first);
+    // Another node expected there, or another address, is another dial.
+    assert_ne!(node.connect(at, Some(other), Instant::ZERO), first);
+    let elsewhere = source([192, 0, 2, 2], 4433);
+    assert_ne!(node.connect(elsewhere, Some(peer), Instant::ZERO), first);
+    let opens = core::iter::from_fn(|| node.poll_transmit())
+        .filter(|t| matches!(t, Transmit::Open { .. }))
+        .count();
+    assert_eq!(opens, 3);
+}
+
+#[test]
+fn contacts_are_addresses_others_can_dial() {
+    use super::link_core::contact_addr;
+    let public = source([198, 51, 100, 7], 4433);
+    let private = source([192, 168, 1, 7], 4433);
+    let mapped = source([198, 51, 100, 9], 30211);
+    let any = source([0, 0, 0, 0], 4433);
+    // A node listening where its link comes from, or on every interface at that port.
+    assert_eq!(contact_addr(public, false, &[public]), Some(public));
+    assert_eq!(contact_addr(public, false, &[any]), Some(public));
+    // Behind a NAT: the mapping its link came from is not for others, nor its private address.
+    assert_eq!(contact_addr(mapped, false, &[private]), None);
+    // A dialed address works; a relay circuit's does not.
+    assert_eq!(contact_addr(mapped, true, &[private]), Some(mapped));
+    let circuit = crate::nat::circuit_addr(3);
+    assert_eq!(contact_addr(circuit, true, &[private]), None);
+    // Over a private network, where it listens there.
+    let lan = source([192, 168, 1, 8], 50000);
+    assert_eq!(contact_addr(lan, false, &[private]), Some(private));
+    // Listening nowhere.
+    assert_eq!(contact_addr(public, true, &[]), None);
+}

@@ -177,8 +177,9 @@ fn spoofed_initials_cannot_fill_the_listener() {
     let mut listener = config("q.x");
     listener.max_pending_handshakes = 8;
     let mut m = Mesh::new(vec![config("q.x"), listener, config("q.x")]);
-    // Capture real Initials from endpoint 0 (each dial has its own connection id), then replay
-    // them at endpoint 1 from spoofed source addresses that will never answer.
+    // Capture real Initials from endpoint 0 (each dial has its own connection id; each expects
+    // another node, as two dials to one node at one address are one), then replay them at
+    // endpoint 1 from spoofed source addresses that will never answer.
     let capture = EndpointConfig::new(
         config("q.x"),
         Identity::from_seed(9),
@@ -186,8 +187,9 @@ fn spoofed_initials_cannot_fill_the_listener() {
         StdInstantForTests::now(),
     );
     let mut spoofer = Endpoint::new(capture, Instant::ZERO).unwrap();
-    for _ in 0..60 {
-        spoofer.connect(addr(1), None, m.now);
+    for i in 0..60 {
+        let expected = Identity::from_seed(100 + i).node_id();
+        spoofer.connect(addr(1), Some(expected), m.now);
     }
     let initials: Vec<Datagram> = core::iter::from_fn(|| spoofer.poll_transmit()).collect();
     assert_eq!(initials.len(), 60);
