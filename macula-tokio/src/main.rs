@@ -533,7 +533,11 @@ async fn client(
         .context("give a node of the mesh to join through with --bootstrap HOST:PORT")?
         .resolve()
         .await?;
-    let mut config = MeshConfig::new(client_config(realm)?, client_addr(first, reachable));
+    let mut core = client_config(realm)?;
+    // One others must reach (a subscriber, a server) learns what NAT it is behind, so that
+    // those it can't be dialed through find it by its id.
+    core.nat.detect = reachable;
+    let mut config = MeshConfig::new(core, client_addr(first, reachable));
     config.identity = realm.identity()?;
     config.tls = realm.tls.mode()?;
     config.advertise = reachable;

@@ -318,3 +318,101 @@ fn a_relayed_link_fails_over_to_another_gateway_when_its_gateway_goes() {
     assert_eq!(sim.node(3).unwrap().nat_stats().failovers, 1);
     assert!(sim.node(4).unwrap().peer(&sim.node_id(3)).is_some());
 }
+
+#[test]
+fn rpc_and_pubsub_reach_nodes_behind_nat_by_their_ids() {
+    use macula_proto::pubsub::{PublishOptions, Qos, SubscribeOptions};
+    use macula_proto::rpc::{CallOptions, RegisterOptions, RpcEvent};
+    use macula_proto::Data;
+    // A bootstrap node and a gateway; a provider and subscriber behind a port-restricted
+    // cone, a caller and publisher behind a symmetric NAT with random allocation. No address
+    // in a DHT record leads through the provider's NAT: the caller reaches it by its id,
+    // through a relay.
+    let kinds = [
+        NatBoxConfig::new(Ei, Apd, Preserving),
+        NatBoxConfig::new(Apd, Apd, Random),
+    ];
+    let mut b = SimBuilder::new();
+    b.seed(12)
+        .nodes(4)
+        .mode(Mode::Quic)
+        .record_events(true)
+        .read_inboxes(true)
+        .nat(NatPlan {
+            boxes: kinds.to_vec(),
+            behind: vec![None, None, Some(0), Some(1)],
+        })
+        .configure(|n, c| {
+            c.nat.detect = true;
+            if n == 1 {
+                c.nat.gateway = true;
+                c.roles = macula_proto::Roles::GATEWAY;
+            }
+        });
+    let mut sim = b.build();
+    for n in 1..4 {
+        sim.connect(n, 0);
+    }
+    let t = sim.now() + Duration::from_secs(10);
+    sim.run_until(t, |_| false);
+    assert_eq!(sim.node(2).unwrap().relay_stats().reserved_at, 1);
+    sim.command(2, |node, now| {
+        node.rpc_register("echo", RegisterOptions::default(), now)
+    })
+    .unwrap()
+    .unwrap();
+    sim.command(2, |node, now| {
+        node.subscribe("news.*", SubscribeOptions::default(), now)
+    })
+    .unwrap()
+    .unwrap();
+    let t = sim.now() + Duration::from_secs(5);
+    sim.run_until(t, |_| false);
+    sim.take_events();
+    let mut options = CallOptions::default();
+    options.timeout = Some(Duration::from_secs(20));
+    let call = sim
+        .command(3, |node, now| {
+            node.rpc_call("echo", b"ping".to_vec(), options, now)
+        })
+        .unwrap()
+        .unwrap();
+    let published = sim.command(3, |node, now| {
+        node.publish(
+            "news.a",
+            b"hello".to_vec(),
+            PublishOptions::qos(Qos::AtLeastOnce),
+            now,
+        )
+    });
+    assert!(matches!(published, Some(Ok(_))));
+    let mut answered = None;
+    let mut delivered = Vec::new();
+    let end = sim.now() + Duration::from_secs(30);
+    while sim.now() < end && (answered.is_none() || delivered.is_empty()) {
+        let t = sim.now() + Duration::from_millis(100);
+        sim.run_until(t, |_| false);
+        for (n, data) in sim.take_data() {
+            match data {
+                Data::Request(r) if n == 2 => {
+                    sim.command(2, |node, now| node.rpc_reply(r.id, r.payload, now));
+                }
+                Data::Message(m) if n == 2 => delivered.push(m.payload),
+                _ => {}
+            }
+        }
+        for (n, e) in sim.take_events() {
+            if let Event::Rpc(RpcEvent::Done { id, result }) = e {
+                if n == 3 && id == call {
+                    answered = Some(result);
+                }
+            }
+        }
+    }
+    let replied = answered.expect("the call ended").expect("answered");
+    assert_eq!(replied.payload, b"ping");
+    assert_eq!(replied.from, sim.node_id(2));
+    assert_eq!(delivered, vec![b"hello".to_vec()]);
+    let path = sim.node(3).unwrap().peer(&sim.node_id(2)).map(|p| p.path);
+    assert_eq!(path, Some(macula_proto::nat::PathKind::Relayed));
+}

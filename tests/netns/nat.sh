@@ -156,4 +156,44 @@ ping_path() {
 }
 ping_path h2 "$A" punched
 ping_path h3 "$B" relayed
+
+# RPC and pub/sub across the NATs: a server and a subscriber behind a port-restricted cone
+# (h5) and behind a symmetric NAT (h6), each called and published to from behind a router of
+# the same kind (h2, h3). No address in their DHT records leads through their NATs: callers
+# and publishers reach them by their ids (punched between the cones, relayed between the
+# symmetric NATs).
+# wait_for <file> <text>: waits up to 30 s for a line containing text.
+wait_for() {
+  for _ in $(seq 300); do
+    grep -q "$2" "$1" 2> /dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+across() {
+  local srv=$1 cli=$2 name=$3
+  ns "$srv" "$MACULA" serve "netns.$name" --count 1 --bootstrap 198.18.0.10:4433 --realm $REALM \
+    > "$WORK/serve-$name.out" 2> "$WORK/serve-$name.err" &
+  # The subscriber keeps running (the teardown stops it): one that exits on its message may
+  # close its links before its acknowledgement has left.
+  ns "$srv" "$MACULA" sub "news.$name" --bootstrap 198.18.0.10:4433 --realm $REALM \
+    > "$WORK/sub-$name.out" 2> "$WORK/sub-$name.err" &
+  wait_for "$WORK/serve-$name.out" "serving=" || fail "$name: the server did not start"
+  # Time to detect the NAT, reserve at the gateway and publish where they are.
+  sleep 5
+  local out
+  out=$(ns "$cli" "$MACULA" call "netns.$name" "hello-$name" --timeout 30000 \
+    --bootstrap 198.18.0.10:4433 --realm $REALM 2> "$WORK/call-$name.err") \
+    || fail "$name: the call failed"
+  echo "  $cli → $srv: call $out"
+  echo "$out" | grep -q "payload=hello-$name" || fail "$name: wrong reply"
+  out=$(ns "$cli" "$MACULA" pub "news.$name" "hi-$name" --qos 1 \
+    --bootstrap 198.18.0.10:4433 --realm $REALM 2> "$WORK/pub-$name.err") \
+    || fail "$name: the publish failed"
+  echo "  $cli → $srv: pub $out"
+  wait_for "$WORK/sub-$name.out" "payload=hi-$name" || fail "$name: the subscriber got nothing"
+  echo "  $srv: sub $(head -1 "$WORK/sub-$name.out")"
+}
+across h5 h2 cones
+across h6 h3 symmetric
 echo "netns NAT: all checks passed"

@@ -290,12 +290,29 @@ impl Subsystem for Dht {
         let owner = Owner::Sibling(asker, ticket);
         let Ask::Dht(ask) = ask;
         match ask {
-            DhtAsk::FindNode(target) => self.find_node(target, owner, cx),
-            DhtAsk::FindProviders(key) => self.get(key, true, owner, cx),
-            DhtAsk::FindSomeProviders(key) => self.get(key, false, owner, cx),
-            DhtAsk::Put(key, value) => self.put(key, value, owner, cx),
-            DhtAsk::Withdraw(key) => self.withdraw(key, owner, cx),
-        };
+            DhtAsk::FindNode(target) => {
+                self.find_node(target, owner, cx);
+            }
+            DhtAsk::FindProviders(key) => {
+                self.get(key, true, owner, cx);
+            }
+            DhtAsk::FindSomeProviders(key) => {
+                self.get(key, false, owner, cx);
+            }
+            DhtAsk::Put(key, value) => {
+                self.put(key, value, owner, cx);
+            }
+            DhtAsk::Withdraw(key) => {
+                self.withdraw(key, owner, cx);
+            }
+            DhtAsk::Republish => {
+                let now = cx.now();
+                for p in self.published.values_mut() {
+                    p.next = now;
+                }
+                self.republish(cx);
+            }
+        }
     }
 }
 
@@ -505,8 +522,9 @@ impl Dht {
     fn sign(&mut self, key: &KeyBytes, value: Vec<u8>, cx: &mut Cx<'_>) -> Record {
         let seq = self.next_seq;
         self.next_seq += 1;
+        // Behind a NAT that lets nobody in, none: readers reach the publisher by its id.
         let addrs: Vec<SocketAddr> = cx
-            .listen_addrs()
+            .dialable_addrs()
             .iter()
             .take(MAX_LISTEN_ADDRS)
             .copied()

@@ -114,6 +114,9 @@ pub(crate) enum DhtAsk {
     Put(KeyBytes, Vec<u8>),
     /// Withdraw this node's record under a key.
     Withdraw(KeyBytes),
+    /// Store every record this node publishes again now, signed anew (the addresses it can
+    /// be dialed at changed). Not answered.
+    Republish,
 }
 
 /// DHT counters and figures.

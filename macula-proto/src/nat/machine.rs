@@ -34,8 +34,9 @@ use super::punch::Upgrades;
 use super::reach::Reaches;
 use super::relay::{Ends, Gateway, RelayStats};
 use super::types::{DetectError, NatEvent, NatStats};
+use crate::dht::DhtAsk;
 use crate::id::NodeId;
-use crate::node::subsystem::{Cx, Init, Peer, PeerChange, Subsystem};
+use crate::node::subsystem::{Ask, Cx, Init, Peer, PeerChange, Subsystem};
 use crate::node::{Event, Socket};
 use crate::rate::{Buckets, TokenBucket};
 use crate::rng::Rng;
@@ -206,7 +207,9 @@ impl Subsystem for Nat {
                     self.publish_record(cx);
                 }
             }
-            PeerChange::Unreachable { .. } | PeerChange::Writable { .. } => {}
+            // No address led to a node another subsystem sent frames to: reach it by its id.
+            PeerChange::Unreachable { peer, .. } => self.reach_for_frames(peer, cx),
+            PeerChange::Writable { .. } => {}
         }
     }
 
@@ -697,6 +700,13 @@ impl Nat {
         let event = match outcome {
             Ok(profile) => {
                 self.profile = Some((profile, now));
+                let dialable = profile.accepts_unsolicited();
+                if cx.dialable_addrs().is_empty() == dialable {
+                    // The records this node published name addresses only if others can
+                    // dial them: they are stored again with the change.
+                    cx.set_dialable(dialable);
+                    cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::Republish));
+                }
                 let refresh = self.config.profile_ttl.as_micros() / 5 * 4;
                 self.next_detect = self
                     .config
@@ -709,6 +719,12 @@ impl Nat {
             }
             Err(error) => {
                 self.stats.detections_failed += 1;
+                if self.profile.is_none() && cx.dialable_addrs().is_empty() {
+                    // Nothing known of a NAT: the records name where it listens, as they
+                    // would without detection.
+                    cx.set_dialable(true);
+                    cx.ask(ProtocolId::DHT, Ask::Dht(DhtAsk::Republish));
+                }
                 self.next_detect = self.config.detect.then(|| now + RETRY_AFTER);
                 NatEvent::DetectFailed(error)
             }

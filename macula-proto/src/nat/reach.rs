@@ -67,6 +67,9 @@ struct Reaching {
     due: Instant,
     /// When to look the record up again (it was not found), if at all.
     look_again: Option<Instant>,
+    /// Asked by the node for another subsystem's frames, not by the application: no event,
+    /// and the link is an on-demand one.
+    quiet: bool,
 }
 
 /// Reaches under way, and what this node last published.
@@ -156,9 +159,25 @@ impl Nat {
         }
     }
 
+    /// Reaches `target` for frames another subsystem sent it while no address led to it: no
+    /// event; the frames go once a link is up, or fail if none comes.
+    pub(crate) fn reach_for_frames(&mut self, target: NodeId, cx: &mut Cx<'_>) {
+        if cx.peer(&target).is_some() {
+            return;
+        }
+        if self.reaches.pending.contains_key(&target) {
+            return; // the reach under way brings the link, or fails the frames
+        }
+        self.start_reach(target, true, cx);
+    }
+
     /// Starts reaching `target`; the outcome comes as [`NatEvent::Reached`] or
     /// [`NatEvent::Unreachable`] with the returned id.
     pub(crate) fn reach(&mut self, target: NodeId, cx: &mut Cx<'_>) -> u64 {
+        self.start_reach(target, false, cx)
+    }
+
+    fn start_reach(&mut self, target: NodeId, quiet: bool, cx: &mut Cx<'_>) -> u64 {
         self.reaches.next += 1;
         let id = self.reaches.next;
         if let Some(p) = cx.peer(&target) {
@@ -173,11 +192,11 @@ impl Nat {
             return id;
         }
         if target == cx.identity().node_id() {
-            self.unreachable(id, target, ReachError::Itself, cx);
+            self.unreachable(id, target, ReachError::Itself, quiet, cx);
             return id;
         }
         if self.reaches.pending.len() >= self.config.max_own_circuits {
-            self.unreachable(id, target, ReachError::Busy, cx);
+            self.unreachable(id, target, ReachError::Busy, quiet, cx);
             return id;
         }
         if let Some(old) = self.reaches.pending.insert(
@@ -186,10 +205,11 @@ impl Nat {
                 id,
                 due: cx.now() + REACH_TIMEOUT,
                 look_again: None,
+                quiet,
             },
         ) {
             // One reach per target: the newer stands for both.
-            self.unreachable(old.id, target, ReachError::Superseded, cx);
+            self.unreachable(old.id, target, ReachError::Superseded, old.quiet, cx);
         }
         self.look_up(target, cx);
         id
@@ -216,7 +236,7 @@ impl Nat {
         let Some((target, node)) = self.reaches.lookups.remove(&ticket) else {
             return;
         };
-        let Some(id) = self.reaches.pending.get(&target).map(|r| r.id) else {
+        let Some((id, quiet)) = self.reaches.pending.get(&target).map(|r| (r.id, r.quiet)) else {
             return;
         };
         if cx.peer(&target).is_some() {
@@ -232,10 +252,8 @@ impl Nat {
                 _ => None,
             };
             match contact {
-                Some((_, addr)) => {
-                    cx.connect(addr, target);
-                }
-                None => self.no_record(id, target, cx),
+                Some((_, addr)) => link_to(addr, target, quiet, cx),
+                None => self.no_record(id, target, quiet, cx),
             }
             return;
         }
@@ -264,7 +282,7 @@ impl Nat {
             _ => None,
         };
         if let Some(addr) = direct {
-            cx.connect(addr, target);
+            link_to(addr, target, quiet, cx);
             return;
         }
         // Gateways this node is linked to first: one the record names may have gone.
@@ -272,22 +290,20 @@ impl Nat {
         gateways.sort_by_key(|(g, _)| cx.peer(g).is_none());
         for (gateway, addr) in &gateways {
             if let Some(circuit) = self.open_circuit(target, *gateway, Some(*addr), cx) {
-                cx.connect(circuit, target);
+                link_to(circuit, target, quiet, cx);
                 return;
             }
         }
         match record.profile {
             // No gateway in the record (the target has none yet, or this is an older
             // record): look again shortly.
-            Some(_) => self.no_record(id, target, cx),
+            Some(_) => self.no_record(id, target, quiet, cx),
             // Without a profile, a dial where it listens is all there is to try.
             None => match record.local.first() {
-                Some(addr) => {
-                    cx.connect(*addr, target);
-                }
+                Some(addr) => link_to(*addr, target, quiet, cx),
                 None => {
                     self.reaches.pending.remove(&target);
-                    self.unreachable(id, target, ReachError::NoRoute, cx);
+                    self.unreachable(id, target, ReachError::NoRoute, quiet, cx);
                 }
             },
         }
@@ -295,7 +311,7 @@ impl Nat {
 
     /// Neither a record nor a contact, or no way in the record: look again a little later
     /// while the reach's time lasts (the target may not have published yet).
-    fn no_record(&mut self, id: u64, target: NodeId, cx: &mut Cx<'_>) {
+    fn no_record(&mut self, id: u64, target: NodeId, quiet: bool, cx: &mut Cx<'_>) {
         let now = cx.now();
         if let Some(r) = self.reaches.pending.get_mut(&target) {
             if now + LOOK_AGAIN < r.due {
@@ -304,7 +320,7 @@ impl Nat {
             }
         }
         self.reaches.pending.remove(&target);
-        self.unreachable(id, target, ReachError::NoRecord, cx);
+        self.unreachable(id, target, ReachError::NoRecord, quiet, cx);
     }
 
     /// A peer came up: the reach for it, if any, is done.
@@ -312,6 +328,9 @@ impl Nat {
         let Some(r) = self.reaches.pending.remove(&peer) else {
             return;
         };
+        if r.quiet {
+            return;
+        }
         cx.keep_link(&peer);
         cx.reply(peer, &super::messages::NatMessage::Keep);
         let path = cx.peer(&peer).map_or(super::PathKind::Direct, |p| p.path);
@@ -343,20 +362,43 @@ impl Nat {
         for target in again {
             self.look_up(target, cx);
         }
-        let late: Vec<(NodeId, u64)> = self
+        let late: Vec<(NodeId, u64, bool)> = self
             .reaches
             .pending
             .iter()
             .filter(|(_, r)| r.due <= now)
-            .map(|(p, r)| (*p, r.id))
+            .map(|(p, r)| (*p, r.id, r.quiet))
             .collect();
-        for (peer, id) in late {
+        for (peer, id, quiet) in late {
             self.reaches.pending.remove(&peer);
-            self.unreachable(id, peer, ReachError::Timeout, cx);
+            self.unreachable(id, peer, ReachError::Timeout, quiet, cx);
         }
     }
 
-    fn unreachable(&mut self, id: u64, peer: NodeId, why: ReachError, cx: &mut Cx<'_>) {
-        cx.emit(Event::Nat(NatEvent::Unreachable { id, peer, why }));
+    fn unreachable(
+        &mut self,
+        id: u64,
+        peer: NodeId,
+        why: ReachError,
+        quiet: bool,
+        cx: &mut Cx<'_>,
+    ) {
+        if why != ReachError::Superseded {
+            // Frames other subsystems sent it while it was being reached fail with it.
+            cx.reach_failed(peer);
+        }
+        if !quiet {
+            cx.emit(Event::Nat(NatEvent::Unreachable { id, peer, why }));
+        }
+    }
+}
+
+/// Opens the link a reach found the way for: kept open for the application, on demand for
+/// another subsystem's frames (closed when idle, like any link the node dials for them).
+fn link_to(addr: SocketAddr, target: NodeId, quiet: bool, cx: &mut Cx<'_>) {
+    if quiet {
+        cx.dial(addr, target, false);
+    } else {
+        cx.connect(addr, target);
     }
 }

@@ -17,7 +17,9 @@ use crate::wire::{encode, CloseCode, Encode, ProtocolId, RefuseReason};
 /// An on-demand link under way and the frames it will carry once up, with the subsystem each
 /// came from.
 pub(super) struct Dial {
-    pub link: LinkId,
+    /// The link dialed; `None` while the NAT subsystem reaches the node by its id instead
+    /// (no address to dial, or the dial failed).
+    pub link: Option<LinkId>,
     pub frames: Vec<(usize, Vec<u8>)>,
 }
 
@@ -54,8 +56,11 @@ impl Core {
             return;
         }
         let Some(addr) = addr else {
-            self.stats.frames_undeliverable += 1;
-            self.notify_one(index, to, Unreachable::DialFailed);
+            let frames = alloc::vec![(index, encode(message))];
+            if self.reach_by_id(to, frames).is_err() {
+                self.stats.frames_undeliverable += 1;
+                self.notify_one(index, to, Unreachable::DialFailed);
+            }
             return;
         };
         let limit = Limit::per_second(self.config.dial_rate, self.config.dial_burst);
@@ -74,10 +79,61 @@ impl Core {
         self.dials.insert(
             to,
             Dial {
-                link,
+                link: Some(link),
                 frames: alloc::vec![(index, encode(message))],
             },
         );
+    }
+
+    /// Whether a node with no address can still be reached by its id (the NAT subsystem
+    /// runs).
+    fn reaches_by_id(&self) -> bool {
+        index_of(ProtocolId::NAT).is_some_and(|i| self.running.has(i))
+    }
+
+    /// Hands `to` to the NAT subsystem to reach by its id (through its NAT record: a relay,
+    /// a punch), holding `frames` until a link to it is up or the NAT subsystem gives up
+    /// ([`Core::reach_failed`]). The frames come back if the NAT subsystem does not run or
+    /// there is no room.
+    fn reach_by_id(
+        &mut self,
+        to: NodeId,
+        frames: Vec<(usize, Vec<u8>)>,
+    ) -> Result<(), Vec<(usize, Vec<u8>)>> {
+        let Some(nat) = index_of(ProtocolId::NAT).filter(|_| self.reaches_by_id()) else {
+            return Err(frames);
+        };
+        // Only for the subsystems above: the DHT drops a contact that does not answer, and
+        // the NAT subsystem's own frames go to nodes reachable where they listen.
+        let above = |(i, _): &(usize, Vec<u8>)| {
+            !matches!(protocol_at(*i), ProtocolId::DHT | ProtocolId::NAT)
+        };
+        if !frames.iter().any(above) {
+            return Err(frames);
+        }
+        if self.closed || !self.make_room() {
+            return Err(frames);
+        }
+        self.dials.insert(to, Dial { link: None, frames });
+        let why = Unreachable::DialFailed;
+        self.notify((Mask(1 << nat), PeerChange::Unreachable { peer: to, why }));
+        Ok(())
+    }
+
+    /// The NAT subsystem could not reach `to`: the frames held for it fail.
+    pub fn reach_failed(&mut self, to: NodeId) {
+        if self.dials.get(&to).is_some_and(|d| d.link.is_none()) {
+            let dial = self.dials.remove(&to).expect("checked above");
+            self.fail_frames(to, &dial.frames, Unreachable::DialFailed);
+        }
+    }
+
+    fn fail_frames(&mut self, peer: NodeId, frames: &[(usize, Vec<u8>)], why: Unreachable) {
+        let mut mask = Mask::NONE;
+        for (index, _) in frames {
+            mask.0 |= 1 << index;
+        }
+        self.notify((mask, PeerChange::Unreachable { peer, why }));
     }
 
     /// Sends a subsystem's data to `to`, unless the channel to it is full (see
@@ -95,7 +151,7 @@ impl Core {
             Some(&link_id) if !self.link_speaks(link_id, index) => {
                 return Err(SendError::NotSpoken)
             }
-            None if addr.is_none() && !self.dials.contains_key(&to) => {
+            None if addr.is_none() && !self.dials.contains_key(&to) && !self.reaches_by_id() => {
                 return Err(SendError::NotConnected)
             }
             _ => {}
@@ -173,7 +229,7 @@ impl Core {
         target: NodeId,
         failure: &ConnectFailure,
     ) {
-        if self.dials.get(&target).map(|d| d.link) != Some(link_id) {
+        if self.dials.get(&target).map(|d| d.link) != Some(Some(link_id)) {
             return;
         }
         let dial = self.dials.remove(&target).expect("checked above");
@@ -193,11 +249,16 @@ impl Core {
             } => Unreachable::NoRoom,
             _ => Unreachable::DialFailed,
         };
-        let mut mask = Mask::NONE;
-        for (index, _) in &dial.frames {
-            mask.0 |= 1 << index;
-        }
-        self.notify((mask, PeerChange::Unreachable { peer: target, why }));
+        // The address did not lead to the node (a NAT in the way, say): its id may.
+        let frames = if why == Unreachable::DialFailed {
+            match self.reach_by_id(target, dial.frames) {
+                Ok(()) => return,
+                Err(frames) => frames,
+            }
+        } else {
+            dial.frames
+        };
+        self.fail_frames(target, &frames, why);
     }
 
     /// Sends frames held for a dial over `link`; those of protocols the peer does not speak

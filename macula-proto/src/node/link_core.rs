@@ -79,6 +79,8 @@ pub(crate) struct Core {
     pub(super) dial_budget: TokenBucket,
     /// Links being dialed to reach a node by id, and the frames waiting for each.
     pub(super) dials: BTreeMap<NodeId, Dial>,
+    /// The NAT subsystem found that others can't dial this node where it listens.
+    pub(super) undialable: bool,
     /// Peers whose link was closed as a duplicate while it was theirs: their subsystems hear
     /// [`PeerChange::Relinked`] once the other link is up. At most `max_peers`.
     pub(super) relinked: BTreeSet<NodeId>,
@@ -120,6 +122,7 @@ impl Core {
         // Correlation ids start at a random point so two runs with different seeds differ on the
         // wire from the first ping; they are not secret (pongs come over authenticated links).
         let next_ping = rng.next_u64() >> 16;
+        let detect = config.nat.detect;
         let dial_budget =
             TokenBucket::full(&Limit::per_second(config.dial_rate, config.dial_burst), now);
         let guard = alloc::boxed::Box::new(super::guard::Guard::new(&config, now));
@@ -145,6 +148,9 @@ impl Core {
             running,
             dial_budget,
             dials: BTreeMap::new(),
+            // A node that detects its NAT names no address in its records until it knows
+            // others can dial it.
+            undialable: detect,
             relinked: BTreeSet::new(),
             notices: VecDeque::new(),
             asks: VecDeque::new(),

@@ -315,6 +315,29 @@ impl<'a> Cx<'a> {
             .push_back(super::Transmit::Relayed { from, bytes });
     }
 
+    /// The NAT subsystem could not reach `peer` by its id: the frames other subsystems sent
+    /// it while it was being reached fail (as [`PeerChange::Unreachable`]).
+    pub fn reach_failed(&mut self, peer: NodeId) {
+        self.core.reach_failed(peer);
+    }
+
+    /// Says whether others can dial this node where it listens (its NAT lets them in). A
+    /// node that can't be dialed publishes no addresses in its DHT records, so those who
+    /// read them reach it by its id.
+    pub fn set_dialable(&mut self, dialable: bool) {
+        self.core.undialable = !dialable;
+    }
+
+    /// Where others can dial this node: where it listens, or nowhere behind a NAT that
+    /// lets nobody in (see [`Cx::set_dialable`]).
+    pub fn dialable_addrs(&self) -> &[SocketAddr] {
+        if self.core.undialable {
+            &[]
+        } else {
+            self.core.listen_addrs()
+        }
+    }
+
     /// Keeps the link to `peer` open even when unused (a gateway holding a reservation).
     pub fn keep_link(&mut self, peer: &NodeId) {
         if let Some(link) = self.core.peers.get(peer).copied() {

@@ -335,10 +335,17 @@ impl Rpc {
                     return;
                 }
                 Err(SendError::NotConnected | SendError::NotSpoken) => {
-                    // No way to it: leave it out and try another.
+                    // No way to it: leave it out and try another; but one that failed so
+                    // before as well would be picked again and again (the tried are
+                    // allowed again once none is left): the call ends there.
                     self.providers.failed(provider.node, now);
+                    let again = call.tried.contains(&provider.node);
                     call.tried.push(provider.node);
-                    self.advance(id, cx);
+                    if again && call.live.is_empty() {
+                        self.give_up(id, cx);
+                    } else if !again {
+                        self.advance(id, cx);
+                    }
                     return;
                 }
             }
