@@ -286,7 +286,7 @@ impl<R: Runtime> Mesh<R> {
         if !config.advertise {
             node.listen_addrs.clear();
         } else if !node.listen_addrs.contains(&local_addr) {
-            node.listen_addrs.insert(0, local_addr);
+            node.listen_addrs.insert(0, advertised(local_addr));
             node.listen_addrs
                 .truncate(macula_proto::config::MAX_LISTEN_ADDRS);
         }
@@ -666,4 +666,34 @@ pub(crate) async fn traced<T>(
     }
     .instrument(span)
     .await
+}
+
+/// Where a socket bound at `local` can be reached, as the node advertises it: `local` itself,
+/// or for one bound on every interface (`0.0.0.0`, `::`) the address of the interface that
+/// routes to the rest of the network (found by connecting a UDP socket, which sends nothing),
+/// else loopback. Never the unspecified address, which means nothing to whoever reads it.
+fn advertised(local: SocketAddr) -> SocketAddr {
+    if !local.ip().is_unspecified() {
+        return local;
+    }
+    // Documentation addresses (RFC 5737, RFC 3849): only their route is looked up.
+    let (any, probe, loopback): (SocketAddr, SocketAddr, std::net::IpAddr) = if local.is_ipv4() {
+        (
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            SocketAddr::from(([192, 0, 2, 1], 9)),
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        )
+    } else {
+        (
+            SocketAddr::from(([0u16; 8], 0)),
+            SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 9)),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        )
+    };
+    let routed = std::net::UdpSocket::bind(any)
+        .and_then(|s| s.connect(probe).and_then(|()| s.local_addr()))
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified());
+    SocketAddr::new(routed.unwrap_or(loopback), local.port())
 }

@@ -11,6 +11,7 @@ on_both_runtimes!(
     a_node_without_nat_detects_the_public_profile,
     detection_without_a_second_observer_fails_with_the_reason,
     a_relayed_link_carries_pings_through_a_gateway,
+    a_node_bound_on_every_interface_never_advertises_the_unspecified_address,
 );
 
 /// A node at `ip` that neither joins the DHT nor publishes its pins there: when it detects, it
@@ -111,5 +112,25 @@ async fn a_relayed_link_carries_pings_through_a_gateway<R: Runtime>() -> anyhow:
         .await
         .expect_err("no reservation");
     assert!(matches!(err, MeshError::Connect { .. }), "{err}");
+    Ok(())
+}
+
+async fn a_node_bound_on_every_interface_never_advertises_the_unspecified_address<R: Runtime>(
+) -> anyhow::Result<()> {
+    let any = at::<R>("0.0.0.0").await?;
+    let port = any.local_addr().port();
+    let other = at::<R>("127.0.0.1").await?;
+    let id = other.connect(format!("127.0.0.1:{port}").parse()?).await?;
+    let peer = other
+        .peers()
+        .await?
+        .into_iter()
+        .find(|p| p.id == id)
+        .expect("linked");
+    assert!(!peer.listen_addrs.is_empty());
+    for addr in &peer.listen_addrs {
+        assert!(!addr.ip().is_unspecified(), "{:?}", peer.listen_addrs);
+        assert_eq!(addr.port(), port);
+    }
     Ok(())
 }

@@ -118,9 +118,20 @@ impl Nat {
             self.upgraded(peer, cx);
             return;
         }
+        // The end that opened the relayed link drives its upgrade. Two crossing relayed links
+        // (both ends reached the other at once) leave one, opened by one end: an upgrade the
+        // other end started over its own is dropped, and the opener starts one.
         let opener = info.direction == Direction::Outbound;
-        if opener && !self.upgrades.by_peer.contains_key(&peer) {
-            self.ask_upgrade(peer, cx);
+        match self.upgrades.by_peer.get(&peer).map(|u| u.opener) {
+            Some(driver) if driver == opener => {}
+            Some(_) => {
+                self.upgrades.by_peer.remove(&peer);
+                if opener {
+                    self.ask_upgrade(peer, cx);
+                }
+            }
+            None if opener => self.ask_upgrade(peer, cx),
+            None => {}
         }
     }
 

@@ -91,10 +91,12 @@ impl Core {
         index_of(ProtocolId::NAT).is_some_and(|i| self.running.has(i))
     }
 
-    /// Hands `to` to the NAT subsystem to reach by its id (through its NAT record: a relay,
-    /// a punch), holding `frames` until a link to it is up or the NAT subsystem gives up
-    /// ([`Core::reach_failed`]). The frames come back if the NAT subsystem does not run or
-    /// there is no room.
+    /// Hands `to`, for which there is no address (a node behind a NAT publishes none), to the
+    /// NAT subsystem to reach by its id (through its NAT record: a relay, a punch), holding
+    /// `frames` until a link to it is up or the NAT subsystem gives up
+    /// ([`Core::reach_failed`]). A dial that fails is not retried this way: the node at a
+    /// dead address is most often gone, and its frames should fail at once. The frames come
+    /// back if the NAT subsystem does not run or there is no room.
     fn reach_by_id(
         &mut self,
         to: NodeId,
@@ -249,16 +251,7 @@ impl Core {
             } => Unreachable::NoRoom,
             _ => Unreachable::DialFailed,
         };
-        // The address did not lead to the node (a NAT in the way, say): its id may.
-        let frames = if why == Unreachable::DialFailed {
-            match self.reach_by_id(target, dial.frames) {
-                Ok(()) => return,
-                Err(frames) => frames,
-            }
-        } else {
-            dial.frames
-        };
-        self.fail_frames(target, &frames, why);
+        self.fail_frames(target, &dial.frames, why);
     }
 
     /// Sends frames held for a dial over `link`; those of protocols the peer does not speak

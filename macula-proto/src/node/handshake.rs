@@ -397,7 +397,12 @@ impl Core {
         if let Some(dial) = self.dials.remove(&remote) {
             self.flush_dial(link_id, remote, dial.frames);
         }
-        if self.relinked.remove(&remote) {
+        if let Some(pinned) = self.relinked.remove(&remote) {
+            if pinned {
+                if let Some(l) = self.links.get_mut(link_id) {
+                    l.pinned = true;
+                }
+            }
             self.notify((speaks, PeerChange::Relinked { peer: remote }));
         }
     }

@@ -5,7 +5,7 @@
 //! queueing [`PeerChange`] notices, which the node hands on after each call, and it files
 //! their deadlines in the same timer heap as the links'.
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -83,7 +83,7 @@ pub(crate) struct Core {
     pub(super) undialable: bool,
     /// Peers whose link was closed as a duplicate while it was theirs: their subsystems hear
     /// [`PeerChange::Relinked`] once the other link is up. At most `max_peers`.
-    pub(super) relinked: BTreeSet<NodeId>,
+    pub(super) relinked: BTreeMap<NodeId, bool>,
     /// What subsystems have to hear, with the subsystems to tell.
     pub(super) notices: VecDeque<(Mask, PeerChange)>,
     pub(super) asks: VecDeque<(ProtocolId, ProtocolId, Ticket, Ask)>,
@@ -151,7 +151,7 @@ impl Core {
             // A node that detects its NAT names no address in its records until it knows
             // others can dial it.
             undialable: detect,
-            relinked: BTreeSet::new(),
+            relinked: BTreeMap::new(),
             notices: VecDeque::new(),
             asks: VecDeque::new(),
             answers: VecDeque::new(),
@@ -999,7 +999,10 @@ impl Core {
                 if self.relinked.len() >= self.config.max_peers {
                     self.relinked.pop_first();
                 }
-                self.relinked.insert(peer);
+                // The application's wish to keep the peer passes to the link that replaces
+                // this one, also when the other end chose which (this end then sees this
+                // link closed before the other comes up).
+                self.relinked.insert(peer, link.pinned);
             } else {
                 let why = match reason {
                     DownReason::Link(LinkError::ClosedByPeer(CloseCode::Goodbye)) => Gone::Goodbye,
