@@ -172,6 +172,44 @@ fn every_pair_ends_up_connected_punched_where_the_table_says_and_relayed_otherwi
     assert_eq!(matrix.same_nat.len(), 6);
 }
 
+/// A QUIC mesh of `behind.len()` nodes where every node detects on its own: node 0 is where
+/// the others join, the nodes in `gateways` accept relay circuits, and node `n` sits behind
+/// box `behind[n]` of `kinds` (or on the public side). Runs `settle` for the detections and
+/// reservations.
+fn detecting_world(
+    seed: u64,
+    kinds: &[NatBoxConfig],
+    behind: Vec<Option<usize>>,
+    gateways: &'static [u32],
+    settle: Duration,
+) -> macula_sim::Sim {
+    let nodes = behind.len();
+    let mut b = SimBuilder::new();
+    b.seed(seed)
+        .nodes(nodes)
+        .mode(Mode::Quic)
+        .record_events(true)
+        .read_inboxes(true)
+        .nat(NatPlan {
+            boxes: kinds.to_vec(),
+            behind,
+        })
+        .configure(move |n, c| {
+            c.nat.detect = true;
+            if gateways.contains(&n) {
+                c.nat.gateway = true;
+                c.roles = macula_proto::Roles::GATEWAY;
+            }
+        });
+    let mut sim = b.build();
+    for n in 1..nodes as u32 {
+        sim.connect(n, 0);
+    }
+    let t = sim.now() + settle;
+    sim.run_until(t, |_| false);
+    sim
+}
+
 #[test]
 fn nodes_behind_nat_are_reached_by_their_ids_through_the_records_they_publish() {
     use macula_proto::nat::PathKind;
@@ -184,28 +222,13 @@ fn nodes_behind_nat_are_reached_by_their_ids_through_the_records_they_publish() 
         NatBoxConfig::new(Ei, Apd, Preserving),
         NatBoxConfig::new(Ei, Ad, Preserving),
     ];
-    let mut b = SimBuilder::new();
-    b.seed(9)
-        .nodes(6)
-        .mode(Mode::Quic)
-        .record_events(true)
-        .nat(NatPlan {
-            boxes: kinds.to_vec(),
-            behind: vec![None, None, None, Some(0), Some(1), Some(2)],
-        })
-        .configure(|n, c| {
-            c.nat.detect = true;
-            if n == 0 {
-                c.nat.gateway = true;
-                c.roles = macula_proto::Roles::GATEWAY;
-            }
-        });
-    let mut sim = b.build();
-    for n in 1..6 {
-        sim.connect(n, 0);
-    }
-    let t = sim.now() + Duration::from_secs(20);
-    sim.run_until(t, |_| false);
+    let mut sim = detecting_world(
+        9,
+        &kinds,
+        vec![None, None, None, Some(0), Some(1), Some(2)],
+        &[0],
+        Duration::from_secs(20),
+    );
     for n in 3..6 {
         let node = sim.node(n).unwrap();
         assert!(node.nat_profile().is_some(), "node {n} detected");
@@ -273,28 +296,13 @@ fn a_relayed_link_fails_over_to_another_gateway_when_its_gateway_goes() {
         NatBoxConfig::new(Apd, Apd, Random),
         NatBoxConfig::new(Ei, Apd, Preserving),
     ];
-    let mut b = SimBuilder::new();
-    b.seed(4)
-        .nodes(5)
-        .mode(Mode::Quic)
-        .record_events(true)
-        .nat(NatPlan {
-            boxes: kinds.to_vec(),
-            behind: vec![None, None, None, Some(0), Some(1)],
-        })
-        .configure(|n, c| {
-            c.nat.detect = true;
-            if n == 1 || n == 2 {
-                c.nat.gateway = true;
-                c.roles = macula_proto::Roles::GATEWAY;
-            }
-        });
-    let mut sim = b.build();
-    for n in 1..5 {
-        sim.connect(n, 0);
-    }
-    let t = sim.now() + Duration::from_secs(20);
-    sim.run_until(t, |_| false);
+    let mut sim = detecting_world(
+        4,
+        &kinds,
+        vec![None, None, None, Some(0), Some(1)],
+        &[1, 2],
+        Duration::from_secs(20),
+    );
     assert_eq!(sim.node(4).unwrap().relay_stats().reserved_at, 2);
     let target = sim.node_id(4);
     sim.command(3, |node, now| node.nat_reach(target, now));
@@ -332,29 +340,13 @@ fn rpc_and_pubsub_reach_nodes_behind_nat_by_their_ids() {
         NatBoxConfig::new(Ei, Apd, Preserving),
         NatBoxConfig::new(Apd, Apd, Random),
     ];
-    let mut b = SimBuilder::new();
-    b.seed(12)
-        .nodes(4)
-        .mode(Mode::Quic)
-        .record_events(true)
-        .read_inboxes(true)
-        .nat(NatPlan {
-            boxes: kinds.to_vec(),
-            behind: vec![None, None, Some(0), Some(1)],
-        })
-        .configure(|n, c| {
-            c.nat.detect = true;
-            if n == 1 {
-                c.nat.gateway = true;
-                c.roles = macula_proto::Roles::GATEWAY;
-            }
-        });
-    let mut sim = b.build();
-    for n in 1..4 {
-        sim.connect(n, 0);
-    }
-    let t = sim.now() + Duration::from_secs(10);
-    sim.run_until(t, |_| false);
+    let mut sim = detecting_world(
+        12,
+        &kinds,
+        vec![None, None, Some(0), Some(1)],
+        &[1],
+        Duration::from_secs(10),
+    );
     assert_eq!(sim.node(2).unwrap().relay_stats().reserved_at, 1);
     sim.command(2, |node, now| {
         node.rpc_register("echo", RegisterOptions::default(), now)

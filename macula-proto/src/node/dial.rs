@@ -18,7 +18,7 @@ use crate::wire::{encode, CloseCode, Encode, ProtocolId, RefuseReason};
 /// came from.
 pub(super) struct Dial {
     /// The link dialed; `None` while the NAT subsystem reaches the node by its id instead
-    /// (no address to dial, or the dial failed).
+    /// (there was no address to dial).
     pub link: Option<LinkId>,
     pub frames: Vec<(usize, Vec<u8>)>,
 }
@@ -85,10 +85,10 @@ impl Core {
         );
     }
 
-    /// Whether a node with no address can still be reached by its id (the NAT subsystem
-    /// runs).
-    fn reaches_by_id(&self) -> bool {
-        index_of(ProtocolId::NAT).is_some_and(|i| self.running.has(i))
+    /// The NAT subsystem's index, if it runs: then a node with no address can still be
+    /// reached by its id.
+    fn nat_index(&self) -> Option<usize> {
+        index_of(ProtocolId::NAT).filter(|i| self.running.has(*i))
     }
 
     /// Hands `to`, for which there is no address (a node behind a NAT publishes none), to the
@@ -102,7 +102,7 @@ impl Core {
         to: NodeId,
         frames: Vec<(usize, Vec<u8>)>,
     ) -> Result<(), Vec<(usize, Vec<u8>)>> {
-        let Some(nat) = index_of(ProtocolId::NAT).filter(|_| self.reaches_by_id()) else {
+        let Some(nat) = self.nat_index() else {
             return Err(frames);
         };
         // Only for the subsystems above: the DHT drops a contact that does not answer, and
@@ -153,7 +153,10 @@ impl Core {
             Some(&link_id) if !self.link_speaks(link_id, index) => {
                 return Err(SendError::NotSpoken)
             }
-            None if addr.is_none() && !self.dials.contains_key(&to) && !self.reaches_by_id() => {
+            None if addr.is_none()
+                && !self.dials.contains_key(&to)
+                && self.nat_index().is_none() =>
+            {
                 return Err(SendError::NotConnected)
             }
             _ => {}

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use super::link::{self, LinkState};
-use super::link_core::{contact_addr, truncate, Core};
+use super::link_core::{truncate, Core};
 use super::registry::{offers, shared};
 use super::subsystem::PeerChange;
 use super::{ConnectFailure, Direction, Event, LinkId};
@@ -413,4 +413,37 @@ struct Hello {
     addrs: Vec<WireAddr>,
     roles: Roles,
     protocols: Vec<ProtocolOffer>,
+}
+
+/// Where others can reach a peer whose link comes from `seen`, as the DHT hands it out: `None`
+/// if it listens nowhere, or if nothing shows that others can dial it.
+///
+/// A link this node `dialed` shows the address works (unless it is a relay circuit's). An
+/// inbound link comes from the peer's own socket: when that is where the peer says it listens
+/// (or it listens on every interface at that port) the peer is reachable there; when the
+/// link came over a private network, its listen address on that network is; otherwise a NAT
+/// stands between the two, and the address seen is a mapping others can't count on (such a
+/// node is reached by its id, through its NAT record).
+pub(super) fn contact_addr(
+    seen: SocketAddr,
+    dialed: bool,
+    listen_addrs: &[SocketAddr],
+) -> Option<SocketAddr> {
+    let first = *listen_addrs.first()?;
+    if super::is_circuit_addr(seen) {
+        return None;
+    }
+    let listens_at =
+        |a: &SocketAddr| *a == seen || (a.ip().is_unspecified() && a.port() == seen.port());
+    if dialed || listen_addrs.iter().any(listens_at) {
+        return Some(seen);
+    }
+    if !crate::nat::is_private(seen.ip()) {
+        return None;
+    }
+    Some(if first.ip().is_unspecified() {
+        SocketAddr::new(seen.ip(), first.port())
+    } else {
+        first
+    })
 }

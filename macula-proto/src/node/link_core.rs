@@ -13,9 +13,9 @@ use core::net::SocketAddr;
 
 use super::dial::Dial;
 use super::layout::{Traffic, Tuning};
-use super::link::{self, Link, LinkState, PendingPing};
+use super::link::{Link, LinkState, PendingPing};
 use super::registry::{index_of, offers, Mask, MAX_SUBSYSTEMS};
-use super::subsystem::{Answer, Ask, Gone, Peer, PeerChange, Ticket};
+use super::subsystem::{Answer, Ask, Peer, PeerChange, Ticket};
 use super::table::{LinkQueue, Links, Timers};
 use super::{
     ConnectFailure, Direction, DownReason, Event, LinkError, LinkId, LinkInfo, PeerInfo, PingError,
@@ -927,133 +927,6 @@ impl Core {
             self.stats.events_dropped += 1;
         }
     }
-
-    /// Ends an outbound attempt that has not completed: reports `failure` and closes with `code`.
-    pub(super) fn fail_outbound(
-        &mut self,
-        link_id: LinkId,
-        failure: ConnectFailure,
-        code: CloseCode,
-    ) {
-        self.forget_outbound(link_id, failure);
-        self.flush_and_close(link_id, code);
-    }
-
-    pub(super) fn forget_outbound(&mut self, link_id: LinkId, failure: ConnectFailure) {
-        if let Some(link) = self.take_link(link_id) {
-            let target = match link.state {
-                LinkState::Dialing { expected } => expected,
-                _ => link.remote,
-            };
-            if let Some(target) = target {
-                self.dial_failed(link_id, target, &failure);
-            }
-            self.stats.connect_failures += 1;
-            self.push_event(Event::ConnectFailed {
-                link: link_id,
-                addr: link.addr,
-                failure,
-            });
-        }
-    }
-
-    /// Closes a link in whatever state it is, reporting what the application needs to know.
-    pub(super) fn abort_link(&mut self, link_id: LinkId, code: CloseCode) {
-        let Some(link) = self.links.get(link_id) else {
-            return;
-        };
-        match link.state {
-            LinkState::Established(_) => {
-                self.forget_peer(link_id, DownReason::Local(code));
-            }
-            LinkState::Dialing { .. } | LinkState::AwaitingAck { .. } => {
-                self.forget_outbound(link_id, ConnectFailure::Aborted(code));
-            }
-            LinkState::AwaitingConnect { .. } => {
-                self.take_link(link_id);
-                self.stats.handshakes_abandoned += 1;
-            }
-        }
-        self.flush_and_close(link_id, code);
-    }
-
-    /// Removes an established link and its peer, failing its pings.
-    pub(super) fn forget_peer(&mut self, link_id: LinkId, reason: DownReason) {
-        let Some(link) = self.take_link(link_id) else {
-            return;
-        };
-        let peer = link.remote.expect("established links know their remote");
-        let LinkState::Established(est) = link.state else {
-            unreachable!("forget_peer is called for established links only");
-        };
-        if self.peers.get(&peer) == Some(&link_id) {
-            self.peers.remove(&peer);
-            // A link replaced by a duplicate leaves the peer connected over the other one:
-            // what was sent on it is sent again there once it is up.
-            let replaced = matches!(
-                reason,
-                DownReason::Local(CloseCode::Duplicate)
-                    | DownReason::Link(LinkError::ClosedByPeer(CloseCode::Duplicate))
-            );
-            if replaced {
-                if self.relinked.len() >= self.config.max_peers {
-                    self.relinked.pop_first();
-                }
-                // The application's wish to keep the peer passes to the link that replaces
-                // this one, also when the other end chose which (this end then sees this
-                // link closed before the other comes up).
-                self.relinked.insert(peer, link.pinned);
-            } else {
-                let why = match reason {
-                    DownReason::Link(LinkError::ClosedByPeer(CloseCode::Goodbye)) => Gone::Goodbye,
-                    DownReason::Local(CloseCode::Goodbye) => Gone::Closed,
-                    _ => Gone::Lost,
-                };
-                self.notify((est.speaks, PeerChange::Down { peer, why }));
-            }
-        } else if self.peers.contains_key(&peer) {
-            // The peer is up over the link that replaced this one.
-            self.notify((est.speaks, PeerChange::Relinked { peer }));
-        }
-        for (id, ping) in est.pings.into_inner() {
-            if ping.from_app {
-                self.push_event(Event::PingResult {
-                    id: PingId(id),
-                    peer,
-                    result: Err(PingError::PeerGone),
-                });
-            }
-        }
-        self.push_event(Event::PeerDown {
-            peer,
-            link: link_id,
-            reason,
-        });
-        // Keep the link's queued bytes: `flush_and_close` may still deliver them.
-        self.queue_unsent(link_id, link.out);
-    }
-
-    /// Queues what a link had not yet handed to the transport.
-    pub(super) fn queue_unsent(&mut self, link_id: LinkId, mut out: link::Outbox) {
-        while let Some((channel, bytes)) = out.take_next() {
-            self.transmits.push_back(Transmit::Send {
-                link: link_id,
-                channel,
-                bytes,
-            });
-        }
-    }
-
-    /// Queues a link's pending bytes (if it is still known) and then its close.
-    pub(super) fn flush_and_close(&mut self, link_id: LinkId, code: CloseCode) {
-        if let Some(link) = self.take_link(link_id) {
-            self.queue_unsent(link_id, link.out);
-        }
-        self.transmits.push_back(Transmit::Close {
-            link: link_id,
-            code,
-        });
-    }
 }
 
 impl LinkId {
@@ -1068,39 +941,6 @@ impl LinkId {
     pub(super) fn as_subsystem(self) -> Option<usize> {
         (self.0 >> 32 == 0).then_some((self.0 & 0xffff_ffff) as usize)
     }
-}
-
-/// Where others can reach a peer whose link comes from `seen`, as the DHT hands it out: `None`
-/// if it listens nowhere, or if nothing shows that others can dial it.
-///
-/// A link this node `dialed` shows the address works (unless it is a relay circuit's). An
-/// inbound link comes from the peer's own socket: when that is where the peer says it listens
-/// (or it listens on every interface at that port) the peer is reachable there; when the
-/// link came over a private network, its listen address on that network is; otherwise a NAT
-/// stands between the two, and the address seen is a mapping others can't count on (such a
-/// node is reached by its id, through its NAT record).
-pub(super) fn contact_addr(
-    seen: SocketAddr,
-    dialed: bool,
-    listen_addrs: &[SocketAddr],
-) -> Option<SocketAddr> {
-    let first = *listen_addrs.first()?;
-    if super::is_circuit_addr(seen) {
-        return None;
-    }
-    let listens_at =
-        |a: &SocketAddr| *a == seen || (a.ip().is_unspecified() && a.port() == seen.port());
-    if dialed || listen_addrs.iter().any(listens_at) {
-        return Some(seen);
-    }
-    if !crate::nat::is_private(seen.ip()) {
-        return None;
-    }
-    Some(if first.ip().is_unspecified() {
-        SocketAddr::new(seen.ip(), first.port())
-    } else {
-        first
-    })
 }
 
 pub(super) fn truncate(mut s: String, max: usize) -> String {

@@ -35,6 +35,7 @@
 //!
 //! Same seed, same identity, same config and the same inputs give the same outputs, bit for bit.
 
+mod closing;
 mod dial;
 pub(crate) mod flow;
 mod guard;

@@ -1512,7 +1512,7 @@ fn two_dials_to_one_node_at_one_address_are_one_link() {
 
 #[test]
 fn contacts_are_addresses_others_can_dial() {
-    use super::link_core::contact_addr;
+    use super::handshake::contact_addr;
     let public = source([198, 51, 100, 7], 4433);
     let private = source([192, 168, 1, 7], 4433);
     let mapped = source([198, 51, 100, 9], 30211);
