@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use macula_proto::quic::Datagram;
 
-use crate::udp::Received;
+use crate::udp::RecvBuf;
 
 /// An async runtime: a UDP socket, a timer, a clock and a way to spawn the node's task.
 /// `macula-tokio` and `macula-smol` each implement it in a few lines; everything else about
@@ -45,8 +45,9 @@ pub trait UdpSocket: Send + Sync + 'static {
     /// Most datagrams one send may carry (1 without GSO).
     fn max_gso_segments(&self) -> usize;
 
-    /// Receives one datagram, or several coalesced by GRO.
-    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<Received>> + Send;
+    /// Waits for datagrams, then receives as many as `buf` has slots for (each slot one
+    /// datagram or several coalesced by GRO) in one system call.
+    fn recv(&self, buf: &mut RecvBuf) -> impl Future<Output = io::Result<()>> + Send;
 
     /// Sends one datagram or a GSO batch.
     fn send(&self, datagram: &Datagram) -> impl Future<Output = io::Result<()>> + Send;

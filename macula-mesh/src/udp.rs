@@ -10,10 +10,51 @@ use std::net::SocketAddr;
 use macula_proto::quic::Datagram;
 pub use quinn_udp::UdpSockRef;
 
-/// What one receive returned: `len` bytes from `from`, made of datagrams of `stride` bytes back
-/// to back (several when the kernel coalesced them with GRO), all with the same ECN mark.
+/// Largest UDP payload received (and the size of each slot of a [`RecvBuf`]).
+pub const MAX_RECEIVE: usize = 65_536;
+
+/// Most slots of a [`RecvBuf`] (what one system call can fill).
+pub const MAX_SLOTS: usize = 8;
+
+/// Where receives land: `slots` buffers of [`MAX_RECEIVE`] bytes, each filled by one datagram
+/// or one GRO batch, all by one system call, and what each slot received.
+#[derive(Debug)]
+pub struct RecvBuf {
+    bytes: Vec<u8>,
+    got: Vec<Received>,
+    /// Slots the next receive may fill.
+    using: usize,
+}
+
+impl RecvBuf {
+    /// A buffer of `slots` slots (at most [`MAX_SLOTS`]; none for a socket never read).
+    pub fn new(slots: usize) -> Self {
+        let slots = slots.min(MAX_SLOTS);
+        RecvBuf {
+            bytes: vec![0; slots * MAX_RECEIVE],
+            got: Vec::with_capacity(MAX_SLOTS),
+            using: slots,
+        }
+    }
+
+    /// Lets the next receives fill at most `slots` of the slots (at least one).
+    pub fn use_slots(&mut self, slots: usize) {
+        self.using = slots.clamp(1, self.bytes.len() / MAX_RECEIVE);
+    }
+
+    /// What the last receive got, each with its datagrams.
+    pub fn received(&self) -> impl Iterator<Item = (&Received, impl Iterator<Item = &[u8]>)> {
+        self.got.iter().map(|r| (r, r.segments(&self.bytes)))
+    }
+}
+
+/// What one slot of a receive got: `len` bytes from `from`, made of datagrams of `stride`
+/// bytes back to back (several when the kernel coalesced them with GRO), all with the same ECN
+/// mark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Received {
+    /// Where in the buffer they start.
+    pub offset: usize,
     /// Bytes in the buffer.
     pub len: usize,
     /// The sender.
@@ -25,9 +66,9 @@ pub struct Received {
 }
 
 impl Received {
-    /// The datagrams in `buf[..self.len]`.
+    /// The datagrams in `buf[self.offset..][..self.len]`.
     pub fn segments<'a>(&self, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
-        buf[..self.len].chunks(self.stride.max(1))
+        buf[self.offset..][..self.len].chunks(self.stride.max(1))
     }
 }
 
@@ -49,24 +90,34 @@ impl UdpState {
         self.0.max_gso_segments()
     }
 
-    /// One non-blocking receive (`WouldBlock` when nothing is there).
+    /// One non-blocking receive into as many of `buf`'s slots as there are datagrams waiting
+    /// (`WouldBlock` when nothing is there): one system call however many it gets.
     ///
     /// # Errors
     /// The operating system's error.
-    pub fn try_recv<S>(&self, socket: &S, buf: &mut [u8]) -> io::Result<Received>
+    pub fn try_recv<S>(&self, socket: &S, buf: &mut RecvBuf) -> io::Result<()>
     where
         for<'a> UdpSockRef<'a>: From<&'a S>,
     {
-        let mut meta = [quinn_udp::RecvMeta::default()];
-        let mut bufs = [IoSliceMut::new(buf)];
-        self.0.recv(socket.into(), &mut bufs, &mut meta)?;
-        let m = meta[0];
-        Ok(Received {
-            len: m.len,
-            from: m.addr,
-            ecn: m.ecn.map(|e| e as u8),
-            stride: m.stride,
-        })
+        buf.got.clear();
+        let slots = buf.using.min(buf.bytes.len() / MAX_RECEIVE);
+        let mut meta = [quinn_udp::RecvMeta::default(); MAX_SLOTS];
+        let mut chunks = buf.bytes.chunks_mut(MAX_RECEIVE);
+        let mut bufs: [IoSliceMut<'_>; MAX_SLOTS] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        let n = self
+            .0
+            .recv(socket.into(), &mut bufs[..slots], &mut meta[..slots])?;
+        for (slot, m) in meta[..n].iter().enumerate() {
+            buf.got.push(Received {
+                offset: slot * MAX_RECEIVE,
+                len: m.len,
+                from: m.addr,
+                ecn: m.ecn.map(|e| e as u8),
+                stride: m.stride,
+            });
+        }
+        Ok(())
     }
 
     /// One non-blocking send of a datagram or GSO batch (`WouldBlock` when the socket is full).

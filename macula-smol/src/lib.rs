@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use async_io::Async;
 
-use macula_mesh::Received;
+use macula_mesh::RecvBuf;
 use macula_proto::quic::Datagram;
 
 pub use macula_mesh::{Events, MeshConfig, MeshError, MeshStats};
@@ -80,7 +80,7 @@ impl macula_mesh::UdpSocket for SmolUdp {
         self.state.max_gso_segments()
     }
 
-    async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+    async fn recv(&self, buf: &mut RecvBuf) -> io::Result<()> {
         self.io
             .read_with(|socket| self.state.try_recv(socket, buf))
             .await

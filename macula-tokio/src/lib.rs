@@ -26,7 +26,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use macula_mesh::Received;
+use macula_mesh::RecvBuf;
 use macula_proto::quic::Datagram;
 use tokio::io::Interest;
 
@@ -81,7 +81,7 @@ impl macula_mesh::UdpSocket for TokioUdp {
         self.state.max_gso_segments()
     }
 
-    async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+    async fn recv(&self, buf: &mut RecvBuf) -> io::Result<()> {
         loop {
             self.io.readable().await?;
             let attempt = self

@@ -175,7 +175,7 @@ impl<R: Runtime> RawPeer<R> {
         mut done: impl FnMut(&[Event]) -> bool,
     ) -> anyhow::Result<bool> {
         let give_up = R::now() + limit;
-        let mut buf = vec![0u8; 65_536];
+        let mut buf = macula_mesh::RecvBuf::new(1);
         loop {
             while let Some(d) = self.endpoint.poll_transmit() {
                 self.socket.send(&d).await?;
@@ -204,10 +204,16 @@ impl<R: Runtime> RawPeer<R> {
             let now = self.now();
             match received {
                 Some(r) => {
-                    let received = r?;
-                    for datagram in received.segments(&buf) {
-                        self.endpoint
-                            .handle_datagram(now, received.from, received.ecn, datagram);
+                    r?;
+                    for (received, datagrams) in buf.received() {
+                        for datagram in datagrams {
+                            self.endpoint.handle_datagram(
+                                now,
+                                received.from,
+                                received.ecn,
+                                datagram,
+                            );
+                        }
                     }
                 }
                 None => self.endpoint.handle_timeout(now),

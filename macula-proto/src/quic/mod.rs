@@ -858,7 +858,7 @@ impl Endpoint {
                 let Some(c) = self.conns.get_mut(&handle) else {
                     return;
                 };
-                c.streams.queue(channel, &bytes);
+                c.streams.queue(channel, bytes);
                 self.active.insert(handle);
                 self.flush_pending(handle, now);
             }

@@ -6,6 +6,7 @@
 //! independently, so a large frame on one channel never holds back another; the control stream
 //! has priority, so keep-alives go first.
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use bytes::Bytes;
@@ -34,8 +35,12 @@ pub(super) struct Streams {
 struct OutStream {
     channel: Channel,
     id: Option<StreamId>,
-    /// For a channel stream not yet opened, the header is the start of this.
-    pending: Vec<u8>,
+    /// What the node handed over and the stream has not taken yet, in order, each chunk as the
+    /// node encoded it (QUIC takes them without copying). For a channel stream not yet opened,
+    /// the header is the first chunk.
+    pending: VecDeque<Bytes>,
+    /// Bytes in `pending`.
+    pending_len: usize,
     /// Whether the node was told this channel is blocked (more than its backlog pending).
     blocked: bool,
 }
@@ -62,30 +67,39 @@ pub(super) struct Read {
 pub(super) struct Broken;
 
 impl Streams {
-    /// Queues `bytes` for `channel`.
-    pub fn queue(&mut self, channel: Channel, bytes: &[u8]) {
+    /// Queues `bytes` for `channel` (taking them over: they are not copied).
+    pub fn queue(&mut self, channel: Channel, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
         let at = match self.out.iter().position(|s| s.channel == channel) {
             Some(at) => at,
             None => {
-                let mut pending = Vec::with_capacity(bytes.len() + MAX_HEADER);
-                if channel != Channel::CONTROL {
-                    write_header(channel, &mut pending);
-                }
-                self.out.push(OutStream {
+                let mut stream = OutStream {
                     channel,
                     id: None,
-                    pending,
+                    pending: VecDeque::new(),
+                    pending_len: 0,
                     blocked: false,
-                });
+                };
+                if channel != Channel::CONTROL {
+                    let mut header = Vec::with_capacity(MAX_HEADER);
+                    write_header(channel, &mut header);
+                    stream.pending_len = header.len();
+                    stream.pending.push_back(Bytes::from(header));
+                }
+                self.out.push(stream);
                 self.out.len() - 1
             }
         };
-        self.out[at].pending.extend_from_slice(bytes);
+        let s = &mut self.out[at];
+        s.pending_len += bytes.len();
+        s.pending.push_back(Bytes::from(bytes));
     }
 
     /// The most bytes queued on one channel that its stream has not taken yet.
     pub fn largest_pending(&self) -> usize {
-        self.out.iter().map(|s| s.pending.len()).max().unwrap_or(0)
+        self.out.iter().map(|s| s.pending_len).max().unwrap_or(0)
     }
 
     /// The channels whose pending bytes crossed `backlog` upwards (`true`) or fell back to
@@ -98,9 +112,9 @@ impl Streams {
                 continue;
             }
             let now_blocked = if s.blocked {
-                s.pending.len() > backlog / 2
+                s.pending_len > backlog / 2
             } else {
-                s.pending.len() > backlog
+                s.pending_len > backlog
             };
             if now_blocked != s.blocked {
                 s.blocked = now_blocked;
@@ -114,6 +128,7 @@ impl Streams {
     pub fn clear(&mut self) {
         for s in &mut self.out {
             s.pending.clear();
+            s.pending_len = 0;
         }
     }
 
@@ -149,11 +164,15 @@ impl Streams {
             // Write until the stream takes everything or says it is blocked: only a `Blocked`
             // answer registers the stream for a `Writable` event, so a short write is retried.
             while !s.pending.is_empty() {
-                match conn.send_stream(id).write(&s.pending) {
-                    Ok(0) | Err(WriteError::Blocked) => break,
-                    Ok(n) => {
-                        s.pending.drain(..n);
+                // The chunks at the front, as one slice; QUIC advances a chunk it takes part of.
+                let (front, _) = s.pending.as_mut_slices();
+                match conn.send_stream(id).write_chunks(front) {
+                    Ok(written) if written.bytes == 0 => break,
+                    Ok(written) => {
+                        s.pending_len -= written.bytes;
+                        s.pending.drain(..written.chunks);
                     }
+                    Err(WriteError::Blocked) => break,
                     Err(_) => return Err(Broken),
                 }
             }
