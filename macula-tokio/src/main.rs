@@ -157,6 +157,9 @@ enum Command {
     /// A benchmark's worker process (started by `macula bench`).
     #[command(hide = true)]
     BenchWorker {
+        /// The async runtime to run on.
+        #[arg(long, value_enum, default_value_t = cli::bench::RuntimeChoice::Tokio)]
+        runtime: cli::bench::RuntimeChoice,
         #[command(subcommand)]
         command: cli::bench::WorkerCommand,
     },
@@ -201,18 +204,31 @@ fn main() -> ExitCode {
         // Colour codes only for a person at a terminal, never into a file or a pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A benchmark worker runs on the runtime it was told, which may not be tokio.
+    let result = match cli.command {
+        Command::BenchWorker { runtime, command } => cli::bench::run_worker(runtime, command),
+        command => run(command, sub),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command on tokio.
+fn run(command: Command, sub: impl Fn(&[&str]) -> Option<clap::ArgMatches>) -> Result<()> {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: could not start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(err) => anyhow::bail!("could not start the async runtime: {err}"),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
+    runtime.block_on(async {
+        match command {
             Command::Node(args) => {
                 let matches = sub(&["node"]).expect("the node subcommand was parsed");
                 node(NodeSettings::resolve(*args, &matches)?).await
@@ -303,17 +319,10 @@ fn main() -> ExitCode {
             }
             Command::Trust { command } => cli::trust::run(command),
             Command::Bench { command } => cli::bench::run(command).await,
-            Command::BenchWorker { command } => cli::bench::worker(command).await,
+            Command::BenchWorker { .. } => unreachable!("run before the runtime starts"),
             Command::Demo => demo().await,
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 async fn node(settings: NodeSettings) -> Result<()> {

@@ -368,6 +368,36 @@ fn bench_pubsub_runs_separate_processes_and_counts_loss() {
     assert!(String::from_utf8_lossy(&small.stderr).contains("at least 16"));
 }
 
+#[test]
+fn bench_runs_its_workers_on_smol_when_asked() {
+    let on_smol = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["bench"])
+            .args(args)
+            .args(["--runtime", "smol", "--json"])
+            .output()
+            .expect("the macula binary runs");
+        let line = succeeded(&out)
+            .lines()
+            .last()
+            .expect("a JSON line")
+            .to_string();
+        assert!(line.contains("\"runtime\":\"smol\""), "{line}");
+        line
+    };
+    let line = on_smol(&["pubsub", "--subs", "1", "--count", "2000", "--qos", "1"]);
+    assert!(line.contains("\"lost\":0,"), "{line}");
+    assert!(line.contains("\"delivered_total\":2000,"), "{line}");
+    let line = on_smol(&["rpc", "--outstanding", "4", "--count", "400"]);
+    assert!(line.contains("\"req_per_s\":"), "{line}");
+    let wrong = Command::new(BIN)
+        .args(["bench", "rpc", "--runtime", "async-std"])
+        .output()
+        .expect("the macula binary runs");
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("tokio, smol"));
+}
+
 /// A `macula serve` process, once it says callers can find it.
 struct Server {
     child: Running,

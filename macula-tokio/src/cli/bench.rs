@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use macula_mesh::Runtime;
 use macula_proto::pubsub::{Qos, SubscribeOptions};
 use macula_proto::rpc::CallOptions;
 use macula_proto::{Config, Realm};
@@ -25,6 +26,24 @@ const PROCEDURE: &str = "bench.echo";
 const BATCH: usize = 1024;
 /// A subscriber that heard nothing for this long after its first message stops counting.
 const QUIET: Duration = Duration::from_secs(10);
+
+/// The async runtime a benchmark's workers run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeChoice {
+    /// tokio, multi-threaded (`macula-tokio`).
+    Tokio,
+    /// smol (`macula-smol`).
+    Smol,
+}
+
+impl RuntimeChoice {
+    fn name(self) -> &'static str {
+        match self {
+            RuntimeChoice::Tokio => "tokio",
+            RuntimeChoice::Smol => "smol",
+        }
+    }
+}
 
 /// `macula bench ...`.
 #[derive(clap::Subcommand)]
@@ -45,6 +64,9 @@ pub enum BenchCommand {
         /// 0 or 1.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
         qos: u8,
+        /// The async runtime of the publisher and subscriber processes.
+        #[arg(long, value_enum, default_value_t = RuntimeChoice::Tokio)]
+        runtime: RuntimeChoice,
         /// Print one JSON line (field names as `../shared/peers` uses them).
         #[arg(long)]
         json: bool,
@@ -61,6 +83,9 @@ pub enum BenchCommand {
         /// Calls to make.
         #[arg(long, default_value_t = 100_000)]
         count: u64,
+        /// The async runtime of the caller and provider processes.
+        #[arg(long, value_enum, default_value_t = RuntimeChoice::Tokio)]
+        runtime: RuntimeChoice,
         /// Print one JSON line (field names as `../shared/peers` uses them).
         #[arg(long)]
         json: bool,
@@ -141,21 +166,37 @@ fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-async fn member(bootstrap: SocketAddr) -> Result<Mesh> {
+async fn member<R: Runtime>(bootstrap: SocketAddr) -> Result<macula_mesh::Mesh<R>> {
     let config = MeshConfig::new(
         Config::new(Realm::new(REALM).expect("valid")),
         "127.0.0.1:0".parse()?,
     );
-    let mesh = Mesh::bind(config).await?;
+    let mesh = macula_mesh::Mesh::<R>::bind(config).await?;
     mesh.connect(bootstrap).await?;
     Ok(mesh)
 }
 
+/// Waits `d` on runtime `R`.
+async fn sleep<R: Runtime>(d: Duration) {
+    R::sleep_until(R::now() + d).await;
+}
+
+/// Runs a worker on the runtime it was told (blocking this thread until it is done).
+pub fn run_worker(runtime: RuntimeChoice, command: WorkerCommand) -> Result<()> {
+    match runtime {
+        RuntimeChoice::Tokio => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(worker::<macula_tokio::Tokio>(command)),
+        RuntimeChoice::Smol => smol::block_on(worker::<macula_smol::Smol>(command)),
+    }
+}
+
 /// Runs a worker.
-pub async fn worker(command: WorkerCommand) -> Result<()> {
+async fn worker<R: Runtime>(command: WorkerCommand) -> Result<()> {
     match command {
         WorkerCommand::Sub { bootstrap, count } => {
-            let mesh = member(bootstrap).await?;
+            let mesh = member::<R>(bootstrap).await?;
             let options = SubscribeOptions::default().with_capacity(65_536);
             let mut sub = mesh.pubsub().subscribe_with(DATA, options).await?;
             let _ready = mesh.pubsub().subscribe(READY).await?;
@@ -170,7 +211,11 @@ pub async fn worker(command: WorkerCommand) -> Result<()> {
                     QUIET
                 };
                 // Wait for one message, then take what else is there without waiting.
-                let Ok(Some(first_one)) = tokio::time::timeout(wait, sub.recv()).await else {
+                let quiet = async {
+                    sleep::<R>(wait).await;
+                    None
+                };
+                let Some(first_one) = futures_lite::future::or(sub.recv(), quiet).await else {
                     break;
                 };
                 let mut next = Some(first_one);
@@ -222,7 +267,7 @@ pub async fn worker(command: WorkerCommand) -> Result<()> {
             count,
             qos,
         } => {
-            let mesh = member(bootstrap).await?;
+            let mesh = member::<R>(bootstrap).await?;
             let qos = if qos == 1 {
                 Qos::AtLeastOnce
             } else {
@@ -237,7 +282,7 @@ pub async fn worker(command: WorkerCommand) -> Result<()> {
                 if report.subscribers >= subs {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                sleep::<R>(Duration::from_millis(100)).await;
             }
             // The data topic's own discovery, before the clock starts.
             mesh.pubsub().publish_batch(DATA, Vec::new(), qos).await?;
@@ -271,22 +316,21 @@ pub async fn worker(command: WorkerCommand) -> Result<()> {
             mesh.close().await;
         }
         WorkerCommand::Serve { bootstrap } => {
-            let mesh = member(bootstrap).await?;
+            let mesh = member::<R>(bootstrap).await?;
             let mut service = mesh.rpc().serve(PROCEDURE).await?;
             super::rpc::wait_until_findable(&mesh, PROCEDURE).await?;
             println!("ready");
-            let serving = tokio::spawn(async move {
+            R::spawn(async move {
                 while let Some(call) = service.recv().await {
                     // Answered on a task of its own, so the calls in flight are answered
                     // side by side.
-                    tokio::spawn(async move {
+                    R::spawn(async move {
                         let payload = call.payload().to_vec();
                         let _ = call.reply(payload).await;
                     });
                 }
             });
             until_done().await;
-            serving.abort();
             println!(
                 "{{\"peak_rss_bytes\":{},\"cpu_ms\":{}}}",
                 peak_rss_bytes(),
@@ -300,33 +344,38 @@ pub async fn worker(command: WorkerCommand) -> Result<()> {
             outstanding,
             count,
         } => {
-            let mesh = member(bootstrap).await?;
+            let mesh = member::<R>(bootstrap).await?;
             // Discovery and the link to the provider, before the clock starts.
             let options = CallOptions::default();
             mesh.rpc()
                 .call(PROCEDURE, vec![0u8; size], options.clone())
                 .await?;
             let start = std::time::Instant::now();
-            let mut tasks = Vec::new();
+            let (done, results) = async_channel::bounded(outstanding);
             for k in 0..outstanding as u64 {
-                let (mesh, options) = (mesh.clone(), options.clone());
+                let (mesh, options, done) = (mesh.clone(), options.clone(), done.clone());
                 // Calls k, k + outstanding, k + 2 × outstanding, ...
                 let calls = count / outstanding as u64 + u64::from(k < count % outstanding as u64);
-                tasks.push(tokio::spawn(async move {
+                R::spawn(async move {
                     let mut rtts = Vec::with_capacity(calls as usize);
                     for _ in 0..calls {
                         let sent = std::time::Instant::now();
-                        mesh.rpc()
+                        if let Err(err) = mesh
+                            .rpc()
                             .call(PROCEDURE, vec![0u8; size], options.clone())
-                            .await?;
+                            .await
+                        {
+                            let _ = done.send(Err(err)).await;
+                            return;
+                        }
                         rtts.push(sent.elapsed().as_micros() as u64);
                     }
-                    anyhow::Ok(rtts)
-                }));
+                    let _ = done.send(Ok(rtts)).await;
+                });
             }
             let mut rtts = Vec::with_capacity(count as usize);
-            for task in tasks {
-                rtts.extend(task.await??);
+            for _ in 0..outstanding {
+                rtts.extend(results.recv().await??);
             }
             let secs = start.elapsed().as_secs_f64().max(1e-9);
             rtts.sort_unstable();
@@ -348,11 +397,13 @@ pub async fn worker(command: WorkerCommand) -> Result<()> {
 
 /// Waits until the benchmark says `done` on stdin (or closes it).
 async fn until_done() {
-    let _ = tokio::task::spawn_blocking(|| {
+    let (said, done) = async_channel::bounded(1);
+    std::thread::spawn(move || {
         let mut line = String::new();
-        std::io::stdin().read_line(&mut line)
-    })
-    .await;
+        let _ = std::io::stdin().read_line(&mut line);
+        let _ = said.try_send(());
+    });
+    let _ = done.recv().await;
 }
 
 /// A worker process and its stdout.
@@ -362,10 +413,10 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(args: &[String]) -> Result<Worker> {
+    fn start(runtime: RuntimeChoice, args: &[String]) -> Result<Worker> {
         let exe = std::env::current_exe().context("finding this binary")?;
         let mut child = Command::new(exe)
-            .arg("bench-worker")
+            .args(["bench-worker", "--runtime", runtime.name()])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -413,14 +464,16 @@ pub async fn run(command: BenchCommand) -> Result<()> {
             size,
             count,
             qos,
+            runtime,
             json,
-        } => pubsub(subs, size, count, qos, json).await,
+        } => pubsub(subs, size, count, qos, runtime, json).await,
         BenchCommand::Rpc {
             size,
             outstanding,
             count,
+            runtime,
             json,
-        } => rpc(size, outstanding, count, json).await,
+        } => rpc(size, outstanding, count, runtime, json).await,
     }
 }
 
@@ -433,13 +486,19 @@ async fn bootstrap() -> Result<Mesh> {
     .await?)
 }
 
-async fn rpc(size: usize, outstanding: usize, count: u64, json: bool) -> Result<()> {
+async fn rpc(
+    size: usize,
+    outstanding: usize,
+    count: u64,
+    runtime: RuntimeChoice,
+    json: bool,
+) -> Result<()> {
     if outstanding == 0 || count < outstanding as u64 {
         bail!("--outstanding must be at least 1 and --count at least --outstanding");
     }
     let boot = bootstrap().await?;
     let at = boot.local_addr().to_string();
-    let mut server = Worker::start(&["serve".into(), "--bootstrap".into(), at.clone()])?;
+    let mut server = Worker::start(runtime, &["serve".into(), "--bootstrap".into(), at.clone()])?;
     let line = tokio::task::block_in_place(|| server.line())?;
     if line != "ready" {
         bail!("the provider said {line:?}");
@@ -455,7 +514,7 @@ async fn rpc(size: usize, outstanding: usize, count: u64, json: bool) -> Result<
         "--count".into(),
         count.to_string(),
     ];
-    let mut caller = Worker::start(&args)?;
+    let mut caller = Worker::start(runtime, &args)?;
     let call_line = tokio::task::block_in_place(|| caller.line())?;
     if let Some(stdin) = server.child.stdin.as_mut() {
         use std::io::Write;
@@ -473,8 +532,12 @@ async fn rpc(size: usize, outstanding: usize, count: u64, json: bool) -> Result<
     let peak = rss[0].max(rss[1]);
     if json {
         println!(
-            "{{\"bench\":\"macula_rpc\",\"size\":{size},\"outstanding\":{outstanding},\"count\":{count},\"req_per_s\":{rate},\"rtt\":{{\"p50_us\":{p50},\"p99_us\":{p99}}},\"peak_rss_bytes\":{peak},\"peak_rss_bytes_per_process\":[{},{}],\"cpu_ms_per_process\":[{},{}]}}",
-            rss[0], rss[1], cpu[0], cpu[1]
+            "{{\"bench\":\"macula_rpc\",\"runtime\":\"{}\",\"size\":{size},\"outstanding\":{outstanding},\"count\":{count},\"req_per_s\":{rate},\"rtt\":{{\"p50_us\":{p50},\"p99_us\":{p99}}},\"peak_rss_bytes\":{peak},\"peak_rss_bytes_per_process\":[{},{}],\"cpu_ms_per_process\":[{},{}]}}",
+            runtime.name(),
+            rss[0],
+            rss[1],
+            cpu[0],
+            cpu[1]
         );
     } else {
         println!("req_per_s={rate} rtt_p50_us={p50} rtt_p99_us={p99}");
@@ -484,7 +547,14 @@ async fn rpc(size: usize, outstanding: usize, count: u64, json: bool) -> Result<
     Ok(())
 }
 
-async fn pubsub(subs: usize, size: usize, count: u64, qos: u8, json: bool) -> Result<()> {
+async fn pubsub(
+    subs: usize,
+    size: usize,
+    count: u64,
+    qos: u8,
+    runtime: RuntimeChoice,
+    json: bool,
+) -> Result<()> {
     if size < 16 {
         bail!("--size must be at least 16 bytes (sequence number and send time)");
     }
@@ -498,7 +568,7 @@ async fn pubsub(subs: usize, size: usize, count: u64, qos: u8, json: bool) -> Re
     for _ in 0..subs {
         let mut args = common("sub");
         args.extend(["--count".into(), count.to_string()]);
-        let mut w = Worker::start(&args)?;
+        let mut w = Worker::start(runtime, &args)?;
         let line = tokio::task::block_in_place(|| w.line())?;
         if line != "ready" {
             bail!("a subscriber said {line:?}");
@@ -514,7 +584,7 @@ async fn pubsub(subs: usize, size: usize, count: u64, qos: u8, json: bool) -> Re
     ] {
         args.extend([k.into(), v]);
     }
-    let mut publisher = Worker::start(&args)?;
+    let mut publisher = Worker::start(runtime, &args)?;
     let pub_line = tokio::task::block_in_place(|| publisher.line())?;
     let mut sub_lines = Vec::new();
     for w in &mut subscribers {
@@ -550,7 +620,8 @@ async fn pubsub(subs: usize, size: usize, count: u64, qos: u8, json: bool) -> Re
     let peak = rss.iter().copied().max().unwrap_or(0);
     if json {
         println!(
-            "{{\"bench\":\"macula_pubsub\",\"subs\":{subs},\"size\":{size},\"count\":{count},\"qos\":{qos},\"delivered_total\":{total},\"delivered_msgs_per_s\":{rate:.0},\"delivered_payload_mb_per_s\":{mb:.2},\"lost\":{lost},\"rtt\":{{\"p50_us\":{p50},\"p99_us\":{p99}}},\"peak_rss_bytes\":{peak},\"peak_rss_bytes_per_process\":[{}],\"cpu_ms_per_process\":[{}]}}",
+            "{{\"bench\":\"macula_pubsub\",\"runtime\":\"{}\",\"subs\":{subs},\"size\":{size},\"count\":{count},\"qos\":{qos},\"delivered_total\":{total},\"delivered_msgs_per_s\":{rate:.0},\"delivered_payload_mb_per_s\":{mb:.2},\"lost\":{lost},\"rtt\":{{\"p50_us\":{p50},\"p99_us\":{p99}}},\"peak_rss_bytes\":{peak},\"peak_rss_bytes_per_process\":[{}],\"cpu_ms_per_process\":[{}]}}",
+            runtime.name(),
             list(&rss),
             list(&cpu)
         );

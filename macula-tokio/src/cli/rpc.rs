@@ -69,7 +69,10 @@ pub async fn serve(mesh: &Mesh, args: ServeArgs) -> Result<()> {
 
 /// Waits until the DHT lists this node as a provider of `procedure` (at most 30 s): a caller
 /// starting after `serve` said so finds it.
-pub async fn wait_until_findable(mesh: &Mesh, procedure: &str) -> Result<()> {
+pub async fn wait_until_findable<R: macula_mesh::Runtime>(
+    mesh: &macula_mesh::Mesh<R>,
+    procedure: &str,
+) -> Result<()> {
     let name = provider_name(procedure);
     let give_up = Instant::now() + Duration::from_secs(30);
     loop {
@@ -80,7 +83,7 @@ pub async fn wait_until_findable(mesh: &Mesh, procedure: &str) -> Result<()> {
         if Instant::now() >= give_up {
             bail!("the mesh did not store this node's announcement within 30 s");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        R::sleep_until(R::now() + Duration::from_millis(100)).await;
     }
 }
 
