@@ -227,7 +227,7 @@ pub fn node_pubsub(data: &[u8]) {
             assert!(held <= 4 + node.config().max_peers, "inbox bound: {held}");
         }
         let pubsub = node.pubsub();
-        assert!(pubsub.outstanding() <= 8 + 8);
+        assert!(pubsub.outstanding() <= 8);
         assert!(pubsub.receiving() <= MAX_RECEIVING);
         assert!(pubsub.streams() <= node.config().pubsub.max_streams);
         assert!(node.stats().peers <= 1);

@@ -27,7 +27,9 @@ use core::net::SocketAddr;
 use super::cache::{Subscriber, SubscriberCache, Targets};
 use super::config::PubsubConfig;
 use super::dedup::Dedup;
-use super::messages::{Outgoing, PubAck, Publish, PublishRef, PubsubMessage, Qos};
+use super::messages::{
+    Outgoing, PubAck, Publish, PublishRef, PubsubMessage, Qos, RunRef, MAX_RUN_MESSAGES,
+};
 use super::topic::{Pattern, Topic};
 use super::types::{
     PublishError, PublishId, PublishOptions, Publishing, PubsubEvent, PubsubStats, Received,
@@ -117,6 +119,8 @@ struct Stream {
 #[derive(Debug)]
 struct Tracking {
     notify: bool,
+    /// Its payload's bytes (counted in `Pubsub::outstanding_bytes`).
+    bytes: usize,
     subscribers: usize,
     waiting: usize,
     acked: Vec<NodeId>,
@@ -209,6 +213,11 @@ pub struct Pubsub {
     subs_generation: u64,
     /// A plan's buffers, kept between messages.
     scratch: Plan,
+    /// Payload bytes of the publishes in `tracking`.
+    outstanding_bytes: usize,
+    /// Subscriber nodes whose QoS 1 streams took messages in the drain under way (they are
+    /// sent at its end).
+    enqueued: Vec<NodeId>,
     /// The topic of the last message received, checked, and this node's subscriptions
     /// outside groups that match it: a stream of messages on one topic is matched once.
     arrival: Option<Arrival>,
@@ -259,6 +268,8 @@ impl Subsystem for Pubsub {
             routes: Vec::new(),
             subs_generation: 0,
             scratch: Plan::default(),
+            enqueued: Vec::new(),
+            outstanding_bytes: 0,
             arrival: None,
         }
     }
@@ -304,6 +315,11 @@ impl Subsystem for Pubsub {
     fn on_message(&mut self, from: Peer, message: PubsubMessage, cx: &mut Cx<'_>) {
         match message {
             PubsubMessage::Publish(publish) => self.receive(from, publish, cx),
+            PubsubMessage::Run(run) => {
+                for publish in run.into_publishes() {
+                    self.receive(from, publish, cx);
+                }
+            }
             PubsubMessage::PubAck(ack) => {
                 self.stats.acks_received += 1;
                 if ack.epoch == self.epoch {
@@ -405,11 +421,22 @@ impl Pubsub {
         self.outbox.len() + self.tracking.len()
     }
 
+    /// Payload bytes of the QoS 1 publishes awaiting acks (each once).
+    pub fn outstanding_bytes(&self) -> usize {
+        self.outstanding_bytes
+    }
+
     /// Whether a publish would be taken now (the outbox has room).
     pub fn has_room(&self) -> bool {
         self.outbox.len() < self.config.max_waiting
             && self.outbox_bytes < self.config.max_waiting_bytes
-            && self.tracking.len() < self.config.max_outstanding
+            && self.tracking_room()
+    }
+
+    /// Whether another QoS 1 message may start waiting for acks.
+    fn tracking_room(&self) -> bool {
+        self.tracking.len() < self.config.max_outstanding
+            && self.outstanding_bytes < self.config.max_outstanding_bytes
     }
 
     /// This node's subscriptions.
@@ -661,6 +688,10 @@ impl Pubsub {
             if qos == Qos::AtMostOnce && self.send_run(route, cx) {
                 continue;
             }
+            if qos == Qos::AtLeastOnce && !self.tracking_room() {
+                // As many await acks as the bounds allow: an ack brings it back here.
+                break;
+            }
             let mut plan = core::mem::take(&mut self.scratch);
             if !self.plan(route, &body.topic, qos, &mut plan, cx) {
                 // A subscriber has no room: an ack or a drained channel brings it back here.
@@ -671,6 +702,9 @@ impl Pubsub {
             self.outbox_bytes -= waiting.body.payload.len();
             self.send(waiting, &mut plan, cx);
             self.scratch = plan;
+        }
+        for node in core::mem::take(&mut self.enqueued) {
+            self.pump(node, cx);
         }
         if self.refused && self.has_room() {
             self.refused = false;
@@ -772,6 +806,46 @@ const MAX_RUN_BYTES: usize = 64 * 1024;
 
 /// Bytes a message adds to a run besides its topic and payload (a fair guess at its fields).
 const RUN_OVERHEAD: usize = 24;
+
+/// Bytes a message adds to a [`Run`](super::messages::Run) frame besides its payload (the
+/// payload's length, at most five bytes).
+const RUN_ITEM_OVERHEAD: usize = 5;
+
+/// One message as [`frames`] sees it.
+pub(super) struct Framed<'a> {
+    pub topic: &'a str,
+    pub payload: usize,
+    /// Whether it may travel in a run: no headers, for plain subscriptions only.
+    pub joins: bool,
+}
+
+/// Splits messages with consecutive sequence numbers into frames: consecutive messages on one
+/// topic that may travel in a run share one (at most [`MAX_RUN_MESSAGES`] and `budget` bytes
+/// of topic and payloads, so it stays within the frame size however the node is configured);
+/// any other is a frame of its own. Returns `(start, len)` for each frame, in order; `len > 1`
+/// only for a run.
+pub(super) fn frames<'a>(
+    messages: impl IntoIterator<Item = Framed<'a>>,
+    budget: usize,
+) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    // The open run: where it starts, its topic, its bytes.
+    let mut open: Option<(&str, usize)> = None;
+    for (i, m) in messages.into_iter().enumerate() {
+        let size = m.payload + RUN_ITEM_OVERHEAD;
+        if let (Some((topic, bytes)), Some(last)) = (&mut open, out.last_mut()) {
+            if m.joins && *topic == m.topic && last.1 < MAX_RUN_MESSAGES && *bytes + size <= budget
+            {
+                last.1 += 1;
+                *bytes += size;
+                continue;
+            }
+        }
+        out.push((i, 1));
+        open = m.joins.then_some((m.topic, m.topic.len() + size));
+    }
+    out
+}
 
 /// Topics whose routes a publisher keeps.
 const MAX_ROUTES: usize = 16;

@@ -106,8 +106,28 @@ impl Pubsub {
         let first = self.seq0 + 1;
         self.seq0 += run as u64;
         let epoch = self.epoch;
+        let outbox = &self.outbox;
+        let framed = outbox.iter().take(run).map(|w| Framed {
+            topic: w.body.topic.as_str(),
+            payload: w.body.payload.len(),
+            joins: w.body.headers.is_empty(),
+        });
+        let frames = frames(framed, self.config.max_message_size);
         for &link in &links {
-            let messages = self.outbox.iter().take(run).zip(first..).map(|(w, seq)| {
+            let messages = frames.iter().map(|&(start, len)| {
+                let w = &outbox[start];
+                let seq = first + start as u64;
+                let payloads = outbox.range(start..start + len).map(payload as fn(_) -> _);
+                if len > 1 {
+                    return Outgoing::Run(RunRef {
+                        epoch,
+                        qos: Qos::AtMostOnce,
+                        first: seq,
+                        base: 0,
+                        topic: w.body.topic.as_str(),
+                        payloads,
+                    });
+                }
                 Outgoing::Publish(PublishRef {
                     epoch,
                     qos: Qos::AtMostOnce,
@@ -256,7 +276,7 @@ impl Pubsub {
             Qos::AtMostOnce => {
                 self.seq0 += 1;
                 for (node, copy) in plan.remote.drain(..) {
-                    let message = Outgoing::Publish(PublishRef {
+                    let message = Outgoing::publish(PublishRef {
                         epoch: self.epoch,
                         qos,
                         seq: self.seq0,
@@ -290,10 +310,12 @@ impl Pubsub {
                     deadline,
                     targets: plan.remote.iter().map(|(n, _)| *n).collect(),
                 });
+                self.outstanding_bytes += body.payload.len();
                 self.tracking.insert(
                     id,
                     Tracking {
                         notify: notify != Notify::Nobody,
+                        bytes: body.payload.len(),
                         subscribers,
                         waiting: remote,
                         acked: Vec::new(),
@@ -301,7 +323,7 @@ impl Pubsub {
                     },
                 );
                 for (node, copy) in plan.remote.drain(..) {
-                    self.enqueue(node, id, &body, copy, deadline, cx);
+                    self.enqueue(node, id, &body, copy, deadline);
                 }
                 if remote == 0 {
                     self.finish(id, cx);
@@ -339,4 +361,9 @@ impl Pubsub {
             Notify::Nobody => {}
         }
     }
+}
+
+/// A waiting message's payload.
+fn payload(w: &Waiting) -> &[u8] {
+    &w.body.payload
 }

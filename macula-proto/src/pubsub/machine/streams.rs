@@ -53,12 +53,13 @@ impl Pubsub {
                     plain: true,
                     groups: Vec::new(),
                 };
-                self.enqueue(node, id, &body, copy, deadline, cx);
+                self.enqueue(node, id, &body, copy, deadline);
             }
         }
     }
 
-    /// Adds a QoS 1 message to the stream to `node` and sends what the stream may.
+    /// Adds a QoS 1 message to the stream to `node`; the drain under way sends it (every
+    /// caller is one, or is followed by one).
     pub(super) fn enqueue(
         &mut self,
         node: NodeId,
@@ -66,7 +67,6 @@ impl Pubsub {
         body: &Arc<Body>,
         copy: Copy,
         deadline: Instant,
-        cx: &mut Cx<'_>,
     ) {
         if !self.streams.contains_key(&node) && self.streams.len() >= self.config.max_streams {
             // Make room: forget an idle stream (a later one to that node starts above
@@ -107,7 +107,11 @@ impl Pubsub {
             groups: copy.groups,
             deadline,
         });
-        self.pump(node, cx);
+        // Sent when the drain under way ends, with what else it enqueues for the node: many
+        // messages to a frame.
+        if !self.enqueued.contains(&node) {
+            self.enqueued.push(node);
+        }
     }
 
     /// Sends the messages of the stream to `node` not sent since it last went back, while the
@@ -117,20 +121,27 @@ impl Pubsub {
             return;
         };
         let mut failed = false;
-        while stream.sent < stream.unacked.len() {
+        let unsent = stream.unacked.range(stream.sent..).map(|u| Framed {
+            topic: u.body.topic.as_str(),
+            payload: u.body.payload.len(),
+            joins: u.plain && u.groups.is_empty() && u.body.headers.is_empty(),
+        });
+        for (_, len) in frames(unsent, self.config.max_message_size) {
             if !cx.data_writable(&node) {
                 break;
             }
-            let message = frame(self.epoch, stream, stream.sent);
-            let seq = stream.unacked[stream.sent].seq;
+            let message = frame(self.epoch, stream, stream.sent, len);
             match cx.send_data(node, stream.addr, &message) {
                 Ok(()) => {
-                    stream.sent += 1;
-                    if seq <= stream.sent_high {
-                        self.stats.resent += 1;
-                    } else {
-                        self.stats.sent += 1;
-                        stream.sent_high = seq;
+                    for _ in 0..len {
+                        let seq = stream.unacked[stream.sent].seq;
+                        stream.sent += 1;
+                        if seq <= stream.sent_high {
+                            self.stats.resent += 1;
+                        } else {
+                            self.stats.sent += 1;
+                            stream.sent_high = seq;
+                        }
                     }
                     stream.link = cx.link_to(&node);
                 }
@@ -209,7 +220,7 @@ impl Pubsub {
             if let Some(stream) = self.streams.get_mut(&node) {
                 if !stream.unacked.is_empty()
                     && cx
-                        .send_data(node, stream.addr, &frame(self.epoch, stream, 0))
+                        .send_data(node, stream.addr, &frame(self.epoch, stream, 0, 1))
                         .is_ok()
                 {
                     self.stats.resent += 1;
@@ -280,6 +291,7 @@ impl Pubsub {
         let Some(mut t) = self.tracking.remove(&id) else {
             return;
         };
+        self.outstanding_bytes -= t.bytes;
         if !t.notify {
             return;
         }
@@ -294,14 +306,36 @@ impl Pubsub {
     }
 }
 
-/// The frame of the `index`-th unacknowledged message of `stream`.
-pub(super) fn frame(epoch: u64, stream: &Stream, index: usize) -> Outgoing<'_> {
+/// The payloads of unacknowledged messages, for a run.
+type UnackedPayloads<'a> =
+    core::iter::Map<alloc::collections::vec_deque::Iter<'a, Unacked>, fn(&Unacked) -> &[u8]>;
+
+/// The frame of the `len` unacknowledged messages of `stream` from the `index`-th: a run if
+/// there are several (they must be fit for one, as [`frames`] says).
+pub(super) fn frame(
+    epoch: u64,
+    stream: &Stream,
+    index: usize,
+    len: usize,
+) -> Outgoing<'_, UnackedPayloads<'_>> {
     let u = &stream.unacked[index];
+    let base = stream.unacked.front().map_or(u.seq, |f| f.seq);
+    if len > 1 {
+        let payload: fn(&Unacked) -> &[u8] = |u| &u.body.payload;
+        return Outgoing::Run(RunRef {
+            epoch,
+            qos: Qos::AtLeastOnce,
+            first: u.seq,
+            base,
+            topic: u.body.topic.as_str(),
+            payloads: stream.unacked.range(index..index + len).map(payload),
+        });
+    }
     Outgoing::Publish(PublishRef {
         epoch,
         qos: Qos::AtLeastOnce,
         seq: u.seq,
-        base: stream.unacked.front().map_or(u.seq, |f| f.seq),
+        base,
         plain: u.plain,
         groups: &u.groups,
         topic: u.body.topic.as_str(),
