@@ -18,6 +18,8 @@ use macula_proto::rpc::CallOptions;
 use macula_proto::{Config, Realm};
 use macula_tokio::{Mesh, MeshConfig};
 
+use super::latencies::Latencies;
+
 const REALM: &str = "bench.macula.local";
 const DATA: &str = "bench.data";
 const READY: &str = "bench.ready";
@@ -201,9 +203,11 @@ async fn worker<R: Runtime>(command: WorkerCommand) -> Result<()> {
             let mut sub = mesh.pubsub().subscribe_with(DATA, options).await?;
             let _ready = mesh.pubsub().subscribe(READY).await?;
             println!("ready");
-            let mut seen = vec![false; count as usize];
+            // One bit per sequence number and a histogram: the bookkeeping stays small, so the
+            // memory reported is the node's.
+            let mut seen = vec![0u64; (count as usize).div_ceil(64)];
             let (mut received, mut first, mut last) = (0u64, 0u64, 0u64);
-            let mut latencies = Vec::with_capacity(count.min(1 << 22) as usize);
+            let mut latencies = Latencies::new();
             while received < count {
                 let wait = if received == 0 {
                     Duration::from_secs(120)
@@ -219,13 +223,21 @@ async fn worker<R: Runtime>(command: WorkerCommand) -> Result<()> {
                     break;
                 };
                 let mut next = Some(first_one);
+                let mut taken = 0u32;
+                let mut now = 0;
                 while let Some(m) = next {
-                    let now = micros_now();
+                    // The clock is read once per 64 messages taken without waiting (reading
+                    // it per message was 4% of the subscriber's time).
+                    if taken % 64 == 0 {
+                        now = micros_now();
+                    }
+                    taken += 1;
                     let seq = u64::from_le_bytes(m.payload[..8].try_into()?);
                     let sent = u64::from_le_bytes(m.payload[8..16].try_into()?);
-                    if let Some(slot) = seen.get_mut(seq as usize) {
-                        if !*slot {
-                            *slot = true;
+                    if let Some(word) = seen.get_mut((seq / 64) as usize) {
+                        let bit = 1 << (seq % 64);
+                        if seq < count && *word & bit == 0 {
+                            *word |= bit;
                             received += 1;
                         }
                     }
@@ -233,9 +245,7 @@ async fn worker<R: Runtime>(command: WorkerCommand) -> Result<()> {
                         first = now;
                     }
                     last = now;
-                    if latencies.len() < latencies.capacity() {
-                        latencies.push(now.saturating_sub(sent));
-                    }
+                    latencies.record(now.saturating_sub(sent));
                     next = if received < count {
                         sub.try_recv()
                     } else {
@@ -243,18 +253,11 @@ async fn worker<R: Runtime>(command: WorkerCommand) -> Result<()> {
                     };
                 }
             }
-            latencies.sort_unstable();
-            let pct = |p: f64| {
-                latencies
-                    .get(((latencies.len().max(1) - 1) as f64 * p) as usize)
-                    .copied()
-                    .unwrap_or(0)
-            };
             println!(
                 "{{\"received\":{received},\"lost\":{},\"first_us\":{first},\"last_us\":{last},\"p50_us\":{},\"p99_us\":{},\"peak_rss_bytes\":{},\"cpu_ms\":{}}}",
                 count - received,
-                pct(0.5),
-                pct(0.99),
+                latencies.percentile(0.5),
+                latencies.percentile(0.99),
                 peak_rss_bytes(),
                 cpu_ms()
             );
@@ -357,7 +360,7 @@ async fn worker<R: Runtime>(command: WorkerCommand) -> Result<()> {
                 // Calls k, k + outstanding, k + 2 × outstanding, ...
                 let calls = count / outstanding as u64 + u64::from(k < count % outstanding as u64);
                 R::spawn(async move {
-                    let mut rtts = Vec::with_capacity(calls as usize);
+                    let mut rtts = Latencies::new();
                     for _ in 0..calls {
                         let sent = std::time::Instant::now();
                         if let Err(err) = mesh
@@ -368,24 +371,22 @@ async fn worker<R: Runtime>(command: WorkerCommand) -> Result<()> {
                             let _ = done.send(Err(err)).await;
                             return;
                         }
-                        rtts.push(sent.elapsed().as_micros() as u64);
+                        rtts.record(sent.elapsed().as_micros() as u64);
                     }
                     let _ = done.send(Ok(rtts)).await;
                 });
             }
-            let mut rtts = Vec::with_capacity(count as usize);
+            let mut rtts = Latencies::new();
             for _ in 0..outstanding {
-                rtts.extend(results.recv().await??);
+                rtts.merge(&results.recv().await??);
             }
             let secs = start.elapsed().as_secs_f64().max(1e-9);
-            rtts.sort_unstable();
-            let pct = |p: f64| rtts[((rtts.len() - 1) as f64 * p) as usize];
             println!(
                 "{{\"calls\":{},\"req_per_s\":{:.0},\"p50_us\":{},\"p99_us\":{},\"peak_rss_bytes\":{},\"cpu_ms\":{}}}",
                 rtts.len(),
                 rtts.len() as f64 / secs,
-                pct(0.5),
-                pct(0.99),
+                rtts.percentile(0.5),
+                rtts.percentile(0.99),
                 peak_rss_bytes(),
                 cpu_ms()
             );

@@ -5,6 +5,7 @@ pub mod cert;
 pub mod dht;
 pub mod join;
 pub mod keys;
+mod latencies;
 pub mod metrics;
 pub mod nat;
 pub mod pubsub;
