@@ -13,12 +13,6 @@ use macula_tokio::{Mesh, MeshConfig};
 
 mod cli;
 
-/// mimalloc rather than the system allocator: a node allocates and frees a small buffer per
-/// message and a datagram-sized one per packet, a pattern on which glibc's malloc spent a tenth
-/// of a subscriber's time (fastbin consolidation on every larger request).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "macula",
