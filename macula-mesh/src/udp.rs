@@ -72,17 +72,32 @@ impl Received {
     }
 }
 
+/// The kernel buffer a node asks for on its socket, each way. The system's default (about
+/// 208 KiB on Linux) overflows under a burst of batched datagrams: a packet dropped there is
+/// lost to QUIC, which then halves its sending rate. The kernel counts this memory, not the
+/// process, and allocates it only while datagrams wait.
+pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
 /// A socket's offload state: what GSO batch size it supports, and the options set on it.
 #[derive(Debug)]
 pub struct UdpState(quinn_udp::UdpSocketState);
 
 impl UdpState {
-    /// Configures `socket` for ECN and offloads (where the platform has them).
+    /// Configures `socket` for ECN and offloads (where the platform has them), and asks for
+    /// kernel buffers of [`SOCKET_BUFFER`] bytes each way.
     ///
     /// # Errors
     /// The operating system's error.
-    pub fn new(socket: UdpSockRef<'_>) -> io::Result<Self> {
-        Ok(UdpState(quinn_udp::UdpSocketState::new(socket)?))
+    pub fn new<S>(socket: &S) -> io::Result<Self>
+    where
+        for<'a> UdpSockRef<'a>: From<&'a S>,
+    {
+        let state = quinn_udp::UdpSocketState::new(socket.into())?;
+        // Best effort: the system caps it (`net.core.rmem_max`, `wmem_max` on Linux), and a
+        // smaller buffer only costs speed.
+        let _ = state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER);
+        let _ = state.set_send_buffer_size(socket.into(), SOCKET_BUFFER);
+        Ok(UdpState(state))
     }
 
     /// Most datagrams one send may carry (1 without GSO).
@@ -152,5 +167,29 @@ impl UdpState {
             src_ip: None,
         };
         self.0.send(socket.into(), &transmit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_asks_for_large_kernel_buffers_up_to_the_system_cap() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let state = UdpState::new(&socket).unwrap();
+        let cap = |name: &str| -> usize {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        // Linux reports twice what it grants (the other half is its own bookkeeping).
+        let expected = SOCKET_BUFFER.min(cap("rmem_max"));
+        let got = state.0.recv_buffer_size((&socket).into()).unwrap();
+        assert!(got >= expected, "receive buffer {got}, expected {expected}");
+        let expected = SOCKET_BUFFER.min(cap("wmem_max"));
+        let got = state.0.send_buffer_size((&socket).into()).unwrap();
+        assert!(got >= expected, "send buffer {got}, expected {expected}");
     }
 }

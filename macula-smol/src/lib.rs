@@ -51,7 +51,7 @@ impl macula_mesh::Runtime for Smol {
 
     fn bind(addr: SocketAddr) -> io::Result<SmolUdp> {
         let socket = std::net::UdpSocket::bind(addr)?;
-        let state = macula_mesh::UdpState::new((&socket).into())?;
+        let state = macula_mesh::UdpState::new(&socket)?;
         Ok(SmolUdp {
             io: Async::new(socket)?,
             state,

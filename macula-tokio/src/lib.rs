@@ -51,7 +51,7 @@ impl macula_mesh::Runtime for Tokio {
 
     fn bind(addr: SocketAddr) -> io::Result<TokioUdp> {
         let socket = std::net::UdpSocket::bind(addr)?;
-        let state = macula_mesh::UdpState::new((&socket).into())?;
+        let state = macula_mesh::UdpState::new(&socket)?;
         socket.set_nonblocking(true)?;
         Ok(TokioUdp {
             io: tokio::net::UdpSocket::from_std(socket)?,
