@@ -100,52 +100,77 @@ impl fmt::Display for TopicError {
     }
 }
 
-/// A valid topic. See the [module documentation](self). Cloning it is cheap (the text is
-/// shared), so one message's copies all hold the same topic.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Topic(Arc<str>);
+/// A valid topic. See the [module documentation](self). Cloning it is cheap: a topic of up
+/// to [`Topic::INLINE`] bytes is held in place, a longer one is shared, so one message's copies
+/// all hold the same text.
+#[derive(Clone)]
+pub struct Topic(Text);
+
+/// A topic's text. Short topics, the common case, are kept in place: a message handed from the
+/// node's thread to the application's then carries no count shared between the two threads.
+#[derive(Clone)]
+enum Text {
+    Inline { len: u8, bytes: [u8; Topic::INLINE] },
+    Shared(Arc<str>),
+}
 
 impl Topic {
+    /// The longest topic held in place (longer ones are shared).
+    pub const INLINE: usize = 22;
+
     /// Checks `text` against the rules for topics.
     ///
     /// # Errors
     /// The [`TopicError`] naming the first rule it breaks.
     pub fn new(text: &str) -> Result<Self, TopicError> {
         check(text, false)?;
-        Ok(Topic(text.into()))
+        Ok(Topic::from_text(text, || text.into()))
     }
 
-    /// Checks shared `text` against the rules for topics, keeping it shared.
-    pub(crate) fn from_shared(text: Arc<str>) -> Result<Self, TopicError> {
-        check(&text, false)?;
-        Ok(Topic(text))
+    /// Checks shared `text` against the rules for topics, keeping it shared if it is long.
+    pub(crate) fn from_shared(text: &Arc<str>) -> Result<Self, TopicError> {
+        check(text, false)?;
+        Ok(Topic::from_checked(text))
     }
 
     /// A topic already checked (its text came from a `Topic`, or passed [`Topic::new`]).
-    pub(crate) fn from_checked(text: Arc<str>) -> Self {
-        Topic(text)
+    pub(crate) fn from_checked(text: &Arc<str>) -> Self {
+        Topic::from_text(text, || text.clone())
+    }
+
+    fn from_text(text: &str, shared: impl FnOnce() -> Arc<str>) -> Self {
+        if text.len() <= Topic::INLINE {
+            let mut bytes = [0; Topic::INLINE];
+            bytes[..text.len()].copy_from_slice(text.as_bytes());
+            Topic(Text::Inline {
+                len: text.len() as u8,
+                bytes,
+            })
+        } else {
+            Topic(Text::Shared(shared()))
+        }
     }
 
     /// The topic as written.
     pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Its text, shared.
-    pub(crate) fn shared(&self) -> &Arc<str> {
-        &self.0
+        match &self.0 {
+            Text::Inline { len, bytes } => {
+                core::str::from_utf8(&bytes[..usize::from(*len)]).expect("made from a str")
+            }
+            Text::Shared(text) => text,
+        }
     }
 
     /// Its segments, in order.
     pub fn segments(&self) -> impl Iterator<Item = &str> {
-        self.0.split('.')
+        self.as_str().split('.')
     }
 
     /// Its prefixes of one segment, two, ..., the whole topic, then the empty prefix: the names
     /// under which the subscriptions that may match it are announced (see
     /// [`Pattern::literal_prefix`]).
     pub fn prefixes(&self) -> impl Iterator<Item = &str> {
-        let text: &str = &self.0;
+        let text = self.as_str();
         text.match_indices('.')
             .map(move |(at, _)| &text[..at])
             .chain(core::iter::once(text))
@@ -155,25 +180,57 @@ impl Topic {
 
 impl AsRef<str> for Topic {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
+    }
+}
+
+impl PartialEq for Topic {
+    fn eq(&self, other: &Topic) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Topic {}
+
+impl PartialOrd for Topic {
+    fn partial_cmp(&self, other: &Topic) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Topic {
+    fn cmp(&self, other: &Topic) -> core::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl core::hash::Hash for Topic {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
 impl PartialEq<str> for Topic {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Topic {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Topic").field(&self.as_str()).finish()
     }
 }
 
 impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -423,6 +480,27 @@ mod tests {
         assert!(Topic::new("ünïcode.✓").is_ok());
         let message = TopicError::WildcardInTopic { index: 1 }.to_string();
         assert!(message.contains("only a subscription pattern"), "{message}");
+    }
+
+    #[test]
+    fn short_topics_are_held_in_place_long_ones_shared_and_both_read_alike() {
+        let short = "a".repeat(Topic::INLINE);
+        let long = "a".repeat(Topic::INLINE + 1);
+        for text in [short.as_str(), long.as_str(), "ünïcode.✓"] {
+            let shared: Arc<str> = text.into();
+            let (made, from_shared) = (Topic::new(text).unwrap(), Topic::from_checked(&shared));
+            assert_eq!(made.as_str(), text);
+            assert_eq!(made, from_shared);
+            assert_eq!(made.cmp(&from_shared), core::cmp::Ordering::Equal);
+            assert_eq!(
+                alloc::format!("{made:?}"),
+                alloc::format!("Topic({text:?})")
+            );
+            // A long topic made from shared text keeps sharing it.
+            let shares = matches!(&from_shared.0, Text::Shared(t) if Arc::ptr_eq(t, &shared));
+            assert_eq!(shares, text.len() > Topic::INLINE, "{text}");
+        }
+        assert!(Topic::new("a.b").unwrap() < Topic::new(&long).unwrap());
     }
 
     fn segment() -> impl Strategy<Value = &'static str> {

@@ -309,7 +309,7 @@ impl Subsystem for Pubsub {
 
     fn decode(&self, frame: RawFrame<'_>) -> Result<PubsubMessage, MessageError> {
         // A stream of messages on one topic shares the last topic's text.
-        PubsubMessage::decode_with(frame, self.arrival.as_ref().map(|a| a.topic.shared()))
+        PubsubMessage::decode_with(frame, self.arrival.as_ref().map(|a| &a.shared))
     }
 
     fn on_message(&mut self, from: Peer, message: PubsubMessage, cx: &mut Cx<'_>) {
@@ -796,6 +796,8 @@ type Members = Vec<(NodeId, Option<SocketAddr>)>;
 #[derive(Debug)]
 struct Arrival {
     topic: Topic,
+    /// Its text as the decoder shares it with the messages that follow on the topic.
+    shared: Arc<str>,
     subs_generation: u64,
     plain: Vec<SubscriptionId>,
 }

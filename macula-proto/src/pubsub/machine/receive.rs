@@ -107,7 +107,7 @@ impl Pubsub {
         } else {
             let received = Received {
                 subscription: targets[0],
-                topic: Topic::from_checked(publish.topic),
+                topic: Topic::from_checked(&publish.topic),
                 publisher: from.id,
                 seq: publish.seq,
                 qos: publish.qos,
@@ -180,10 +180,10 @@ impl Pubsub {
         }
         let known = self.arrival.as_ref().is_some_and(|a| {
             a.subs_generation == self.subs_generation
-                && (Arc::ptr_eq(a.topic.shared(), &publish.topic) || a.topic == *publish.topic)
+                && (Arc::ptr_eq(&a.shared, &publish.topic) || a.topic == *publish.topic)
         });
         if !known {
-            let Ok(topic) = Topic::from_shared(publish.topic.clone()) else {
+            let Ok(topic) = Topic::from_shared(&publish.topic) else {
                 return false;
             };
             let plain = self
@@ -194,6 +194,7 @@ impl Pubsub {
                 .collect();
             self.arrival = Some(Arrival {
                 topic,
+                shared: publish.topic.clone(),
                 subs_generation: self.subs_generation,
                 plain,
             });
