@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use macula_mesh::Runtime;
-use macula_proto::pubsub::{Qos, SubscribeOptions};
+use macula_proto::pubsub::Qos;
 use macula_proto::rpc::CallOptions;
 use macula_proto::{Config, Realm};
 use macula_tokio::{Mesh, MeshConfig};
@@ -189,9 +189,22 @@ pub fn run_worker(runtime: RuntimeChoice, command: WorkerCommand) -> Result<()> 
         RuntimeChoice::Tokio => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(worker::<macula_tokio::Tokio>(command)),
+            .block_on(spawned::<macula_tokio::Tokio>(command)),
+        // smol's executor has one thread unless told otherwise, and the node's driver runs
+        // on it: the application's work runs on the main thread, as `smol::block_on` has it.
         RuntimeChoice::Smol => smol::block_on(worker::<macula_smol::Smol>(command)),
     }
+}
+
+/// Runs a worker as a task of the runtime, as an application's work runs on tokio (the peers'
+/// benchmarks spawn theirs too), rather than on the thread that waits for it: the driver's
+/// wake-up then runs the reader on its own thread, where the message is still in the cache.
+async fn spawned<R: Runtime>(command: WorkerCommand) -> Result<()> {
+    let (done, result) = async_channel::bounded(1);
+    R::spawn(async move {
+        let _ = done.send(worker::<R>(command).await).await;
+    });
+    result.recv().await.context("the worker task ended")?
 }
 
 /// Runs a worker.
@@ -199,8 +212,9 @@ async fn worker<R: Runtime>(command: WorkerCommand) -> Result<()> {
     match command {
         WorkerCommand::Sub { bootstrap, count } => {
             let mesh = member::<R>(bootstrap).await?;
-            let options = SubscribeOptions::default().with_capacity(65_536);
-            let mut sub = mesh.pubsub().subscribe_with(DATA, options).await?;
+            // The default inbox (1,024 messages), as an application gets it: a larger one only
+            // holds more memory while the reader falls behind.
+            let mut sub = mesh.pubsub().subscribe(DATA).await?;
             let _ready = mesh.pubsub().subscribe(READY).await?;
             println!("ready");
             // One bit per sequence number and a histogram: the bookkeeping stays small, so the
