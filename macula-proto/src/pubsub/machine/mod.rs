@@ -134,7 +134,9 @@ struct Recent {
     id: PublishId,
     body: Arc<Body>,
     deadline: Instant,
-    targets: BTreeSet<NodeId>,
+    /// The nodes it went to (a handful: a vector, where a set would allocate a whole tree
+    /// node for each message).
+    targets: Vec<NodeId>,
 }
 
 /// Most QoS 1 messages kept for subscribers found late.

@@ -40,7 +40,7 @@ impl Pubsub {
                     continue;
                 }
                 let r = &mut self.recent[i];
-                r.targets.insert(node);
+                r.targets.push(node);
                 newest.insert(node, i);
                 let (id, body, deadline) = (r.id, r.body.clone(), r.deadline);
                 if let Some(t) = self.tracking.get_mut(&id) {
@@ -276,10 +276,13 @@ impl Pubsub {
         let Some(t) = self.tracking.get_mut(&id) else {
             return;
         };
-        if acked {
-            t.acked.push(node);
-        } else {
-            t.missed.push(node);
+        // Who acknowledged is told only to a publisher waiting for the outcome.
+        if t.notify {
+            if acked {
+                t.acked.push(node);
+            } else {
+                t.missed.push(node);
+            }
         }
         t.waiting = t.waiting.saturating_sub(1);
         if t.waiting == 0 {
