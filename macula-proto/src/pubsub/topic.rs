@@ -151,6 +151,14 @@ impl Topic {
         }
     }
 
+    /// Its text's bytes (what comparisons use: no UTF-8 check).
+    fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Text::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Text::Shared(text) => text.as_bytes(),
+        }
+    }
+
     /// The topic as written.
     pub fn as_str(&self) -> &str {
         match &self.0 {
@@ -186,7 +194,7 @@ impl AsRef<str> for Topic {
 
 impl PartialEq for Topic {
     fn eq(&self, other: &Topic) -> bool {
-        self.as_str() == other.as_str()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -200,7 +208,8 @@ impl PartialOrd for Topic {
 
 impl Ord for Topic {
     fn cmp(&self, other: &Topic) -> core::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
+        // UTF-8 bytes sort as their text does.
+        self.as_bytes().cmp(other.as_bytes())
     }
 }
 
@@ -212,13 +221,13 @@ impl core::hash::Hash for Topic {
 
 impl PartialEq<str> for Topic {
     fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
+        self.as_bytes() == other.as_bytes()
     }
 }
 
 impl PartialEq<&str> for Topic {
     fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
+        self.as_bytes() == other.as_bytes()
     }
 }
 
