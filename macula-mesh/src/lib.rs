@@ -28,4 +28,4 @@ pub use driver::{MAX_HELD_BYTES, MAX_HELD_SENDS};
 pub use mesh::{Events, Inbox, Mesh, MeshConfig, MeshError, MeshStats};
 pub use runtime::{Runtime, UdpSocket};
 pub use store::{DataDir, StoreError};
-pub use udp::{Received, RecvBuf, UdpSockRef, UdpState, MAX_RECEIVE, MAX_SLOTS};
+pub use udp::{Received, RecvBuf, UdpSockRef, UdpState, MAX_RECEIVE, MAX_SLOTS, SOCKET_BUFFER};
