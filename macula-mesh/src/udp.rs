@@ -22,8 +22,6 @@ pub const MAX_SLOTS: usize = 8;
 pub struct RecvBuf {
     bytes: Vec<u8>,
     got: Vec<Received>,
-    /// Slots the next receive may fill.
-    using: usize,
 }
 
 impl RecvBuf {
@@ -32,14 +30,8 @@ impl RecvBuf {
         let slots = slots.min(MAX_SLOTS);
         RecvBuf {
             bytes: vec![0; slots * MAX_RECEIVE],
-            got: Vec::with_capacity(MAX_SLOTS),
-            using: slots,
+            got: Vec::with_capacity(slots),
         }
-    }
-
-    /// Lets the next receives fill at most `slots` of the slots (at least one).
-    pub fn use_slots(&mut self, slots: usize) {
-        self.using = slots.clamp(1, self.bytes.len() / MAX_RECEIVE);
     }
 
     /// What the last receive got, each with its datagrams.
@@ -115,7 +107,7 @@ impl UdpState {
         for<'a> UdpSockRef<'a>: From<&'a S>,
     {
         buf.got.clear();
-        let slots = buf.using.min(buf.bytes.len() / MAX_RECEIVE);
+        let slots = buf.bytes.len() / MAX_RECEIVE;
         let mut meta = [quinn_udp::RecvMeta::default(); MAX_SLOTS];
         let mut chunks = buf.bytes.chunks_mut(MAX_RECEIVE);
         let mut bufs: [IoSliceMut<'_>; MAX_SLOTS] =
