@@ -66,7 +66,7 @@ pub(crate) enum OpKey {
     /// The NAT detection running (one at a time; every caller waits for it).
     NatDetection,
     /// Reaching a node by its id.
-    Reach(u64),
+    Reach(macula_proto::nat::ReachId),
 }
 
 /// Why a waiter is dropped without its result.
@@ -589,7 +589,7 @@ impl<R: Runtime> Driver<R> {
                 for (received, datagrams) in buf.received() {
                     for datagram in datagrams {
                         self.endpoint
-                            .handle_datagram(now, received.from, received.ecn, datagram);
+                            .handle_datagram(received.from, received.ecn, datagram, now);
                     }
                 }
             }
@@ -598,7 +598,7 @@ impl<R: Runtime> Driver<R> {
                 for (received, datagrams) in buf.received() {
                     for datagram in datagrams {
                         self.endpoint
-                            .handle_auxiliary_datagram(now, received.from, datagram);
+                            .handle_auxiliary_datagram(received.from, datagram, now);
                     }
                 }
             }
@@ -716,8 +716,7 @@ impl<R: Runtime> Driver<R> {
                 }
                 self.dispatch(&event);
             }
-            let now = self.now();
-            while let Some(inbox) = self.endpoint.with_node(now, |n, _| n.poll_ready()) {
+            while let Some(inbox) = self.endpoint.poll_ready() {
                 quiet = false;
                 self.feed(inbox);
             }

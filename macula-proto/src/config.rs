@@ -392,6 +392,8 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl core::error::Error for ConfigError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,7 +193,7 @@ pub fn node_pubsub(data: &[u8]) {
         ),
     ] {
         let sub = node
-            .subscribe(pattern, options, Instant::ZERO)
+            .pubsub_subscribe(pattern, options, Instant::ZERO)
             .expect("valid subscriptions");
         inboxes.push(sub.inbox);
     }
@@ -208,7 +208,7 @@ pub fn node_pubsub(data: &[u8]) {
                 } else {
                     Qos::AtLeastOnce
                 };
-                let _ = node.publish("t.x", chunk.to_vec(), PublishOptions::qos(qos), now);
+                let _ = node.pubsub_publish("t.x", chunk.to_vec(), PublishOptions::qos(qos), now);
             }
             1 => {
                 let inbox = inboxes[i % inboxes.len()];
@@ -327,7 +327,7 @@ pub fn node_nat(data: &[u8]) {
             }
             _ => {
                 let circuit = crate::nat::circuit_addr(u64::from(head >> 3) % 4);
-                node.send_relayed(circuit, chunk, now);
+                node.handle_relayed_packet(circuit, chunk, now);
             }
         }
         let mut raw = 0;

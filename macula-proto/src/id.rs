@@ -105,6 +105,8 @@ impl fmt::Display for ParseIdError {
     }
 }
 
+impl core::error::Error for ParseIdError {}
+
 /// XOR distance between two [`NodeId`]s; ordered as a big-endian 256-bit number.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct Distance(pub [u8; 32]);

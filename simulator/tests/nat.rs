@@ -354,7 +354,7 @@ fn rpc_and_pubsub_reach_nodes_behind_nat_by_their_ids() {
     .unwrap()
     .unwrap();
     sim.command(2, |node, now| {
-        node.subscribe("news.*", SubscribeOptions::default(), now)
+        node.pubsub_subscribe("news.*", SubscribeOptions::default(), now)
     })
     .unwrap()
     .unwrap();
@@ -370,7 +370,7 @@ fn rpc_and_pubsub_reach_nodes_behind_nat_by_their_ids() {
         .unwrap()
         .unwrap();
     let published = sim.command(3, |node, now| {
-        node.publish(
+        node.pubsub_publish(
             "news.a",
             b"hello".to_vec(),
             PublishOptions::qos(Qos::AtLeastOnce),

@@ -208,10 +208,10 @@ impl<R: Runtime> RawPeer<R> {
                     for (received, datagrams) in buf.received() {
                         for datagram in datagrams {
                             self.endpoint.handle_datagram(
-                                now,
                                 received.from,
                                 received.ecn,
                                 datagram,
+                                now,
                             );
                         }
                     }

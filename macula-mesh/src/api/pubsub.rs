@@ -80,7 +80,7 @@ impl<'a, R: Runtime> Pubsub<'a, R> {
                     }
                     let (topic, payload, options) = message.take().expect("tried until taken");
                     let outcome = cx.endpoint.with_node(cx.now, |node, now| {
-                        node.publish(&topic, payload, options, now)
+                        node.pubsub_publish(&topic, payload, options, now)
                     });
                     match outcome {
                         Ok(Publishing::Sent { subscribers }) => {
@@ -134,7 +134,7 @@ impl<'a, R: Runtime> Pubsub<'a, R> {
                                     reply: &crate::driver::Reply<Result<usize, MeshError>>| {
                     let options = PublishOptions::qos(qos);
                     let outcome = cx.endpoint.with_node(cx.now, |node, now| {
-                        node.publish_batch(&topic, &mut queue, &options, now)
+                        node.pubsub_publish_batch(&topic, &mut queue, &options, now)
                             .map(|_| queue.is_empty())
                     });
                     match outcome {
@@ -190,9 +190,9 @@ impl<'a, R: Runtime> Pubsub<'a, R> {
         let (id, inbox) = self
             .mesh
             .call(move |cx, reply| {
-                let subscribed = cx
-                    .endpoint
-                    .with_node(cx.now, |node, now| node.subscribe(&pattern, options, now));
+                let subscribed = cx.endpoint.with_node(cx.now, |node, now| {
+                    node.pubsub_subscribe(&pattern, options, now)
+                });
                 let _ = reply.try_send(match subscribed {
                     Ok(s) => Ok((s.id, cx.consume(s.inbox, capacity))),
                     Err(error) => Err(MeshError::Subscribe(error)),
@@ -290,7 +290,7 @@ impl Subscription {
         let id = self.id;
         let run: crate::driver::Start = Box::new(move |cx| {
             cx.endpoint
-                .with_node(cx.now, |node, now| node.unsubscribe(id, now));
+                .with_node(cx.now, |node, now| node.pubsub_unsubscribe(id, now));
         });
         let _ = self.commands.send(Command::Run(run)).await;
     }
@@ -320,7 +320,7 @@ impl Drop for Subscription {
         let id = self.id;
         let run: crate::driver::Start = Box::new(move |cx| {
             cx.endpoint
-                .with_node(cx.now, |node, now| node.unsubscribe(id, now));
+                .with_node(cx.now, |node, now| node.pubsub_unsubscribe(id, now));
         });
         // A full command queue leaves it to the node: the inbox is closed with this handle,
         // and the subscription ends at its next message.

@@ -47,6 +47,8 @@ impl core::fmt::Display for DhtError {
     }
 }
 
+impl core::error::Error for DhtError {}
+
 /// The outcome of an operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -38,8 +38,8 @@ impl Node {
     /// gateways (which upgrades itself where a punch can work). The outcome comes as
     /// [`NatEvent::Reached`](super::NatEvent::Reached) or
     /// [`NatEvent::Unreachable`](super::NatEvent::Unreachable) with the returned id.
-    pub fn nat_reach(&mut self, target: NodeId, now: Instant) -> u64 {
-        self.run::<Nat, _>(now, |nat, cx| nat.reach(target, cx))
+    pub fn nat_reach(&mut self, target: NodeId, now: Instant) -> super::ReachId {
+        super::ReachId(self.run::<Nat, _>(now, |nat, cx| nat.reach(target, cx)))
     }
 
     /// Relay counters and gauges (as a gateway, and of this node's own circuits).
@@ -74,9 +74,9 @@ impl Node {
     }
 
     /// Input: the QUIC stack sends `packet` to a circuit's virtual address (see
-    /// [`Transmit::Relayed`](crate::Transmit::Relayed)); it goes onto the circuit, or is
-    /// dropped like a lost datagram.
-    pub fn send_relayed(&mut self, to: SocketAddr, packet: &[u8], now: Instant) {
+    /// [`Transmit::Relayed`](crate::Transmit::Relayed) for the other way); it goes onto the
+    /// circuit, or is dropped like a lost datagram.
+    pub fn handle_relayed_packet(&mut self, to: SocketAddr, packet: &[u8], now: Instant) {
         self.run::<Nat, _>(now, |nat, cx| nat.send_relayed(to, packet, cx));
     }
 

@@ -31,7 +31,7 @@ pub use probe::Probe;
 pub use profile::{Allocation, Behavior, NatProfile, UnknownClass};
 pub use reach::{record_name, NatRecord};
 pub use relay::{circuit_addr, circuit_of, RelayStats};
-pub use types::{DetectError, NatEvent, NatStats, ReachError};
+pub use types::{DetectError, NatEvent, NatStats, ReachError, ReachId};
 
 use core::fmt;
 

@@ -71,6 +71,8 @@ impl fmt::Display for ProbeError {
     }
 }
 
+impl core::error::Error for ProbeError {}
+
 impl Probe {
     /// Its nonce.
     pub fn nonce(&self) -> u64 {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::decide::{decide, Approach, Side};
 use super::machine::{public_addr, Nat};
 use super::profile::NatProfile;
-use super::types::{NatEvent, ReachError};
+use super::types::{NatEvent, ReachError, ReachId};
 use crate::config::Roles;
 use crate::dht::{record_key, DhtAsk, DhtEvent, KeyKind};
 use crate::id::NodeId;
@@ -185,7 +185,7 @@ impl Nat {
             cx.keep_link(&target);
             cx.reply(target, &super::messages::NatMessage::Keep);
             cx.emit(Event::Nat(NatEvent::Reached {
-                id,
+                id: ReachId(id),
                 peer: target,
                 path: p.path,
             }));
@@ -335,7 +335,7 @@ impl Nat {
         cx.reply(peer, &super::messages::NatMessage::Keep);
         let path = cx.peer(&peer).map_or(super::PathKind::Direct, |p| p.path);
         cx.emit(Event::Nat(NatEvent::Reached {
-            id: r.id,
+            id: ReachId(r.id),
             peer,
             path,
         }));
@@ -388,7 +388,11 @@ impl Nat {
             cx.reach_failed(peer);
         }
         if !quiet {
-            cx.emit(Event::Nat(NatEvent::Unreachable { id, peer, why }));
+            cx.emit(Event::Nat(NatEvent::Unreachable {
+                id: ReachId(id),
+                peer,
+                why,
+            }));
         }
     }
 }

@@ -276,7 +276,9 @@ fn a_gateway_forwards_packets_both_ways_and_refuses_without_a_reservation() {
     let circuit = open(&mut net).expect("opened");
     net.run_for(Duration::from_millis(100));
     for _ in 0..5 {
-        net.command(1, |n, now| n.send_relayed(circuit, b"opaque packet", now));
+        net.command(1, |n, now| {
+            n.handle_relayed_packet(circuit, b"opaque packet", now)
+        });
     }
     net.run_for(Duration::from_millis(100));
     assert_eq!(relayed_to(&net, 2), 5);
@@ -289,7 +291,7 @@ fn a_gateway_forwards_packets_both_ways_and_refuses_without_a_reservation() {
             _ => None,
         })
         .unwrap();
-    net.command(2, |n, now| n.send_relayed(back, b"answer", now));
+    net.command(2, |n, now| n.handle_relayed_packet(back, b"answer", now));
     net.run_for(Duration::from_millis(100));
     assert_eq!(relayed_to(&net, 1), 1);
     let gw = net.nodes[0].relay_stats();
@@ -342,7 +344,7 @@ fn bytes_and_lifetime_past_the_limits_close_the_circuit_at_both_ends() {
     net.run_for(Duration::from_millis(100));
     let packet = [7u8; 1_000];
     for _ in 0..20 {
-        net.command(1, |n, now| n.send_relayed(circuit, &packet, now));
+        net.command(1, |n, now| n.handle_relayed_packet(circuit, &packet, now));
         net.run_for(Duration::from_millis(10));
     }
     net.run_for(Duration::from_millis(100));
@@ -372,7 +374,7 @@ fn a_full_next_hop_drops_packets_rather_than_holding_them() {
     net.nodes[0].handle_link_blocked(link, ProtocolId::NAT.channel(), true, now);
     let packet = [1u8; 1_200];
     for _ in 0..1_000 {
-        net.command(1, |n, now| n.send_relayed(circuit, &packet, now));
+        net.command(1, |n, now| n.handle_relayed_packet(circuit, &packet, now));
     }
     net.run_for(Duration::from_millis(200));
     let gw = net.nodes[0].relay_stats();

@@ -4,6 +4,10 @@ use core::fmt;
 
 use super::profile::NatProfile;
 
+/// Names one reach ([`Node::nat_reach`](crate::Node::nat_reach)) until its outcome comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReachId(pub u64);
+
 /// A NAT outcome, for the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -15,7 +19,7 @@ pub enum NatEvent {
     /// A reach ([`Node::nat_reach`](crate::Node::nat_reach)) got a link to `peer`.
     Reached {
         /// The reach's id.
-        id: u64,
+        id: ReachId,
         /// The peer.
         peer: crate::NodeId,
         /// How the link runs (a relayed one may upgrade later: see `PathChanged`).
@@ -24,7 +28,7 @@ pub enum NatEvent {
     /// A reach failed.
     Unreachable {
         /// The reach's id.
-        id: u64,
+        id: ReachId,
         /// The node it was for.
         peer: crate::NodeId,
         /// Why.
@@ -72,6 +76,8 @@ impl fmt::Display for ReachError {
     }
 }
 
+impl core::error::Error for ReachError {}
+
 /// Why detection could not finish.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -97,6 +103,8 @@ impl fmt::Display for DetectError {
         })
     }
 }
+
+impl core::error::Error for DetectError {}
 
 /// NAT counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -100,7 +100,7 @@ pub enum Transmit {
     },
     /// A QUIC packet that came through a relay circuit: hand it to the QUIC stack as if it
     /// arrived from `from`, the circuit's virtual address ([`is_circuit_addr`]). The stack's
-    /// packets to such an address go back through [`Node::send_relayed`], not to a socket. A
+    /// packets to such an address go back through [`Node::handle_relayed_packet`], not to a socket. A
     /// transport without QUIC drops it.
     Relayed {
         /// The circuit's virtual address.
@@ -191,6 +191,8 @@ impl fmt::Display for LinkError {
     }
 }
 
+impl core::error::Error for LinkError {}
+
 /// Why an outbound connection attempt failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -272,6 +274,8 @@ impl fmt::Display for ConnectFailure {
     }
 }
 
+impl core::error::Error for ConnectFailure {}
+
 /// Why a peer went away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -315,6 +319,8 @@ impl fmt::Display for PingError {
         })
     }
 }
+
+impl core::error::Error for PingError {}
 
 /// Something the application may want to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -460,6 +466,8 @@ impl fmt::Display for SendError {
     }
 }
 
+impl core::error::Error for SendError {}
+
 /// Why an inbox could not be opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -481,6 +489,8 @@ impl fmt::Display for InboxError {
         }
     }
 }
+
+impl core::error::Error for InboxError {}
 
 /// Most items one inbox may be made to hold.
 pub const MAX_INBOX_CAPACITY: usize = 65_536;

@@ -19,7 +19,7 @@ impl Node {
     ///
     /// # Errors
     /// [`SubscribeError`] for a bad pattern or group name, or a bound reached; nothing changed.
-    pub fn subscribe(
+    pub fn pubsub_subscribe(
         &mut self,
         pattern: &str,
         options: SubscribeOptions,
@@ -47,7 +47,7 @@ impl Node {
 
     /// Ends a subscription: its inbox is closed (what it held is dropped) and its announcement
     /// withdrawn once no other subscription of this node needs it. Returns whether it existed.
-    pub fn unsubscribe(&mut self, id: SubscriptionId, now: Instant) -> bool {
+    pub fn pubsub_unsubscribe(&mut self, id: SubscriptionId, now: Instant) -> bool {
         let inbox = self.run(now, |pubsub: &mut Pubsub, cx| pubsub.unsubscribe(id, cx));
         match inbox {
             Some(inbox) => {
@@ -68,7 +68,7 @@ impl Node {
     /// [`PublishError`]: a bad topic, too large, or [`PublishError::Full`] while the publisher
     /// holds as many messages as it may (publish again after
     /// [`PubsubEvent::Ready`](super::PubsubEvent::Ready)). Nothing was sent.
-    pub fn publish(
+    pub fn pubsub_publish(
         &mut self,
         topic: &str,
         payload: Vec<u8>,
@@ -84,14 +84,14 @@ impl Node {
     /// same `options`, as far as the publisher has room; returns how many it took (they
     /// leave `payloads`; publish the rest after
     /// [`PubsubEvent::Ready`](super::PubsubEvent::Ready)). Each is a publish as
-    /// [`Node::publish`] makes it, but the topic is checked and its subscribers worked out
+    /// [`Node::pubsub_publish`] makes it, but the topic is checked and its subscribers worked out
     /// once for the lot, and no [`PubsubEvent::Published`](super::PubsubEvent::Published)
     /// is told for them: this is for streams of messages.
     ///
     /// # Errors
     /// [`PublishError`] for a bad topic or headers, or a payload too large (then none was
     /// taken), or a closed node.
-    pub fn publish_batch(
+    pub fn pubsub_publish_batch(
         &mut self,
         topic: &str,
         payloads: &mut VecDeque<Vec<u8>>,

@@ -5,8 +5,8 @@
 //! subscriber wants (`sensors.*.temp`, `sensors.**`). See [`topic`] for the syntax, its limits
 //! and the matcher, [`machine`](Pubsub) for how subscribers are found and messages delivered,
 //! and `docs/pubsub.md` for the whole design. The node's commands are
-//! [`Node::subscribe`](crate::Node::subscribe), [`Node::publish`](crate::Node::publish) and
-//! [`Node::unsubscribe`](crate::Node::unsubscribe).
+//! [`Node::pubsub_subscribe`](crate::Node::pubsub_subscribe), [`Node::pubsub_publish`](crate::Node::pubsub_publish) and
+//! [`Node::pubsub_unsubscribe`](crate::Node::pubsub_unsubscribe).
 
 mod api;
 pub mod cache;

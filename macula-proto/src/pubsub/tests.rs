@@ -22,14 +22,14 @@ fn mesh(n: usize) -> Net {
 
 fn subscribe(net: &mut Net, i: usize, pattern: &str) -> Subscribed {
     net.command(i, |n, now| {
-        n.subscribe(pattern, SubscribeOptions::default(), now)
+        n.pubsub_subscribe(pattern, SubscribeOptions::default(), now)
     })
     .unwrap()
 }
 
 fn publish(net: &mut Net, i: usize, topic: &str, payload: &[u8], qos: Qos) -> Publishing {
     net.command(i, |n, now| {
-        n.publish(topic, payload.to_vec(), PublishOptions::qos(qos), now)
+        n.pubsub_publish(topic, payload.to_vec(), PublishOptions::qos(qos), now)
     })
     .unwrap()
 }
@@ -164,7 +164,7 @@ fn a_node_receives_its_own_messages_and_headers_travel() {
     };
     let id = net
         .command(1, |n, now| {
-            n.publish("chat.room", b"hi".to_vec(), options, now)
+            n.pubsub_publish("chat.room", b"hi".to_vec(), options, now)
         })
         .map(pending)
         .unwrap();
@@ -242,7 +242,7 @@ fn queue_group_members_share_the_messages_and_plain_subscribers_get_all() {
         .map(|i| {
             let s = net
                 .command(i, |n, now| {
-                    n.subscribe("jobs.*", SubscribeOptions::group("workers"), now)
+                    n.pubsub_subscribe("jobs.*", SubscribeOptions::group("workers"), now)
                 })
                 .unwrap();
             (i, s)
@@ -275,8 +275,8 @@ fn unsubscribing_withdraws_and_publishers_stop_sending_once_their_cache_refreshe
     net.run_for(Duration::from_secs(2));
     pending(publish(&mut net, 0, "news.today", b"a", Qos::AtMostOnce));
     net.run_for(Duration::from_secs(1));
-    assert!(net.command(2, |n, now| n.unsubscribe(sub.id, now)));
-    assert!(!net.command(2, |n, now| n.unsubscribe(sub.id, now)));
+    assert!(net.command(2, |n, now| n.pubsub_unsubscribe(sub.id, now)));
+    assert!(!net.command(2, |n, now| n.pubsub_unsubscribe(sub.id, now)));
     // Within the cache's freshness the publisher may still send; the receiver drops it as
     // unmatched. After it, the withdrawn record is gone.
     net.run_for(Duration::from_secs(6));
@@ -295,7 +295,7 @@ fn a_consumer_that_stops_reading_slows_the_publisher_and_nothing_is_lost() {
     });
     let sub = net
         .command(1, |n, now| {
-            n.subscribe(
+            n.pubsub_subscribe(
                 "feed",
                 SubscribeOptions {
                     capacity: 16,
@@ -311,7 +311,7 @@ fn a_consumer_that_stops_reading_slows_the_publisher_and_nothing_is_lost() {
     // Publish until the publisher says there is no room.
     for _ in 0..5_000 {
         let r = net.command(0, |n, now| {
-            n.publish(
+            n.pubsub_publish(
                 "feed",
                 sent.to_le_bytes().to_vec(),
                 PublishOptions::qos(Qos::AtLeastOnce),
@@ -361,7 +361,7 @@ fn a_dropping_subscription_counts_what_it_drops_and_the_publisher_goes_on() {
     let mut net = mesh(2);
     let sub = net
         .command(1, |n, now| {
-            n.subscribe(
+            n.pubsub_subscribe(
                 "ticks",
                 SubscribeOptions {
                     capacity: 4,
@@ -390,7 +390,7 @@ fn a_subscription_that_drops_the_oldest_keeps_the_latest() {
     let mut net = mesh(2);
     let sub = net
         .command(1, |n, now| {
-            n.subscribe(
+            n.pubsub_subscribe(
                 "prices",
                 SubscribeOptions {
                     capacity: 4,
@@ -425,7 +425,7 @@ fn a_subscription_that_drops_the_oldest_keeps_the_latest() {
 fn receiver(pattern: &str) -> (Node, Subscribed, crate::LinkId, Identity) {
     let mut node = Node::new(config(0), Identity::from_seed(1), 1, Instant::ZERO).unwrap();
     let sub = node
-        .subscribe(pattern, SubscribeOptions::default(), Instant::ZERO)
+        .pubsub_subscribe(pattern, SubscribeOptions::default(), Instant::ZERO)
         .unwrap();
     let publisher = Identity::from_seed(9);
     let link = handshake_from(&mut node, &publisher, addr(9), Instant::ZERO);
@@ -532,22 +532,22 @@ fn bad_input_is_refused_with_the_rule_it_breaks() {
     let mut node = Node::new(config(0), Identity::from_seed(1), 1, Instant::ZERO).unwrap();
     let now = Instant::ZERO;
     let err = node
-        .subscribe("a..b", SubscribeOptions::default(), now)
+        .pubsub_subscribe("a..b", SubscribeOptions::default(), now)
         .unwrap_err();
     assert!(matches!(err, SubscribeError::Pattern(_)), "{err}");
     for group in ["", "a.b", "a b", "*"] {
         let err = node
-            .subscribe("a", SubscribeOptions::group(group), now)
+            .pubsub_subscribe("a", SubscribeOptions::group(group), now)
             .unwrap_err();
         assert_eq!(err, SubscribeError::Group, "{group:?}");
     }
     let err = node
-        .publish("a.*", vec![], PublishOptions::default(), now)
+        .pubsub_publish("a.*", vec![], PublishOptions::default(), now)
         .unwrap_err();
     assert!(matches!(err, PublishError::Topic(_)), "{err}");
     let max = node.config().pubsub.max_message_size;
     let err = node
-        .publish("a", vec![0; max], PublishOptions::default(), now)
+        .pubsub_publish("a", vec![0; max], PublishOptions::default(), now)
         .unwrap_err();
     assert_eq!(err, PublishError::TooLarge { size: max + 1, max });
     let options = PublishOptions {
@@ -555,12 +555,12 @@ fn bad_input_is_refused_with_the_rule_it_breaks() {
         ..PublishOptions::default()
     };
     assert_eq!(
-        node.publish("a", vec![], options, now).unwrap_err(),
+        node.pubsub_publish("a", vec![], options, now).unwrap_err(),
         PublishError::Headers
     );
     node.close(now);
     assert_eq!(
-        node.publish("a", vec![], PublishOptions::default(), now)
+        node.pubsub_publish("a", vec![], PublishOptions::default(), now)
             .unwrap_err(),
         PublishError::Closed
     );
@@ -578,18 +578,18 @@ fn subscriptions_and_held_publishes_are_bounded() {
     let node = &mut net.nodes[0];
     for i in 0..8 {
         let pattern = alloc::format!("p{i}");
-        node.subscribe(&pattern, SubscribeOptions::default(), now)
+        node.pubsub_subscribe(&pattern, SubscribeOptions::default(), now)
             .unwrap();
     }
     assert_eq!(
-        node.subscribe("p9", SubscribeOptions::default(), now)
+        node.pubsub_subscribe("p9", SubscribeOptions::default(), now)
             .unwrap_err(),
         SubscribeError::TooMany
     );
     // Publishes wait for discovery: ten are held, the eleventh is refused.
     let mut results = Vec::new();
     for _ in 0..11 {
-        results.push(node.publish("x", vec![1], PublishOptions::default(), now));
+        results.push(node.pubsub_publish("x", vec![1], PublishOptions::default(), now));
     }
     assert!(results[..10].iter().all(Result::is_ok));
     assert_eq!(results[10], Err(PublishError::Full));
@@ -612,7 +612,7 @@ fn many_patterns_under_one_prefix_are_refused_before_the_record_overflows() {
     let mut refused = None;
     for i in 0..100 {
         let pattern = alloc::format!("{long}{i}.*");
-        if let Err(e) = node.subscribe(&pattern, SubscribeOptions::group("g"), now) {
+        if let Err(e) = node.pubsub_subscribe(&pattern, SubscribeOptions::group("g"), now) {
             refused = Some((i, e));
             break;
         }
@@ -623,7 +623,7 @@ fn many_patterns_under_one_prefix_are_refused_before_the_record_overflows() {
     for i in 0..100 {
         let pattern = alloc::format!("same.{long}{i}");
         let pattern = pattern.replacen(".", ".*.", 1);
-        if let Err(e) = node.subscribe(&pattern, SubscribeOptions::default(), now) {
+        if let Err(e) = node.pubsub_subscribe(&pattern, SubscribeOptions::default(), now) {
             refused = Some((i, e));
             break;
         }
@@ -676,7 +676,7 @@ fn a_batch_goes_in_order_to_every_matching_subscriber_and_waits_for_room() {
     // Not discovered yet: the outbox takes 16, the rest stay with the caller.
     let taken = net
         .command(0, |n, now| {
-            n.publish_batch("feed.a", &mut batch, &options, now)
+            n.pubsub_publish_batch("feed.a", &mut batch, &options, now)
         })
         .unwrap();
     assert_eq!((taken, batch.len()), (16, 24));
@@ -687,7 +687,7 @@ fn a_batch_goes_in_order_to_every_matching_subscriber_and_waits_for_room() {
     // Discovered: the rest go at once, subscribers worked out once for the lot.
     let taken = net
         .command(0, |n, now| {
-            n.publish_batch("feed.a", &mut batch, &options, now)
+            n.pubsub_publish_batch("feed.a", &mut batch, &options, now)
         })
         .unwrap();
     assert_eq!((taken, batch.len()), (24, 0));
@@ -700,12 +700,12 @@ fn a_batch_goes_in_order_to_every_matching_subscriber_and_waits_for_room() {
     // Bad input is refused before anything is taken.
     let mut bad: alloc::collections::VecDeque<Vec<u8>> = [vec![1], vec![0; 1 << 20]].into();
     let refused = net.command(0, |n, now| {
-        n.publish_batch("feed.a", &mut bad, &options, now)
+        n.pubsub_publish_batch("feed.a", &mut bad, &options, now)
     });
     assert!(matches!(refused, Err(PublishError::TooLarge { .. })));
     assert_eq!(bad.len(), 2);
     let refused = net.command(0, |n, now| {
-        n.publish_batch("feed.*", &mut bad, &options, now)
+        n.pubsub_publish_batch("feed.*", &mut bad, &options, now)
     });
     assert!(matches!(refused, Err(PublishError::Topic(_))));
 }
@@ -730,7 +730,7 @@ fn subscriptions_made_while_a_topic_streams_get_its_next_messages() {
     assert_eq!(payloads(&take_all(&mut net, 1, remote.inbox)), ["1", "2"]);
     assert_eq!(payloads(&take_all(&mut net, 1, second.inbox)), ["2"]);
     // An unsubscription too.
-    assert!(net.command(1, |n, now| n.unsubscribe(remote.id, now)));
+    assert!(net.command(1, |n, now| n.pubsub_unsubscribe(remote.id, now)));
     publish(&mut net, 0, "t.x", b"3", Qos::AtMostOnce);
     net.run_for(Duration::from_secs(1));
     assert_eq!(payloads(&take_all(&mut net, 1, second.inbox)), ["3"]);

@@ -100,6 +100,8 @@ impl fmt::Display for TopicError {
     }
 }
 
+impl core::error::Error for TopicError {}
+
 /// A valid topic. See the [module documentation](self). Cloning it is cheap: a topic of up
 /// to [`Topic::INLINE`] bytes is held in place, a longer one is shared, so one message's copies
 /// all hold the same text.

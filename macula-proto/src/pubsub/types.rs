@@ -173,6 +173,8 @@ impl fmt::Display for PublishError {
     }
 }
 
+impl core::error::Error for PublishError {}
+
 /// Why a subscription was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -211,6 +213,8 @@ impl fmt::Display for SubscribeError {
         }
     }
 }
+
+impl core::error::Error for SubscribeError {}
 
 /// A message, as a subscription receives it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -481,10 +481,10 @@ impl Endpoint {
     /// (NAT traversal; told apart by [`is_raw_datagram`]) for the node.
     pub fn handle_datagram(
         &mut self,
-        now: Instant,
         remote: SocketAddr,
         ecn: Option<u8>,
         data: &[u8],
+        now: Instant,
     ) {
         self.advance(now);
         let now = self.now;
@@ -570,7 +570,7 @@ impl Endpoint {
     /// A UDP datagram arrived from `remote` on the auxiliary socket (see
     /// [`NatConfig::aux_port`](crate::nat::NatConfig::aux_port)); only raw datagrams are read
     /// there.
-    pub fn handle_auxiliary_datagram(&mut self, now: Instant, remote: SocketAddr, data: &[u8]) {
+    pub fn handle_auxiliary_datagram(&mut self, remote: SocketAddr, data: &[u8], now: Instant) {
         self.advance(now);
         let now = self.now;
         self.stats.datagrams_received += 1;
@@ -637,7 +637,7 @@ impl Endpoint {
             if is_circuit_addr(d.destination) {
                 let now = self.now;
                 for segment in d.segments() {
-                    self.node.send_relayed(d.destination, segment, now);
+                    self.node.handle_relayed_packet(d.destination, segment, now);
                 }
                 self.pump(now);
                 continue;
@@ -651,6 +651,14 @@ impl Endpoint {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// The next inbox that went from empty to holding data (a subscription's or a served
+    /// procedure's): read it with [`Node::take_data`] through [`Endpoint::with_node`]. See
+    /// [`Node::poll_ready`].
+    #[must_use]
+    pub fn poll_ready(&mut self) -> Option<crate::InboxId> {
+        self.node.poll_ready()
     }
 
     /// When [`Endpoint::handle_timeout`] must next be called.

@@ -142,7 +142,7 @@ impl MemoryNet {
                 {
                     self.trace = (self.trace ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
                 }
-                self.eps[to].handle_datagram(now, addr(from), d.ecn, &d.contents);
+                self.eps[to].handle_datagram(addr(from), d.ecn, &d.contents, now);
                 self.drain(to);
             }
             for i in 0..self.eps.len() {

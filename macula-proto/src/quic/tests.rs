@@ -98,7 +98,7 @@ fn garbage_datagrams_are_counted_and_harmless() {
     m.run_for(Duration::from_millis(50));
     for n in 0..200usize {
         let junk: Vec<u8> = (0..(n % 1300)).map(|k| (k * 31 + n) as u8).collect();
-        m.eps[1].handle_datagram(m.now, addr(2), None, &junk);
+        m.eps[1].handle_datagram(addr(2), None, &junk, m.now);
         m.drain(1);
     }
     assert!(
@@ -195,7 +195,7 @@ fn spoofed_initials_cannot_fill_the_listener() {
     assert_eq!(initials.len(), 60);
     for (i, initial) in initials.iter().enumerate() {
         let spoofed = SocketAddr::new(core::net::Ipv4Addr::new(198, 51, 100, i as u8).into(), 1000);
-        m.eps[1].handle_datagram(m.now, spoofed, None, &initial.contents);
+        m.eps[1].handle_datagram(spoofed, None, &initial.contents, m.now);
         let _ = core::iter::from_fn(|| m.eps[1].poll_transmit()).count();
     }
     let s = m.eps[1].stats();

@@ -203,6 +203,8 @@ impl fmt::Display for CallError {
     }
 }
 
+impl core::error::Error for CallError {}
+
 /// Why a procedure could not be served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -233,6 +235,8 @@ impl fmt::Display for RegisterError {
     }
 }
 
+impl core::error::Error for RegisterError {}
+
 /// Why an answer was not sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -262,6 +266,8 @@ impl fmt::Display for ReplyError {
         }
     }
 }
+
+impl core::error::Error for ReplyError {}
 
 /// Why a request stopped waiting for its handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

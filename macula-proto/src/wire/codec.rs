@@ -121,6 +121,8 @@ impl fmt::Display for DecodeError {
     }
 }
 
+impl core::error::Error for DecodeError {}
+
 /// Why a frame of a known protocol could not be read as one of its messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -139,6 +141,8 @@ impl fmt::Display for MessageError {
         }
     }
 }
+
+impl core::error::Error for MessageError {}
 
 /// A frame split off the stream, not yet read as a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -49,7 +49,7 @@ pub struct Nat {
     /// (from, to) → the reach's outcome: `None` while under way.
     reaches: BTreeMap<(NodeIdx, NodeIdx), Option<Result<PathKind, ReachError>>>,
     /// Reach ids of each node, to match outcomes.
-    ids: BTreeMap<(NodeIdx, u64), NodeIdx>,
+    ids: BTreeMap<(NodeIdx, macula_proto::nat::ReachId), NodeIdx>,
 }
 
 /// The mix: a kind for each node past the bootstrap node and the gateways.

@@ -169,7 +169,7 @@ impl Pubsub {
             SubscribeOptions::default()
         };
         let done = sim.command(n, |node, now| {
-            node.subscribe(interest.pattern.as_str(), options, now)
+            node.pubsub_subscribe(interest.pattern.as_str(), options, now)
                 .is_ok()
         });
         if done == Some(true) {
@@ -196,7 +196,9 @@ impl Pubsub {
         let name = self.topics[topic].as_str().to_owned();
         let payload = (index as u64).to_le_bytes().to_vec();
         let options = PublishOptions::qos(qos).with_deadline(self.deadline);
-        let taken = sim.command(n, |node, now| node.publish(&name, payload, options, now));
+        let taken = sim.command(n, |node, now| {
+            node.pubsub_publish(&name, payload, options, now)
+        });
         match taken {
             Some(Ok(Publishing::Pending(id))) => {
                 self.awaiting.insert((n, self.lives[n as usize], id), index);

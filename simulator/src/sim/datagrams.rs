@@ -101,8 +101,8 @@ impl Sim {
         self.digest.record(now.as_micros(), to, 0x20);
         self.digest.bytes(&bytes);
         self.with_host(to, |h| match (h, socket) {
-            (Host::Quic(ep), Socket::Main) => ep.handle_datagram(now, from, ecn, &bytes),
-            (Host::Quic(ep), Socket::Auxiliary) => ep.handle_auxiliary_datagram(now, from, &bytes),
+            (Host::Quic(ep), Socket::Main) => ep.handle_datagram(from, ecn, &bytes, now),
+            (Host::Quic(ep), Socket::Auxiliary) => ep.handle_auxiliary_datagram(from, &bytes, now),
             (Host::Frames(_), _) => unreachable!("datagrams exist in QUIC mode only"),
         });
         self.drain(to);

@@ -125,7 +125,7 @@ fn a_batch_leaves_as_runs_at_either_qos_and_arrives_whole() {
         let mut net = mesh(2);
         let sub = net
             .command(1, |n, now| {
-                n.subscribe("feed", SubscribeOptions::default().with_capacity(1000), now)
+                n.pubsub_subscribe("feed", SubscribeOptions::default().with_capacity(1000), now)
             })
             .unwrap();
         net.run_for(Duration::from_secs(2));
@@ -139,7 +139,7 @@ fn a_batch_leaves_as_runs_at_either_qos_and_arrives_whole() {
         let options = PublishOptions::qos(qos);
         let taken = net
             .command(0, |n, now| {
-                n.publish_batch("feed", &mut batch, &options, now)
+                n.pubsub_publish_batch("feed", &mut batch, &options, now)
             })
             .unwrap();
         assert_eq!(taken, 500);
@@ -166,14 +166,14 @@ fn qos1_payload_bytes_awaiting_acks_are_bounded() {
     // A subscriber that never reads: its inbox fills, its channel pauses, acks stop.
     let sub = net
         .command(1, |n, now| {
-            n.subscribe("flood", SubscribeOptions::default().with_capacity(4), now)
+            n.pubsub_subscribe("flood", SubscribeOptions::default().with_capacity(4), now)
         })
         .unwrap();
     net.run_for(Duration::from_secs(2));
     let mut refused = false;
     for _ in 0..10_000 {
         let r = net.command(0, |n, now| {
-            n.publish(
+            n.pubsub_publish(
                 "flood",
                 vec![7; 4096],
                 PublishOptions::qos(Qos::AtLeastOnce),
