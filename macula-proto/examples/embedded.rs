@@ -165,12 +165,14 @@ fn outcome(event: &Event) -> Option<(Op, String)> {
             let values: Vec<_> = records.iter().map(|r| text(&r.value)).collect();
             (Op::Dht(*op), format!("values={}", values.join(",")))
         }
-        Event::Dht(DhtEvent::Failed { op, error }) => (Op::Dht(*op), format!("error={error}")),
+        Event::Dht(DhtEvent::Failed { op, error }) => (Op::Dht(*op), format!("error={error:?}")),
         Event::Rpc(RpcEvent::Done { id, result: Ok(r) }) => (
             Op::Call(*id),
             format!("from={} payload={}", r.from.short(), text(&r.payload)),
         ),
-        Event::Rpc(RpcEvent::Done { id, result: Err(e) }) => (Op::Call(*id), format!("error={e}")),
+        Event::Rpc(RpcEvent::Done { id, result: Err(e) }) => {
+            (Op::Call(*id), format!("error={}", e.code()))
+        }
         Event::Pubsub(PubsubEvent::Published { id, acked, .. }) => {
             (Op::Publish(*id), format!("acked={}", acked.len()))
         }

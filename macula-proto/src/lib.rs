@@ -9,6 +9,7 @@
 //! `cargo build -p macula-proto --no-default-features` builds it alone.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
 extern crate alloc;
 #[cfg(feature = "std")]
@@ -37,6 +38,12 @@ pub mod wire;
 
 #[cfg(feature = "quic")]
 pub mod quic;
+
+/// `docs/embedding.md`, the guide to driving the core from your own loop: its code blocks run
+/// as doctests of this crate.
+#[cfg(all(doctest, feature = "quic"))]
+#[doc = include_str!("../../docs/embedding.md")]
+pub struct EmbeddingGuide;
 
 pub use config::{ApiKey, Config, ConfigError, Realm, Roles};
 pub use id::{verify_signature, Distance, Fingerprint, Identity, NodeId, ParseIdError, ShortId};

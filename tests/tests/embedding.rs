@@ -127,3 +127,48 @@ async fn the_plain_std_example_works_with_a_mesh_both_ways<R: Runtime>() -> anyh
     .await;
     Ok(())
 }
+
+/// The example is documentation that compiles: it stays short enough to read in one sitting.
+#[test]
+fn the_example_stays_under_200_lines_of_code() {
+    let source = include_str!("../../macula-proto/examples/embedded.rs");
+    let code = source
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//"))
+        .count();
+    assert!(code < 200, "the example has {code} lines of code");
+}
+
+/// The example runs on `std` alone: the crate it lives in, whose dependencies it builds with,
+/// names no async runtime among them (`.ci/run` also checks the whole tree with `cargo tree`).
+#[test]
+fn the_example_builds_without_an_async_runtime() {
+    let manifest = include_str!("../../macula-proto/Cargo.toml");
+    let deps = manifest
+        .split("\n[")
+        .filter(|section| {
+            section.starts_with("dependencies]") || section.starts_with("dev-dependencies]")
+        })
+        .flat_map(str::lines)
+        .filter_map(|l| l.split(['=', '.', ' ']).next())
+        .collect::<Vec<_>>();
+    assert!(
+        deps.contains(&"quinn-proto"),
+        "the sections were read: {deps:?}"
+    );
+    for runtime in [
+        "tokio",
+        "smol",
+        "async-std",
+        "async-io",
+        "futures",
+        "futures-lite",
+        "mio",
+    ] {
+        assert!(
+            !deps.contains(&runtime),
+            "macula-proto depends on {runtime}"
+        );
+    }
+}

@@ -273,6 +273,9 @@ impl RecordStore {
     /// # Errors
     /// The [`DhtRefusal`] to answer with when a bound would be broken or the store holds a
     /// newer record of the publisher.
+    ///
+    /// # Panics
+    /// Never: the one lookup it unwraps is of a key it has just found.
     pub fn put(&mut self, key: KeyBytes, mut record: Record) -> Result<(), DhtRefusal> {
         if record.value.len() > self.limits.max_value_size {
             return Err(DhtRefusal::ValueTooLarge);
@@ -351,7 +354,10 @@ impl RecordStore {
         self.expiries.first().map(|(at, _, _)| *at)
     }
 
-    /// Checks the bounds and the indexes; returns the first violation.
+    /// Checks the bounds and the indexes.
+    ///
+    /// # Errors
+    /// The first violation found, described.
     pub fn check(&self) -> Result<(), &'static str> {
         let total: usize = self.records.values().map(BTreeMap::len).sum();
         if total != self.len || self.expiries.len() != self.len {

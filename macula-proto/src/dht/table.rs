@@ -329,8 +329,10 @@ impl RoutingTable {
     }
 
     /// Checks the table's invariants: every contact in the bucket its id belongs in, no bucket
-    /// over `k`, no duplicate ids, the count right, diversity limits held. Returns the first
-    /// violation found.
+    /// over `k`, no duplicate ids, the count right, diversity limits held.
+    ///
+    /// # Errors
+    /// The first violation found, described.
     pub fn check(&self) -> Result<(), &'static str> {
         let mut seen = Vec::with_capacity(self.len);
         for (i, b) in self.buckets.iter().enumerate() {

@@ -78,7 +78,42 @@ pub use types::{
     Transmit, MAX_INBOXES, MAX_INBOX_CAPACITY,
 };
 
-/// A Macula node's protocol state. See the [module documentation](self) for the contract.
+/// A Macula node's protocol state. See the [module documentation](self) for the contract, and
+/// `docs/embedding.md` for driving a node from a loop of your own.
+///
+/// The minimal loop, over a transport that reaches nobody (it reports every dial as failed):
+/// a command, then the outputs in order (transmits, events, the deadline), the inputs they
+/// lead to, and time passing until the outcome comes.
+///
+/// ```
+/// use macula_proto::{Config, Event, Identity, Instant, LinkError, Node, Realm, Transmit};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = Config::new(Realm::new("io.example.dev")?);
+/// let mut now = Instant::ZERO;
+/// let mut node = Node::new(config, Identity::from_seed(1), 7, now)?;
+/// let link = node.connect("192.0.2.1:4433".parse()?, None, now); // (C) a command
+/// let mut outcome = None;
+/// while outcome.is_none() {
+///     while let Some(transmit) = node.poll_transmit() {
+///         if let Transmit::Open { link, .. } = transmit {
+///             node.handle_link_down(link, LinkError::DialFailed, now); // (B) an input
+///         }
+///     }
+///     while let Some(event) = node.poll_event() {
+///         if let Event::ConnectFailed { link: l, failure, .. } = event {
+///             outcome = (l == link).then_some(failure);
+///         }
+///     }
+///     // A real driver sleeps until this deadline or the next input, whichever comes first.
+///     if let Some(deadline) = node.poll_timeout() {
+///         now = now.max(deadline);
+///         node.handle_timeout(now);
+///     }
+/// }
+/// println!("could not connect: {}", outcome.unwrap());
+/// # Ok(()) }
+/// ```
 ///
 /// The link core comes first (see [`layout`] for why its fields are in the order they are);
 /// the subsystems sit behind one pointer.

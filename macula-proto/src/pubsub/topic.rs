@@ -162,6 +162,9 @@ impl Topic {
     }
 
     /// The topic as written.
+    ///
+    /// # Panics
+    /// Never: a topic's bytes are always those of the `str` it was made from.
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Text::Inline { len, bytes } => {

@@ -195,7 +195,56 @@ struct Conn {
     tls_deadline: Instant,
 }
 
-/// A [`Node`] over QUIC. See the [module documentation](self).
+/// A [`Node`] over QUIC. See the [module documentation](self), and `docs/embedding.md` for
+/// driving an endpoint from a loop of your own (the example `embedded` of this crate is one,
+/// on a `std` UDP socket).
+///
+/// The minimal loop, with two endpoints whose network is this loop: what one sends the other
+/// receives at once, and when neither has anything to send, time jumps to the next deadline.
+///
+/// ```
+/// use std::net::SocketAddr;
+///
+/// use macula_proto::quic::{Endpoint, EndpointConfig};
+/// use macula_proto::{Config, Event, Identity, Instant, Realm};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (epoch, realm) = (std::time::Instant::now(), Realm::new("io.example.dev")?);
+/// let endpoint = |seed| {
+///     let identity = Identity::from_seed(seed);
+///     let config = EndpointConfig::new(Config::new(realm.clone()), identity, seed, epoch);
+///     Endpoint::new(config, Instant::ZERO)
+/// };
+/// let (mut a, mut b) = (endpoint(1)?, endpoint(2)?);
+/// let a_addr: SocketAddr = "192.0.2.1:4433".parse()?;
+/// let b_addr: SocketAddr = "192.0.2.2:4433".parse()?;
+/// let mut now = Instant::ZERO;
+/// a.connect(b_addr, Some(b.node_id()), now);
+/// let mut joined = false;
+/// while !joined {
+///     let mut quiet = true;
+///     while let Some(d) = a.poll_transmit() {
+///         b.handle_datagram(a_addr, d.ecn, &d.contents, now);
+///         quiet = false;
+///     }
+///     while let Some(d) = b.poll_transmit() {
+///         a.handle_datagram(b_addr, d.ecn, &d.contents, now);
+///         quiet = false;
+///     }
+///     while let Some(event) = a.poll_event() {
+///         joined |= matches!(event, Event::PeerUp { .. });
+///     }
+///     while b.poll_event().is_some() {}
+///     if quiet {
+///         let deadline = [a.poll_timeout(), b.poll_timeout()].into_iter().flatten().min();
+///         now = now.max(deadline.expect("a handshake under way has timers"));
+///         a.handle_timeout(now);
+///         b.handle_timeout(now);
+///     }
+/// }
+/// assert_eq!(a.node().peer_count(), 1);
+/// # Ok(()) }
+/// ```
 pub struct Endpoint {
     node: Node,
     quic: quinn_proto::Endpoint,

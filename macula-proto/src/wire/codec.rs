@@ -51,6 +51,9 @@ pub mod bytes {
     use serde::Serializer;
 
     /// Writes `bytes` (for `#[serde(with = "bytes")]` on a `Vec<u8>` or `&[u8]` field).
+    ///
+    /// # Errors
+    /// The serializer's, if it cannot write a byte string.
     pub fn serialize<S: Serializer, B: AsRef<[u8]> + ?Sized>(
         bytes: &B,
         serializer: S,
@@ -59,6 +62,9 @@ pub mod bytes {
     }
 
     /// Reads a byte string into a `Vec<u8>`.
+    ///
+    /// # Errors
+    /// The deserializer's, if the input holds no byte string there.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         deserializer.deserialize_byte_buf(ByteBuf)
     }
@@ -155,6 +161,10 @@ pub struct RawFrame<'a> {
 
 impl RawFrame<'_> {
     /// The message kind.
+    ///
+    /// # Panics
+    /// If `message` does not start with a kind that fits in 32 bits: the decoder checks this
+    /// for every frame it returns, so only a frame built by hand can fail it.
     pub fn kind(&self) -> u32 {
         read_varint(self.message, 5)
             .and_then(|(kind, _)| u32::try_from(kind).ok())
@@ -163,6 +173,10 @@ impl RawFrame<'_> {
 }
 
 /// Appends `message`, length prefix and protocol id first, to `out`.
+///
+/// # Panics
+/// Never for the crate's messages: encoding into a `Vec` cannot fail (it grows, and every
+/// field's size is known).
 pub fn encode_into<M: Encode>(message: &M, out: &mut Vec<u8>) {
     let body = (M::PROTOCOL.0, message);
     // Small frames (pings, acks, most control traffic) are serialized on the stack, so the
