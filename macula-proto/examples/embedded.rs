@@ -115,11 +115,8 @@ impl StdNode {
         while let Some(data) = self.command(|n, now| n.take_data(inbox, now)) {
             match data {
                 Data::Request(r) => {
-                    println!(
-                        "served procedure={} payload={}",
-                        r.procedure,
-                        text(&r.payload)
-                    );
+                    let (procedure, payload) = (&r.procedure, text(&r.payload));
+                    println!("served procedure={procedure} payload={payload}");
                     let reply = r.payload.clone();
                     let _ = self.command(|n, now| n.rpc_reply(r.id, reply, now));
                     self.served += 1;

@@ -886,21 +886,24 @@ impl Core {
                     return;
                 }
                 let peer = link.remote.expect("established links know their remote");
-                for (id, from_app) in est.pings.expire(now) {
+                let expired = est.pings.expire(now);
+                let keepalive = now >= est.next_keepalive;
+                if keepalive {
+                    est.next_keepalive = now + self.tuning.keepalive_interval;
+                }
+                for (id, from_app) in expired {
                     if from_app {
-                        self.events.push_back(Event::PingResult {
+                        self.push_event(Event::PingResult {
                             id: PingId(id),
                             peer,
                             result: Err(PingError::Timeout),
                         });
                     }
                 }
-                if now >= est.next_keepalive {
-                    est.next_keepalive = now + self.tuning.keepalive_interval;
+                if keepalive {
                     // A full ping window already proves we are asking; skip this keep-alive.
                     let _ = self.send_ping(link_id, false);
                 }
-                self.trim_events();
             }
             LinkState::Dialing { .. } | LinkState::AwaitingAck { .. } => {
                 if now >= link.deadline {
@@ -918,13 +921,6 @@ impl Core {
                     self.abort_link(link_id, CloseCode::HandshakeTimeout);
                 }
             }
-        }
-    }
-
-    pub(super) fn trim_events(&mut self) {
-        while self.events.len() > self.tuning.max_queued_events {
-            self.events.pop_front();
-            self.stats.events_dropped += 1;
         }
     }
 }

@@ -105,7 +105,9 @@ pub struct EndpointStats {
     pub ecn_received: u64,
     /// Extra streams a peer opened that Macula does not use yet; each was stopped.
     pub streams_rejected: u64,
-    /// Events dropped because the application did not drain `max_queued_events` of them.
+    /// Events dropped because the application did not drain `max_queued_events` of them (the
+    /// node's count, [`Stats::events_dropped`](crate::Stats::events_dropped): events wait in
+    /// the node's queue, which never drops a call's outcome).
     pub events_dropped: u64,
     /// Gauge: QUIC connections open (including ones draining after close).
     pub connections: usize,
@@ -266,7 +268,6 @@ pub struct Endpoint {
     timers: BTreeSet<(Instant, ConnectionHandle)>,
     links: BTreeMap<LinkId, ConnectionHandle>,
     datagrams: VecDeque<Datagram>,
-    events: VecDeque<Event>,
     stats: EndpointStats,
     buf: Vec<u8>,
     /// With seeded crypto: the wall clock quinn's tokens see, driven by `now`.
@@ -403,7 +404,6 @@ impl Endpoint {
             timers: BTreeSet::new(),
             links: BTreeMap::new(),
             datagrams: VecDeque::new(),
-            events: VecDeque::new(),
             stats: EndpointStats::default(),
             buf: Vec::new(),
             clock,
@@ -427,6 +427,7 @@ impl Endpoint {
     pub fn stats(&self) -> EndpointStats {
         EndpointStats {
             connections: self.conns.len(),
+            events_dropped: self.node.stats().events_dropped,
             ..self.stats
         }
     }
@@ -696,10 +697,11 @@ impl Endpoint {
         }
     }
 
-    /// The next event for the application.
+    /// The next event for the application. Events wait in the node's queue, bounded by
+    /// `Config::max_queued_events` (see [`Node::poll_event`]).
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.node.poll_event()
     }
 
     /// The next inbox that went from empty to holding data (a subscription's or a served
@@ -713,7 +715,8 @@ impl Endpoint {
     /// When [`Endpoint::handle_timeout`] must next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.datagrams.is_empty() || !self.unsent.is_empty() || !self.events.is_empty() {
+        // The node's own deadline is its `now` while it holds events.
+        if !self.datagrams.is_empty() || !self.unsent.is_empty() {
             return Some(self.now);
         }
         debug_assert!(
@@ -799,14 +802,6 @@ impl Endpoint {
             for handle in batch {
                 self.drive_connection(handle, now);
             }
-        }
-        while let Some(e) = self.node.poll_event() {
-            self.events.push_back(e);
-        }
-        let max_events = self.node.config().max_queued_events;
-        while self.events.len() > max_events {
-            self.events.pop_front();
-            self.stats.events_dropped += 1;
         }
     }
 

@@ -265,3 +265,34 @@ fn gso_batches_stay_under_the_udp_size_limit() {
         assert!(d.contents.len() <= 65_507, "{} bytes", d.contents.len());
     }
 }
+
+#[test]
+fn call_outcomes_survive_a_burst_larger_than_the_event_queue() {
+    use crate::rpc::{CallError, CallOptions, RpcEvent};
+    let mut small = config("q.x");
+    small.max_queued_events = 4;
+    small.rpc.max_calls = 16;
+    let mut m = Mesh::new(vec![small, config("q.x")]);
+    let id1 = m.eps[1].node_id();
+    m.eps[0].connect(addr(1), Some(id1), m.now);
+    m.drain(0);
+    m.run_for(Duration::from_millis(50));
+    let now = m.now;
+    // Sixteen calls share one discovery, so their outcomes come in one burst.
+    let ids: Vec<_> = (0..16)
+        .map(|_| {
+            m.eps[0].with_node(now, |n, now| {
+                n.rpc_call("nobody.here", vec![], CallOptions::default(), now)
+            })
+        })
+        .collect::<Result<_, _>>()
+        .unwrap();
+    m.drain(0);
+    m.run_for(Duration::from_secs(1));
+    for id in ids {
+        let told = m.events[0].iter().any(|e| {
+            matches!(e, Event::Rpc(RpcEvent::Done { id: i, result: Err(CallError::NoResponders) }) if *i == id)
+        });
+        assert!(told, "call {id:?} has its outcome");
+    }
+}
