@@ -65,11 +65,35 @@ pub enum Observation<'a> {
     },
 }
 
+/// Whether an invariant must hold at every moment of a run, faults or not (safety), or only
+/// once the faults have stopped and the recovery window has passed (liveness: the run is
+/// judged at its end, which the fault plan places after that window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// Holds at every moment: no panic, bounds kept, no misdelivery, no duplicate execution,
+    /// every operation answered within its timeout.
+    Safety,
+    /// Holds once the faults have stopped: nodes rejoined, messages delivered, calls served.
+    Liveness,
+}
+
+impl Kind {
+    /// `safety` or `liveness`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Safety => "safety",
+            Kind::Liveness => "liveness",
+        }
+    }
+}
+
 /// A checker's conclusion.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
     /// The invariant's name.
     pub name: &'static str,
+    /// Safety or liveness.
+    pub kind: Kind,
     /// Whether it held.
     pub ok: bool,
     /// What was checked, or the first violation.
@@ -152,6 +176,7 @@ impl Checker for ConnectsAnswered {
         match overdue {
             Some((node, link, at)) => Verdict {
                 name: self.name(),
+                kind: Kind::Safety,
                 ok: false,
                 detail: format!(
                     "node {node} dialed on {link:?} at {:.3} s and got no answer within {:.0} s",
@@ -161,6 +186,7 @@ impl Checker for ConnectsAnswered {
             },
             None => Verdict {
                 name: self.name(),
+                kind: Kind::Safety,
                 ok: true,
                 detail: format!(
                     "{} dials, {} answered, {} still within their grace period",
@@ -200,6 +226,7 @@ impl Checker for NoPanics {
     fn finish(&mut self, _end: Instant) -> Verdict {
         Verdict {
             name: self.name(),
+            kind: Kind::Safety,
             ok: self.first.is_none(),
             detail: match &self.first {
                 Some(first) => format!("{} panics; first: {first}", self.count),
@@ -256,6 +283,7 @@ impl Checker for WithinBounds {
     fn finish(&mut self, _end: Instant) -> Verdict {
         Verdict {
             name: self.name(),
+            kind: Kind::Safety,
             ok: self.first.is_none(),
             detail: self.first.clone().unwrap_or_else(|| {
                 format!(

@@ -32,6 +32,7 @@
 
 pub mod check;
 mod cpu;
+pub mod faults;
 mod host;
 pub mod memory;
 pub mod nat;
@@ -41,6 +42,7 @@ mod queue;
 pub mod scenario;
 mod sim;
 mod slab;
+pub mod sweep;
 pub mod trace;
 
 pub use net::{LinkModel, NodeIdx, PathProps};

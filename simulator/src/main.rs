@@ -2,9 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use macula_proto::Duration;
-use macula_sim::scenario::{self, Params, SCENARIOS};
+use macula_sim::faults::{Explicit, Profile};
+use macula_sim::scenario::{self, SCENARIOS};
+use macula_sim::sweep::{self, Recipe};
 use macula_sim::{Mode, LARGE_MESH_NODES};
 
 #[derive(Parser)]
@@ -18,40 +20,87 @@ struct Cli {
     command: Command,
 }
 
+/// What to simulate: the scenario, its size, and its faults.
+#[derive(Args, Clone)]
+struct What {
+    /// The scenario (see `macula-sim list`).
+    #[arg(long)]
+    scenario: String,
+    /// How many nodes.
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    /// Virtual seconds to run (faults that end late extend the run, to leave 30 s of calm).
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Drive full QUIC endpoints (real quinn-proto + rustls) instead of frames.
+    #[arg(long)]
+    quic: bool,
+    /// Draw the faults from a profile: the seed chooses their intensities and timings. One of
+    /// none, lossy, churny, partitioned, adversarial (duplication, reordering, one-way
+    /// partitions), mixed. Not with --loss, --dup, --churn or --partition.
+    #[arg(long)]
+    profile: Option<Profile>,
+    /// Loss probability on every path (0 to 1), until the faults stop.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Duplication probability on every path (0 to 1; QUIC mode duplicates datagrams).
+    #[arg(long, default_value_t = 0.0)]
+    dup: f64,
+    /// Fraction of nodes that crash and restart during the run (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// Split the members in halves for 45 s, from 30% of the run.
+    #[arg(long)]
+    partition: bool,
+}
+
+impl What {
+    /// The recipe, or why the options make none.
+    fn recipe(&self) -> Result<Recipe, String> {
+        if [self.loss, self.dup, self.churn]
+            .iter()
+            .any(|p| !(0.0..=1.0).contains(p))
+        {
+            return Err("--loss, --dup and --churn are probabilities between 0 and 1".into());
+        }
+        if self.nodes == 0 || self.nodes > 1 << 17 {
+            return Err("--nodes must be between 1 and 131072".into());
+        }
+        let explicit = Explicit {
+            loss: self.loss,
+            dup: self.dup,
+            churn: self.churn,
+            partition: self.partition,
+        };
+        if self.profile.is_some() && explicit != Explicit::default() {
+            return Err(
+                "--profile draws the faults: give it without --loss, --dup, --churn or --partition"
+                    .into(),
+            );
+        }
+        Ok(Recipe {
+            scenario: self.scenario.clone(),
+            nodes: self.nodes,
+            duration: Duration::from_secs(self.duration),
+            mode: if self.quic { Mode::Quic } else { Mode::Frames },
+            profile: self.profile,
+            explicit,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a scenario; exits 1 if an invariant fails.
     Run {
-        /// The scenario (see `macula-sim list`).
-        #[arg(long)]
-        scenario: String,
-        /// How many nodes.
-        #[arg(long, default_value_t = 100)]
-        nodes: usize,
+        #[command(flatten)]
+        what: What,
         /// The master seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Virtual seconds to run.
-        #[arg(long, default_value_t = 60)]
-        duration: u64,
-        /// Drive full QUIC endpoints (real quinn-proto + rustls) instead of frames.
-        #[arg(long)]
-        quic: bool,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
-        /// Loss probability on every path (0 to 1).
-        #[arg(long, default_value_t = 0.0)]
-        loss: f64,
-        /// Duplication probability on every path (0 to 1; QUIC mode duplicates datagrams).
-        #[arg(long, default_value_t = 0.0)]
-        dup: f64,
-        /// Fraction of nodes that crash and restart during the run (0 to 1).
-        #[arg(long, default_value_t = 0.0)]
-        churn: f64,
-        /// Split the mesh in two for 45 s, starting at 30% of the run.
-        #[arg(long)]
-        partition: bool,
         /// Do not prefetch the next events' state nor where the queue's next pushes write (on
         /// by default from 4,096 nodes; same results, slower at scale). For measuring what
         /// prefetching is worth.
@@ -61,6 +110,24 @@ enum Command {
         /// `lookup_success_ratio>=0.999`); repeat for several. Exits 1 if one is not met.
         #[arg(long = "expect", value_name = "FIGURE>=X", value_parser = parse_expectation)]
         expectations: Vec<Expectation>,
+    },
+    /// Run a scenario under many seeds on every core: per-invariant failure counts, and each
+    /// failing seed with the command that replays it; exits 1 if any seed fails.
+    Sweep {
+        #[command(flatten)]
+        what: What,
+        /// How many seeds.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Runs at once (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Run every pair of NAT kinds (public, full cone, restricted, port-restricted,
     /// address-dependent, symmetric with contiguous and with random allocation), each in a
@@ -97,50 +164,57 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run {
-            scenario: name,
-            nodes,
-            seed,
-            duration,
-            quic,
+        Command::Sweep {
+            what,
+            seeds,
+            from,
+            jobs,
             json,
-            loss,
-            dup,
-            churn,
-            partition,
+        } => {
+            let recipe = match what.recipe() {
+                Ok(r) => r,
+                Err(e) => return usage(&e),
+            };
+            let jobs = jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            let end = from.saturating_add(seeds);
+            let outcome = match sweep::sweep(&recipe, from..end, jobs) {
+                Ok(o) => o,
+                Err(e) => return usage(&e),
+            };
+            if json {
+                println!("{}", outcome.json());
+            } else {
+                print_sweep(&outcome);
+            }
+            if outcome.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Run {
+            what,
+            seed,
+            json,
             no_prefetch,
             expectations,
         } => {
-            if [loss, dup, churn].iter().any(|p| !(0.0..=1.0).contains(p)) {
-                eprintln!("error: --loss, --dup and --churn are probabilities between 0 and 1");
-                return ExitCode::from(2);
-            }
-            if nodes == 0 || nodes > 1 << 17 {
-                eprintln!("error: --nodes must be between 1 and 131072");
-                return ExitCode::from(2);
-            }
-            if nodes >= LARGE_MESH_NODES {
+            let recipe = match what.recipe() {
+                Ok(r) => r,
+                Err(e) => return usage(&e),
+            };
+            if recipe.nodes >= LARGE_MESH_NODES {
                 if let Some(code) = macula_sim::memory::rerun() {
                     return code;
                 }
             }
-            let params = Params {
-                nodes,
-                seed,
-                duration: Duration::from_secs(duration),
-                mode: if quic { Mode::Quic } else { Mode::Frames },
-                loss,
-                dup,
-                churn,
-                partition,
-                prefetch: no_prefetch.then_some(false),
-            };
-            let report = match scenario::run(&name, &params) {
+            let mut params = recipe.params(seed);
+            params.prefetch = no_prefetch.then_some(false);
+            let report = match scenario::run(&recipe.scenario, &params) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(e) => return usage(&e),
             };
             if json {
                 println!("{}", report.json);
@@ -157,24 +231,7 @@ fn main() -> ExitCode {
             if report.ok && unmet.is_empty() {
                 ExitCode::SUCCESS
             } else {
-                let mut replay = format!(
-                    "macula-sim run --scenario {name} --nodes {nodes} --seed {seed} --duration {duration}"
-                );
-                if quic {
-                    replay.push_str(" --quic");
-                }
-                if loss > 0.0 {
-                    replay.push_str(&format!(" --loss {loss}"));
-                }
-                if dup > 0.0 {
-                    replay.push_str(&format!(" --dup {dup}"));
-                }
-                if churn > 0.0 {
-                    replay.push_str(&format!(" --churn {churn}"));
-                }
-                if partition {
-                    replay.push_str(" --partition");
-                }
+                let mut replay = recipe.replay(seed);
                 for e in &expectations {
                     let op = if e.at_least { ">=" } else { "<=" };
                     replay.push_str(&format!(" --expect '{}{op}{}'", e.figure, e.bound));
@@ -188,6 +245,47 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+/// Says what is wrong with the command line; exit status 2.
+fn usage(error: &str) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(2)
+}
+
+/// A sweep's outcome as text: a summary line, a line per invariant, and each failing seed
+/// with its replay command.
+fn print_sweep(outcome: &sweep::Outcome) {
+    let r = &outcome.recipe;
+    let profile = r.profile.map_or("explicit".into(), |p| p.to_string());
+    println!(
+        "sweep scenario={} profile={profile} nodes={} mode={} seeds={} passed={} failed={}",
+        r.scenario,
+        r.nodes,
+        r.mode.as_str(),
+        outcome.seeds.len(),
+        outcome.seeds.len() - outcome.failed.len(),
+        outcome.failed.len()
+    );
+    let failures = outcome.failures_by_invariant();
+    for (name, (kind, held)) in &outcome.held {
+        let failed = failures.get(name.as_str()).map_or(0, |f| f.1.len());
+        println!(
+            "  {:<9} {name}: held {held}, failed {failed}",
+            kind.as_str()
+        );
+    }
+    for (seed, failed) in &outcome.failed {
+        for f in failed {
+            println!(
+                "seed {seed}: {} ({}): {}",
+                f.invariant,
+                f.kind.as_str(),
+                f.detail
+            );
+        }
+        println!("  replay: {}", r.replay(*seed));
     }
 }
 

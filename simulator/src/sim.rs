@@ -486,6 +486,15 @@ impl Sim {
         self.digest.record(self.now.as_micros(), 0, 0xd0);
     }
 
+    /// Ends the link faults: from now on no path loses, duplicates or reorders (explicit
+    /// per-path overrides stay as they are). Latency and jitter stay.
+    pub fn calm(&mut self) {
+        self.link.loss = 0.0;
+        self.link.duplicate = 0.0;
+        self.link.reorder = 0.0;
+        self.digest.record(self.now.as_micros(), 0, 0xd2);
+    }
+
     /// Ends the partition; messages it held are delivered (frames mode).
     pub fn heal(&mut self) {
         self.partition = None;

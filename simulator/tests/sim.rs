@@ -2,20 +2,34 @@
 //! under churn, loss and partitions; restarted nodes rejoin.
 
 use macula_proto::{Duration, Instant};
+use macula_sim::faults::{Explicit, FaultPlan};
 use macula_sim::scenario::{self, Params};
 use macula_sim::{Mode, SimBuilder};
 
 fn params(nodes: usize, seed: u64, mode: Mode) -> Params {
+    faulty(nodes, seed, mode, 40, Explicit::default())
+}
+
+/// A run of `secs` virtual seconds with `faults`.
+fn faulty(nodes: usize, seed: u64, mode: Mode, secs: u64, faults: Explicit) -> Params {
+    let duration = Duration::from_secs(secs);
     Params {
         nodes,
         seed,
-        duration: Duration::from_secs(40),
+        duration,
         mode,
-        loss: 0.0,
-        dup: 0.0,
-        churn: 0.0,
-        partition: false,
+        faults: FaultPlan::explicit(faults, duration),
+        profile: None,
         prefetch: None,
+    }
+}
+
+/// Churn `churn` and loss `loss`.
+fn churn_and_loss(churn: f64, loss: f64) -> Explicit {
+    Explicit {
+        churn,
+        loss,
+        ..Explicit::default()
     }
 }
 
@@ -41,11 +55,8 @@ fn prefetching_changes_only_speed() {
     // Enough nodes that the engine looks several events ahead, with crashes and loss so that
     // some of the events it looks at find their node gone or their wire closed.
     let p = Params {
-        churn: 0.2,
-        loss: 0.05,
-        duration: Duration::from_secs(30),
         prefetch: Some(true),
-        ..params(3000, 5, Mode::Frames)
+        ..faulty(3000, 5, Mode::Frames, 30, churn_and_loss(0.2, 0.05))
     };
     let with = digest(&p);
     assert_eq!(
@@ -69,12 +80,7 @@ fn same_seed_same_digest_in_quic_mode() {
 fn churn_and_loss_keep_invariants_and_restarted_nodes_rejoin() {
     for mode in [Mode::Frames, Mode::Quic] {
         let nodes = if mode == Mode::Quic { 30 } else { 300 };
-        let p = Params {
-            churn: 0.2,
-            loss: 0.05,
-            duration: Duration::from_secs(60),
-            ..params(nodes, 11, mode)
-        };
+        let p = faulty(nodes, 11, mode, 60, churn_and_loss(0.2, 0.05));
         let report = scenario::run("connect", &p).unwrap();
         assert!(report.ok, "{mode:?}: {:#?}", report.verdicts);
         let restarted = report.json["restarted"].as_u64().unwrap();
@@ -96,11 +102,11 @@ fn churn_and_loss_keep_invariants_and_restarted_nodes_rejoin() {
 
 #[test]
 fn a_partition_longer_than_the_idle_timeout_heals() {
-    let p = Params {
+    let partition = Explicit {
         partition: true,
-        duration: Duration::from_secs(120),
-        ..params(200, 5, Mode::Frames)
+        ..Explicit::default()
     };
+    let p = faulty(200, 5, Mode::Frames, 120, partition);
     let report = scenario::run("connect", &p).unwrap();
     assert!(report.ok, "{:#?}", report.verdicts);
     assert!(report.json["network"]["partitioned"].as_u64().unwrap() > 0);
@@ -285,10 +291,7 @@ fn actions_fall_due_in_order_whether_or_not_they_name_a_node() {
 #[test]
 fn the_trust_scenario_refuses_intruders_other_realms_and_the_impostor() {
     for mode in [Mode::Frames, Mode::Quic] {
-        let p = Params {
-            loss: 0.02,
-            ..params(60, 3, mode)
-        };
+        let p = faulty(60, 3, mode, 40, churn_and_loss(0.0, 0.02));
         let report = scenario::run("trust", &p).expect("the trust scenario exists");
         assert!(report.ok, "{mode:?}: {:#?}", report.verdicts);
         let figure = |name: &str| report.json[name].as_u64().expect(name);

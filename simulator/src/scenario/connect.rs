@@ -8,8 +8,8 @@
 //! first ten seconds, then every five seconds runs a maintenance tick: rejoin if it has no peer,
 //! dial a random non-bootstrap node while it has fewer than three peers, ping a random peer.
 //! Churn crashes a fraction of the nodes at random moments and restarts them 5–15 s later;
-//! they must rejoin. A partition splits the non-bootstrap nodes in two for 45 s, longer than the
-//! idle timeout, so links across it break and must be rebuilt after it heals.
+//! they must rejoin. A partition (`--partition`: the members in halves for 45 s, longer than
+//! the idle timeout) breaks links across it, which must be rebuilt after it heals.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +18,10 @@ use serde_json::{json, Map, Value};
 
 use super::{
     bootstrap_count, configure_nodes, crash_for_a_while, shuffle_front, tag, Params, Scenario,
+    Split,
 };
-use crate::check::Verdict;
+use crate::check::{Kind, Verdict};
+use crate::faults::{FaultPlan, JOIN_WINDOW};
 use crate::net::NodeIdx;
 use crate::sim::{Sim, SimBuilder};
 
@@ -32,8 +34,6 @@ const HEAL: u64 = 6;
 
 const TICK_EVERY: Duration = Duration::from_secs(5);
 const TARGET_PEERS: usize = 3;
-const JOIN_WINDOW: Duration = Duration::from_secs(10);
-const PARTITION_FOR: Duration = Duration::from_secs(45);
 
 /// The `connect` scenario's state and figures.
 #[derive(Debug, Default)]
@@ -41,9 +41,8 @@ pub struct Connect {
     rng: Option<Rng>,
     nodes: u32,
     bootstraps: u32,
-    duration: Duration,
-    churn: f64,
-    partition: bool,
+    faults: Option<FaultPlan>,
+    split: Option<Split>,
     joined: Vec<bool>,
     /// Nodes restarted, and when; cleared for a node once it has a peer again.
     awaiting_rejoin: BTreeMap<NodeIdx, Instant>,
@@ -121,9 +120,7 @@ impl Scenario for Connect {
     fn configure(&mut self, builder: &mut SimBuilder, params: &Params) {
         self.nodes = params.nodes as u32;
         self.bootstraps = bootstrap_count(params.nodes);
-        self.duration = params.duration;
-        self.churn = params.churn;
-        self.partition = params.partition;
+        self.faults = Some(params.faults.clone());
         let share = (self.nodes / self.bootstraps) as usize;
         // This scenario measures links and keep-alives; the DHT's join lookups (about 180
         // queries per node) are the `dht` scenario's subject.
@@ -140,20 +137,15 @@ impl Scenario for Connect {
                 Instant::ZERO + Duration::from_micros(self.rng().below(JOIN_WINDOW.as_micros()));
             sim.schedule_for(at, n, tag(JOIN, n));
         }
+        let faults = self.faults.clone().expect("configure() comes first");
         let mut members: Vec<NodeIdx> = (self.bootstraps..self.nodes).collect();
-        let crashes = (members.len() as f64 * self.churn).round() as usize;
-        let window_start = JOIN_WINDOW.as_micros();
-        let window_end = (self.duration.as_micros() * 6 / 10).max(window_start + 1);
+        let crashes = (members.len() as f64 * faults.churn).round() as usize;
         shuffle_front(self.rng(), &mut members, crashes);
         for &node in members.iter().take(crashes) {
-            let at = window_start + self.rng().below(window_end - window_start);
-            sim.schedule(Instant::from_micros(at), tag(CRASH, node));
+            let at = faults.crash_moment(self.rng());
+            sim.schedule(at, tag(CRASH, node));
         }
-        if self.partition && self.nodes > self.bootstraps + 1 {
-            let at = Instant::ZERO + Duration::from_micros(self.duration.as_micros() * 3 / 10);
-            sim.schedule(at, tag(PARTITION, 0));
-            sim.schedule(at + PARTITION_FOR, tag(HEAL, 0));
-        }
+        self.split = Split::plan(sim, &faults, self.bootstraps, self.nodes, (PARTITION, HEAL));
     }
 
     fn on_action(&mut self, sim: &mut Sim, action: u64) {
@@ -180,10 +172,9 @@ impl Scenario for Connect {
                 sim.schedule_for(next, n, tag(TICK, n));
             }
             PARTITION => {
-                let half = self.bootstraps + (self.nodes - self.bootstraps) / 2;
-                let a: Vec<NodeIdx> = (0..half).collect();
-                let b: Vec<NodeIdx> = (half..self.nodes).collect();
-                sim.partition(&a, &b, false);
+                if let Some(split) = self.split {
+                    split.apply(sim);
+                }
             }
             HEAL => sim.heal(),
             _ => {}
@@ -267,6 +258,7 @@ impl Scenario for Connect {
             .collect();
         let mut out = vec![Verdict {
             name: "restarted_nodes_rejoin",
+            kind: Kind::Liveness,
             ok: late.is_empty(),
             detail: match late.first() {
                 Some((n, at)) => format!(
@@ -281,10 +273,14 @@ impl Scenario for Connect {
         // Without faults, every member must have joined.
         let joined = self.joined.iter().filter(|j| **j).count() as u32;
         let members = self.nodes - self.bootstraps;
-        if self.churn == 0.0 && !self.partition && sim.now() >= Instant::ZERO + JOIN_WINDOW + grace
-        {
+        let quiet = self
+            .faults
+            .as_ref()
+            .map_or(true, |f| f.churn == 0.0 && f.partition.is_none());
+        if quiet && sim.now() >= Instant::ZERO + JOIN_WINDOW + grace {
             out.push(Verdict {
                 name: "every_node_joined",
+                kind: Kind::Liveness,
                 ok: joined == members,
                 detail: format!("{joined} of {members} nodes joined"),
             });

@@ -28,7 +28,8 @@ use super::{
     at_fraction, bootstrap_count, configure_nodes, crash_for_a_while, random_moment, shuffle_front,
     tag, Params, Scenario,
 };
-use crate::check::Verdict;
+use crate::check::{Kind, Verdict};
+use crate::faults::FaultPlan;
 use crate::net::NodeIdx;
 use crate::sim::{Sim, SimBuilder};
 
@@ -65,7 +66,7 @@ pub struct Dht {
     nodes: u32,
     bootstraps: u32,
     duration: Duration,
-    churn: f64,
+    faults: Option<FaultPlan>,
     up_since: Vec<Instant>,
     /// Whether each member has a peer since it (re)started; one whose join dial fails retries.
     joined: Vec<bool>,
@@ -234,7 +235,7 @@ impl Scenario for Dht {
         self.nodes = params.nodes as u32;
         self.bootstraps = bootstrap_count(params.nodes);
         self.duration = params.duration;
-        self.churn = params.churn;
+        self.faults = Some(params.faults.clone());
         let share = (self.nodes / self.bootstraps) as usize;
         configure_nodes(builder, self.bootstraps, 4 * share + 512, |_| {});
     }
@@ -260,7 +261,8 @@ impl Scenario for Dht {
         }
         let mut shuffled = members.clone();
         let putters = members.len().div_ceil(10);
-        let crashes = (members.len() as f64 * self.churn).round() as usize;
+        let faults = self.faults.clone().expect("configure() comes first");
+        let crashes = (members.len() as f64 * faults.churn).round() as usize;
         shuffle_front(self.rng(), &mut shuffled, putters);
         for &n in shuffled.iter().take(putters) {
             let at = self.random_moment(0.35, 0.5);
@@ -269,7 +271,7 @@ impl Scenario for Dht {
         // The crashing nodes are a second draw, so putters crash as often as anyone.
         shuffle_front(self.rng(), &mut shuffled, crashes);
         for &n in shuffled.iter().take(crashes) {
-            let at = self.random_moment(0.3, 0.8);
+            let at = faults.crash_moment(self.rng());
             sim.schedule(at, tag(CRASH, n));
         }
         for step in 1..10 {
@@ -413,6 +415,11 @@ impl Scenario for Dht {
         m
     }
 
+    fn crash_window(&self, duration: Duration) -> (Instant, Instant) {
+        // Nodes crash while records are put and read back.
+        (at_fraction(duration, 0.3), at_fraction(duration, 0.8))
+    }
+
     fn verdicts(&self, sim: &Sim) -> Vec<Verdict> {
         let mut check = Dht {
             nodes: self.nodes,
@@ -430,6 +437,7 @@ impl Scenario for Dht {
         vec![
             Verdict {
                 name: "dht_tables_well_formed",
+                kind: Kind::Safety,
                 ok: malformed.is_none(),
                 detail: malformed.unwrap_or_else(|| {
                     format!(
@@ -440,6 +448,7 @@ impl Scenario for Dht {
             },
             Verdict {
                 name: "dht_operations_answered",
+                kind: Kind::Safety,
                 ok: overdue.is_empty(),
                 detail: match overdue.first() {
                     Some(((n, op), (at, what))) => format!(

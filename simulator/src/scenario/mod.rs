@@ -15,6 +15,8 @@ use macula_proto::{Config, Data, Duration, Event, Instant, Rng};
 use serde_json::{json, Map, Value};
 
 use crate::check::Verdict;
+pub(crate) use crate::faults::at_fraction;
+use crate::faults::{FaultPlan, Profile, MAX_DOWN};
 use crate::net::{LinkModel, NodeIdx};
 use crate::sim::{Mode, Sim, SimBuilder, Step};
 
@@ -36,14 +38,11 @@ pub struct Params {
     pub duration: Duration,
     /// Frames or QUIC fidelity.
     pub mode: Mode,
-    /// Loss probability on every path.
-    pub loss: f64,
-    /// Duplication probability on every path (QUIC mode: datagrams).
-    pub dup: f64,
-    /// Fraction of nodes that crash and restart during the run.
-    pub churn: f64,
-    /// Whether to split the mesh in two for a while.
-    pub partition: bool,
+    /// What goes wrong, and when (the run lasts until [`FaultPlan::end`], at least
+    /// `duration`).
+    pub faults: FaultPlan,
+    /// The profile the faults were drawn from, if any (for the report and replays).
+    pub profile: Option<Profile>,
     /// Whether the engine prefetches ([`SimBuilder::prefetch`]); `None`: by mesh size.
     pub prefetch: Option<bool>,
 }
@@ -65,6 +64,16 @@ pub trait Scenario {
     fn figures(&self, sim: &Sim) -> Map<String, Value>;
     /// The scenario's own invariants.
     fn verdicts(&self, sim: &Sim) -> Vec<Verdict>;
+    /// When its crashes (churn) fall in a run of `duration`: by default from the end of the
+    /// join window to 60% of the run.
+    fn crash_window(&self, duration: Duration) -> (Instant, Instant) {
+        crate::faults::crash_window(duration)
+    }
+    /// How long after the faults stop its liveness is judged (by default 30 s,
+    /// [`RECOVERY`](crate::faults::RECOVERY)).
+    fn recovery(&self) -> Duration {
+        crate::faults::RECOVERY
+    }
 }
 
 /// The scenarios `macula-sim` knows, with a line about each.
@@ -113,11 +122,6 @@ fn tag(kind: u64, node: NodeIdx) -> u64 {
     kind << 32 | u64::from(node)
 }
 
-/// The moment a fraction `f` of a run of `duration` has passed.
-fn at_fraction(duration: Duration, f: f64) -> Instant {
-    Instant::from_micros((duration.as_micros() as f64 * f) as u64)
-}
-
 /// A random moment between fractions `from` and `to` of a run of `duration`.
 fn random_moment(rng: &mut Rng, duration: Duration, from: f64, to: f64) -> Instant {
     let (a, b) = (
@@ -127,10 +131,12 @@ fn random_moment(rng: &mut Rng, duration: Duration, from: f64, to: f64) -> Insta
     Instant::from_micros(a + rng.below((b - a).max(1)))
 }
 
-/// Crashes node `n` and schedules `restart` (an action tag) 5 to 15 s later.
+/// Crashes node `n` and schedules `restart` (an action tag) 5 to 15 s ([`MAX_DOWN`]) later.
 fn crash_for_a_while(sim: &mut Sim, rng: &mut Rng, n: NodeIdx, restart: u64) {
     sim.crash(n);
-    let down = Duration::from_secs(5) + Duration::from_micros(rng.below(10_000_000));
+    let shortest = Duration::from_secs(5);
+    let spread = MAX_DOWN.saturating_sub(shortest).as_micros();
+    let down = shortest + Duration::from_micros(rng.below(spread));
     let at = sim.now() + down;
     sim.schedule_for(at, n, restart);
 }
@@ -230,8 +236,8 @@ impl Lives {
     }
 }
 
-/// The split of `--partition` in the `pubsub` and `rpc` scenarios: the first half of the
-/// members (`bootstraps..half`) apart from everyone else, from 45% of the run for 15% of it.
+/// The partition of the fault plan: members (`bootstraps..nodes`) on the cut-off side apart
+/// from everyone else, at the plan's times.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Split {
     start: Instant,
@@ -239,33 +245,35 @@ pub(crate) struct Split {
     bootstraps: NodeIdx,
     half: NodeIdx,
     nodes: NodeIdx,
+    one_way: bool,
 }
 
 impl Split {
-    /// Plans the split of `nodes` nodes (the first `bootstraps` of them bootstrap nodes) in a
-    /// run of `duration`, scheduling its start and end as actions `split` and `heal`; `None`
-    /// when there are fewer than two members.
+    /// Plans the partition of `faults` for `nodes` nodes (the first `bootstraps` of them
+    /// bootstrap nodes), scheduling its start and end as actions `split` and `heal`; `None`
+    /// when the plan has none or there are fewer than two members.
     pub fn plan(
         sim: &mut Sim,
-        duration: Duration,
+        faults: &FaultPlan,
         bootstraps: NodeIdx,
         nodes: NodeIdx,
         (split, heal): (u64, u64),
     ) -> Option<Split> {
+        let partition = faults.partition?;
         let members = nodes.saturating_sub(bootstraps);
         if members < 2 {
             return None;
         }
-        let start = at_fraction(duration, 0.45);
-        let end = at_fraction(duration, 0.6);
-        sim.schedule(start, tag(split, 0));
-        sim.schedule(end, tag(heal, 0));
+        let cut = ((f64::from(members) * partition.share).round() as NodeIdx).clamp(1, members - 1);
+        sim.schedule(partition.start, tag(split, 0));
+        sim.schedule(partition.end, tag(heal, 0));
         Some(Split {
-            start,
-            end,
+            start: partition.start,
+            end: partition.end,
             bootstraps,
-            half: bootstraps + members / 2,
+            half: bootstraps + cut,
             nodes,
+            one_way: partition.one_way,
         })
     }
 
@@ -273,10 +281,11 @@ impl Split {
     pub fn apply(&self, sim: &mut Sim) {
         let a: Vec<NodeIdx> = (self.bootstraps..self.half).collect();
         let b: Vec<NodeIdx> = (0..self.bootstraps).chain(self.half..self.nodes).collect();
-        sim.partition(&a, &b, false);
+        sim.partition(&a, &b, self.one_way);
     }
 
-    /// Whether `a` and `b` were on different sides at any time in `from..=to`.
+    /// Whether `a` and `b` were on different sides at any time in `from..=to` (one way or
+    /// both: either breaks a round trip).
     pub fn parted(&self, a: NodeIdx, b: NodeIdx, from: Instant, to: Instant) -> bool {
         let side = |n: NodeIdx| n >= self.bootstraps && n < self.half;
         side(a) != side(b) && from <= self.end && to >= self.start
@@ -312,10 +321,17 @@ pub struct Report {
 pub fn run(name: &str, params: &Params) -> Result<Report, String> {
     let mut scenario = by_name(name)
         .ok_or_else(|| format!("no scenario named '{name}' (try `macula-sim list`)"))?;
+    let mut params = params.clone();
+    let window = scenario.crash_window(params.duration);
+    let recovery = scenario.recovery();
+    params.faults = params.faults.fitted(window, recovery, params.duration);
+    let params = &params;
     let mut builder = SimBuilder::new();
+    let faults = &params.faults;
     let link = LinkModel {
-        loss: params.loss,
-        duplicate: params.dup,
+        loss: faults.loss,
+        duplicate: faults.dup,
+        reorder: faults.reorder,
         ..LinkModel::default()
     };
     builder
@@ -331,18 +347,23 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
     let mut sim = builder.build();
     scenario.start(&mut sim);
     let setup_secs = wall.elapsed().as_secs_f64();
-    let end = Instant::ZERO + params.duration;
-    while let Some(step) = sim.step(end) {
-        match step {
-            Step::Action(tag) => scenario.on_action(&mut sim, tag),
-            Step::Events(events) => {
-                for (node, event) in &events {
-                    scenario.on_event(&mut sim, *node, event);
+    // Until the faults stop, then calm links for the recovery window and whatever is left.
+    for (until, calm) in [(faults.calm, true), (faults.end, false)] {
+        while let Some(step) = sim.step(until) {
+            match step {
+                Step::Action(tag) => scenario.on_action(&mut sim, tag),
+                Step::Events(events) => {
+                    for (node, event) in &events {
+                        scenario.on_event(&mut sim, *node, event);
+                    }
                 }
             }
+            for (node, data) in sim.take_data() {
+                scenario.on_data(&mut sim, node, data);
+            }
         }
-        for (node, data) in sim.take_data() {
-            scenario.on_data(&mut sim, node, data);
+        if calm && !faults.is_quiet() {
+            sim.calm();
         }
     }
     let wall_secs = wall.elapsed().as_secs_f64();
@@ -356,7 +377,7 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
         "seed": params.seed,
         "nodes": params.nodes,
         "mode": params.mode.as_str(),
-        "virtual_secs": params.duration.as_secs_f64(),
+        "virtual_secs": (faults.end - Instant::ZERO).as_secs_f64(),
         "events": events,
         "wall_secs": wall_secs,
         "setup_secs": setup_secs,
@@ -364,8 +385,8 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
         "peak_rss_bytes": crate::memory::peak_rss_bytes(),
         "anon_huge_bytes": crate::memory::anon_huge_bytes(),
         "trace_digest": sim.trace_digest(),
-        "invariants": verdicts.iter().map(|v| json!({"name": v.name, "ok": v.ok, "detail": v.detail})).collect::<Vec<_>>(),
-        "faults": {"loss": params.loss, "dup": params.dup, "churn": params.churn, "partition": params.partition},
+        "invariants": verdicts.iter().map(|v| json!({"name": v.name, "kind": v.kind.as_str(), "ok": v.ok, "detail": v.detail})).collect::<Vec<_>>(),
+        "faults": faults_json(params),
     });
     let net = sim.stats();
     let figures = json.as_object_mut().expect("built as an object");
@@ -380,4 +401,19 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
     );
     figures.extend(scenario.figures(&sim));
     Ok(Report { json, ok, verdicts })
+}
+
+/// The fault plan as the report shows it.
+fn faults_json(params: &Params) -> Value {
+    let f = &params.faults;
+    let secs = |t: Instant| (t - Instant::ZERO).as_secs_f64();
+    let partition = f.partition.map(|p| {
+        json!({"start_secs": secs(p.start), "end_secs": secs(p.end), "share": p.share, "one_way": p.one_way})
+    });
+    json!({
+        "profile": params.profile.map(Profile::as_str),
+        "loss": f.loss, "dup": f.dup, "reorder": f.reorder, "churn": f.churn,
+        "partition": partition,
+        "calm_secs": secs(f.calm), "recovery_secs": f.recovery.as_secs_f64(),
+    })
 }

@@ -14,24 +14,29 @@
 //!
 //! Every node joins through the bootstrap node in the first tenth of the run and detects its
 //! NAT on its own; those that can't be dialed keep reservations at gateways and publish their
-//! records. Between 40% and 50% of the run every node reaches two random others by id. At the
-//! end the figures count, over those reaches, how many pairs are linked and on which path, and
-//! how many of the pairs the decision table calls punchable ended up punched.
+//! records. Between 40% and 50% of the run every node reaches two random others by id. When
+//! faults were injected, a node left without peers (a partition outlasts the idle timeout)
+//! joins again once they stop, and 10 s later each node reaches again the nodes it is not
+//! linked to (an application retrying). At the end the figures count, over those reaches, how many
+//! pairs are linked and on which path, and how many of the pairs the decision table calls
+//! punchable ended up punched.
 
 use std::collections::BTreeMap;
 
 use macula_proto::nat::{decide, Allocation, Approach, Behavior, NatEvent, PathKind, ReachError};
-use macula_proto::{Duration, Event, Rng, Roles};
+use macula_proto::{Duration, Event, Instant, Rng, Roles};
 use serde_json::{json, Map, Value};
 
 use super::{at_fraction, random_moment, tag, Params, Scenario};
-use crate::check::Verdict;
+use crate::check::{Kind, Verdict};
 use crate::nat::{NatBoxConfig, NatPlan};
 use crate::net::NodeIdx;
 use crate::sim::{Mode, Sim, SimBuilder};
 
 const JOIN: u64 = 1;
 const REACH: u64 = 2;
+const RETRY: u64 = 3;
+const REJOIN: u64 = 4;
 
 /// Reaches each node makes.
 const REACHES_PER_NODE: usize = 2;
@@ -43,6 +48,8 @@ pub struct Nat {
     nodes: u32,
     gateways: u32,
     duration: Duration,
+    /// When the faults stop, if there are any.
+    calm: Option<Instant>,
     rng: Option<Rng>,
     /// Each node's NAT kind, by name (`public` for none).
     kinds: Vec<&'static str>,
@@ -126,6 +133,7 @@ impl Scenario for Nat {
         self.nodes = params.nodes.max(20) as u32;
         self.gateways = (self.nodes / 40).max(3);
         self.duration = params.duration;
+        self.calm = (!params.faults.is_quiet()).then_some(params.faults.calm);
         builder.nodes(self.nodes as usize).mode(Mode::Quic);
         let mut rng = Rng::from_seed(params.seed ^ 0x6e61_7400);
         let mut plan = NatPlan::default();
@@ -168,6 +176,10 @@ impl Scenario for Nat {
             let at = random_moment(self.rng(), duration, 0.4, 0.5);
             sim.schedule_for(at, n, tag(REACH, n));
         }
+        if let Some(calm) = self.calm {
+            sim.schedule(calm, tag(REJOIN, 0));
+            sim.schedule(calm + Duration::from_secs(10), tag(RETRY, 0));
+        }
     }
 
     fn on_action(&mut self, sim: &mut Sim, action: u64) {
@@ -187,6 +199,29 @@ impl Scenario for Nat {
                     if let Some(id) = sim.command(n, |node, now| node.nat_reach(target, now)) {
                         self.reaches.insert((n, to), None);
                         self.ids.insert((n, id), to);
+                    }
+                }
+            }
+            REJOIN => {
+                for n in 1..self.nodes {
+                    if sim.node(n).is_some_and(|node| node.peer_count() == 0) {
+                        sim.connect(n, 0);
+                    }
+                }
+            }
+            RETRY => {
+                let linked: Vec<_> = self.linked(sim).into_iter().map(|(pair, _)| pair).collect();
+                let unlinked: Vec<_> = self
+                    .reaches
+                    .keys()
+                    .filter(|pair| !linked.contains(pair))
+                    .copied()
+                    .collect();
+                for (from, to) in unlinked {
+                    let target = sim.node_id(to);
+                    if let Some(id) = sim.command(from, |node, now| node.nat_reach(target, now)) {
+                        self.reaches.insert((from, to), None);
+                        self.ids.insert((from, id), to);
                     }
                 }
             }
@@ -287,11 +322,17 @@ impl Scenario for Nat {
         m
     }
 
+    fn recovery(&self) -> Duration {
+        // The retry 10 s after calm, then a reach's own timeout (30 s), and slack.
+        Duration::from_secs(50)
+    }
+
     fn verdicts(&self, sim: &Sim) -> Vec<Verdict> {
         let linked = self.linked(sim).len();
         let done = sim.now() >= at_fraction(self.duration, 0.5) + Duration::from_secs(20);
         vec![Verdict {
             name: "every_reach_ends_linked",
+            kind: Kind::Liveness,
             ok: !done || linked == self.reaches.len(),
             detail: format!(
                 "{linked} of {} reaches linked at the end",

@@ -37,7 +37,8 @@ use super::{
     at_fraction, bootstrap_count, configure_nodes, crash_for_a_while, random_moment,
     rejoin_if_refused, shuffle_front, tag, Params, Scenario, Split,
 };
-use crate::check::Verdict;
+use crate::check::{Kind, Verdict};
+use crate::faults::FaultPlan;
 use crate::net::NodeIdx;
 use crate::sim::{Sim, SimBuilder};
 
@@ -98,8 +99,7 @@ pub struct Pubsub {
     bootstraps: u32,
     duration: Duration,
     deadline: Duration,
-    churn: f64,
-    partition: bool,
+    faults: Option<FaultPlan>,
     split: Option<Split>,
     topics: Vec<Topic>,
     publishers: BTreeMap<NodeIdx, usize>,
@@ -422,8 +422,7 @@ impl Scenario for Pubsub {
         self.nodes = params.nodes as u32;
         self.bootstraps = bootstrap_count(params.nodes);
         self.duration = params.duration;
-        self.churn = params.churn;
-        self.partition = params.partition;
+        self.faults = Some(params.faults.clone());
         self.deadline = DEADLINE;
         let share = (self.nodes / self.bootstraps) as usize;
         configure_nodes(builder, self.bootstraps, 4 * share + 512, |_| {});
@@ -493,16 +492,15 @@ impl Scenario for Pubsub {
                     .collect()
             })
             .collect();
-        let crashes = (count as f64 * self.churn).round() as usize;
+        let faults = self.faults.clone().expect("configure() comes first");
+        let crashes = (count as f64 * faults.churn).round() as usize;
         shuffle_front(self.rng(), &mut members, crashes);
         for &n in members.iter().take(crashes) {
-            let at = self.moment(0.35, 0.7);
+            let at = faults.crash_moment(self.rng());
             sim.schedule(at, tag(CRASH, n));
         }
-        if self.partition {
-            let (duration, bootstraps, nodes) = (self.duration, self.bootstraps, self.nodes);
-            self.split = Split::plan(sim, duration, bootstraps, nodes, (PARTITION, HEAL));
-        }
+        let (bootstraps, nodes) = (self.bootstraps, self.nodes);
+        self.split = Split::plan(sim, &faults, bootstraps, nodes, (PARTITION, HEAL));
     }
 
     fn on_action(&mut self, sim: &mut Sim, action: u64) {
@@ -663,6 +661,11 @@ impl Scenario for Pubsub {
         m
     }
 
+    fn crash_window(&self, duration: Duration) -> (Instant, Instant) {
+        // Nodes crash while messages flow.
+        (at_fraction(duration, 0.35), at_fraction(duration, 0.7))
+    }
+
     fn verdicts(&self, sim: &Sim) -> Vec<Verdict> {
         let first = |list: &[String], what: &str| match list.first() {
             Some(e) => format!("{e} ({} such)", list.len()),
@@ -686,6 +689,7 @@ impl Scenario for Pubsub {
         vec![
             Verdict {
                 name: "pubsub_no_misdelivery",
+                kind: Kind::Safety,
                 ok: self.misdelivered.is_empty(),
                 detail: first(
                     &self.misdelivered,
@@ -694,11 +698,13 @@ impl Scenario for Pubsub {
             },
             Verdict {
                 name: "pubsub_once_per_life",
+                kind: Kind::Safety,
                 ok: self.duplicated.is_empty(),
                 detail: first(&self.duplicated, "no message reached a subscriber twice"),
             },
             Verdict {
                 name: "pubsub_qos1_in_order",
+                kind: Kind::Safety,
                 ok: self.out_of_order.is_empty(),
                 detail: first(
                     &self.out_of_order,
@@ -707,6 +713,7 @@ impl Scenario for Pubsub {
             },
             Verdict {
                 name: "pubsub_group_one_member",
+                kind: Kind::Safety,
                 ok: self.group_twice.is_empty(),
                 detail: first(
                     &self.group_twice,
@@ -715,6 +722,7 @@ impl Scenario for Pubsub {
             },
             Verdict {
                 name: "pubsub_qos1_delivered",
+                kind: Kind::Liveness,
                 ok: q1.delivered == q1.eligible,
                 detail: q1.first_missing.unwrap_or_else(|| {
                     format!(
@@ -725,6 +733,7 @@ impl Scenario for Pubsub {
             },
             Verdict {
                 name: "pubsub_bounded",
+                kind: Kind::Safety,
                 ok: bounded.is_none(),
                 detail: bounded
                     .unwrap_or_else(|| "every live node's pub/sub state within its bounds".into()),

@@ -9,17 +9,20 @@
 //! - `0 – 0.2 D`: members join through their bootstrap node.
 //! - `0.2 D – 0.25 D`: providers register.
 //! - `0.45 D – 0.85 D`: every caller calls a random procedure [`RATE`] times a second, with
-//!   the default deadline (5 s) and attempts (3).
+//!   the default deadline (5 s) and attempts (3); when the faults stop late, calls go on until
+//!   the run's end, so that there are calls to judge after them.
 //! - Churn crashes a fraction of the members between `0.35 D` and `0.7 D` and restarts each
 //!   5–15 s later; a restarted provider registers again at once.
 //! - A partition splits the members in two from `0.45 D` for `0.15 D`.
 //!
 //! Safety, checked always: every call a caller's life started ends exactly once (a reply or
 //! an error), no later than its deadline plus [`SLACK`]; a reply carries the call's own
-//! argument back; no provider's life runs one call twice. Liveness: a call succeeds whenever
-//! a provider of its procedure was live and reachable for the call's whole duration (up, not
-//! parted from the caller, and registered [`DISCOVERY`] before the call, in a life that lasted
-//! past it), and its caller had joined [`DISCOVERY`] before.
+//! argument back; no provider's life runs one call twice. Liveness, for the calls made
+//! [`DISCOVERY`] after the faults stopped (every call when there were none): a call succeeds
+//! whenever a provider of its procedure was live and reachable for the call's whole duration
+//! (up, not parted from the caller, and registered [`DISCOVERY`] before the call, in a life
+//! that lasted past it), and its caller had joined [`DISCOVERY`] before. The
+//! `call_success_ratio` figure counts every such call, faults or not.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -31,7 +34,8 @@ use super::{
     at_fraction, bootstrap_count, configure_nodes, crash_for_a_while, random_moment,
     rejoin_if_refused, shuffle_front, tag, Lives, Params, Scenario, Split,
 };
-use crate::check::Verdict;
+use crate::check::{Kind, Verdict};
+use crate::faults::FaultPlan;
 use crate::net::NodeIdx;
 use crate::sim::{Sim, SimBuilder};
 
@@ -82,8 +86,7 @@ pub struct Rpc {
     nodes: u32,
     bootstraps: u32,
     duration: Duration,
-    churn: f64,
-    partition: bool,
+    faults: Option<FaultPlan>,
     split: Option<Split>,
     /// Each provider's procedure.
     providers: BTreeMap<NodeIdx, usize>,
@@ -133,7 +136,7 @@ impl Rpc {
 
     fn call(&mut self, sim: &mut Sim, n: NodeIdx) {
         let next = sim.now() + Duration::from_micros(1_000_000 / RATE);
-        if next < at_fraction(self.duration, 0.85) {
+        if next < self.calls_until() {
             sim.schedule_for(next, n, tag(CALL, n));
         }
         if !sim.is_up(n) {
@@ -253,6 +256,26 @@ impl Rpc {
         let _ = sim.command(n, |node, now| node.rpc_reply(request, payload, now));
     }
 
+    /// When callers stop calling: at 85% of the run, or later when the faults stop late, to
+    /// leave calls after them (each ends by its 5 s deadline, before the run does).
+    fn calls_until(&self) -> Instant {
+        let usual = at_fraction(self.duration, 0.85);
+        match &self.faults {
+            Some(f) if !f.is_quiet() => usual.max(Instant::from_micros(
+                f.end.as_micros().saturating_sub(6_000_000),
+            )),
+            _ => usual,
+        }
+    }
+
+    /// The calls liveness is judged on: those made from here on.
+    fn judged_from(&self) -> Instant {
+        match &self.faults {
+            Some(f) if !f.is_quiet() => f.calm + DISCOVERY,
+            _ => Instant::ZERO,
+        }
+    }
+
     /// Whether `a` and `b` were on different sides of the partition at any time in
     /// `from..=to`.
     fn parted(&self, a: NodeIdx, b: NodeIdx, from: Instant, to: Instant) -> bool {
@@ -275,13 +298,16 @@ impl Rpc {
             })
     }
 
-    /// (calls whose caller stayed up to their end, of those the eligible ones, and of those
-    /// the ones that succeeded; the first eligible failure).
-    fn tally(&self, sim: &Sim) -> (u64, u64, u64, Option<String>) {
+    /// Of the calls made from `since`: (those whose caller stayed up to their end, of those
+    /// the eligible ones, and of those the ones that succeeded; the first eligible failure).
+    fn tally(&self, sim: &Sim, since: Instant) -> (u64, u64, u64, Option<String>) {
         let end = sim.now();
         let (mut judged, mut eligible, mut ok, mut first) = (0, 0, 0, None);
         for (index, c) in self.calls.iter().enumerate() {
-            if c.deadline + SLACK > end || !self.lives.up_through(c.caller, c.life, c.deadline) {
+            if c.at < since
+                || c.deadline + SLACK > end
+                || !self.lives.up_through(c.caller, c.life, c.deadline)
+            {
                 continue;
             }
             judged += 1;
@@ -311,8 +337,7 @@ impl Scenario for Rpc {
         self.nodes = params.nodes as u32;
         self.bootstraps = bootstrap_count(params.nodes);
         self.duration = params.duration;
-        self.churn = params.churn;
-        self.partition = params.partition;
+        self.faults = Some(params.faults.clone());
         let share = (self.nodes / self.bootstraps) as usize;
         configure_nodes(builder, self.bootstraps, 4 * share + 512, |_| {});
         builder.read_inboxes(true);
@@ -345,16 +370,15 @@ impl Scenario for Rpc {
             let at = self.moment(0.45, 0.46);
             sim.schedule_for(at, n, tag(CALL, n));
         }
-        let crashes = (count as f64 * self.churn).round() as usize;
+        let faults = self.faults.clone().expect("configure() comes first");
+        let crashes = (count as f64 * faults.churn).round() as usize;
         shuffle_front(self.rng(), &mut members, crashes);
         for &n in members.iter().take(crashes) {
-            let at = self.moment(0.35, 0.7);
+            let at = faults.crash_moment(self.rng());
             sim.schedule(at, tag(CRASH, n));
         }
-        if self.partition {
-            let (duration, bootstraps, nodes) = (self.duration, self.bootstraps, self.nodes);
-            self.split = Split::plan(sim, duration, bootstraps, nodes, (PARTITION, HEAL));
-        }
+        let (bootstraps, nodes) = (self.bootstraps, self.nodes);
+        self.split = Split::plan(sim, &faults, bootstraps, nodes, (PARTITION, HEAL));
     }
 
     fn on_action(&mut self, sim: &mut Sim, action: u64) {
@@ -410,7 +434,7 @@ impl Scenario for Rpc {
 
     fn figures(&self, sim: &Sim) -> Map<String, Value> {
         let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
-        let (judged, eligible, ok, _) = self.tally(sim);
+        let (judged, eligible, ok, _) = self.tally(sim, Instant::ZERO);
         let mut latencies: Vec<u64> = self
             .calls
             .iter()
@@ -467,6 +491,11 @@ impl Scenario for Rpc {
         m
     }
 
+    fn crash_window(&self, duration: Duration) -> (Instant, Instant) {
+        // Providers crash holding calls (made at 45% of the run).
+        (at_fraction(duration, 0.35), at_fraction(duration, 0.7))
+    }
+
     fn verdicts(&self, sim: &Sim) -> Vec<Verdict> {
         let first = |list: &[String], what: &str| match list.first() {
             Some(e) => format!("{e} ({} such)", list.len()),
@@ -489,7 +518,7 @@ impl Scenario for Rpc {
             .filter(|(_, r)| **r > 1)
             .map(|((p, life, call), r)| format!("node {p} (life {life}) ran call {call} {r} times"))
             .collect();
-        let (_, eligible, ok, first_failure) = self.tally(sim);
+        let (_, eligible, ok, first_failure) = self.tally(sim, self.judged_from());
         let mut bounded = None;
         for n in 0..self.nodes {
             let Some(node) = sim.node(n) else { continue };
@@ -509,6 +538,7 @@ impl Scenario for Rpc {
         vec![
             Verdict {
                 name: "rpc_each_call_ends_once_in_time",
+                kind: Kind::Safety,
                 ok: violations.is_empty(),
                 detail: first(
                     &violations,
@@ -517,11 +547,13 @@ impl Scenario for Rpc {
             },
             Verdict {
                 name: "rpc_no_duplicate_execution",
+                kind: Kind::Safety,
                 ok: twice.is_empty(),
                 detail: first(&twice, "no provider life ran a call twice"),
             },
             Verdict {
                 name: "rpc_no_strays",
+                kind: Kind::Safety,
                 ok: self.strays.is_empty(),
                 detail: first(
                     &self.strays,
@@ -530,6 +562,7 @@ impl Scenario for Rpc {
             },
             Verdict {
                 name: "rpc_succeeds_with_a_live_provider",
+                kind: Kind::Liveness,
                 ok: ok == eligible,
                 detail: first_failure.unwrap_or_else(|| {
                     format!("{eligible} calls with a live, reachable provider all succeeded")
@@ -537,6 +570,7 @@ impl Scenario for Rpc {
             },
             Verdict {
                 name: "rpc_bounded",
+                kind: Kind::Safety,
                 ok: bounded.is_none(),
                 detail: bounded
                     .unwrap_or_else(|| "every live node's RPC state within its bounds".into()),

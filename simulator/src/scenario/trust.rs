@@ -30,7 +30,7 @@ use macula_proto::{
 use serde_json::{json, Map, Value};
 
 use super::{at_fraction, tag, Params, Scenario};
-use crate::check::Verdict;
+use crate::check::{Kind, Verdict};
 use crate::net::NodeIdx;
 use crate::sim::{Sim, SimBuilder};
 
@@ -404,6 +404,7 @@ impl Scenario for Trust {
         vec![
             Verdict {
                 name: "published_pins_name_the_real_key",
+                kind: Kind::Safety,
                 ok: self.published_other == 0
                     && (!checked || self.pinners.is_empty() || self.published_real > Some(0)),
                 detail: format!(
@@ -414,6 +415,7 @@ impl Scenario for Trust {
             },
             Verdict {
                 name: "no_cross_realm_links",
+                kind: Kind::Safety,
                 ok: self.cross_realm_links == 0,
                 detail: match &self.first_cross {
                     Some(first) => format!("{} links, first {first}", self.cross_realm_links),
@@ -422,6 +424,7 @@ impl Scenario for Trust {
             },
             Verdict {
                 name: "intruders_refused_counted_audited",
+                kind: Kind::Safety,
                 ok: self.intruders_admitted == 0
                     && self.members_refused == 0
                     && self.refusals_audited == counted
@@ -439,6 +442,7 @@ impl Scenario for Trust {
             },
             Verdict {
                 name: "impostor_refused_where_pinned",
+                kind: Kind::Safety,
                 ok: self.impostor_admitted_by_pinners == 0
                     && (!swapped || self.pinners.is_empty() || self.redials_refused > 0),
                 detail: format!(
