@@ -38,6 +38,7 @@ pub mod memory;
 pub mod nat;
 pub mod nat_matrix;
 pub mod net;
+pub mod planted;
 mod queue;
 pub mod scenario;
 mod sim;

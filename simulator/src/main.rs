@@ -52,6 +52,11 @@ struct What {
     /// Split the members in halves for 45 s, from 30% of the run.
     #[arg(long)]
     partition: bool,
+    /// Plant a bug that breaks one protocol rule (forgets-rejoin, drops-store-acks), to see
+    /// a sweep catch it. Test builds only (feature `planted-bugs`).
+    #[cfg(feature = "planted-bugs")]
+    #[arg(long)]
+    plant: Option<macula_sim::planted::Plant>,
 }
 
 impl What {
@@ -85,6 +90,10 @@ impl What {
             mode: if self.quic { Mode::Quic } else { Mode::Frames },
             profile: self.profile,
             explicit,
+            #[cfg(feature = "planted-bugs")]
+            plant: self.plant,
+            #[cfg(not(feature = "planted-bugs"))]
+            plant: None,
         })
     }
 }

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::check::Kind;
 use crate::faults::{Explicit, FaultPlan, Profile};
+use crate::planted::Plant;
 use crate::scenario::{self, Params};
 use crate::sim::Mode;
 
@@ -32,6 +33,8 @@ pub struct Recipe {
     pub profile: Option<Profile>,
     /// these explicit faults, the same for every seed.
     pub explicit: Explicit,
+    /// A planted bug (tests only).
+    pub plant: Option<Plant>,
 }
 
 impl Recipe {
@@ -48,6 +51,7 @@ impl Recipe {
             mode: self.mode,
             faults,
             profile: self.profile,
+            plant: self.plant,
             prefetch: None,
         }
     }
@@ -68,6 +72,9 @@ impl Recipe {
             None => {
                 line.push_str(&FaultPlan::explicit(self.explicit, self.duration).explicit_flags())
             }
+        }
+        if let Some(plant) = self.plant {
+            line.push_str(&format!(" --plant {plant}"));
         }
         line
     }

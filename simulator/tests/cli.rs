@@ -83,3 +83,105 @@ fn a_large_run_gets_huge_pages_every_time_it_reruns() {
     assert!(direct.status.success(), "{direct:?}");
     assert_eq!(anon_huge_bytes(&direct), 0, "no huge pages were asked for");
 }
+
+fn sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_macula-sim"))
+        .args(args)
+        .output()
+        .expect("macula-sim runs")
+}
+
+#[test]
+fn a_sweep_reports_every_invariant_and_its_kind_as_json() {
+    let out = sim(&[
+        "sweep",
+        "--scenario",
+        "connect",
+        "--nodes",
+        "30",
+        "--seeds",
+        "6",
+        "--from",
+        "10",
+        "--profile",
+        "mixed",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let summary = report(&out);
+    assert_eq!(summary["seeds"], 6);
+    assert_eq!(summary["from"], 10);
+    assert_eq!(summary["passed"], 6);
+    assert_eq!(summary["profile"], "mixed");
+    let invariants = summary["invariants"].as_array().expect("a list");
+    let kind = |name: &str| {
+        invariants.iter().find(|i| i["name"] == name).map(|i| {
+            (
+                i["kind"].as_str().unwrap().to_owned(),
+                i["held"].as_u64().unwrap(),
+            )
+        })
+    };
+    assert_eq!(kind("no_panics"), Some(("safety".into(), 6)));
+    assert_eq!(kind("restarted_nodes_rejoin"), Some(("liveness".into(), 6)));
+}
+
+#[test]
+fn a_run_with_a_drawn_fault_plan_replays_bit_for_bit() {
+    // What a sweep's replay command relies on: the seed draws the same faults, and the same run.
+    let alone = |seed: &str| {
+        let out = sim(&[
+            "run",
+            "--scenario",
+            "connect",
+            "--nodes",
+            "30",
+            "--seed",
+            seed,
+            "--profile",
+            "adversarial",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        report(&out)
+    };
+    let a = alone("3");
+    assert_eq!(a["faults"]["profile"], "adversarial");
+    assert!(
+        a["faults"]["reorder"].as_f64().unwrap() > 0.0,
+        "{}",
+        a["faults"]
+    );
+    assert_eq!(digest_of(&a), digest_of(&alone("3")));
+    assert_ne!(digest_of(&a), digest_of(&alone("4")));
+}
+
+fn digest_of(report: &serde_json::Value) -> String {
+    report["trace_digest"]
+        .as_str()
+        .expect("a digest")
+        .to_owned()
+}
+
+#[test]
+fn bad_sweep_options_are_refused_with_the_reason() {
+    let both = sim(&[
+        "sweep",
+        "--scenario",
+        "connect",
+        "--seeds",
+        "1",
+        "--profile",
+        "lossy",
+        "--loss",
+        "0.1",
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&both.stderr).contains("--profile draws the faults"));
+    let unknown = sim(&["sweep", "--scenario", "connect", "--profile", "chaos"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("mixed"));
+    let nobody = sim(&["sweep", "--scenario", "nobody", "--seeds", "1"]);
+    assert_eq!(nobody.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("macula-sim list"));
+}

@@ -20,6 +20,7 @@ fn faulty(nodes: usize, seed: u64, mode: Mode, secs: u64, faults: Explicit) -> P
         mode,
         faults: FaultPlan::explicit(faults, duration),
         profile: None,
+        plant: None,
         prefetch: None,
     }
 }

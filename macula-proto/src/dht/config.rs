@@ -55,6 +55,12 @@ pub struct DhtConfig {
     /// bucket. A node that only answers, or asks now and then, may turn it off; its table
     /// then fills from the peers it meets and its own lookups. Default: on.
     pub join: bool,
+    /// **A planted bug, for tests only**: a store this node accepts goes unacknowledged one
+    /// time in ten (by its request id), breaking the rule that every request is answered. It exists so that a
+    /// test can show the simulator's sweeps catch such a bug (feature `planted-bugs`, never on
+    /// in a release build of the tools). Default: off.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_drop_store_acks: bool,
 }
 
 impl Default for DhtConfig {
@@ -78,6 +84,8 @@ impl Default for DhtConfig {
             peer_request_burst: 100,
             max_operations: 256,
             max_published: 1024,
+            #[cfg(feature = "planted-bugs")]
+            planted_drop_store_acks: false,
             join: true,
         }
     }

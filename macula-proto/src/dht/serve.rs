@@ -59,6 +59,10 @@ impl Dht {
                 match result {
                     Ok(()) => {
                         self.stats.stores_accepted += 1;
+                        #[cfg(feature = "planted-bugs")]
+                        if self.config.planted_drop_store_acks && id % 10 == 0 {
+                            return;
+                        }
                         DhtMessage::Ack(Ack { id })
                     }
                     Err(reason) => {

@@ -43,6 +43,7 @@ pub struct Connect {
     bootstraps: u32,
     faults: Option<FaultPlan>,
     split: Option<Split>,
+    plant: Option<crate::planted::Plant>,
     joined: Vec<bool>,
     /// Nodes restarted, and when; cleared for a node once it has a peer again.
     awaiting_rejoin: BTreeMap<NodeIdx, Instant>,
@@ -121,6 +122,7 @@ impl Scenario for Connect {
         self.nodes = params.nodes as u32;
         self.bootstraps = bootstrap_count(params.nodes);
         self.faults = Some(params.faults.clone());
+        self.plant = params.plant;
         let share = (self.nodes / self.bootstraps) as usize;
         // This scenario measures links and keep-alives; the DHT's join lookups (about 180
         // queries per node) are the `dht` scenario's subject.
@@ -166,6 +168,10 @@ impl Scenario for Connect {
                 sim.restart(n);
                 self.restarted += 1;
                 self.awaiting_rejoin.insert(n, sim.now());
+                #[cfg(feature = "planted-bugs")]
+                if self.plant == Some(crate::planted::Plant::ForgetsRejoin) {
+                    return;
+                }
                 let b = self.bootstrap_of(n);
                 self.dial(sim, n, b);
                 let next = sim.now() + TICK_EVERY;

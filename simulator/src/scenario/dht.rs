@@ -57,6 +57,9 @@ struct Put {
     name: Vec<u8>,
     value: Vec<u8>,
     stored: bool,
+    /// When it was made, and how many nodes acknowledged it.
+    at: Instant,
+    acks: Option<usize>,
 }
 
 /// The `dht` scenario's state and figures.
@@ -133,6 +136,8 @@ impl Dht {
                 name,
                 value,
                 stored: false,
+                at: sim.now(),
+                acks: None,
             });
             self.pending
                 .insert((n, op), (sim.now(), Pending::Put { put }));
@@ -212,6 +217,7 @@ impl Dht {
             }
             (Pending::Put { put }, DhtEvent::Stored { acks, .. }) => {
                 self.puts[put].stored = *acks > 0;
+                self.puts[put].acks = Some(*acks);
             }
             (Pending::Put { .. }, _) => {}
             (Pending::Get { put }, DhtEvent::Got { records, .. }) => {
@@ -227,6 +233,37 @@ impl Dht {
             }
             (Pending::Get { .. }, _) => self.gets += 1,
         }
+    }
+}
+
+impl Dht {
+    /// Of the puts made with no fault in force (none after the faults stopped are judged
+    /// before [`SETTLED`] has passed), in a mesh of more than twice `k` nodes: how many there
+    /// were, and the first that fewer than `k` nodes acknowledged. Every live node answers a
+    /// store, so with nothing lost and nobody down each of the `k` closest acknowledges.
+    fn puts_short_of_k(&self) -> (usize, Option<String>) {
+        let k = macula_proto::dht::DhtConfig::default().k;
+        if (self.nodes as usize) <= 2 * k {
+            return (0, None);
+        }
+        let from = match &self.faults {
+            Some(f) if !f.is_quiet() => f.calm + SETTLED,
+            _ => Instant::ZERO,
+        };
+        let judged: Vec<&Put> = self
+            .puts
+            .iter()
+            .filter(|p| p.at >= from && p.acks.is_some())
+            .collect();
+        let short = judged.iter().find(|p| p.acks < Some(k)).map(|p| {
+            format!(
+                "node {}'s put at {:.3} s was acknowledged by {} nodes, not k = {k}",
+                p.node,
+                p.at.as_micros() as f64 / 1e6,
+                p.acks.unwrap_or(0)
+            )
+        });
+        (judged.len(), short)
     }
 }
 
@@ -352,7 +389,10 @@ impl Scenario for Dht {
             evictions += node.stats().pool_evictions;
         }
         let live = table_bytes.len() as u64;
+        let acks: Vec<usize> = self.puts.iter().filter_map(|p| p.acks).collect();
         let mut m = Map::new();
+        m.insert("put_acks_min".into(), json!(acks.iter().min()));
+        m.insert("put_acks_max".into(), json!(acks.iter().max()));
         m.insert("bootstrap_nodes".into(), json!(self.bootstraps));
         m.insert("lookups".into(), json!(self.lookups));
         m.insert("lookups_failed".into(), json!(self.lookups_failed));
@@ -434,7 +474,16 @@ impl Scenario for Dht {
             .iter()
             .filter(|(_, (at, _))| *at + limit <= sim.now())
             .collect();
+        let (judged, short) = self.puts_short_of_k();
         vec![
+            Verdict {
+                name: "dht_puts_acked_by_k",
+                kind: Kind::Liveness,
+                ok: short.is_none(),
+                detail: short.unwrap_or_else(|| {
+                    format!("{judged} puts made without faults each acknowledged by k nodes")
+                }),
+            },
             Verdict {
                 name: "dht_tables_well_formed",
                 kind: Kind::Safety,

@@ -18,6 +18,7 @@ use crate::check::Verdict;
 pub(crate) use crate::faults::at_fraction;
 use crate::faults::{FaultPlan, Profile, MAX_DOWN};
 use crate::net::{LinkModel, NodeIdx};
+use crate::planted::Plant;
 use crate::sim::{Mode, Sim, SimBuilder, Step};
 
 pub use connect::Connect;
@@ -43,6 +44,8 @@ pub struct Params {
     pub faults: FaultPlan,
     /// The profile the faults were drawn from, if any (for the report and replays).
     pub profile: Option<Profile>,
+    /// A planted bug (tests only: see [`Plant`]).
+    pub plant: Option<Plant>,
     /// Whether the engine prefetches ([`SimBuilder::prefetch`]); `None`: by mesh size.
     pub prefetch: Option<bool>,
 }
@@ -343,6 +346,10 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
         builder.prefetch(prefetch);
     }
     scenario.configure(&mut builder, params);
+    #[cfg(feature = "planted-bugs")]
+    if params.plant == Some(Plant::DropsStoreAcks) {
+        builder.also_configure(|_, config| config.dht.planted_drop_store_acks = true);
+    }
     let wall = WallInstant::now();
     let mut sim = builder.build();
     scenario.start(&mut sim);

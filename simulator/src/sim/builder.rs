@@ -123,6 +123,16 @@ impl SimBuilder {
         self
     }
 
+    /// Applies `f` to every node's configuration after what [`SimBuilder::configure`] set.
+    pub fn also_configure(&mut self, f: impl Fn(NodeIdx, &mut Config) + 'static) -> &mut Self {
+        let first = self.configure.clone();
+        self.configure = Rc::new(move |n, config| {
+            first(n, config);
+            f(n, config);
+        });
+        self
+    }
+
     /// Makes the simulation read every node's inboxes as soon as they hold data (an
     /// application that keeps up), handing the data to [`Sim::take_data`]. Off by default.
     pub fn read_inboxes(&mut self, read: bool) -> &mut Self {
