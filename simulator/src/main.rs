@@ -29,7 +29,8 @@ struct What {
     /// How many nodes.
     #[arg(long, default_value_t = 100)]
     nodes: usize,
-    /// Virtual seconds to run (faults that end late extend the run, to leave 30 s of calm).
+    /// Virtual seconds to run (faults that end late extend the run, to leave a recovery
+    /// window after them).
     #[arg(long, default_value_t = 60)]
     duration: u64,
     /// Drive full QUIC endpoints (real quinn-proto + rustls) instead of frames.
