@@ -15,9 +15,10 @@
 //! Every node joins through the bootstrap node in the first tenth of the run and detects its
 //! NAT on its own; those that can't be dialed keep reservations at gateways and publish their
 //! records. Between 40% and 50% of the run every node reaches two random others by id. When
-//! faults were injected, every node dials the bootstrap node again once they stop (a
-//! re-bootstrap, which bridges the two sides of a healed partition), and 10 s later reaches
-//! again every node its first reach did not link it to (an application retrying). At the end the figures count, over those reaches, how many
+//! faults were injected, every node dials the bootstrap node and the gateways again once they
+//! stop (a re-bootstrap, which bridges the two sides of a healed partition and gives a node cut
+//! off from its gateways new ones), and 10 s later reaches
+//! every node it reached before again (an application making sure of its links). At the end the figures count, over those reaches, how many
 //! pairs are linked and on which path, and how many of the pairs the decision table calls
 //! punchable ended up punched.
 
@@ -40,6 +41,13 @@ const REJOIN: u64 = 4;
 
 /// Reaches each node makes.
 const REACHES_PER_NODE: usize = 2;
+
+/// With faults: how often records are republished.
+const REPUBLISH: Duration = Duration::from_secs(20);
+
+/// With faults: how long after they stop the reaches are made again (after the re-bootstrap
+/// and a round of republishing).
+const RETRY_AFTER: Duration = Duration::from_secs(25);
 
 /// The `nat` scenario: most nodes behind NAT in a measured mix, each reaching two others by id
 /// (see the module source for the mix and its sources).
@@ -151,8 +159,15 @@ impl Scenario for Nat {
         }
         builder.nat(plan);
         let gateways = self.gateways;
+        let faulty = self.calm.is_some();
         builder.configure(move |n, config| {
             config.nat.detect = true;
+            if faulty {
+                // A record put during a partition reaches only its own side; the other keeps
+                // the older one until the next republish (4 minutes by default). Sooner here,
+                // so that the retry after the faults finds the newest.
+                config.dht.republish_interval = REPUBLISH;
+            }
             if n == 0 {
                 config.roles = Roles::BOOTSTRAP;
                 config.max_peers = 4_096;
@@ -178,7 +193,7 @@ impl Scenario for Nat {
         }
         if let Some(calm) = self.calm {
             sim.schedule(calm, tag(REJOIN, 0));
-            sim.schedule(calm + Duration::from_secs(10), tag(RETRY, 0));
+            sim.schedule(calm + RETRY_AFTER, tag(RETRY, 0));
         }
     }
 
@@ -203,29 +218,26 @@ impl Scenario for Nat {
                 }
             }
             REJOIN => {
-                // As a long-lived application re-bootstraps now and then: the core does not,
-                // and the DHTs of two sides of a partition stay apart until traffic or the
-                // next refresh (10 minutes) brings them together.
-                let bootstrap = sim.node_id(0);
+                // As a long-lived application re-bootstraps now and then, to its seeds: the
+                // bootstrap node and the gateways. The core does not: the DHTs of two sides of
+                // a partition stay apart until traffic or the next refresh (10 minutes) brings
+                // them together, and a node behind NAT cut off from every gateway it held a
+                // reservation at only reserves again when it meets another gateway.
                 for n in 1..self.nodes {
-                    if sim
-                        .node(n)
-                        .is_some_and(|node| node.peer(&bootstrap).is_none())
-                    {
-                        sim.connect(n, 0);
+                    for seed in 0..=self.gateways {
+                        let id = sim.node_id(seed);
+                        if seed != n && sim.node(n).is_some_and(|node| node.peer(&id).is_none()) {
+                            sim.connect(n, seed);
+                        }
                     }
                 }
             }
             RETRY => {
-                // Every reach that did not end linked, even if a link came up since for other
-                // reasons (one the application did not ask to keep may close when idle).
-                let failed: Vec<_> = self
-                    .reaches
-                    .iter()
-                    .filter(|(_, outcome)| !matches!(outcome, Some(Ok(_))))
-                    .map(|(pair, _)| *pair)
-                    .collect();
-                for (from, to) in failed {
+                // Every pair again: one whose reach failed (even if a link came up since for
+                // other reasons, which may close when idle), and one whose kept link the faults
+                // broke. A pair still linked is answered at once.
+                let pairs: Vec<_> = self.reaches.keys().copied().collect();
+                for (from, to) in pairs {
                     let target = sim.node_id(to);
                     if let Some(id) = sim.command(from, |node, now| node.nat_reach(target, now)) {
                         self.reaches.insert((from, to), None);
@@ -331,8 +343,8 @@ impl Scenario for Nat {
     }
 
     fn recovery(&self) -> Duration {
-        // The retry 10 s after calm, then a reach's own timeout (30 s), and slack.
-        Duration::from_secs(50)
+        // The retry after calm, then a reach's own timeout (30 s), and slack.
+        RETRY_AFTER + Duration::from_secs(40)
     }
 
     fn verdicts(&self, sim: &Sim) -> Vec<Verdict> {
