@@ -16,6 +16,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use macula_proto::dht::{DhtEvent, OpId};
+use macula_proto::node::Socket;
 use macula_proto::pubsub::{PublishId, PublishOptions, Publishing, PubsubEvent, Qos};
 use macula_proto::quic::{Endpoint, EndpointConfig};
 use macula_proto::rpc::{CallId, CallOptions, RpcEvent};
@@ -80,8 +81,9 @@ impl StdNode {
             self.read_inbox(inbox);
         }
         while let Some(d) = self.endpoint.poll_transmit() {
-            for segment in d.segments() {
-                // A datagram that can't be sent is a lost datagram: QUIC recovers.
+            // Those for NAT detection's second socket are dropped: there is none here. A
+            // datagram that can't be sent is a lost datagram: QUIC recovers.
+            for segment in d.segments().filter(|_| d.socket == Socket::Main) {
                 let _ = self.socket.send_to(segment, d.destination);
             }
         }
@@ -98,12 +100,12 @@ impl StdNode {
         }
         self.socket.set_read_timeout(Some(wait.min(MAX_SLEEP)))?;
         let mut buf = [0; 65536];
-        let received = self.socket.recv_from(&mut buf);
-        let now = self.now();
-        match received {
-            Ok((len, from)) => self.endpoint.handle_datagram(from, None, &buf[..len], now),
+        match self.socket.recv_from(&mut buf) {
+            Ok((len, from)) => self
+                .endpoint
+                .handle_datagram(from, None, &buf[..len], self.now()),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                self.endpoint.handle_timeout(now);
+                self.endpoint.handle_timeout(self.now());
             }
             Err(e) => return Err(e.into()),
         }

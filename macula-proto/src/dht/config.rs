@@ -56,9 +56,9 @@ pub struct DhtConfig {
     /// then fills from the peers it meets and its own lookups. Default: on.
     pub join: bool,
     /// **A planted bug, for tests only**: a store this node accepts goes unacknowledged one
-    /// time in ten (by its request id), breaking the rule that every request is answered. It exists so that a
-    /// test can show the simulator's sweeps catch such a bug (feature `planted-bugs`, never on
-    /// in a release build of the tools). Default: off.
+    /// time in ten (by its request id), breaking the rule that every request is answered. It
+    /// exists so that a test can show the simulator's sweeps catch such a bug (feature
+    /// `planted-bugs`, never on in a release build of the tools). Default: off.
     #[cfg(feature = "planted-bugs")]
     pub planted_drop_store_acks: bool,
 }

@@ -43,6 +43,7 @@ pub struct Connect {
     bootstraps: u32,
     faults: Option<FaultPlan>,
     split: Option<Split>,
+    #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
     plant: Option<crate::planted::Plant>,
     joined: Vec<bool>,
     /// Nodes restarted, and when; cleared for a node once it has a peer again.

@@ -9,7 +9,8 @@
 //! - `0.35 D – 0.85 D`: every member looks up one random id. The lookup succeeds if the live
 //!   node closest to that id (by brute force over every node that has been up for 10 s) is
 //!   among the nodes it returns.
-//! - `0.35 D – 0.5 D`: one member in ten puts a value under its own name.
+//! - `0.35 D – 0.5 D`: one member in ten puts a value under its own name; under faults, it puts
+//!   it again 10 to 15 s after they stop.
 //! - `0.6 D – 0.9 D`: every member gets one of the values whose put was acknowledged. The get
 //!   succeeds if it returns the value from its publisher.
 //! - Churn crashes a fraction of the members between `0.3 D` and `0.8 D`, and restarts each
@@ -304,6 +305,11 @@ impl Scenario for Dht {
         for &n in shuffled.iter().take(putters) {
             let at = self.random_moment(0.35, 0.5);
             sim.schedule_for(at, n, tag(PUT, n));
+            if !faults.is_quiet() {
+                // Again once the faults have stopped, for the liveness check to judge.
+                let later = Duration::from_micros(self.rng().below(5_000_000));
+                sim.schedule_for(faults.calm + SETTLED + later, n, tag(PUT, n));
+            }
         }
         // The crashing nodes are a second draw, so putters crash as often as anyone.
         shuffle_front(self.rng(), &mut shuffled, crashes);

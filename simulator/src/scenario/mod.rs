@@ -72,6 +72,11 @@ pub trait Scenario {
     fn crash_window(&self, duration: Duration) -> (Instant, Instant) {
         crate::faults::crash_window(duration)
     }
+    /// Whether it crashes nodes and splits the mesh as the fault plan says (by default yes);
+    /// one that does not gets a plan with link faults only.
+    fn takes_churn_and_partitions(&self) -> bool {
+        true
+    }
     /// How long after the faults stop its liveness is judged (by default 30 s,
     /// [`RECOVERY`](crate::faults::RECOVERY)).
     fn recovery(&self) -> Duration {
@@ -325,6 +330,10 @@ pub fn run(name: &str, params: &Params) -> Result<Report, String> {
     let mut scenario = by_name(name)
         .ok_or_else(|| format!("no scenario named '{name}' (try `macula-sim list`)"))?;
     let mut params = params.clone();
+    if !scenario.takes_churn_and_partitions() {
+        params.faults.churn = 0.0;
+        params.faults.partition = None;
+    }
     let window = scenario.crash_window(params.duration);
     let recovery = scenario.recovery();
     params.faults = params.faults.fitted(window, recovery, params.duration);

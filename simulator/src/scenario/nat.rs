@@ -14,13 +14,15 @@
 //!
 //! Every node joins through the bootstrap node in the first tenth of the run and detects its
 //! NAT on its own; those that can't be dialed keep reservations at gateways and publish their
-//! records. Between 40% and 50% of the run every node reaches two random others by id. When
-//! faults were injected, every node dials the bootstrap node and the gateways again once they
-//! stop (a re-bootstrap, which bridges the two sides of a healed partition and gives a node cut
-//! off from its gateways new ones), and 10 s later reaches
-//! every node it reached before again (an application making sure of its links). At the end the figures count, over those reaches, how many
-//! pairs are linked and on which path, and how many of the pairs the decision table calls
-//! punchable ended up punched.
+//! records. Between 40% and 50% of the run every node reaches two random others by id. The
+//! scenario applies only the fault plan's link faults (it crashes and splits nothing) but keeps
+//! the plan's timing. With a plan that has faults, every node dials its seeds (the bootstrap
+//! node and the gateways) again at calm:
+//! links that heavy loss broke are not rebuilt by the core, and a node behind NAT that lost its
+//! gateways only reserves again when it meets one. 25 s later every node reaches each node it
+//! reached before again (an application making sure of its links). At the end the figures
+//! count, over those reaches, how many pairs are linked and on which path, and how many of the
+//! pairs the decision table calls punchable ended up punched.
 
 use std::collections::BTreeMap;
 
@@ -163,9 +165,9 @@ impl Scenario for Nat {
         builder.configure(move |n, config| {
             config.nat.detect = true;
             if faulty {
-                // A record put during a partition reaches only its own side; the other keeps
-                // the older one until the next republish (4 minutes by default). Sooner here,
-                // so that the retry after the faults finds the newest.
+                // A record put while links were lossy may reach only some of the closest nodes,
+                // which keep answering with the older one until the next republish (4 minutes
+                // by default). Sooner here, so that the retry after the faults finds the newest.
                 config.dht.republish_interval = REPUBLISH;
             }
             if n == 0 {
@@ -219,10 +221,10 @@ impl Scenario for Nat {
             }
             REJOIN => {
                 // As a long-lived application re-bootstraps now and then, to its seeds: the
-                // bootstrap node and the gateways. The core does not: the DHTs of two sides of
-                // a partition stay apart until traffic or the next refresh (10 minutes) brings
-                // them together, and a node behind NAT cut off from every gateway it held a
-                // reservation at only reserves again when it meets another gateway.
+                // bootstrap node and the gateways. The core does not: links the faults broke
+                // stay broken until traffic needs them, and a node behind NAT cut off from
+                // every gateway it held a reservation at only reserves again when it meets
+                // another gateway.
                 for n in 1..self.nodes {
                     for seed in 0..=self.gateways {
                         let id = sim.node_id(seed);

@@ -14,7 +14,7 @@
 //!   fourth message at QoS 0, the others at QoS 1 with a deadline of 15 s.
 //! - Churn crashes a fraction of the members between `0.35 D` and `0.7 D` and restarts each
 //!   5–15 s later; a restarted node rejoins and subscribes again at once.
-//! - A partition splits the members in two from `0.45 D` for `0.15 D`.
+//! - The fault plan's partition, if any, cuts a share of the members off from everyone else.
 //!
 //! The application of every node reads its inboxes as data arrives. A (subscriber, message)
 //! pair is *eligible* when the subscriber's pattern matches, it was subscribed (in its

@@ -9,11 +9,11 @@
 //! - `0 – 0.2 D`: members join through their bootstrap node.
 //! - `0.2 D – 0.25 D`: providers register.
 //! - `0.45 D – 0.85 D`: every caller calls a random procedure [`RATE`] times a second, with
-//!   the default deadline (5 s) and attempts (3); when the faults stop late, calls go on until
-//!   the run's end, so that there are calls to judge after them.
+//!   the default deadline (5 s) and attempts (3); in a run with faults, calls go on until the
+//!   run's end, so that there are calls to judge after the faults stop.
 //! - Churn crashes a fraction of the members between `0.35 D` and `0.7 D` and restarts each
 //!   5–15 s later; a restarted provider registers again at once.
-//! - A partition splits the members in two from `0.45 D` for `0.15 D`.
+//! - The fault plan's partition, if any, cuts a share of the members off from everyone else.
 //!
 //! Safety, checked always: every call a caller's life started ends exactly once (a reply or
 //! an error), no later than its deadline plus [`SLACK`]; a reply carries the call's own
@@ -256,13 +256,15 @@ impl Rpc {
         let _ = sim.command(n, |node, now| node.rpc_reply(request, payload, now));
     }
 
-    /// When callers stop calling: at 85% of the run, or later when the faults stop late, to
-    /// leave calls after them (each ends by its 5 s deadline, before the run does).
+    /// When callers stop calling: at 85% of the run, or with faults until the run's end, to
+    /// leave calls after them (each ends by its deadline, and a second's slack, before the run
+    /// does).
     fn calls_until(&self) -> Instant {
         let usual = at_fraction(self.duration, 0.85);
+        let last = macula_proto::rpc::RpcConfig::default().timeout + Duration::from_secs(1);
         match &self.faults {
             Some(f) if !f.is_quiet() => usual.max(Instant::from_micros(
-                f.end.as_micros().saturating_sub(6_000_000),
+                f.end.as_micros().saturating_sub(last.as_micros()),
             )),
             _ => usual,
         }

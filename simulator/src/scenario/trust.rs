@@ -397,6 +397,10 @@ impl Scenario for Trust {
         m
     }
 
+    fn takes_churn_and_partitions(&self) -> bool {
+        false
+    }
+
     fn verdicts(&self, sim: &Sim) -> Vec<Verdict> {
         let counted = self.counted_refusals(sim);
         let swapped = sim.now() >= at_fraction(self.duration, 0.45);
