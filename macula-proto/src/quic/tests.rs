@@ -8,6 +8,7 @@ use super::*;
 use crate::config::{ApiKey, Realm};
 use crate::node::{ConnectFailure, DownReason};
 use crate::wire::RefuseReason;
+use crate::Identity;
 use core::net::SocketAddr;
 use std::time::Instant as StdInstantForTests;
 
